@@ -1,0 +1,109 @@
+#!/usr/bin/env python3
+"""The project's two commands, on any machine with Python 3.11+ (no make, no conda needed).
+
+    python3 dev.py lab    start JupyterLab on notebooks/ (the lessons; SQLite, embedded)
+    python3 dev.py test   run every test: unit, reliability, and the notebooks (nbval)
+
+Both create the virtual environment `.venv` and install sitq into it (editable, with its
+`dev` extra) when it is missing or when pyproject.toml has changed since.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
+STAMP = VENV / ".sitq-installed"
+
+
+def ensure_venv() -> None:
+    """Create .venv and install the project once, and again when pyproject.toml changes."""
+    if sys.version_info < (3, 11):  # noqa: UP036 - this file must also run on an old Python
+        sys.exit(f"sitq needs Python 3.11 or newer; this is {sys.version.split()[0]}")
+    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if STAMP.exists() and STAMP.read_text() == wanted and PYTHON.exists():
+        return
+    if not PYTHON.exists():
+        print(f"creating {VENV.name}/ ...", flush=True)
+        venv.create(VENV, with_pip=True)
+    pip = [str(PYTHON), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "--upgrade", "pip"], check=True)
+    subprocess.run([*pip, "-e", f"{ROOT}[dev]"], check=True)
+    STAMP.write_text(wanted)
+
+
+def quiet_env() -> dict[str, str]:
+    """Settings that make notebook runs reproducible and keep caches inside the checkout."""
+    cache = ROOT / ".cache"
+    env = dict(os.environ)
+    env.update(
+        {
+            "PYTHONHASHSEED": "0",
+            "MPLBACKEND": "Agg",
+            "JUPYTER_PLATFORM_DIRS": "1",
+            "JUPYTER_RUNTIME_DIR": str(cache / "jupyter-runtime"),
+            "JUPYTER_CONFIG_DIR": str(cache / "jupyter-config"),
+            "MPLCONFIGDIR": str(cache / "matplotlib"),
+            "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+        }
+    )
+    return env
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> int:
+    print("+", " ".join(args), flush=True)
+    return subprocess.run(args, cwd=ROOT, env=env).returncode
+
+
+def lab() -> int:
+    return run(str(BIN / "jupyter"), "lab", "--notebook-dir", str(ROOT / "notebooks"))
+
+
+def test() -> int:
+    env = quiet_env()
+    steps = [
+        (str(PYTHON), "-m", "ruff", "check", "."),
+        (str(PYTHON), "-m", "ruff", "format", "--check", "."),
+        (str(PYTHON), "-m", "pytest", "-p", "no:cacheprovider", "tests"),
+    ]
+    if any((ROOT / "notebooks").rglob("*.ipynb")):
+        steps.append(
+            (
+                str(PYTHON),
+                "-m",
+                "pytest",
+                "-p",
+                "no:cacheprovider",
+                "--nbval",
+                "--nbval-current-env",
+                "--nbval-sanitize-with",
+                "notebooks/sanitize.cfg",
+                "notebooks",
+            )
+        )
+    for step in steps:
+        code = run(*step, env=env)
+        if code:
+            return code
+    return 0
+
+
+def main() -> int:
+    commands = {"lab": lab, "test": test}
+    if len(sys.argv) != 2 or sys.argv[1] not in commands:
+        print(__doc__)
+        return 2
+    ensure_venv()
+    return commands[sys.argv[1]]()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""sitq: a small, real, async task queue that teaches itself.
+
+from sitq import TaskQueue, Worker
+from sitq.backends.sqlite import SQLiteBackend
+
+backend = SQLiteBackend("queue.db")
+async with TaskQueue(backend) as queue, Worker(backend):
+    task_id = await queue.enqueue(pow, 2, 10)
+    print((await queue.get_result(task_id, timeout=5)).value)   # 1024
+"""
+
+from sitq.backends.sqlite import SQLiteBackend
+from sitq.breaker import BreakerState, BreakerTransition, CircuitBreaker
+from sitq.clock import Clock, FakeClock, SystemClock
+from sitq.context import TaskContext, current_task, report_progress
+from sitq.errors import (
+    BackendError,
+    InvalidOptionError,
+    InvalidTaskError,
+    PayloadTooLargeError,
+    QueueClosedError,
+    SchemaVersionError,
+    SerializationError,
+    SignatureError,
+    SitqError,
+    TaskNotFoundError,
+    TaskStateError,
+)
+from sitq.hooks import TaskEvent, WorkerHooks
+from sitq.options import TaskOptions, task
+from sitq.queue import TaskQueue, call
+from sitq.retry import (
+    NO_RETRY,
+    PermanentError,
+    Retry,
+    RetryPolicy,
+    TaskTimeout,
+    TransientError,
+    WorkerLost,
+)
+from sitq.serialization import (
+    CloudpickleSerializer,
+    JsonSerializer,
+    Serializer,
+    SignedSerializer,
+)
+from sitq.task import TERMINAL, Attempt, Result, TaskInfo, TaskStatus
+from sitq.worker import Worker
+
+__version__ = "0.1.0"
+
+__all__ = [
+    # the client, the worker and what they exchange
+    "TaskQueue", "Worker", "Result", "TaskStatus", "TERMINAL", "TaskInfo", "Attempt", "call",
+    # options and retries
+    "task", "TaskOptions", "RetryPolicy", "NO_RETRY", "Retry", "TransientError",
+    "PermanentError", "TaskTimeout", "WorkerLost",
+    # circuit breaker, hooks, the running task
+    "CircuitBreaker", "BreakerState", "BreakerTransition", "WorkerHooks", "TaskEvent",
+    "TaskContext", "current_task", "report_progress",
+    # storage, serialization, time
+    "SQLiteBackend", "Serializer", "CloudpickleSerializer", "JsonSerializer",
+    "SignedSerializer", "Clock", "SystemClock", "FakeClock",
+    # errors
+    "SitqError", "SerializationError", "PayloadTooLargeError", "TaskNotFoundError",
+    "InvalidTaskError", "InvalidOptionError", "QueueClosedError", "TaskStateError",
+    "SchemaVersionError", "BackendError", "SignatureError",
+]  # fmt: skip

@@ -1,0 +1,67 @@
+"""What a running task can learn about itself: `current_task()` and `report_progress()`.
+
+The worker sets a context variable before it calls a task, so code deep inside the task
+can ask which task it is part of, or report how far along it is, without a parameter.
+Both work in async tasks and in plain functions running in the worker's threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import math
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    """The running task: its id, name, attempt number and worker."""
+
+    task_id: str
+    task_name: str
+    attempt: int
+    worker_id: str
+    _report: Callable[[float, str], Coroutine[Any, Any, None]] = field(repr=False)
+    _loop: asyncio.AbstractEventLoop = field(repr=False)
+
+    def report_progress(self, fraction: float, message: str = "") -> None:
+        """Store progress (0.0 to 1.0) and a message, visible through `queue.status`."""
+        if not 0.0 <= fraction <= 1.0 or math.isnan(fraction):
+            raise ValueError(f"progress must be between 0.0 and 1.0, got {fraction}")
+        coro = self._report(fraction, message)
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            self._loop.create_task(coro)
+        else:  # called from a worker thread: hand the write to the worker's loop
+            asyncio.run_coroutine_threadsafe(coro, self._loop)
+
+
+_current: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar(
+    "sitq_current_task", default=None
+)
+
+
+def current_task() -> TaskContext:
+    """The task being run by the calling code; raises LookupError outside a task."""
+    found = _current.get()
+    if found is None:
+        raise LookupError("current_task() was called outside a sitq task")
+    return found
+
+
+def report_progress(fraction: float, message: str = "") -> None:
+    """Shortcut for `current_task().report_progress(fraction, message)`."""
+    current_task().report_progress(fraction, message)
+
+
+def set_current(context: TaskContext | None) -> contextvars.Token[TaskContext | None]:
+    return _current.set(context)
+
+
+def reset_current(token: contextvars.Token[TaskContext | None]) -> None:
+    _current.reset(token)

@@ -1,0 +1,135 @@
+"""Task options, kept apart from a task's own arguments.
+
+`queue.enqueue(func, *args, **kwargs)` passes every keyword to the task: a task with a
+parameter called `timeout`, `delay` or `retry` still receives it. Options travel on
+another path, so they can never collide with the task's arguments:
+
+- per function: `@sitq.task(retry=..., timeout=...)` (the function stays callable as is);
+- per call: `await queue.with_options(delay=5, retry=...).enqueue(func, *args, **kwargs)`;
+- per worker: `Worker(..., retry=...)` as the default for tasks that set nothing.
+
+A per-call option beats the function's, which beats the worker's.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+from sitq.errors import InvalidOptionError
+
+if TYPE_CHECKING:
+    from sitq.retry import RetryPolicy
+
+Executor = Literal["async", "thread", "process"]
+EXECUTORS = ("async", "thread", "process")
+F = TypeVar("F", bound=Callable[..., Any])
+OPTIONS_ATTRIBUTE = "__sitq_options__"
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """How to run a task, as opposed to what to run it with. None means "not set here".
+
+    delay: seconds from now before the task is due; eta: the moment it is due (an aware
+    datetime or epoch seconds; give one or the other); priority: higher runs first among
+    due tasks; retry: a RetryPolicy; timeout: seconds an attempt may run; executor: where
+    a plain function runs ("thread", default, or "process"); name: the task's name in
+    history, status and circuit breakers (default: the function's qualified name).
+    """
+
+    delay: float | None = None
+    eta: dt.datetime | float | None = None
+    priority: int | None = None
+    retry: RetryPolicy | None = None
+    timeout: float | None = None
+    executor: Executor | None = None
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_seconds("delay", self.delay)
+        _check_seconds("timeout", self.timeout, allow_zero=False)
+        if self.delay is not None and self.eta is not None:
+            raise InvalidOptionError("give either delay= or eta=, not both")
+        if self.eta is not None:
+            _eta_timestamp(self.eta)
+        if self.priority is not None and not isinstance(self.priority, int):
+            raise InvalidOptionError(f"priority must be an int, got {self.priority!r}")
+        if self.executor is not None and self.executor not in EXECUTORS:
+            raise InvalidOptionError(
+                f"executor must be one of {', '.join(EXECUTORS)}; got {self.executor!r}"
+            )
+        if self.retry is not None and not hasattr(self.retry, "next_delay"):
+            raise InvalidOptionError(
+                f"retry must be a sitq.RetryPolicy, got {type(self.retry).__name__}"
+            )
+
+    def merged_over(self, base: TaskOptions | None) -> TaskOptions:
+        """These options, with anything unset taken from `base`."""
+        if base is None:
+            return self
+        changes = {f.name: getattr(self, f.name) for f in fields(self)}
+        changes = {k: v for k, v in changes.items() if v is not None}
+        return replace(base, **changes)
+
+    def due_at(self, now: float) -> float:
+        """When a task enqueued at `now` with these options becomes due."""
+        if self.eta is not None:
+            return _eta_timestamp(self.eta)
+        return now + (self.delay or 0.0)
+
+
+def _check_seconds(name: str, value: float | None, *, allow_zero: bool = True) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidOptionError(f"{name} must be a number of seconds, got {value!r}")
+    if math.isnan(value) or math.isinf(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise InvalidOptionError(f"{name} must be a finite number of seconds {bound}, got {value}")
+
+
+def _eta_timestamp(eta: dt.datetime | float) -> float:
+    if isinstance(eta, dt.datetime):
+        if eta.tzinfo is None:
+            raise InvalidOptionError(
+                "eta must be timezone-aware (e.g. datetime.now(timezone.utc) + timedelta(...)),"
+                " so that every worker reads the same moment"
+            )
+        return eta.timestamp()
+    if isinstance(eta, bool) or not isinstance(eta, int | float) or not math.isfinite(eta):
+        raise InvalidOptionError(f"eta must be an aware datetime or epoch seconds, got {eta!r}")
+    return float(eta)
+
+
+def task(func: F | None = None, **options: Any) -> Any:
+    """Attach default options to a task function: `@task(retry=..., timeout=30)`.
+
+    The function is returned unchanged (callable directly, as before); the options ride
+    along as an attribute, which cloudpickle carries with notebook-defined functions too.
+    """
+
+    def attach(f: F) -> F:
+        setattr(f, OPTIONS_ATTRIBUTE, TaskOptions(**options))
+        return f
+
+    return attach(func) if func is not None else attach
+
+
+def options_of(func: Any) -> TaskOptions | None:
+    """The options a function was decorated with, if any."""
+    found = getattr(func, OPTIONS_ATTRIBUTE, None)
+    return found if isinstance(found, TaskOptions) else None
+
+
+def task_name(func: Any, options: TaskOptions | None = None) -> str:
+    """The name a task is known by: an explicit option, else the function's qualname."""
+    if options is not None and options.name:
+        return options.name
+    name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None)
+    if name is None and hasattr(func, "func"):  # functools.partial
+        return task_name(func.func)
+    return name or type(func).__name__

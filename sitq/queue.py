@@ -1,0 +1,342 @@
+"""TaskQueue: the client side. Enqueue calls, wait for results, inspect and repair.
+
+A TaskQueue never runs tasks; a `Worker` does. Both talk to the same backend, and when they
+share one backend object (as in the tutorial) a worker hears about new work at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from sitq.backends.base import Backend, NewTask, Signal
+from sitq.clock import Clock, SystemClock
+from sitq.errors import (
+    InvalidTaskError,
+    PayloadTooLargeError,
+    QueueClosedError,
+    TaskNotFoundError,
+    TaskStateError,
+)
+from sitq.options import TaskOptions, options_of, task_name
+from sitq.serialization import CloudpickleSerializer, Serializer, TaskCall
+from sitq.task import TERMINAL, Attempt, Result, TaskInfo, TaskStatus, to_datetime
+
+DEFAULT_MAX_PAYLOAD = 10 * 1024 * 1024
+FIRST_POLL = 0.02  # seconds; waits for results double this up to the backend's poll interval
+
+
+def call(func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> TaskCall:
+    """Describe one call for `enqueue_many`: `call(resize, "a.png", width=200)`."""
+    return TaskCall(func, args, kwargs)
+
+
+class TaskQueue:
+    """Enqueue tasks and read their results, status and history.
+
+    backend: where tasks live (e.g. `SQLiteBackend("queue.db")`). serializer: how calls
+    and results become bytes (default `CloudpickleSerializer()`). clock: the time source
+    for enqueue times and delays (a `FakeClock` in tests). max_payload_bytes: refuse calls
+    whose serialized size exceeds this.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        serializer: Serializer | None = None,
+        *,
+        clock: Clock | None = None,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
+    ) -> None:
+        self.backend = backend
+        self.serializer = serializer or CloudpickleSerializer()
+        self.clock = clock or SystemClock()
+        self.max_payload_bytes = max_payload_bytes
+        self._open = False
+
+    def __repr__(self) -> str:
+        return f"TaskQueue({self.backend!r}, {self.serializer!r})"
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def connect(self) -> TaskQueue:
+        """Open the backend (creating its tables on first use)."""
+        if not self._open:
+            await self.backend.connect()
+            self._open = True
+        return self
+
+    async def close(self) -> None:
+        if self._open:
+            self._open = False
+            await self.backend.close()
+
+    async def __aenter__(self) -> TaskQueue:
+        return await self.connect()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _require_open(self) -> None:
+        if not self._open:
+            raise QueueClosedError(
+                "this TaskQueue is not connected: call `await queue.connect()` first (or use "
+                "`async with TaskQueue(...) as queue:`); a closed queue cannot be reused"
+            )
+
+    # -- enqueueing ------------------------------------------------------------------------
+
+    async def enqueue(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> str:
+        """Queue `func(*args, **kwargs)` and return its task id.
+
+        Every keyword goes to the task. For delay, retry, timeout and other options use
+        `queue.with_options(...).enqueue(...)` or the `@sitq.task(...)` decorator.
+        """
+        [task_id] = await self._enqueue_calls([TaskCall(func, args, kwargs)], TaskOptions())
+        return task_id
+
+    async def enqueue_many(self, calls: Iterable[TaskCall | tuple[Any, ...]]) -> list[str]:
+        """Queue many calls in one transaction (all or none); ids come back in order.
+
+        Each item is `sitq.call(func, *args, **kwargs)` or a tuple (func, args[, kwargs]).
+        """
+        return await self._enqueue_calls([_as_call(c) for c in calls], TaskOptions())
+
+    def with_options(self, **options: Any) -> OptionsView:
+        """Set options for the next enqueue: `queue.with_options(delay=5).enqueue(f, x)`."""
+        return OptionsView(self, TaskOptions(**options))
+
+    async def _enqueue_calls(self, calls: Sequence[TaskCall], options: TaskOptions) -> list[str]:
+        self._require_open()
+        now = self.clock.now()
+        rows = [self._new_task(c, options, now) for c in calls]
+        if rows:
+            await self.backend.add_tasks(rows)
+        return [row.task_id for row in rows]
+
+    def _new_task(self, call: TaskCall, options: TaskOptions, now: float) -> NewTask:
+        _check_callable(call.func)
+        effective = options.merged_over(options_of(call.func))
+        run_options = TaskOptions(
+            retry=options.retry,
+            timeout=options.timeout,
+            executor=options.executor,
+            name=options.name,
+        )
+        payload = self.serializer.encode_call(
+            TaskCall(call.func, call.args, call.kwargs, _none_if_empty(run_options))
+        )
+        if len(payload) > self.max_payload_bytes:
+            raise PayloadTooLargeError(
+                f"task {task_name(call.func)!r} serializes to {len(payload):,} bytes, over the "
+                f"limit of {self.max_payload_bytes:,}: store big data in a file or database "
+                "and pass its path or key, or raise TaskQueue(max_payload_bytes=...)"
+            )
+        due_at = effective.due_at(now)
+        status = TaskStatus.SCHEDULED if due_at > now else TaskStatus.QUEUED
+        return NewTask(
+            str(uuid.uuid4()),
+            task_name(call.func, effective),
+            payload,
+            status,
+            due_at,
+            now,
+            effective.priority or 0,
+        )
+
+    # -- results ---------------------------------------------------------------------------
+
+    async def get_result(self, task_id: str, timeout: float | None = None) -> Result | None:
+        """Wait up to `timeout` seconds (None: forever) for the task to finish.
+
+        Returns the Result once the task succeeded, failed or was cancelled; returns None
+        if it is still unfinished at the timeout, or if no task has this id.
+        """
+        self._require_open()
+        [result] = await self._wait_for([task_id], timeout, True, lambda _: None)
+        return result
+
+    async def gather(
+        self,
+        task_ids: Sequence[str],
+        timeout: float | None = None,
+        *,
+        missing_ok: bool = False,
+        progress: bool | None = None,
+    ) -> list[Result | None]:
+        """Wait for many tasks; results come back in the order of `task_ids`.
+
+        A task unfinished at the timeout gives None in its place. An unknown id raises
+        TaskNotFoundError unless `missing_ok`. `progress=True` shows a tqdm bar (a widget in
+        JupyterLab, text in a terminal); the default shows it only on an interactive terminal.
+        """
+        self._require_open()
+        ids = list(task_ids)
+        from sitq.progress import ProgressBar
+
+        bar = ProgressBar(len(ids), progress)
+        results = await self._wait_for(ids, timeout, missing_ok, bar.update)
+        bar.close()
+        return results
+
+    async def _wait_for(
+        self,
+        ids: list[str],
+        timeout: float | None,
+        missing_ok: bool,
+        on_done: Callable[[int], None],
+    ) -> list[Result | None]:
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        done: dict[str, Result] = {}
+        pending = [i for i in dict.fromkeys(ids) if isinstance(i, str)]
+        missing = set(dict.fromkeys(ids)) - set(pending)
+        poll = FIRST_POLL
+        while pending:
+            ticket = self.backend.settle_signal.ticket()
+            found = await self.backend.get_tasks(pending)
+            missing |= {i for i in pending if i not in found}
+            finished = {i: info for i, info in found.items() if info.status in TERMINAL}
+            done.update({i: self._result(info) for i, info in finished.items()})
+            on_done(len(finished))
+            pending = [i for i in pending if i in found and i not in finished]
+            remaining = None if deadline is None else deadline - loop.time()
+            if not pending or (remaining is not None and remaining <= 0):
+                break
+            await Signal.wait(ticket, poll if remaining is None else min(poll, remaining))
+            poll = min(poll * 2, self.backend.poll_interval)
+        if missing and not missing_ok:
+            raise TaskNotFoundError(f"no task with id(s) {sorted(map(str, missing))}")
+        return [done.get(i) if isinstance(i, str) else None for i in ids]
+
+    def _result(self, info: TaskInfo) -> Result:
+        value = None
+        if info.status is TaskStatus.SUCCEEDED and info.result is not None:
+            value = self.serializer.decode_value(info.result)
+        return Result(
+            task_id=info.task_id,
+            status=info.status,
+            value=value,
+            error=info.error,
+            error_type=info.error_type,
+            traceback=info.traceback,
+            attempts=info.attempts,
+            enqueued_at=to_datetime(info.enqueued_at),
+            started_at=to_datetime(info.started_at),
+            finished_at=to_datetime(info.finished_at),
+            task_name=info.name,
+        )
+
+    # -- inspecting ------------------------------------------------------------------------
+
+    async def get_task(self, task_id: str) -> TaskInfo:
+        """The task's full row (status, attempts, progress...); TaskNotFoundError if none."""
+        self._require_open()
+        if not isinstance(task_id, str):
+            raise TaskNotFoundError(f"task ids are strings, got {type(task_id).__name__}")
+        found = await self.backend.get_tasks([task_id])
+        if task_id not in found:
+            raise TaskNotFoundError(
+                f"no task with id {task_id!r} in {self.backend!r}; ids come from enqueue()"
+            )
+        return found[task_id]
+
+    async def status(self, task_id: str) -> TaskStatus:
+        """The task's current TaskStatus; TaskNotFoundError for an unknown id."""
+        return (await self.get_task(task_id)).status
+
+    async def counts(self) -> dict[TaskStatus, int]:
+        """How many tasks are in each state (every state listed, zeros included)."""
+        self._require_open()
+        return await self.backend.counts()
+
+    async def history(self, task_id: str | None = None) -> list[Attempt]:
+        """Attempt records, oldest first: of one task, or of every task."""
+        self._require_open()
+        if task_id is not None:
+            await self.get_task(task_id)
+        return await self.backend.attempts(task_id)
+
+    # -- dead letters and control -----------------------------------------------------------
+
+    async def dead_letters(self) -> list[Result]:
+        """Tasks that failed for good, with their error, traceback and attempt count."""
+        self._require_open()
+        rows = await self.backend.list_tasks([TaskStatus.FAILED])
+        return [self._result(info) for info in rows]
+
+    async def requeue(self, task_id: str) -> None:
+        """Give a failed (or cancelled) task a fresh run with a fresh retry budget.
+
+        Its attempt history is kept; new attempts continue the numbering.
+        """
+        await self.get_task(task_id)
+        old = await self.backend.requeue(task_id, self.clock.now())
+        if old not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
+            raise TaskStateError(
+                f"task {task_id} is {old}: only failed or cancelled tasks can be requeued"
+            )
+
+    async def purge_dead_letters(self) -> int:
+        """Delete every dead letter (their attempt history stays); return how many."""
+        self._require_open()
+        return await self.backend.purge([TaskStatus.FAILED])
+
+    async def cancel(self, task_id: str) -> bool:
+        """Cancel a waiting task now, or ask a running one to stop.
+
+        Returns True if the task was waiting (now cancelled) or running (its worker
+        cancels it at its next heartbeat; an async task stops, a thread cannot). Returns
+        False if it had already finished.
+        """
+        await self.get_task(task_id)
+        old = await self.backend.cancel(task_id, self.clock.now())
+        return old is not None and old not in TERMINAL
+
+
+class OptionsView:
+    """`queue.with_options(...)`: the same enqueue methods, with options attached."""
+
+    def __init__(self, queue: TaskQueue, options: TaskOptions) -> None:
+        self._queue = queue
+        self.options = options
+
+    async def enqueue(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> str:
+        [task_id] = await self._queue._enqueue_calls([TaskCall(func, args, kwargs)], self.options)
+        return task_id
+
+    async def enqueue_many(self, calls: Iterable[TaskCall | tuple[Any, ...]]) -> list[str]:
+        return await self._queue._enqueue_calls([_as_call(c) for c in calls], self.options)
+
+
+def _as_call(item: TaskCall | tuple[Any, ...]) -> TaskCall:
+    if isinstance(item, TaskCall):
+        return item
+    if isinstance(item, tuple) and 2 <= len(item) <= 3:
+        func, args, *rest = item
+        return TaskCall(func, tuple(args), dict(rest[0]) if rest else {})
+    raise InvalidTaskError(
+        f"enqueue_many takes sitq.call(func, *args, **kwargs) or (func, args[, kwargs]) "
+        f"items, got {item!r}"
+    )
+
+
+def _check_callable(func: Any) -> None:
+    if inspect.iscoroutine(func):
+        func.close()  # it will never run; closing avoids a "never awaited" warning
+        raise InvalidTaskError(
+            "enqueue got a coroutine object, i.e. the *result* of calling an async function. "
+            "Pass the function and its arguments instead: enqueue(task, 1), not enqueue(task(1))"
+        )
+    if not callable(func):
+        raise InvalidTaskError(
+            f"enqueue needs a callable (a function), got {type(func).__name__} {func!r}. "
+            "Pass the function itself, then its arguments: enqueue(task, 1, key=2)"
+        )
+
+
+def _none_if_empty(options: TaskOptions) -> TaskOptions | None:
+    return None if options == TaskOptions() else options

@@ -1,0 +1,251 @@
+"""How a task call and its result become bytes in the database, and back.
+
+A serializer turns a *call* (function, args, kwargs) and a *value* (a result) into bytes.
+`CloudpickleSerializer` (the default) can send lambdas, closures and functions defined in a
+notebook, because it pickles code by value. That power has a price: unpickling runs code, so
+only read a database you trust, or sign payloads (`SignedSerializer`), or use
+`JsonSerializer`, which carries data only and names functions by import path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import importlib
+import json
+import pickle
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import cloudpickle
+
+from sitq.errors import SerializationError, SignatureError
+from sitq.options import TaskOptions
+
+
+@dataclass(frozen=True)
+class TaskCall:
+    """A function, the arguments to call it with, and how to run it: a task row's payload."""
+
+    func: Any
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    options: TaskOptions | None = None
+
+
+@runtime_checkable
+class Serializer(Protocol):
+    """Turns calls and values into bytes and back. Errors are `SerializationError`."""
+
+    def encode_call(self, call: TaskCall) -> bytes: ...
+
+    def decode_call(self, data: bytes) -> TaskCall: ...
+
+    def encode_value(self, value: Any) -> bytes: ...
+
+    def decode_value(self, data: bytes) -> Any: ...
+
+
+PICKLING_HINT = (
+    "Task arguments travel through the database as bytes, so they must be data, not live "
+    "resources: pass a file *path* instead of an open file, create locks and connections "
+    "inside the task, and turn generators into lists."
+)
+
+
+def _pickle_error(what: str, obj: Any, exc: Exception) -> SerializationError:
+    return SerializationError(
+        f"cannot serialize {what} of type {type(obj).__name__}: {exc}. {PICKLING_HINT}"
+    )
+
+
+def _first_unpicklable(call: TaskCall) -> tuple[str, Any] | None:
+    """Find the argument that spoils a call, so the error can name it."""
+    parts: list[tuple[str, Any]] = [("the task function", call.func)]
+    parts += [(f"argument {i}", arg) for i, arg in enumerate(call.args)]
+    parts += [(f"keyword argument {name!r}", arg) for name, arg in call.kwargs.items()]
+    for label, obj in parts:
+        try:
+            cloudpickle.dumps(obj)
+        except Exception:
+            return label, obj
+    return None
+
+
+class CloudpickleSerializer:
+    """The default: anything cloudpickle can send, including lambdas and notebook code."""
+
+    def __init__(self, protocol: int = pickle.HIGHEST_PROTOCOL) -> None:
+        self.protocol = protocol
+
+    def encode_call(self, call: TaskCall) -> bytes:
+        try:
+            body = (call.func, call.args, call.kwargs, call.options)
+            return cloudpickle.dumps(body, protocol=self.protocol)
+        except Exception as exc:
+            culprit = _first_unpicklable(call)
+            label, obj = culprit if culprit else ("the task call", call)
+            raise _pickle_error(label, obj, exc) from exc
+
+    def decode_call(self, data: bytes) -> TaskCall:
+        body = self._loads(data, "task payload")
+        if not isinstance(body, tuple) or len(body) != 4:
+            raise SerializationError("task payload is not a sitq call (corrupted row?)")
+        func, args, kwargs, options = body
+        return TaskCall(func, tuple(args), dict(kwargs), options)
+
+    def encode_value(self, value: Any) -> bytes:
+        try:
+            return cloudpickle.dumps(value, protocol=self.protocol)
+        except Exception as exc:
+            raise _pickle_error("the task's return value", value, exc) from exc
+
+    def decode_value(self, data: bytes) -> Any:
+        return self._loads(data, "result")
+
+    @staticmethod
+    def _loads(data: bytes, what: str) -> Any:
+        try:
+            return pickle.loads(data)
+        except Exception as exc:
+            raise SerializationError(f"cannot deserialize {what}: {exc!r}") from exc
+
+    def __repr__(self) -> str:
+        return "CloudpickleSerializer()"
+
+
+def import_path(func: Any) -> str:
+    """`module:qualname` for a function a worker can import again by name."""
+    module = getattr(func, "__module__", None)
+    qualname = getattr(func, "__qualname__", None)
+    if not module or not qualname or "<" in qualname or module == "__main__":
+        raise SerializationError(
+            f"JsonSerializer names tasks by import path, and {func!r} has none a worker "
+            "could import (lambdas, closures and functions defined in __main__ or a notebook "
+            "have none). Move the function into a module, or use CloudpickleSerializer."
+        )
+    return f"{module}:{qualname}"
+
+
+def resolve_import_path(path: str) -> Any:
+    """Import `module:qualname` and return the object it names."""
+    module_name, _, qualname = path.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise SerializationError(f"cannot import task {path!r}: {exc}") from exc
+    return obj
+
+
+class JsonSerializer:
+    """Data-only payloads: JSON arguments and results, tasks named by import path.
+
+    Reading a JSON row can never run code, so this is the safe choice when the database
+    may be written by someone you do not trust. The price: arguments and results must be
+    JSON values (dict, list, str, int, float, bool, None), and tuples come back as lists.
+    """
+
+    def encode_call(self, call: TaskCall) -> bytes:
+        body = {
+            "func": import_path(call.func),
+            "args": call.args,
+            "kwargs": call.kwargs,
+            "options": _options_as_json(call.options),
+        }
+        return self._dumps(body, "task arguments")
+
+    def decode_call(self, data: bytes) -> TaskCall:
+        body = self._loads(data, "task payload")
+        if not isinstance(body, dict) or not {"func", "args", "kwargs"} <= body.keys():
+            raise SerializationError("task payload is not a sitq JSON call")
+        options = TaskOptions(**body["options"]) if body.get("options") else None
+        func = resolve_import_path(body["func"])
+        return TaskCall(func, tuple(body["args"]), body["kwargs"], options)
+
+    def encode_value(self, value: Any) -> bytes:
+        return self._dumps(value, "the task's return value")
+
+    def decode_value(self, data: bytes) -> Any:
+        return self._loads(data, "result")
+
+    @staticmethod
+    def _dumps(obj: Any, what: str) -> bytes:
+        try:
+            return json.dumps(obj, allow_nan=False).encode()
+        except (TypeError, ValueError) as exc:
+            raise SerializationError(
+                f"cannot serialize {what} as JSON: {exc}. JsonSerializer carries only JSON "
+                "values; use CloudpickleSerializer for other Python objects."
+            ) from exc
+
+    @staticmethod
+    def _loads(data: bytes, what: str) -> Any:
+        try:
+            return json.loads(data)
+        except ValueError as exc:
+            raise SerializationError(f"cannot deserialize {what}: {exc}") from exc
+
+    def __repr__(self) -> str:
+        return "JsonSerializer()"
+
+
+def _options_as_json(options: TaskOptions | None) -> dict[str, Any] | None:
+    """The run-time options a JSON row can carry: timeout, executor and name."""
+    if options is None:
+        return None
+    if options.retry is not None:
+        raise SerializationError(
+            "JsonSerializer cannot carry a per-call retry policy (it may hold code). Attach it "
+            "to the function instead, with @sitq.task(retry=...), or use CloudpickleSerializer."
+        )
+    carried = {"timeout": options.timeout, "executor": options.executor, "name": options.name}
+    return {key: value for key, value in carried.items() if value is not None}
+
+
+class SignedSerializer:
+    """Wraps another serializer and HMAC-signs every payload with a secret key.
+
+    A row is verified *before* the inner serializer sees it, so a tampered or unsigned
+    pickle is refused with `SignatureError` and never unpickled. Share the key between the
+    processes that enqueue and the workers, and keep it out of the database.
+    """
+
+    DIGEST = hashlib.sha256
+    TAG_SIZE = 32
+
+    def __init__(self, key: bytes | str, inner: Serializer | None = None) -> None:
+        key_bytes = key.encode() if isinstance(key, str) else bytes(key)
+        if len(key_bytes) < 16:
+            raise ValueError("a signing key needs at least 16 bytes; use secrets.token_hex(32)")
+        self._key = key_bytes
+        self.inner: Serializer = inner or CloudpickleSerializer()
+
+    def _sign(self, data: bytes) -> bytes:
+        return hmac.new(self._key, data, self.DIGEST).digest() + data
+
+    def _verify(self, signed: bytes) -> bytes:
+        tag, data = signed[: self.TAG_SIZE], signed[self.TAG_SIZE :]
+        expected = hmac.new(self._key, data, self.DIGEST).digest()
+        if len(signed) < self.TAG_SIZE or not hmac.compare_digest(tag, expected):
+            raise SignatureError(
+                "payload signature does not match: the row is unsigned, was changed, or was "
+                "signed with another key. It was not deserialized."
+            )
+        return data
+
+    def encode_call(self, call: TaskCall) -> bytes:
+        return self._sign(self.inner.encode_call(call))
+
+    def decode_call(self, data: bytes) -> TaskCall:
+        return self.inner.decode_call(self._verify(data))
+
+    def encode_value(self, value: Any) -> bytes:
+        return self._sign(self.inner.encode_value(value))
+
+    def decode_value(self, data: bytes) -> Any:
+        return self.inner.decode_value(self._verify(data))
+
+    def __repr__(self) -> str:
+        return f"SignedSerializer(inner={self.inner!r})"

@@ -1,0 +1,143 @@
+"""The data a queue hands around: task states, results and attempt records.
+
+Everything here is a plain dataclass or enum, so students can print it, compare it and
+build tables and plots from it without touching the database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class TaskStatus(StrEnum):
+    """Where a task is in its life. The value is what the database stores."""
+
+    QUEUED = "queued"  # waiting, due now
+    SCHEDULED = "scheduled"  # waiting for a future due time (delay/eta)
+    RUNNING = "running"  # claimed by a worker, under a lease
+    RETRYING = "retrying"  # failed an attempt, waiting for its next one
+    SUCCEEDED = "succeeded"  # finished with a value
+    FAILED = "failed"  # failed for good: a dead letter
+    CANCELLED = "cancelled"  # withdrawn before it finished
+
+
+#: States a task never leaves on its own (only `requeue` moves a failed task on).
+TERMINAL: frozenset[TaskStatus] = frozenset(
+    {TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED}
+)
+#: States in which a task waits for a worker to claim it.
+WAITING: frozenset[TaskStatus] = frozenset(
+    {TaskStatus.QUEUED, TaskStatus.SCHEDULED, TaskStatus.RETRYING}
+)
+
+
+def to_datetime(timestamp: float | None) -> dt.datetime | None:
+    """Turn a stored epoch timestamp into an aware UTC datetime (None stays None)."""
+    if timestamp is None:
+        return None
+    return dt.datetime.fromtimestamp(timestamp, tz=dt.UTC)
+
+
+@dataclass(frozen=True)
+class Result:
+    """The outcome of one task, as `TaskQueue.get_result` returns it.
+
+    `value` is the task's return value (deserialized); `error`, `error_type` and
+    `traceback` describe the last failure. Times are aware UTC datetimes from the
+    queue's clock, so a FakeClock gives reproducible results.
+    """
+
+    task_id: str
+    status: TaskStatus
+    value: Any = None
+    error: str | None = None
+    error_type: str | None = None
+    traceback: str | None = None
+    attempts: int = 0
+    enqueued_at: dt.datetime | None = None
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+    task_name: str = ""
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from the start of the last attempt to the finish, if both are known."""
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+    def is_success(self) -> bool:
+        return self.status is TaskStatus.SUCCEEDED
+
+    def is_failed(self) -> bool:
+        return self.status is TaskStatus.FAILED
+
+    def is_pending(self) -> bool:
+        """True while the task may still change: not succeeded, failed or cancelled."""
+        return self.status not in TERMINAL
+
+    def _repr_html_(self) -> str:
+        from sitq.notebook import result_html
+
+        return result_html(self)
+
+
+#: Every value `Attempt.outcome` can take.
+OUTCOMES = ("succeeded", "retrying", "failed", "worker_lost", "cancelled")
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One try at running a task: the unit of history, analysis and plots.
+
+    Times are epoch seconds on the queue's clock. `outcome` is one of OUTCOMES:
+    "succeeded"; "retrying" (failed, will run again after `next_delay` seconds);
+    "failed" (failed for good); "worker_lost" (the worker died holding the lease);
+    "cancelled". A time limit shows as `error_type == "TaskTimeout"`.
+    """
+
+    task_id: str
+    task_name: str
+    attempt: int
+    worker_id: str
+    scheduled_for: float
+    started_at: float
+    finished_at: float
+    outcome: str
+    error_type: str | None = None
+    error_message: str | None = None
+    next_delay: float | None = None
+
+    @property
+    def duration(self) -> float:
+        return self.finished_at - self.started_at
+
+    @property
+    def lateness(self) -> float:
+        """How long after its planned time the attempt started (queue wait for attempt 1)."""
+        return self.started_at - self.scheduled_for
+
+
+@dataclass
+class TaskInfo:
+    """A task's full row, as `TaskQueue.get_task` returns it (payload left serialized)."""
+
+    task_id: str
+    name: str
+    status: TaskStatus
+    attempts: int
+    enqueued_at: float
+    due_at: float
+    priority: int = 0
+    started_at: float | None = None
+    finished_at: float | None = None
+    worker_id: str | None = None
+    error: str | None = None
+    error_type: str | None = None
+    traceback: str | None = None
+    progress: float | None = None
+    progress_message: str | None = None
+    result: bytes | None = field(default=None, repr=False)

@@ -1,0 +1,129 @@
+"""Workers: atomic claims, deterministic drivers, start/stop."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from pathlib import Path
+
+import pytest
+
+from sitq import FakeClock, SQLiteBackend, TaskQueue, TaskStatus, Worker
+
+# Tasks receive pickled copies of what they use; module-level state is sent by reference,
+# which is what lets these in-process tests watch their tasks.
+RUNS: collections.Counter[int] = collections.Counter()
+GATE: dict[str, asyncio.Event | asyncio.Barrier] = {}
+
+
+async def note(n: int) -> int:
+    RUNS[n] += 1
+    await asyncio.sleep(0)
+    return n
+
+
+async def meet() -> str:
+    await asyncio.wait_for(GATE["barrier"].wait(), timeout=5)
+    return "met"
+
+
+async def slow() -> str:
+    GATE["started"].set()
+    await GATE["release"].wait()
+    return "finished"
+
+
+async def test_two_workers_on_one_file_never_run_the_same_task(db_path: Path) -> None:
+    """Given 300 tasks in one file, when two workers with their own connections drain it
+    concurrently, then every task ran exactly once and both workers took part."""
+    RUNS.clear()
+    ran_by: dict[str, int] = collections.Counter()
+
+    async with TaskQueue(SQLiteBackend(db_path)) as queue:
+        ids = await queue.enqueue_many([(note, (n,)) for n in range(300)])
+        workers = [
+            Worker(SQLiteBackend(db_path), concurrency=5, worker_id=f"w{i}") for i in range(2)
+        ]
+        await asyncio.gather(*(w.run_until_idle() for w in workers))
+        for w in workers:
+            await w.stop()
+        results = await queue.gather(ids, timeout=5)
+        for attempt in await queue.history():
+            ran_by[attempt.worker_id] += 1
+
+    assert collections.Counter(range(300)) == RUNS
+    assert [r.value for r in results if r] == list(range(300))
+    assert sum(ran_by.values()) == 300 and set(ran_by) == {"w0", "w1"}
+
+
+async def test_run_once_runs_only_what_is_due(
+    queue: TaskQueue, worker: Worker, clock: FakeClock
+) -> None:
+    async def noop() -> None:
+        return None
+
+    await queue.with_options(delay=5).enqueue(noop)
+    assert await worker.run_once() == 0
+    clock.advance(5)
+    assert await worker.run_once() == 1
+    assert await worker.run_once() == 0
+
+
+async def test_run_once_respects_concurrency(queue: TaskQueue, backend, clock) -> None:
+    async def noop() -> None:
+        return None
+
+    await queue.enqueue_many([(noop, ())] * 7)
+    worker = Worker(backend, clock=clock, concurrency=3)
+    assert [await worker.run_once() for _ in range(4)] == [3, 3, 1, 0]
+    await worker.stop()
+
+
+async def test_async_tasks_run_concurrently_on_the_loop(queue: TaskQueue, worker: Worker):
+    """Three tasks that each wait for the others can only finish if they run together."""
+    GATE["barrier"] = asyncio.Barrier(3)
+    ids = [await queue.enqueue(meet) for _ in range(3)]
+    await worker.run_once()
+    assert [r.value for r in await queue.gather(ids)] == ["met"] * 3
+
+
+async def test_stop_lets_in_flight_tasks_finish(db_path: Path) -> None:
+    started = GATE["started"] = asyncio.Event()
+    release = GATE["release"] = asyncio.Event()
+
+    backend = SQLiteBackend(db_path)
+    async with TaskQueue(backend) as queue:
+        worker = Worker(backend)
+        await worker.start()
+        task_id = await queue.enqueue(slow)
+        await started.wait()
+        stopping = asyncio.create_task(worker.stop())
+        await asyncio.sleep(0)
+        assert not stopping.done()
+        release.set()
+        await stopping
+        assert await queue.status(task_id) is TaskStatus.SUCCEEDED
+
+
+async def test_worker_shares_the_backend_connection(db_path: Path) -> None:
+    """The tutorial's order: queue.connect, worker.start, worker.stop, queue.close."""
+    backend = SQLiteBackend(db_path)
+    queue = TaskQueue(backend)
+    await queue.connect()
+    worker = Worker(backend)
+    await worker.start()
+    await worker.stop()
+    assert backend.is_connected  # the queue still uses it
+    await queue.close()
+    assert not backend.is_connected
+
+
+def test_concurrency_alias_and_validation() -> None:
+    backend = SQLiteBackend(":memory:")
+    assert Worker(backend, max_concurrency=4).concurrency == 4
+    assert Worker(backend, concurrency=2).concurrency == 2
+
+    with pytest.raises(ValueError):
+        Worker(backend, concurrency=2, max_concurrency=3)
+    with pytest.raises(ValueError):
+        Worker(backend, concurrency=0)
