@@ -9,6 +9,8 @@ async with TaskQueue(backend) as queue, Worker(backend):
     print((await queue.get_result(task_id, timeout=5)).value)   # 1024
 """
 
+import logging
+
 from sitq.backends.sqlite import SQLiteBackend
 from sitq.breaker import BreakerState, BreakerTransition, CircuitBreaker
 from sitq.clock import Clock, FakeClock, SystemClock
@@ -48,6 +50,10 @@ from sitq.task import TERMINAL, Attempt, Result, TaskInfo, TaskStatus
 from sitq.worker import Worker
 
 __version__ = "0.1.0"
+
+# A library never configures logging for its users: with a NullHandler, sitq's records go
+# wherever the application sends them (e.g. logging.basicConfig) and nowhere otherwise.
+logging.getLogger("sitq").addHandler(logging.NullHandler())
 
 __all__ = [
     # the client, the worker and what they exchange

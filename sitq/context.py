@@ -36,10 +36,14 @@ class TaskContext:
         except RuntimeError:
             running = None
         if running is self._loop:
-            self._loop.create_task(coro)
+            pending = self._loop.create_task(coro)
+            _PENDING_WRITES.add(pending)  # keep a reference until the write is done
+            pending.add_done_callback(_PENDING_WRITES.discard)
         else:  # called from a worker thread: hand the write to the worker's loop
             asyncio.run_coroutine_threadsafe(coro, self._loop)
 
+
+_PENDING_WRITES: set[asyncio.Task[None]] = set()
 
 _current: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar(
     "sitq_current_task", default=None

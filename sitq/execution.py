@@ -70,8 +70,7 @@ async def run_call(
         return await asyncio.wait_for(work, timeout)
     except TimeoutError:
         kind = "cancelled" if is_async(call.func) else "abandoned (a thread cannot be stopped)"
-        error = TaskTimeout(f"task exceeded its time limit of {timeout:g}s and was {kind}")
-        error.limit = timeout
+        error = TaskTimeout(timeout, f"task exceeded its time limit of {timeout:g}s and was {kind}")
         return Outcome.failed(error)
 
 
