@@ -63,16 +63,20 @@ def run(*args: str, env: dict[str, str] | None = None) -> int:
     return subprocess.run(args, cwd=ROOT, env=env).returncode
 
 
-def lab() -> int:
-    return run(str(BIN / "jupyter"), "lab", "--notebook-dir", str(ROOT / "notebooks"))
+def lab(*extra: str) -> int:
+    """JupyterLab on the lessons; extra arguments (e.g. --port 9999) go to jupyter lab."""
+    args = [str(BIN / "jupyter"), "lab", "--notebook-dir", str(ROOT / "notebooks"), *extra]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        args.append("--allow-root")  # containers and CI machines often run as root
+    return run(*args)
 
 
-def test() -> int:
+def test(*extra: str) -> int:
     env = quiet_env()
     steps = [
         (str(PYTHON), "-m", "ruff", "check", "."),
         (str(PYTHON), "-m", "ruff", "format", "--check", "."),
-        (str(PYTHON), "-m", "pytest", "-p", "no:cacheprovider", "tests"),
+        (str(PYTHON), "-m", "pytest", "-p", "no:cacheprovider", "tests", *extra),
     ]
     if any((ROOT / "notebooks").rglob("*.ipynb")):
         steps.append(
@@ -98,11 +102,11 @@ def test() -> int:
 
 def main() -> int:
     commands = {"lab": lab, "test": test}
-    if len(sys.argv) != 2 or sys.argv[1] not in commands:
+    if len(sys.argv) < 2 or sys.argv[1] not in commands:
         print(__doc__)
         return 2
     ensure_venv()
-    return commands[sys.argv[1]]()
+    return commands[sys.argv[1]](*sys.argv[2:])
 
 
 if __name__ == "__main__":
