@@ -29,6 +29,7 @@ from sitq.errors import (
     TaskStateError,
 )
 from sitq.hooks import TaskEvent, WorkerHooks
+from sitq.notebook import History, QueueSummary
 from sitq.options import TaskOptions, task
 from sitq.queue import TaskQueue, call
 from sitq.retry import (
@@ -46,6 +47,7 @@ from sitq.serialization import (
     Serializer,
     SignedSerializer,
 )
+from sitq.sync import SyncTaskQueue, SyncWorker
 from sitq.task import TERMINAL, Attempt, Result, TaskInfo, TaskStatus
 from sitq.worker import Worker
 
@@ -58,6 +60,7 @@ logging.getLogger("sitq").addHandler(logging.NullHandler())
 __all__ = [
     # the client, the worker and what they exchange
     "TaskQueue", "Worker", "Result", "TaskStatus", "TERMINAL", "TaskInfo", "Attempt", "call",
+    "History", "QueueSummary", "SyncTaskQueue", "SyncWorker",
     # options and retries
     "task", "TaskOptions", "RetryPolicy", "NO_RETRY", "Retry", "TransientError",
     "PermanentError", "TaskTimeout", "WorkerLost",

@@ -17,7 +17,7 @@ from typing import Any
 
 @dataclass(frozen=True)
 class TaskContext:
-    """The running task: its id, name, attempt number and worker."""
+    """The running task: its id, name, attempt number, worker and start time."""
 
     task_id: str
     task_name: str
@@ -25,6 +25,10 @@ class TaskContext:
     worker_id: str
     _report: Callable[[float, str], Coroutine[Any, Any, None]] = field(repr=False)
     _loop: asyncio.AbstractEventLoop = field(repr=False)
+    #: When this attempt started, in epoch seconds on the worker's clock. With a FakeClock
+    #: that is virtual time, which a task can read to simulate e.g. an outage from t1 to t2.
+    started_at: float | None = None
+    _pending: set[Any] = field(default_factory=set, repr=False, compare=False)
 
     def report_progress(self, fraction: float, message: str = "") -> None:
         """Store progress (0.0 to 1.0) and a message, visible through `queue.status`."""
@@ -36,14 +40,22 @@ class TaskContext:
         except RuntimeError:
             running = None
         if running is self._loop:
-            pending = self._loop.create_task(coro)
-            _PENDING_WRITES.add(pending)  # keep a reference until the write is done
-            pending.add_done_callback(_PENDING_WRITES.discard)
+            pending: Any = self._loop.create_task(coro)
         else:  # called from a worker thread: hand the write to the worker's loop
-            asyncio.run_coroutine_threadsafe(coro, self._loop)
+            pending = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        self._pending.add(pending)  # keep a reference until the write is done
+        pending.add_done_callback(self._pending.discard)
 
+    async def flush_progress(self) -> None:
+        """Wait for the progress writes made so far. The worker calls this before storing
+        the outcome, so a report made just before the task returns is not lost."""
+        writes = [
+            w if isinstance(w, asyncio.Future) else asyncio.wrap_future(w)
+            for w in list(self._pending)
+        ]
+        if writes:
+            await asyncio.wait(writes)
 
-_PENDING_WRITES: set[asyncio.Task[None]] = set()
 
 _current: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar(
     "sitq_current_task", default=None
@@ -54,7 +66,10 @@ def current_task() -> TaskContext:
     """The task being run by the calling code; raises LookupError outside a task."""
     found = _current.get()
     if found is None:
-        raise LookupError("current_task() was called outside a sitq task")
+        raise LookupError(
+            "current_task() was called outside a sitq task, or in a process task "
+            "(executor='process'), which runs in another process with no link to its worker"
+        )
     return found
 
 

@@ -12,6 +12,7 @@ import asyncio
 import contextvars
 import functools
 import inspect
+import pickle
 import traceback as tb
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -120,14 +121,74 @@ async def _run_in_process(call: TaskCall, processes: Executor | None) -> Outcome
         )
     loop = asyncio.get_running_loop()
     try:
-        return Outcome(value=await loop.run_in_executor(processes, _run_pickled, blob))
+        packed = await loop.run_in_executor(processes, _run_pickled, blob)
+        return Outcome(value=cloudpickle.loads(packed))
     except asyncio.CancelledError:
         raise
     except BaseException as exc:
         return Outcome.failed(exc)
 
 
-def _run_pickled(blob: bytes) -> Any:
-    """Runs in the child process: unpickle the call and run it."""
+def _run_pickled(blob: bytes) -> bytes:
+    """Runs in the child process: unpickle the call, run it, pickle its value.
+
+    The call runs in an empty context: a forked child inherits the context of the task that
+    started the pool, and `current_task()` must not name that other task. The value goes
+    back with cloudpickle, as from a thread, so both executors accept the same values.
+    """
     func, args, kwargs = cloudpickle.loads(blob)
-    return func(*args, **kwargs)
+    try:
+        value = contextvars.Context().run(func, *args, **kwargs)
+    except BaseException as exc:
+        sendable = _sendable(exc)
+        if sendable is exc:
+            raise
+        raise sendable.with_traceback(exc.__traceback__) from None
+    try:
+        return cloudpickle.dumps(value)
+    except Exception as exc:
+        raise SerializationError(
+            f"cannot send the task's return value of type {type(value).__name__} back from "
+            f"the worker process: {exc}. {PICKLING_HINT}"
+        ) from None
+
+
+def _sendable(error: BaseException) -> BaseException:
+    """`error` if it survives pickling, else a stand-in that does.
+
+    Pickle rebuilds an exception as `type(error)(*error.args)`, which fails for an __init__
+    with other parameters (`def __init__(self, code, reason)`). The pool cannot read such
+    an error back and breaks, failing every task it holds; `_ErrorInTransit` rebuilds the
+    same exception without calling __init__ instead.
+    """
+    for candidate in (error, _ErrorInTransit(error)):
+        try:
+            pickle.loads(pickle.dumps(candidate))
+            return candidate
+        except Exception:
+            continue
+    return SerializationError(
+        f"the task raised {type(error).__name__}: {error}, which cannot be sent back from the "
+        f"worker process. {PICKLING_HINT}"
+    )
+
+
+class _ErrorInTransit(Exception):
+    """Carries an exception from a worker process; unpickles as the original exception."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(f"{type(error).__name__}: {error}")
+        self.error = error
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        error = self.error
+        return (_rebuild_error, (type(error), error.args, vars(error)))
+
+
+def _rebuild_error(
+    cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any]
+) -> BaseException:
+    error = cls.__new__(cls, *args)
+    error.args = args
+    error.__dict__.update(state)
+    return error

@@ -21,9 +21,10 @@ from sitq.errors import (
     TaskNotFoundError,
     TaskStateError,
 )
+from sitq.notebook import History, QueueSummary
 from sitq.options import TaskOptions, options_of, task_name
 from sitq.serialization import CloudpickleSerializer, Serializer, TaskCall
-from sitq.task import TERMINAL, Attempt, Result, TaskInfo, TaskStatus, to_datetime
+from sitq.task import TERMINAL, Result, TaskInfo, TaskStatus, to_datetime
 
 DEFAULT_MAX_PAYLOAD = 10 * 1024 * 1024
 FIRST_POLL = 0.02  # seconds; waits for results double this up to the backend's poll interval
@@ -253,12 +254,18 @@ class TaskQueue:
         self._require_open()
         return await self.backend.counts()
 
-    async def history(self, task_id: str | None = None) -> list[Attempt]:
-        """Attempt records, oldest first: of one task, or of every task."""
+    async def summary(self) -> QueueSummary:
+        """`counts()` as an object that shows as a table in Jupyter."""
+        return QueueSummary(await self.counts())
+
+    async def history(self, task_id: str | None = None) -> History:
+        """Attempt records, oldest first: of one task, or of every task (a list that
+        shows as a table in Jupyter). A purged task's history stays readable."""
         self._require_open()
-        if task_id is not None:
-            await self.get_task(task_id)
-        return await self.backend.attempts(task_id)
+        records = await self.backend.attempts(task_id)
+        if task_id is not None and not records:
+            await self.get_task(task_id)  # an unknown id is an error, not "no attempts yet"
+        return History(records)
 
     # -- dead letters and control -----------------------------------------------------------
 

@@ -14,6 +14,7 @@ import hmac
 import importlib
 import json
 import pickle
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -142,14 +143,32 @@ def resolve_import_path(path: str) -> Any:
 class JsonSerializer:
     """Data-only payloads: JSON arguments and results, tasks named by import path.
 
-    Reading a JSON row can never run code, so this is the safe choice when the database
-    may be written by someone you do not trust. The price: arguments and results must be
-    JSON values (dict, list, str, int, float, bool, None), and tuples come back as lists.
+    Reading a JSON row never runs code. A row still names a function the worker will call
+    (and a module it will import), so when the database may be written by someone you do
+    not trust, also give `modules=["myapp.tasks"]`: a row naming anything outside these
+    modules (and their submodules) is refused before anything is imported. The price:
+    arguments and results must be JSON values (dict, list, str, int, float, bool, None),
+    and tuples come back as lists.
     """
+
+    def __init__(self, modules: Iterable[str] | None = None) -> None:
+        self.modules = None if modules is None else tuple(modules)
+
+    def _check_allowed(self, path: str) -> str:
+        module = path.partition(":")[0]
+        allowed = self.modules is None or any(
+            module == m or module.startswith(m + ".") for m in self.modules
+        )
+        if not allowed:
+            raise SerializationError(
+                f"task {path!r} is outside the modules this JsonSerializer may run "
+                f"({', '.join(self.modules or ())}); it was refused and not imported"
+            )
+        return path
 
     def encode_call(self, call: TaskCall) -> bytes:
         body = {
-            "func": import_path(call.func),
+            "func": self._check_allowed(import_path(call.func)),
             "args": call.args,
             "kwargs": call.kwargs,
             "options": _options_as_json(call.options),
@@ -160,8 +179,10 @@ class JsonSerializer:
         body = self._loads(data, "task payload")
         if not isinstance(body, dict) or not {"func", "args", "kwargs"} <= body.keys():
             raise SerializationError("task payload is not a sitq JSON call")
+        if not isinstance(body["func"], str):
+            raise SerializationError("task payload names no function (corrupted row?)")
+        func = resolve_import_path(self._check_allowed(body["func"]))
         options = TaskOptions(**body["options"]) if body.get("options") else None
-        func = resolve_import_path(body["func"])
         return TaskCall(func, tuple(body["args"]), body["kwargs"], options)
 
     def encode_value(self, value: Any) -> bytes:
@@ -188,7 +209,7 @@ class JsonSerializer:
             raise SerializationError(f"cannot deserialize {what}: {exc}") from exc
 
     def __repr__(self) -> str:
-        return "JsonSerializer()"
+        return "JsonSerializer()" if self.modules is None else f"JsonSerializer({self.modules})"
 
 
 def _options_as_json(options: TaskOptions | None) -> dict[str, Any] | None:

@@ -20,7 +20,9 @@ import socket
 import uuid
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import suppress
+from dataclasses import replace
 
 from sitq.backends.base import Backend, ClaimedTask, Settlement, Signal
 from sitq.breaker import CircuitBreaker
@@ -121,6 +123,12 @@ class Worker:
         any still running to the queue without using an attempt."""
         self._stopping = True
         self._wake.ring()
+        if self._loop_task is not None:
+            # The ring ends the loop at its next check. Cancelling it instead could land
+            # inside a claim, whose rows would stay leased with no one to run them.
+            with suppress(asyncio.CancelledError):
+                await self._loop_task
+            self._loop_task = None
         grace = self.shutdown_grace if grace is None else grace
         if self._running:
             await asyncio.wait(list(self._running.values()), timeout=grace)
@@ -129,11 +137,6 @@ class Worker:
             running.cancel()
         if self._running:
             await asyncio.wait(list(self._running.values()))
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._loop_task
-            self._loop_task = None
         await self._close()
 
     async def _ensure_connected(self) -> None:
@@ -291,18 +294,26 @@ class Worker:
                 claimed.task_id, claimed.token, fraction, message
             ),
             asyncio.get_running_loop(),
+            started_at=self.clock.now(),
         )
         token = set_current(context)
         try:
             if options.executor == "process" and self._processes is None:
                 self._processes = ProcessPoolExecutor(self._process_count)
-            return await run_call(
+            pool = self._processes
+            outcome = await run_call(
                 call,
                 timeout=options.timeout,
                 threads=self._threads,
-                processes=self._processes,
+                processes=pool,
                 executor=options.executor,
             )
+            broken = isinstance(outcome.error, BrokenProcessPool)
+            if broken and pool is not None and pool is self._processes:
+                self._processes = None  # a child died (os._exit, a crash): the next task
+                pool.shutdown(wait=False)  # starts a new pool instead of failing too
+            await context.flush_progress()  # a last report must land before the outcome
+            return outcome
         except asyncio.CancelledError as exc:
             if self._stop_reasons.get(claimed.task_id) == "cancelled":
                 asyncio.current_task().uncancel()  # type: ignore[union-attr]
@@ -320,7 +331,9 @@ class Worker:
         options: TaskOptions | None = None,
     ) -> None:
         now = self.clock.now()
-        decision = decide(outcome.error, claimed.try_number, policy, now, self.rng)
+        decision = decide(
+            outcome.error, claimed.try_number, policy, now, self.rng, claimed.last_delay
+        )
         result = None
         if outcome.ok:
             try:
@@ -373,17 +386,31 @@ class Worker:
         )
 
     def _report(self, claimed: ClaimedTask, decision: Decision, outcome: Outcome) -> None:
-        """Log and call hooks for a stored outcome."""
+        """Log and call hooks for a stored outcome.
+
+        Log records also carry task_id, task_name, attempt and error_type as attributes,
+        so a logging handler can filter or alert on them without parsing the message.
+        """
         event = TaskEvent(claimed.task_id, claimed.name, claimed.attempt, self.worker_id)
         error = outcome.error
+        fields = {
+            "task_id": event.task_id,
+            "task_name": event.task_name,
+            "attempt": event.attempt,
+            "error_type": _type_name(error),
+        }
         if error is None:
             logger.debug(
                 "task %s (%s) succeeded on attempt %d",
                 event.task_id,
                 event.task_name,
                 event.attempt,
+                extra=fields,
             )
             call_hook(self.hooks, "on_success", event, outcome.value)
+            return
+        if decision.status is TaskStatus.CANCELLED:  # a choice, not a failure
+            logger.info("task %s (%s) cancelled", event.task_id, event.task_name, extra=fields)
             return
         call_hook(self.hooks, "on_failure", event, error)
         if decision.retries:
@@ -395,6 +422,7 @@ class Worker:
                 _type_name(error),
                 error,
                 decision.delay,
+                extra=fields,
             )
             call_hook(self.hooks, "on_retry", event, error, decision.delay)
         elif decision.status is TaskStatus.FAILED:
@@ -405,6 +433,7 @@ class Worker:
                 event.attempt,
                 _type_name(error),
                 error,
+                extra=fields,
             )
             call_hook(self.hooks, "on_dead_letter", event, error)
 
@@ -420,7 +449,7 @@ class Worker:
         except Exception:
             policy = NO_RETRY
         now = self.clock.now()
-        decision = decide(error, claimed.try_number - 1, policy, now, self.rng)
+        decision = decide(error, claimed.try_number - 1, policy, now, self.rng, claimed.last_delay)
         record = Attempt(
             claimed.task_id,
             claimed.name,
@@ -434,9 +463,10 @@ class Worker:
             str(error),
             decision.delay,
         )
+        lost_run = replace(claimed, attempt=claimed.attempt - 1)  # logs and hooks name it
         if decision.retries and decision.delay == 0:
             await self.backend.append_attempt(record)  # retry at once: run it now
-            self._report(claimed, decision, Outcome(error=error))
+            self._report(lost_run, decision, Outcome(error=error))
             return False
         settlement = Settlement(
             claimed.task_id,
@@ -450,7 +480,7 @@ class Worker:
             refund_attempt=True,
         )
         await self.backend.settle([settlement])
-        self._report(claimed, decision, Outcome(error=error))
+        self._report(lost_run, decision, Outcome(error=error))
         return True
 
     async def _defer(self, claimed: ClaimedTask, breaker: CircuitBreaker) -> None:

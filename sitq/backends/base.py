@@ -41,6 +41,8 @@ class ClaimedTask:
     since the last `requeue`, which is what a retry budget is measured against. `token` is
     the fencing token: only a settlement carrying it is accepted. `lost_attempt` is set when
     the task was taken over from a worker whose lease expired (that attempt was lost).
+    `last_delay` is the backoff chosen after the previous failed attempt, if any
+    (decorrelated jitter grows from it).
     """
 
     task_id: str
@@ -53,6 +55,7 @@ class ClaimedTask:
     enqueued_at: float
     claimed_at: float
     lost_attempt: LostAttempt | None = None
+    last_delay: float | None = None
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import asyncio
 import os
 import sqlite3
 from collections.abc import Collection, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,8 @@ CREATE TABLE IF NOT EXISTS sitq_tasks (
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     lost_worker_id   TEXT,                     -- set by a claim that took over a dead lease
     lost_started_at  REAL,
-    lost_scheduled_for REAL
+    lost_scheduled_for REAL,
+    last_delay       REAL                      -- backoff chosen after the last failed attempt
 );
 CREATE INDEX IF NOT EXISTS sitq_tasks_waiting
     ON sitq_tasks (due_at) WHERE status IN ('queued', 'scheduled', 'retrying');
@@ -105,7 +106,7 @@ WHERE seq IN (
     ) ORDER BY priority DESC, due_at, seq LIMIT :limit
 )
 RETURNING id, name, payload, attempts, attempts - retry_base, lease_token, due_at,
-          enqueued_at, lost_worker_id, lost_started_at, lost_scheduled_for
+          enqueued_at, lost_worker_id, lost_started_at, lost_scheduled_for, last_delay
 """
 
 SETTLE = """
@@ -116,9 +117,12 @@ UPDATE sitq_tasks SET
     finished_at = CASE WHEN :status IN ('succeeded', 'failed', 'cancelled')
                        THEN :now ELSE finished_at END,
     result = COALESCE(:result, result),
-    error = CASE WHEN :refund THEN error ELSE :error END,
-    error_type = CASE WHEN :refund THEN error_type ELSE :error_type END,
-    traceback = CASE WHEN :refund THEN traceback ELSE :traceback END,
+    -- a refund that brings no error of its own (a hand-back, a deferral) keeps the last one
+    error = CASE WHEN :refund AND :error_type IS NULL THEN error ELSE :error END,
+    error_type = CASE WHEN :refund AND :error_type IS NULL THEN error_type ELSE :error_type END,
+    traceback = CASE WHEN :refund AND :error_type IS NULL THEN traceback ELSE :traceback END,
+    -- decorrelated jitter grows from the delay chosen last time: keep it for the next claim
+    last_delay = CASE WHEN :status = 'retrying' THEN :next_delay ELSE last_delay END,
     lease_expires_at = NULL
 WHERE id = :task_id AND lease_token = :token AND status = 'running'
 """
@@ -215,8 +219,8 @@ class SQLiteBackend:
                 "create it first or choose another path"
             )
         if not path.exists():
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-            os.close(fd)
+            with suppress(FileExistsError):  # another process created it a moment ago
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
 
     async def _setup(self, conn: aiosqlite.Connection) -> None:
         try:
@@ -228,6 +232,7 @@ class SQLiteBackend:
             try:
                 for statement in _statements(SCHEMA):
                     await conn.execute(statement)
+                await _add_missing_columns(conn)
                 await self._check_version(conn)
                 await conn.execute("COMMIT")
             except BaseException:
@@ -259,6 +264,9 @@ class SQLiteBackend:
                 f"database {self.path!r} has schema version {found}, but this sitq knows "
                 f"version {SCHEMA_VERSION} at most: upgrade sitq to use it"
             )
+        # A no-op write: SQLite opens a read-only file without complaint and only objects
+        # at the first write. Better to find out here, with a clear message, than at enqueue.
+        await conn.execute("UPDATE sitq_meta SET value = value WHERE key = 'schema_version'")
 
     async def close(self) -> None:
         if self._users > 0:
@@ -401,7 +409,7 @@ class SQLiteBackend:
                 await conn.execute(
                     "UPDATE sitq_tasks SET status = 'queued', due_at = ?, retry_base = attempts,"
                     " finished_at = NULL, result = NULL, error = NULL, error_type = NULL, "
-                    "traceback = NULL, cancel_requested = 0 WHERE id = ?",
+                    "traceback = NULL, cancel_requested = 0, last_delay = NULL WHERE id = ?",
                     (now, task_id),
                 )
         if old in (TaskStatus.FAILED, TaskStatus.CANCELLED):
@@ -481,12 +489,23 @@ def _claimed(row: Any, now: float) -> ClaimedTask:
         lost_worker,
         lost_started,
         lost_scheduled,
+        last_delay,
     ) = row
     lost = None
     if lost_worker is not None:
         lost = LostAttempt(lost_worker, lost_started, lost_scheduled)
     return ClaimedTask(
-        task_id, name, payload, attempt, try_number, token, due_at, enqueued_at, now, lost
+        task_id,
+        name,
+        payload,
+        attempt,
+        try_number,
+        token,
+        due_at,
+        enqueued_at,
+        now,
+        lost,
+        last_delay,
     )
 
 
@@ -541,6 +560,7 @@ def _settle_params(s: Settlement) -> dict[str, Any]:
         "error": s.error,
         "error_type": s.error_type,
         "traceback": s.traceback,
+        "next_delay": None if s.attempt is None else s.attempt.next_delay,
     }
 
 
@@ -573,6 +593,13 @@ async def _select_in(conn: aiosqlite.Connection, select: str, ids: list[str]) ->
 async def _current_tokens(conn: aiosqlite.Connection, ids: list[str]) -> dict[str, int]:
     rows = await _select_in(conn, "SELECT id, lease_token, status FROM sitq_tasks", ids)
     return {task_id: token for task_id, token, status in rows if status == "running"}
+
+
+async def _add_missing_columns(conn: aiosqlite.Connection) -> None:
+    """Add columns newer than the file (CREATE TABLE IF NOT EXISTS leaves old tables be)."""
+    rows = await conn.execute_fetchall("PRAGMA table_info(sitq_tasks)")
+    if "last_delay" not in {row[1] for row in rows}:
+        await conn.execute("ALTER TABLE sitq_tasks ADD COLUMN last_delay REAL")
 
 
 async def _status_of(conn: aiosqlite.Connection, task_id: str) -> TaskStatus | None:

@@ -7,6 +7,7 @@ runs top to bottom before it is solved, and the student sees where they stand.
 
 from __future__ import annotations
 
+import asyncio
 import html
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -72,3 +73,56 @@ def close_enough(actual: Any, expected: Any, tolerance: float = 1e-9) -> bool:
         return abs(float(actual) - float(expected)) <= tolerance
     except (TypeError, ValueError):
         return False
+
+
+# --- a gate the notebook holds, so a task can be watched while it runs ----------------
+
+_GATES: dict[str, Gate] = {}
+
+
+class Gate:
+    """A door a notebook holds shut, so a task stays *running* while the student looks.
+
+    A task gets a pickled copy of what it touches, so an `asyncio.Event` from a notebook
+    would arrive as a copy nobody can set. A Gate travels by its name and, in the process
+    that made it (a worker inside the notebook), comes back as the very same object.
+    In the task: `await gate.wait()`. In the notebook: `await gate.reached()`, look
+    around, then `gate.open()`.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._arrived = asyncio.Event()
+        self._opened = asyncio.Event()
+        _GATES[name] = self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_gate_named, (self.name,))
+
+    def __repr__(self) -> str:
+        state = "open" if self._opened.is_set() else "closed"
+        return f"Gate({self.name!r}, {state})"
+
+    async def wait(self) -> None:
+        """Called by the task: say "I am here", then wait until the notebook opens."""
+        self._arrived.set()
+        await self._opened.wait()
+
+    async def reached(self, timeout: float = 5.0) -> None:
+        """Called by the notebook: return once a task waits at this gate."""
+        await asyncio.wait_for(self._arrived.wait(), timeout)
+        await asyncio.sleep(0)  # let writes the task began first (e.g. progress) go ahead
+
+    def open(self) -> None:
+        """Let every task waiting here (and any that comes later) go on."""
+        self._opened.set()
+
+
+def _gate_named(name: str) -> Gate:
+    try:
+        return _GATES[name]
+    except KeyError:
+        raise LookupError(
+            f"no Gate named {name!r} in this process: a Gate only works with a worker "
+            "running in the same process (the notebook's own worker)"
+        ) from None

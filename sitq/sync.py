@@ -1,0 +1,339 @@
+"""SyncTaskQueue: the TaskQueue API for plain (non-async) code.
+
+`SyncTaskQueue` has the same methods as `TaskQueue`, without `await`. It runs a private
+event loop in a daemon thread and hands each call to that loop with
+`asyncio.run_coroutine_threadsafe`, then blocks until the answer comes back. It never
+touches the caller's event loop, so it works the same in a plain script and in a Jupyter
+cell whose kernel already runs a loop, with no nest-asyncio patch.
+
+    with SyncTaskQueue(SQLiteBackend("queue.db")) as queue:
+        worker = queue.worker()
+        worker.start()                      # runs in the background, on the private loop
+        task_id = queue.enqueue(pow, 2, 10)
+        print(queue.get_result(task_id, timeout=5).value)   # 1024
+    # leaving the block stops the worker, closes the backend and ends the thread
+
+`queue.worker(...)` gives a worker on the same loop and backend object, so it hears about
+new work at once. Give a SyncTaskQueue a backend object of its own: the backend's
+connection and signals belong to the private loop. One SyncTaskQueue may be shared by
+several threads; calls from them run one at a time on its loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+from sitq.backends.base import Backend
+from sitq.clock import Clock
+from sitq.errors import QueueClosedError
+from sitq.notebook import History, QueueSummary
+from sitq.options import TaskOptions
+from sitq.progress import ProgressBar
+from sitq.queue import DEFAULT_MAX_PAYLOAD, OptionsView, TaskQueue
+from sitq.serialization import Serializer, TaskCall
+from sitq.task import Result, TaskInfo, TaskStatus
+from sitq.worker import Worker
+
+T = TypeVar("T")
+_numbers = itertools.count(1)
+
+
+class LoopThread:
+    """An event loop running forever in a daemon thread, until `stop()`.
+
+    `run(coro)` is the bridge: it schedules the coroutine on that loop and blocks the
+    calling thread until it finishes, returning its value or raising its exception.
+    """
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(
+            target=self._main, name=f"sitq-sync-loop-{next(_numbers)}", daemon=True
+        )
+        self.thread.start()
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_forever()
+        finally:
+            self.loop.close()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run `coro` on the loop thread and wait for its result."""
+        if threading.current_thread() is self.thread:
+            coro.close()
+            raise RuntimeError(
+                "a SyncTaskQueue method was called from the queue's own event loop (inside an "
+                "async task run by its worker): it would wait for itself forever. Inside async "
+                "code use an async TaskQueue with `await`."
+            )
+        future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()  # e.g. Ctrl-C / "interrupt kernel" while waiting: stop the call
+            raise
+
+    def stop(self) -> None:
+        """Cancel what still runs on the loop, stop it and wait for the thread to end."""
+        if not self.thread.is_alive():
+            return
+        self.run(self._cancel_the_rest())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join()
+
+    async def _cancel_the_rest(self) -> None:
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+        await self.loop.shutdown_asyncgens()
+        await self.loop.shutdown_default_executor()
+
+
+class SyncTaskQueue:
+    """`TaskQueue` without `await`: see the module docstring.
+
+    Takes the same arguments as TaskQueue. Use `with SyncTaskQueue(...) as queue:`, or call
+    `queue.connect()` and later `queue.close()`; a closed SyncTaskQueue cannot be reused.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        serializer: Serializer | None = None,
+        *,
+        clock: Clock | None = None,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
+    ) -> None:
+        self._queue = TaskQueue(
+            backend, serializer, clock=clock, max_payload_bytes=max_payload_bytes
+        )
+        self._loop: LoopThread | None = None
+        self._closed = False
+        self._workers: list[SyncWorker] = []
+
+    def __repr__(self) -> str:
+        return f"SyncTaskQueue({self.backend!r}, {self.serializer!r})"
+
+    @property
+    def backend(self) -> Backend:
+        return self._queue.backend
+
+    @property
+    def serializer(self) -> Serializer:
+        return self._queue.serializer
+
+    @property
+    def clock(self) -> Clock:
+        return self._queue.clock
+
+    @property
+    def thread(self) -> threading.Thread | None:
+        """The thread running the private loop (None before connect)."""
+        return None if self._loop is None else self._loop.thread
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def connect(self) -> SyncTaskQueue:
+        """Start the loop thread and open the backend."""
+        if self._closed:
+            raise QueueClosedError("this SyncTaskQueue was closed; make a new one")
+        if self._loop is None:
+            self._loop = LoopThread()
+            try:
+                self._loop.run(self._queue.connect())
+            except BaseException:
+                self._loop.stop()
+                self._loop, self._closed = None, True
+                raise
+        return self
+
+    def close(self) -> None:
+        """Stop its workers (running tasks may finish), close the backend, end the thread."""
+        if self._closed:
+            return
+        self._closed = True
+        loop, self._loop = self._loop, None
+        if loop is None:
+            return
+        try:
+            for worker in self._workers:
+                loop.run(worker.worker.stop())
+            loop.run(self._queue.close())
+        finally:
+            loop.stop()
+
+    def __enter__(self) -> SyncTaskQueue:
+        return self.connect()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        try:
+            loop = self._open_loop()
+        except QueueClosedError:
+            coro.close()  # it will never run; closing avoids a "never awaited" warning
+            raise
+        return loop.run(coro)
+
+    def _open_loop(self) -> LoopThread:
+        if self._loop is not None:
+            return self._loop
+        if self._closed:
+            raise QueueClosedError("this SyncTaskQueue was closed; make a new one")
+        raise QueueClosedError(
+            "this SyncTaskQueue is not connected: call queue.connect() first, or use "
+            "`with SyncTaskQueue(...) as queue:`"
+        )
+
+    # -- the TaskQueue methods, without await ----------------------------------------------
+
+    def enqueue(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> str:
+        """Queue `func(*args, **kwargs)` and return its id; every keyword goes to the task."""
+        return self._run(self._queue.enqueue(func, *args, **kwargs))
+
+    def enqueue_many(self, calls: Iterable[TaskCall | tuple[Any, ...]]) -> list[str]:
+        """Queue many calls in one transaction (all or none); ids come back in order."""
+        return self._run(self._queue.enqueue_many(list(calls)))
+
+    def with_options(self, **options: Any) -> SyncOptionsView:
+        """Options for the next enqueue: `queue.with_options(delay=5).enqueue(f, x)`."""
+        return SyncOptionsView(self, self._queue.with_options(**options))
+
+    def get_result(self, task_id: str, timeout: float | None = None) -> Result | None:
+        """Wait up to `timeout` seconds for the final Result; None if unfinished or unknown."""
+        return self._run(self._queue.get_result(task_id, timeout))
+
+    def gather(
+        self,
+        task_ids: Sequence[str],
+        timeout: float | None = None,
+        *,
+        missing_ok: bool = False,
+        progress: bool | None = None,
+    ) -> list[Result | None]:
+        """Wait for many tasks; results in the order of `task_ids`, None where unfinished.
+
+        The progress bar is made here, in the calling thread, so Jupyter shows it in the
+        cell that asked for it rather than in the cell that started the loop thread.
+        """
+        ids = list(task_ids)
+        bar = ProgressBar(len(ids), progress) if self._loop is not None else None
+        try:
+            return self._run(self._gather(ids, timeout, missing_ok, bar))
+        finally:
+            if bar is not None:
+                bar.close()
+
+    async def _gather(
+        self, ids: list[str], timeout: float | None, missing_ok: bool, bar: ProgressBar | None
+    ) -> list[Result | None]:
+        self._queue._require_open()
+        on_done = bar.update if bar is not None else (lambda _: None)
+        return await self._queue._wait_for(ids, timeout, missing_ok, on_done)
+
+    def get_task(self, task_id: str) -> TaskInfo:
+        """The task's full row (status, attempts, progress...); TaskNotFoundError if none."""
+        return self._run(self._queue.get_task(task_id))
+
+    def status(self, task_id: str) -> TaskStatus:
+        return self._run(self._queue.status(task_id))
+
+    def counts(self) -> dict[TaskStatus, int]:
+        return self._run(self._queue.counts())
+
+    def summary(self) -> QueueSummary:
+        return self._run(self._queue.summary())
+
+    def history(self, task_id: str | None = None) -> History:
+        return self._run(self._queue.history(task_id))
+
+    def dead_letters(self) -> list[Result]:
+        return self._run(self._queue.dead_letters())
+
+    def requeue(self, task_id: str) -> None:
+        self._run(self._queue.requeue(task_id))
+
+    def purge_dead_letters(self) -> int:
+        return self._run(self._queue.purge_dead_letters())
+
+    def cancel(self, task_id: str) -> bool:
+        return self._run(self._queue.cancel(task_id))
+
+    # -- a worker on the same loop ---------------------------------------------------------
+
+    def worker(self, **options: Any) -> SyncWorker:
+        """A Worker on this queue's loop and backend object; takes Worker's keywords.
+
+        It uses the queue's serializer and clock unless given others. `close()` stops it.
+        """
+        self._open_loop()  # fail now, not at start(), if the queue is not open
+        options.setdefault("serializer", self.serializer)
+        options.setdefault("clock", self.clock)
+        worker = SyncWorker(self, Worker(self.backend, **options))
+        self._workers.append(worker)
+        return worker
+
+
+class SyncOptionsView:
+    """`sync_queue.with_options(...)`: enqueue and enqueue_many with options attached."""
+
+    def __init__(self, queue: SyncTaskQueue, view: OptionsView) -> None:
+        self._queue = queue
+        self._view = view
+
+    @property
+    def options(self) -> TaskOptions:
+        return self._view.options
+
+    def enqueue(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> str:
+        return self._queue._run(self._view.enqueue(func, *args, **kwargs))
+
+    def enqueue_many(self, calls: Iterable[TaskCall | tuple[Any, ...]]) -> list[str]:
+        return self._queue._run(self._view.enqueue_many(list(calls)))
+
+
+class SyncWorker:
+    """A Worker driven from plain code, on its SyncTaskQueue's private loop.
+
+    `start()` returns at once and the worker runs in the background (on the loop thread)
+    until `stop()`; `run_once()` and `run_until_idle()` block until their work is done.
+    """
+
+    def __init__(self, queue: SyncTaskQueue, worker: Worker) -> None:
+        self._queue = queue
+        self.worker = worker
+
+    def __repr__(self) -> str:
+        return f"Sync{self.worker!r}"
+
+    @property
+    def processed(self) -> int:
+        return self.worker.processed
+
+    def start(self) -> None:
+        self._queue._run(self.worker.start())
+
+    def stop(self, grace: float | None = None) -> None:
+        self._queue._run(self.worker.stop(grace))
+
+    def run_once(self) -> int:
+        return self._queue._run(self.worker.run_once())
+
+    def run_until_idle(self, *, max_tasks: int | None = None) -> int:
+        return self._queue._run(self.worker.run_until_idle(max_tasks=max_tasks))
+
+    def __enter__(self) -> SyncWorker:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

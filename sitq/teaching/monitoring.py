@@ -1,0 +1,342 @@
+"""Checkers for notebook 10's exercises: failure rates, alert rules and a dashboard.
+
+The exercises work on attempt history as data, so every checker here runs the student's
+function on known datasets (no queue, no clock) and compares the answer with what
+`sitq.analysis` computes, or with what a sensible rule must say. When an answer matches a
+common mistake (percent instead of a fraction, start time instead of finish time...), the
+hint names that mistake.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sitq import analysis
+from sitq.analysis import RateWindow
+from sitq.clock import DEFAULT_FAKE_START
+from sitq.task import Attempt
+from sitq.teaching import Feedback, attempt, close_enough, not_yet, passed
+
+T0 = DEFAULT_FAKE_START  # every dataset starts here, like a fresh FakeClock
+
+# --- a known attempt history ------------------------------------------------------------
+
+#: task name: (its error type, normal failure rate per attempt, retry delays in seconds)
+KINDS: dict[str, tuple[str, float, tuple[float, ...]]] = {
+    "fetch_prices": ("ConnectionError", 0.08, (2.0, 4.0, 8.0)),
+    "send_email": ("TimeoutError", 0.12, (5.0, 5.0)),
+    "resize_image": ("ValueError", 0.05, ()),
+}
+#: Seconds after T0 when the prices API is down: most fetch_prices attempts fail.
+OUTAGE = (150.0, 200.0)
+ARRIVALS = ("fetch_prices", "send_email", "fetch_prices", "resize_image")
+
+
+def example_history(seed: int = 0, tasks: int = 150) -> list[Attempt]:
+    """A seeded history: three kinds of task, one every 2 s for 300 s, and an outage.
+
+    The same seed always gives the same attempts, ordered by finish time, so a checker
+    can compare a student's numbers with known ones.
+    """
+    rng = random.Random(seed)
+    records = []
+    for i in range(tasks):
+        name = ARRIVALS[i % len(ARRIVALS)]
+        error, rate, delays = KINDS[name]
+        scheduled = start = T0 + 2.0 * i
+        for number in range(1, len(delays) + 2):
+            finish = start + rng.uniform(0.05, 0.5)
+            down = name == "fetch_prices" and OUTAGE[0] <= start - T0 < OUTAGE[1]
+            if rng.random() >= (0.7 if down else rate):
+                outcome, kind, delay = "succeeded", None, None
+            elif number > len(delays):
+                outcome, kind, delay = "failed", error, None
+            else:
+                outcome, kind, delay = "retrying", error, delays[number - 1]
+            message = None if kind is None else f"{name} attempt {number} went wrong"
+            task_id = f"{name}-{i:03d}"
+            records.append(
+                Attempt(task_id, name, number, "worker-1", scheduled, start, finish, outcome,
+                        kind, message, delay)
+            )  # fmt: skip
+            if delay is None:
+                break
+            scheduled = start = finish + delay
+    records.sort(key=lambda a: (a.finished_at, a.task_id))
+    return records
+
+
+# --- exercise 1: failure rates over time -----------------------------------------------
+
+RATES_HINT = (
+    "for each window k, take the attempts with start + k*window <= finished_at < "
+    "start + (k+1)*window; rate = failed ones / all of them (0.0 if there are none); an "
+    'attempt failed if its outcome is "retrying", "failed" or "worker_lost"'
+)
+
+
+def _edge_cases() -> list[Attempt]:
+    """A small history with every corner the rule has to get right (T0 = window start)."""
+
+    def a(n: int, start: float, finish: float, outcome: str) -> Attempt:
+        failed = outcome not in ("succeeded", "cancelled")
+        kind = "WorkerLost" if outcome == "worker_lost" else "OSError" if failed else None
+        return Attempt(f"t{n}", "job", 1, "w", T0 + start, T0 + start, T0 + finish, outcome, kind)
+
+    return [
+        a(1, -5, -1, "failed"),  # before the first window: not counted
+        a(2, 1, 2, "succeeded"),
+        a(3, 3, 4, "retrying"),  # a retried attempt failed too
+        a(4, 8, 12, "failed"),  # started in window 0, finished in window 1: counts in 1
+        a(5, 15, 20, "succeeded"),  # exactly on a boundary: belongs to the window it opens
+        a(6, 21, 22, "cancelled"),  # a cancellation is a choice, not a failure
+        a(7, 23, 24, "worker_lost"),
+        # window 3 (30..40 s) has no attempts at all: its rate is 0.0
+        a(8, 41, 42, "succeeded"),
+        a(9, 55, 61, "failed"),  # finished after the end: not counted
+    ]
+
+
+def _rate_cases() -> list[tuple[str, list[Attempt], float, float, float]]:
+    return [
+        ("a small history with edge cases", _edge_cases(), 10.0, T0, T0 + 60),
+        ("example_history()", example_history(), 30.0, T0, T0 + 330),
+    ]
+
+
+def _rates(
+    attempts: Sequence[Attempt], window: float, start: float, end: float, **mistake: Any
+) -> list[float]:
+    """The right rates, or (with a keyword) the rates a known mistake gives."""
+    n = math.ceil((end - start) / window)
+    totals, fails = [0] * n, [0] * n
+    for a in attempts:
+        t = a.started_at if mistake.get("by_start") else a.finished_at
+        if start <= t < end:
+            k = min(int((t - start) // window), n - 1)
+            totals[k] += 1
+            if mistake.get("failed_only"):
+                fails[k] += a.outcome == "failed"
+            elif mistake.get("cancelled_fails"):
+                fails[k] += a.outcome != "succeeded"
+            else:
+                fails[k] += analysis.is_failure(a)
+    return [f / t if t else 0.0 for f, t in zip(fails, totals, strict=True)]
+
+
+MISTAKES = {
+    "by_start": "you placed attempts by when they started; place them by finished_at (when "
+    "the outcome became known, which is what a monitor sees)",
+    "failed_only": 'you counted only outcome "failed"; a "retrying" attempt failed too (it '
+    'just gets another try), and so did "worker_lost"',
+    "cancelled_fails": 'you counted "cancelled" as a failure; a cancellation is a choice, '
+    "not something that went wrong",
+}
+
+
+def check_failure_rates(failure_rates: Callable[..., Sequence[float]]) -> Feedback:
+    """Exercise 1: `failure_rates(attempts, window, start, end)` -> a rate per window."""
+
+    def check() -> Feedback:
+        for label, attempts, window, start, end in _rate_cases():
+            got = failure_rates(list(attempts), window, start, end)
+            feedback = _judge_rates(label, got, attempts, window, start, end)
+            if feedback is not None:
+                return feedback
+        windows = analysis.failure_rate(example_history(), 30.0, start=T0, end=T0 + 330)
+        peak = max(windows, key=lambda w: w.rate)
+        return passed(
+            f"your rates match on both datasets; in example_history() the worst window starts "
+            f"at {peak.start - T0:g} s with {peak.rate:.0%} ({peak.failures}/{peak.attempts})"
+        )
+
+    return attempt(check, hint=RATES_HINT)
+
+
+def _judge_rates(
+    label: str, got: Any, attempts: list[Attempt], window: float, start: float, end: float
+) -> Feedback | None:
+    expected = _rates(attempts, window, start, end)
+    if not isinstance(got, list | tuple) or not all(_is_number(r) for r in got):
+        return not_yet(f"on {label}, your function returned {got!r:.80}", "return a list of floats")
+    if len(got) != len(expected):
+        return not_yet(
+            f"on {label} with window={window:g} s over {end - start:g} s, you returned "
+            f"{len(got)} rates; there are {len(expected)} windows",
+            "one rate per window, empty windows included: ceil((end - start) / window)",
+        )
+    if close_enough(list(got), expected, 1e-6):
+        return None
+    if any(math.isnan(r) for r in got):
+        return not_yet(f"on {label} you returned NaN", "an empty window has the rate 0.0")
+    if close_enough(list(got), [100 * r for r in expected], 1e-4):
+        return not_yet(f"on {label} your rates are percentages", "return fractions 0..1")
+    for mistake, hint in MISTAKES.items():
+        if close_enough(list(got), _rates(attempts, window, start, end, **{mistake: True}), 1e-6):
+            return not_yet(f"on {label} some windows are off", hint)
+    k = next(i for i, (g, e) in enumerate(zip(got, expected, strict=True)) if abs(g - e) > 1e-6)
+    w0 = start - T0 + k * window
+    return not_yet(
+        f"on {label}, window {k} [{w0:g} s, {w0 + window:g} s) should have the rate "
+        f"{expected[k]:.3f}, you returned {got[k]:.3f}",
+        RATES_HINT,
+    )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+# --- exercise 2: alert on unusual error patterns ---------------------------------------
+
+WARMUP = 3  # the first windows have no past to compare with: the checker does not judge them
+STEADY = [(50, 4), (48, 3), (52, 5), (50, 6), (47, 3), (51, 4),
+          (49, 5), (50, 3), (53, 6), (50, 4), (48, 5), (51, 4)]  # fmt: skip
+NOISY = [(50, 15), (50, 13), (50, 17), (50, 14), (50, 16), (50, 15),
+         (50, 12), (50, 17), (50, 16), (50, 14), (50, 15), (50, 13)]  # fmt: skip
+
+
+def rate_windows(counts: Sequence[tuple[int, int]], window: float = 60.0) -> list[RateWindow]:
+    """RateWindows from (attempts, failures) pairs, one window after the other from T0."""
+    return [
+        RateWindow(T0 + i * window, T0 + (i + 1) * window, n, f, f / n if n else 0.0)
+        for i, (n, f) in enumerate(counts)
+    ]
+
+
+def _replace(counts: list[tuple[int, int]], **changes: tuple[int, int]) -> list[tuple[int, int]]:
+    new = list(counts)
+    for key, value in changes.items():
+        new[int(key[1:])] = value
+    return new
+
+
+#: name, windows, windows that must fire, windows that may fire, why a false alarm is wrong
+SCENARIOS: list[tuple[str, list[tuple[int, int]], set[int], set[int], str]] = [
+    ("steady traffic", STEADY, set(), set(),
+     "nothing unusual happens here: 6-12% is this service's normal; an alert must mean "
+     "something changed"),
+    ("a quiet night", _replace(STEADY, w7=(2, 1), w8=(0, 0)), set(), set(),
+     "1 failure out of 2 attempts is 50%, but not yet a pattern: ignore windows with few "
+     "attempts (look at window.attempts), and an empty window has nothing to alert on"),
+    ("an outage", _replace(STEADY, w8=(50, 30), w9=(48, 34)), {8}, {9},
+     "only windows 8 and 9 are unusual here"),
+    ("a noisy service", NOISY, set(), set(),
+     "this service always fails 24-34% of attempts; compare a window with the service's "
+     "own past (e.g. mean and standard deviation of the previous windows), not a fixed number"),
+    ("a noisy service with an outage", _replace(NOISY, w9=(50, 40)), {9}, set(),
+     "only window 9 is unusual here"),
+]  # fmt: skip
+
+ALERT_HINT = (
+    "skip windows with few attempts; otherwise alert when window.rate is well above the "
+    "previous windows' mean rate (e.g. mean + 3 standard deviations, and at least 10 "
+    "points above the mean)"
+)
+
+
+def check_alert_rule(unusual: Callable[[RateWindow, list[RateWindow]], bool]) -> Feedback:
+    """Exercise 2: `unusual(window, previous)` fires on spikes, and only on spikes."""
+
+    def check() -> Feedback:
+        for name, counts, must, may, why in SCENARIOS:
+            windows = rate_windows(counts)
+            fired = set()
+            for i, window in enumerate(windows):
+                verdict = unusual(window, windows[:i])
+                if not isinstance(verdict, bool):
+                    return not_yet(
+                        f"unusual() returned {verdict!r:.60} for window {i} of {name!r}",
+                        "return True (alert) or False (all is well)",
+                    )
+                if verdict and i >= WARMUP:
+                    fired.add(i)
+            if false := sorted(fired - must - may):
+                w = windows[false[0]]
+                return not_yet(
+                    f"your rule fired on {name!r} at window(s) {false}: window {false[0]} had "
+                    f"{w.failures}/{w.attempts} failed attempts",
+                    why,
+                )
+            if missed := sorted(must - fired):
+                w = windows[missed[0]]
+                return not_yet(
+                    f"your rule stayed quiet on {name!r} at window {missed[0]}, where "
+                    f"{w.failures}/{w.attempts} attempts failed ({w.rate:.0%})",
+                    "that jump is the pattern to alert on: " + ALERT_HINT,
+                )
+        return passed(
+            f"your rule fired on both outages and stayed quiet on {len(SCENARIOS) - 2} kinds of "
+            "normal traffic, a quiet night and a noisy service included"
+        )
+
+    return attempt(check, hint=ALERT_HINT)
+
+
+# --- exercise 3: a dashboard for failed-task analysis ----------------------------------
+
+DASHBOARD_HINT = (
+    "fig, axes = plt.subplots(2, 2, figsize=(12, 8)); draw one view per Axes (e.g. "
+    "plots.failure_distribution(history, ax=axes[0, 0])), give each a title and axis "
+    "labels, and return fig"
+)
+
+
+def check_dashboard(build_dashboard: Callable[[list[Attempt]], Any]) -> Feedback:
+    """Exercise 3: `build_dashboard(history)` returns a Figure with >= 3 labelled panels.
+
+    The figure is left open, so a notebook shows it below the verdict: the student sees
+    what was judged.
+    """
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    def check() -> Feedback:
+        fig = build_dashboard(example_history())
+        if isinstance(fig, Axes):
+            return not_yet("you returned one Axes (one panel), not the Figure", DASHBOARD_HINT)
+        if not isinstance(fig, Figure):
+            return not_yet(f"you returned {type(fig).__name__}, not a Figure", DASHBOARD_HINT)
+        return _judge_panels(_panels(fig))
+
+    return attempt(check, hint=DASHBOARD_HINT)
+
+
+def _panels(fig: Any) -> list[list[Any]]:
+    """The figure's Axes grouped by position (a twin axis shares its panel); no colorbars."""
+    groups: dict[tuple[float, ...], list[Any]] = {}
+    for ax in fig.axes:
+        if getattr(ax, "_colorbar", None) is not None or not ax.get_visible():
+            continue
+        key = tuple(round(v, 3) for v in ax.get_position().bounds)
+        groups.setdefault(key, []).append(ax)
+    return list(groups.values())
+
+
+def _judge_panels(panels: list[list[Any]]) -> Feedback:
+    if len(panels) < 3:
+        found = f"your figure has {len(panels)} panel(s); a dashboard needs at least 3"
+        return not_yet(found, DASHBOARD_HINT)
+    titles = []
+    for k, group in enumerate(panels, 1):
+        title = next((ax.get_title() for ax in group if ax.get_title()), "")
+        xlabel = next((ax.get_xlabel() for ax in group if ax.get_xlabel()), "")
+        ylabel = next((ax.get_ylabel() for ax in group if ax.get_ylabel()), "")
+        drawn = any(ax.lines or ax.patches or ax.collections or ax.images for ax in group)
+        name = repr(title) if title else f"panel {k}"
+        if not title:
+            return not_yet(f"panel {k} has no title", "ax.set_title('what this panel shows')")
+        if not (xlabel and ylabel):
+            return not_yet(
+                f"panel {name} lacks an {'x' if not xlabel else 'y'} axis label",
+                "label both axes, with units: ax.set(xlabel='time (s)', ylabel='failures (count)')",
+            )
+        if not drawn:
+            return not_yet(f"panel {name} is empty", "draw something on every panel")
+        titles.append(title)
+    if len(set(titles)) < len(titles):
+        return not_yet("two panels have the same title", "each panel answers its own question")
+    return passed(f"{len(panels)} labelled panels: " + "; ".join(titles))

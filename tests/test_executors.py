@@ -1,0 +1,206 @@
+"""Issue 4, point 7: where a task runs. Async functions on the worker's loop, plain ones
+in its threads, and, when asked with executor="process", in a pool of worker processes;
+what cannot make the trip to a process fails with an error that says why."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import AsyncIterator
+
+import pytest
+
+from sitq import (
+    FakeClock,
+    InvalidOptionError,
+    RetryPolicy,
+    SerializationError,
+    SQLiteBackend,
+    TaskQueue,
+    TaskStatus,
+    Worker,
+)
+
+# Module-level state is shared by reference with tasks that run in *this* process only.
+TOUCHED: list[int] = []
+
+
+def where() -> tuple[int, str]:
+    return os.getpid(), threading.current_thread().name
+
+
+async def where_async() -> tuple[int, str]:
+    return os.getpid(), threading.current_thread().name
+
+
+def cpu_bound(n: int) -> int:
+    return sum(i * i for i in range(n))
+
+
+def touch(n: int) -> int:
+    TOUCHED.append(n)
+    return len(TOUCHED)
+
+
+def returns_a_generator() -> object:
+    return (i for i in range(3))
+
+
+class NeedsTwoArguments(Exception):
+    """An exception whose __init__ does not match its args: it cannot be unpickled as is."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"{code}: {reason}")
+        self.code = code
+
+
+def raises_needs_two() -> None:
+    raise NeedsTwoArguments(503, "busy")
+
+
+class HoldsALock(Exception):
+    def __init__(self) -> None:
+        super().__init__("gave up")
+        self.lock = threading.Lock()
+
+
+def raises_holding_a_lock() -> None:
+    raise HoldsALock()
+
+
+def dies() -> None:
+    os._exit(1)  # the process vanishes, as after a segfault or the OOM killer
+
+
+@pytest.fixture
+async def pool_worker(backend: SQLiteBackend, clock: FakeClock) -> AsyncIterator[Worker]:
+    worker = Worker(backend, clock=clock, worker_id="w1", processes=1)
+    yield worker
+    await worker.stop()
+
+
+async def run_all(queue: TaskQueue, worker: Worker, ids: list[str]) -> list:
+    await worker.run_until_idle()
+    results = await queue.gather(ids, timeout=30)
+    assert all(r is not None for r in results)
+    return results
+
+
+async def test_plain_functions_run_in_threads_async_ones_on_the_loop(
+    queue: TaskQueue, worker: Worker
+) -> None:
+    ids = [await queue.enqueue(where), await queue.enqueue(where_async)]
+    plain, coro = await run_all(queue, worker, ids)
+
+    assert plain.value[0] == coro.value[0] == os.getpid()
+    assert plain.value[1].startswith("sitq-task")  # the worker's thread pool
+    assert coro.value[1] == threading.current_thread().name  # the loop's own thread
+
+
+async def test_process_executor_runs_in_another_process(
+    queue: TaskQueue, pool_worker: Worker
+) -> None:
+    process = queue.with_options(executor="process")
+    ids = [await process.enqueue(where), await process.enqueue(cpu_bound, 1000)]
+    ids.append(await queue.with_options(executor="thread").enqueue(where))
+    in_process, computed, in_thread = await run_all(queue, pool_worker, ids)
+
+    assert in_process.value[0] != os.getpid()
+    assert computed.value == sum(i * i for i in range(1000))
+    assert in_thread.value[0] == os.getpid()
+
+
+async def test_a_process_task_changes_its_own_copy_of_globals(
+    queue: TaskQueue, pool_worker: Worker
+) -> None:
+    TOUCHED.clear()
+    [result] = await run_all(
+        queue, pool_worker, [await queue.with_options(executor="process").enqueue(touch, 1)]
+    )
+    assert result.value == 1  # the child appended to its copy of TOUCHED...
+    assert TOUCHED == []  # ...and ours never changed: return results instead
+
+
+async def test_lambdas_and_closures_over_data_can_go_to_a_process(
+    queue: TaskQueue, pool_worker: Worker
+) -> None:
+    """cloudpickle sends them by value, as it sends functions defined in a notebook."""
+    base = 10
+    process = queue.with_options(executor="process")
+    ids = [
+        await process.enqueue(lambda: os.getpid()),
+        await process.enqueue(lambda n: n + base, 5),
+    ]
+    pid, added = await run_all(queue, pool_worker, ids)
+    assert pid.value != os.getpid() and added.value == 15
+
+
+async def test_a_closure_over_a_lock_is_refused_at_enqueue(queue: TaskQueue) -> None:
+    """It never reaches a process: the call must first become bytes in the database."""
+    lock = threading.Lock()
+
+    with pytest.raises(SerializationError) as caught:
+        await queue.with_options(executor="process").enqueue(lambda: lock.locked())
+
+    message = str(caught.value)
+    assert "the task function" in message and "cannot pickle '_thread.lock'" in message
+    assert "create locks and connections inside the task" in message
+    assert sum((await queue.counts()).values()) == 0
+
+
+async def test_a_value_that_cannot_come_back_fails_the_task_and_says_why(
+    queue: TaskQueue, pool_worker: Worker
+) -> None:
+    task_id = await queue.with_options(executor="process").enqueue(returns_a_generator)
+    [result] = await run_all(queue, pool_worker, [task_id])
+
+    assert result.status is TaskStatus.FAILED
+    assert result.error_type == "SerializationError"
+    assert "return value of type generator back from the worker process" in result.error
+    assert "turn generators into lists" in result.error
+
+
+async def test_an_exception_that_cannot_be_unpickled_fails_only_its_task(
+    queue: TaskQueue, pool_worker: Worker
+) -> None:
+    """Sent as is, it would break the pool for every task; it comes back as itself, so a
+    policy that retries on its type still recognises it."""
+    retry = RetryPolicy.fixed(1, max_attempts=2, retry_on=NeedsTwoArguments)
+    process = queue.with_options(executor="process", retry=retry)
+    bad = await process.enqueue(raises_needs_two)
+    [failed] = await run_all(queue, pool_worker, [bad])
+    [after] = await run_all(queue, pool_worker, [await process.enqueue(cpu_bound, 10)])
+
+    assert failed.status is TaskStatus.FAILED and failed.attempts == 2
+    assert failed.error_type == "NeedsTwoArguments" and "503: busy" in failed.error
+    assert "raises_needs_two" in failed.traceback  # the child's traceback is kept
+    assert after.status is TaskStatus.SUCCEEDED and after.value == 285
+
+
+async def test_an_exception_that_cannot_be_pickled_is_described(
+    queue: TaskQueue, pool_worker: Worker
+) -> None:
+    task_id = await queue.with_options(executor="process").enqueue(raises_holding_a_lock)
+    [result] = await run_all(queue, pool_worker, [task_id])
+
+    assert result.error_type == "SerializationError"
+    assert "the task raised HoldsALock: gave up, which cannot be sent back" in result.error
+
+
+async def test_a_dead_process_fails_its_task_and_the_pool_is_renewed(
+    queue: TaskQueue, pool_worker: Worker
+) -> None:
+    process = queue.with_options(executor="process")
+    [crashed] = await run_all(queue, pool_worker, [await process.enqueue(dies)])
+    [after] = await run_all(queue, pool_worker, [await process.enqueue(where)])
+
+    assert crashed.status is TaskStatus.FAILED
+    assert crashed.error_type == "BrokenProcessPool"
+    assert after.status is TaskStatus.SUCCEEDED and after.value[0] != os.getpid()
+
+
+def test_unknown_executor_is_refused() -> None:
+    from sitq import TaskOptions
+
+    with pytest.raises(InvalidOptionError, match="thread, process"):
+        TaskOptions(executor="gpu")  # type: ignore[arg-type]
