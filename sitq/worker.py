@@ -190,21 +190,35 @@ class Worker:
     # -- the background loop --------------------------------------------------------------
 
     async def _main_loop(self) -> None:
+        """Claim and spawn until stopped. A storage error (a locked or vanished database)
+        is logged and retried after a pause: a worker must not go idle silently."""
         while not self._stopping:
-            free = self.concurrency - len(self._running)
-            work_ticket, wake_ticket = self.backend.work_signal.ticket(), self._wake.ticket()
-            if free <= 0:
-                await self._wait_any([wake_ticket], None)
-                continue
-            claimed = await self._claim(free)
-            for task in claimed:
-                self._spawn(task)
-            if claimed:
-                continue
-            timeout = await self._idle_timeout()
-            if timeout is not None and timeout <= 0:
-                continue
-            await self._wait_any([work_ticket, wake_ticket], timeout)
+            try:
+                await self._loop_step()
+            except Exception:
+                logger.exception(
+                    "worker %s: error in its main loop; retrying in %.1fs",
+                    self.worker_id,
+                    self.backend.poll_interval,
+                )
+                await self._wait_any([self._wake.ticket()], self.backend.poll_interval)
+
+    async def _loop_step(self) -> None:
+        """One turn of the main loop: claim what fits, or wait for a reason to look again."""
+        free = self.concurrency - len(self._running)
+        work_ticket, wake_ticket = self.backend.work_signal.ticket(), self._wake.ticket()
+        if free <= 0:
+            await self._wait_any([wake_ticket], None)
+            return
+        claimed = await self._claim(free)
+        for task in claimed:
+            self._spawn(task)
+        if claimed:
+            return
+        timeout = await self._idle_timeout()
+        if timeout is not None and timeout <= 0:
+            return
+        await self._wait_any([work_ticket, wake_ticket], timeout)
 
     async def _idle_timeout(self) -> float | None:
         """Real seconds to wait before looking again: the next due time, or the poll."""
@@ -529,7 +543,10 @@ class Worker:
         """Heartbeat: renew our leases every lease_seconds/3 while tasks run."""
         while self._leases:
             await asyncio.sleep(self.lease_seconds / 3)
-            await self._renew()
+            try:
+                await self._renew()
+            except Exception:  # keep beating: one failed renewal must not end the heartbeat
+                logger.exception("worker %s: lease renewal failed; retrying", self.worker_id)
 
     async def _renew(self) -> None:
         leases = list(self._leases.items())

@@ -127,3 +127,30 @@ def test_concurrency_alias_and_validation() -> None:
         Worker(backend, concurrency=2, max_concurrency=3)
     with pytest.raises(ValueError):
         Worker(backend, concurrency=0)
+
+
+async def test_worker_loop_survives_a_locked_database(db_path: Path, caplog) -> None:
+    """Given a database another program holds locked, when the worker's claim fails, then
+    the worker logs it, keeps trying, and runs the task once the lock is released."""
+    import logging
+    import sqlite3
+
+    async with TaskQueue(SQLiteBackend(db_path)) as queue:
+        task_id = await queue.enqueue(note, 7)
+        backend = SQLiteBackend(db_path, busy_timeout=0.02, poll_interval=0.02)
+        await backend.connect()  # opened before the lock, as a running worker's would be
+        locker = sqlite3.connect(db_path, isolation_level=None)
+        locker.execute("BEGIN EXCLUSIVE")
+        worker = Worker(backend)
+        with caplog.at_level(logging.ERROR, logger="sitq.worker"):
+            await worker.start()
+            deadline = asyncio.get_running_loop().time() + 10
+            while not any("main loop" in r.getMessage() for r in caplog.records):
+                assert asyncio.get_running_loop().time() < deadline, "no claim error seen"
+                await asyncio.sleep(0.01)  # polling for a condition, with a deadline
+            locker.execute("ROLLBACK")
+            locker.close()
+            result = await queue.get_result(task_id, timeout=10)
+            await worker.stop()
+        await backend.close()
+    assert result is not None and result.value == 7
