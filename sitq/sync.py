@@ -15,8 +15,8 @@ cell whose kernel already runs a loop, with no nest-asyncio patch.
 
 `queue.worker(...)` gives a worker on the same loop and backend object, so it hears about
 new work at once. Give a SyncTaskQueue a backend object of its own: the backend's
-connection and signals belong to the private loop. One SyncTaskQueue may be shared by
-several threads; calls from them run one at a time on its loop.
+connection and signals belong to the private loop. Several threads may share one
+SyncTaskQueue: their calls run side by side as coroutines on its loop.
 """
 
 from __future__ import annotations
@@ -196,20 +196,18 @@ class SyncTaskQueue:
 
     # -- the TaskQueue methods, without await ----------------------------------------------
 
+    # Each method does what TaskQueue's method of the same name does (see its docstring).
+
     def enqueue(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> str:
-        """Queue `func(*args, **kwargs)` and return its id; every keyword goes to the task."""
         return self._run(self._queue.enqueue(func, *args, **kwargs))
 
     def enqueue_many(self, calls: Iterable[TaskCall | tuple[Any, ...]]) -> list[str]:
-        """Queue many calls in one transaction (all or none); ids come back in order."""
         return self._run(self._queue.enqueue_many(list(calls)))
 
     def with_options(self, **options: Any) -> SyncOptionsView:
-        """Options for the next enqueue: `queue.with_options(delay=5).enqueue(f, x)`."""
         return SyncOptionsView(self, self._queue.with_options(**options))
 
     def get_result(self, task_id: str, timeout: float | None = None) -> Result | None:
-        """Wait up to `timeout` seconds for the final Result; None if unfinished or unknown."""
         return self._run(self._queue.get_result(task_id, timeout))
 
     def gather(
@@ -225,23 +223,15 @@ class SyncTaskQueue:
         The progress bar is made here, in the calling thread, so Jupyter shows it in the
         cell that asked for it rather than in the cell that started the loop thread.
         """
+        loop = self._open_loop()  # open loop, open queue: connect() opens both
         ids = list(task_ids)
-        bar = ProgressBar(len(ids), progress) if self._loop is not None else None
+        bar = ProgressBar(len(ids), progress)
         try:
-            return self._run(self._gather(ids, timeout, missing_ok, bar))
+            return loop.run(self._queue._wait_for(ids, timeout, missing_ok, bar.update))
         finally:
-            if bar is not None:
-                bar.close()
-
-    async def _gather(
-        self, ids: list[str], timeout: float | None, missing_ok: bool, bar: ProgressBar | None
-    ) -> list[Result | None]:
-        self._queue._require_open()
-        on_done = bar.update if bar is not None else (lambda _: None)
-        return await self._queue._wait_for(ids, timeout, missing_ok, on_done)
+            bar.close()
 
     def get_task(self, task_id: str) -> TaskInfo:
-        """The task's full row (status, attempts, progress...); TaskNotFoundError if none."""
         return self._run(self._queue.get_task(task_id))
 
     def status(self, task_id: str) -> TaskStatus:

@@ -201,3 +201,17 @@ def test_many_threads_share_one_queue(db_path: Path) -> None:
         queue.worker(concurrency=20).run_until_idle()
         assert len(set(ids)) == 40
         assert queue.summary()[TaskStatus.SUCCEEDED] == 40
+
+
+def test_gather_draws_its_bar_in_the_calling_thread(
+    db_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with make_queue(db_path) as queue:
+        ids = queue.enqueue_many([sitq.call(add, n, n) for n in range(3)])
+        queue.worker().run_until_idle()
+        capsys.readouterr()
+        assert [r.value for r in queue.gather(ids, progress=True)] == [0, 2, 4]
+        assert "tasks: 100%" in capsys.readouterr().err and queue.gather(ids) is not None
+        assert capsys.readouterr().err == ""  # no bar by default off a terminal
+        with pytest.raises(TaskNotFoundError):
+            queue.gather([*ids, "nope"])
