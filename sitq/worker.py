@@ -345,9 +345,7 @@ class Worker:
         options: TaskOptions | None = None,
     ) -> None:
         now = self.clock.now()
-        decision = decide(
-            outcome.error, claimed.try_number, policy, now, self.rng, claimed.last_delay
-        )
+        decision = self._decide(claimed, outcome.error, claimed.try_number, policy, now)
         result = None
         if outcome.ok:
             try:
@@ -376,6 +374,25 @@ class Worker:
             )
             return
         self._report(claimed, decision, outcome)
+
+    def _decide(
+        self,
+        claimed: ClaimedTask,
+        error: BaseException | None,
+        try_number: int,
+        policy: RetryPolicy,
+        now: float,
+    ) -> Decision:
+        """`decide`, guarded: a retry_on predicate or custom delay function that raises
+        fails the task for good (logged), instead of leaving it stuck as running."""
+        try:
+            return decide(error, try_number, policy, now, self.rng, claimed.last_delay)
+        except Exception:
+            logger.exception(
+                "task %s (%s): its retry policy raised while judging %r; the task fails for good",
+                claimed.task_id, claimed.name, error,
+            )  # fmt: skip
+            return decide(error, try_number, NO_RETRY, now, self.rng)
 
     def _attempt(
         self,
@@ -463,7 +480,7 @@ class Worker:
         except Exception:
             policy = NO_RETRY
         now = self.clock.now()
-        decision = decide(error, claimed.try_number - 1, policy, now, self.rng, claimed.last_delay)
+        decision = self._decide(claimed, error, claimed.try_number - 1, policy, now)
         record = Attempt(
             claimed.task_id,
             claimed.name,

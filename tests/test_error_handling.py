@@ -631,3 +631,23 @@ async def test_each_failure_and_retry_is_logged_with_its_task(
         assert (record.task_id, record.task_name, record.attempt) == (task_id, "flaky", attempt)
         assert record.error_type == "ConnectionError"
     assert "retrying in 0.5s" in records[0].getMessage()
+
+
+def _status_over_500(exc: BaseException) -> bool:
+    # A student's bug: not every exception has a .status attribute.
+    return exc.status > 500  # type: ignore[attr-defined]
+
+
+async def test_a_retry_predicate_that_raises_fails_the_task_not_the_worker(
+    queue: TaskQueue, worker: Worker
+) -> None:
+    """Given a retry_on predicate that itself raises, when a task fails, then the task is
+    a dead letter with its own error (not stuck as running) and the worker goes on."""
+    policy = RetryPolicy.fixed(1, max_attempts=3, retry_on=_status_over_500)
+    task_id = await queue.with_options(retry=policy).enqueue(raise_it, ValueError("bad row"))
+    other = await queue.enqueue(flaky, 0)
+    await worker.run_until_idle()
+    result = await queue.get_result(task_id, timeout=1)
+    assert result is not None and result.is_failed() and result.error_type == "ValueError"
+    assert result.attempts == 1
+    assert (await queue.get_result(other, timeout=1)).value == "ok on attempt 1"

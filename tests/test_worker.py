@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sitq import FakeClock, SQLiteBackend, TaskQueue, TaskStatus, Worker
+from sitq import FakeClock, SQLiteBackend, TaskQueue, TaskStatus, Worker, current_task
 
 # Tasks receive pickled copies of what they use; module-level state is sent by reference,
 # which is what lets these in-process tests watch their tasks.
@@ -20,6 +20,18 @@ async def note(n: int) -> int:
     RUNS[n] += 1
     await asyncio.sleep(0)
     return n
+
+
+SEEN_WORKERS: set[str] = set()
+
+
+async def note_once_both_work(n: int) -> int:
+    """Hold until tasks of two different workers have started: proof they overlap."""
+    SEEN_WORKERS.add(current_task().worker_id)
+    if len(SEEN_WORKERS) >= 2:
+        GATE["both"].set()
+    await asyncio.wait_for(GATE["both"].wait(), timeout=10)
+    return await note(n)
 
 
 async def meet() -> str:
@@ -37,10 +49,12 @@ async def test_two_workers_on_one_file_never_run_the_same_task(db_path: Path) ->
     """Given 300 tasks in one file, when two workers with their own connections drain it
     concurrently, then every task ran exactly once and both workers took part."""
     RUNS.clear()
+    SEEN_WORKERS.clear()
+    GATE["both"] = asyncio.Event()
     ran_by: dict[str, int] = collections.Counter()
 
     async with TaskQueue(SQLiteBackend(db_path)) as queue:
-        ids = await queue.enqueue_many([(note, (n,)) for n in range(300)])
+        ids = await queue.enqueue_many([(note_once_both_work, (n,)) for n in range(300)])
         workers = [
             Worker(SQLiteBackend(db_path), concurrency=5, worker_id=f"w{i}") for i in range(2)
         ]
