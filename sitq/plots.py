@@ -67,6 +67,10 @@ def _short(name: str, limit: int = 24) -> str:
     return name if len(name) <= limit else name[: limit - 1] + "…"
 
 
+#: The narrowest backoff gap (a fraction of the plot's time span) that gets a text label.
+MIN_LABELLED_GAP = 0.07
+
+
 def _task_label(task: analysis.TaskTimeline) -> str:
     """Row label "fetch · 3f2a9c" for task pkg.mod.fetch: the short id tells repeats apart."""
     name = task.task_name.replace(":", ".").rsplit(".", 1)[-1] or task.task_name
@@ -83,10 +87,12 @@ def retry_timeline(
     """One row per task, one bar per attempt coloured by outcome, dashed backoff gaps.
 
     Each retry is labelled "#k +Ds": attempt number and the delay the policy chose
-    (the measured gap if none was recorded), alternately above and below the row so
-    neighbours do not collide. Bars have a minimum width (a small fraction of the time
-    span) so instant attempts on a FakeClock stay visible. `origin` (epoch s, default the
-    earliest time shown) is time zero: pass it to line up several plots.
+    (the measured gap if none was recorded), above its gap; gaps narrower than
+    MIN_LABELLED_GAP of the time span stay unlabelled, as their labels would print over
+    each other. Bars have a minimum width
+    (a small fraction of the time span) so instant attempts on a FakeClock stay visible.
+    `origin` (epoch s, default the earliest time shown) is time zero: pass it to line up
+    several plots.
     """
     tasks = analysis.timelines(attempts)
     shown = tasks[: max(max_tasks, 0)]
@@ -107,10 +113,17 @@ def retry_timeline(
             x0, x1 = prev.finished_at - t0, a.started_at - t0
             ax.plot([x0, x1], [row, row], linestyle="--", linewidth=1, color="0.45", zorder=0.5)
             delay = gap if prev.next_delay is None else prev.next_delay
-            up = i % 2 == 0
-            ax.annotate(f"#{a.attempt} +{delay:.3g}s", xy=((x0 + x1) / 2, row), fontsize=7,
-                        xytext=(0, 7 if up else -7), textcoords="offset points",
-                        ha="center", va="bottom" if up else "top")  # fmt: skip
+            if x1 - x0 < span * MIN_LABELLED_GAP:
+                continue  # too narrow to label without overprinting its neighbours
+            ax.annotate(
+                f"#{a.attempt} +{delay:.3g}s",
+                xy=((x0 + x1) / 2, row),
+                fontsize=7,
+                xytext=(0, 7),
+                textcoords="offset points",
+                ha="center",
+                va="bottom",
+            )
         for a in task.attempts:
             width = max(a.finished_at - a.started_at, span * 0.008)
             bars[a.outcome].append((row, a.started_at - t0, width))
