@@ -510,42 +510,9 @@ def _claimed(row: Any, now: float) -> ClaimedTask:
 
 
 def _task_info(row: Any) -> TaskInfo:
-    (
-        task_id,
-        name,
-        status,
-        attempts,
-        enqueued_at,
-        due_at,
-        priority,
-        started_at,
-        finished_at,
-        worker_id,
-        error,
-        error_type,
-        traceback,
-        progress,
-        progress_message,
-        result,
-    ) = row
-    return TaskInfo(
-        task_id,
-        name,
-        TaskStatus(status),
-        attempts,
-        enqueued_at,
-        due_at,
-        priority,
-        started_at,
-        finished_at,
-        worker_id,
-        error,
-        error_type,
-        traceback,
-        progress,
-        progress_message,
-        result,
-    )
+    """A row of TASK_COLUMNS, in order, as a TaskInfo (the status text becomes the enum)."""
+    task_id, name, status, *rest = row
+    return TaskInfo(task_id, name, TaskStatus(status), *rest)
 
 
 def _settle_params(s: Settlement) -> dict[str, Any]:
