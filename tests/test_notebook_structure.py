@@ -1,0 +1,66 @@
+"""Every lesson keeps the course's shape, and is committed with its outputs.
+
+nbval checks that a notebook's outputs are reproducible; this checks what a student relies
+on: one title, what they will learn, prerequisites, key concepts, exercises, next steps,
+a seeded first cell, and outputs saved (nbval compares nothing in a cell saved empty).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+LESSONS = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+PRACTICE = sorted(NOTEBOOKS.glob("exercises/*.ipynb")) + sorted(NOTEBOOKS.glob("solutions/*.ipynb"))
+EXPECTED_LESSONS = [f"{n:02d}" for n in range(1, 12)]
+
+
+def _load(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def _markdown(nb: dict) -> str:
+    return "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+
+
+def _code(nb: dict) -> list[dict]:
+    return [c for c in nb["cells"] if c["cell_type"] == "code"]
+
+
+def _name(path: Path) -> str:
+    return str(path.relative_to(NOTEBOOKS))
+
+
+def test_one_lesson_per_tutorial_section() -> None:
+    assert [p.name[:2] for p in LESSONS] == EXPECTED_LESSONS
+
+
+@pytest.mark.parametrize("path", LESSONS + PRACTICE, ids=_name)
+def test_notebook_has_the_course_shape(path: Path) -> None:
+    nb = _load(path)
+    text = _markdown(nb)
+    assert len(re.findall(r"^# ", text, re.M)) == 1, "exactly one H1 title"
+    assert re.search(r"^## You will (learn|practise)", text, re.M)
+    assert re.search(r"prerequisite", text, re.I)
+    assert re.search(r"^## Key concepts", text, re.M)
+    assert re.search(r"^## Next", text, re.M)
+    if path in LESSONS:
+        assert re.search(r"^## Try it yourself", text, re.M)
+
+
+@pytest.mark.parametrize("path", LESSONS + PRACTICE, ids=_name)
+def test_first_code_cell_imports_and_seeds(path: Path) -> None:
+    first = "".join(_code(_load(path))[0]["source"])
+    assert "import" in first
+    assert re.search(r"seed|Random\(", first), "seed the randomness in the first code cell"
+
+
+@pytest.mark.parametrize("path", LESSONS + PRACTICE, ids=_name)
+def test_notebook_is_committed_executed_with_outputs(path: Path) -> None:
+    cells = _code(_load(path))
+    assert all(c.get("execution_count") for c in cells), "run every cell before committing"
+    assert sum(bool(c.get("outputs")) for c in cells) >= len(cells) // 2
