@@ -220,13 +220,18 @@ class Worker:
             return
         await self._wait_any([work_ticket, wake_ticket], timeout)
 
+    @property
+    def _virtual_time(self) -> bool:
+        """True for a clock that can be moved by hand (FakeClock): time may jump."""
+        return hasattr(self.clock, "advance")
+
     async def _idle_timeout(self) -> float | None:
         """Real seconds to wait before looking again: the next due time, or the poll."""
         next_due = await self.backend.next_due_at()
         poll = self.backend.poll_interval
         if next_due is None:
             return poll
-        if getattr(self.clock, "virtual", False) or hasattr(self.clock, "advance"):
+        if self._virtual_time:
             await self.clock.sleep_until(next_due)  # virtual time: jump, do not wait
             return 0.0
         return min(poll, next_due - self.clock.now())
@@ -243,7 +248,7 @@ class Worker:
     # -- claim, run, settle ----------------------------------------------------------------
 
     async def _claim(self, limit: int) -> list[ClaimedTask]:
-        if self._leases and hasattr(self.clock, "advance"):
+        if self._leases and self._virtual_time:
             await self._renew()  # virtual time may have jumped past our own leases
         return await self.backend.claim(self.worker_id, limit, self.clock.now(), self.lease_seconds)
 

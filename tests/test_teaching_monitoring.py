@@ -16,9 +16,9 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 import pytest
+from teaching_asserts import assert_not_yet, assert_passed, stub
 
 from sitq import analysis, plots
-from sitq.teaching import Feedback
 from sitq.teaching import monitoring as m
 
 
@@ -26,24 +26,6 @@ from sitq.teaching import monitoring as m
 def close_figures() -> Iterator[None]:
     yield
     plt.close("all")
-
-
-def assert_not_yet(feedback: Feedback, *words: str) -> None:
-    assert not feedback.passed, feedback
-    assert feedback.hint, "a 'not yet' must come with a hint"
-    text = str(feedback)
-    assert text.startswith("❌ Not yet")
-    for word in words:
-        assert word in text, (word, text)
-
-
-def assert_passed(feedback: Feedback) -> None:
-    assert feedback.passed, feedback
-    assert str(feedback).startswith("✅ Passed")
-
-
-def stub(*args: object) -> object:
-    raise NotImplementedError
 
 
 # --- the known dataset ----------------------------------------------------------------------

@@ -10,31 +10,12 @@ from __future__ import annotations
 import random
 
 import pytest
+from teaching_asserts import assert_not_yet, assert_passed, stub
 
 import sitq
 from sitq import FakeClock, RetryPolicy, TaskQueue
-from sitq.teaching import Feedback
 from sitq.teaching import retries as r
 from sitq.teaching.sandbox import Job, run_jobs, sandbox
-
-
-def assert_not_yet(feedback: Feedback, *words: str) -> None:
-    assert not feedback.passed, feedback
-    assert feedback.hint, "a 'not yet' must come with a hint"
-    text = str(feedback)
-    assert text.startswith("❌ Not yet")
-    for word in words:
-        assert word in text, (word, text)
-
-
-def assert_passed(feedback: Feedback) -> None:
-    assert feedback.passed, feedback
-    assert str(feedback).startswith("✅ Passed")
-
-
-def stub(*args: object) -> object:
-    raise NotImplementedError
-
 
 # --- the clock a task sees ----------------------------------------------------------------
 
