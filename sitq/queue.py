@@ -127,8 +127,10 @@ class TaskQueue:
             executor=options.executor,
             name=options.name,
         )
+        task_id = str(uuid.uuid4())  # before encoding: a signed payload is bound to its id
         payload = self.serializer.encode_call(
-            TaskCall(call.func, call.args, call.kwargs, _none_if_empty(run_options))
+            TaskCall(call.func, call.args, call.kwargs, _none_if_empty(run_options)),
+            task_id=task_id,
         )
         if len(payload) > self.max_payload_bytes:
             raise PayloadTooLargeError(
@@ -139,7 +141,7 @@ class TaskQueue:
         due_at = effective.due_at(now)
         status = TaskStatus.SCHEDULED if due_at > now else TaskStatus.QUEUED
         return NewTask(
-            str(uuid.uuid4()),
+            task_id,
             task_name(call.func, effective),
             payload,
             status,
@@ -216,7 +218,7 @@ class TaskQueue:
     def _result(self, info: TaskInfo) -> Result:
         value = None
         if info.status is TaskStatus.SUCCEEDED and info.result is not None:
-            value = self.serializer.decode_value(info.result)
+            value = self.serializer.decode_value(info.result, task_id=info.task_id)
         return Result(
             task_id=info.task_id,
             status=info.status,

@@ -36,15 +36,19 @@ class TaskCall:
 
 @runtime_checkable
 class Serializer(Protocol):
-    """Turns calls and values into bytes and back. Errors are `SerializationError`."""
+    """Turns calls and values into bytes and back. Errors are `SerializationError`.
 
-    def encode_call(self, call: TaskCall) -> bytes: ...
+    Every method is told the id of the task the bytes belong to, so a serializer that signs
+    can bind the bytes to their place (`SignedSerializer`); the others ignore it.
+    """
 
-    def decode_call(self, data: bytes) -> TaskCall: ...
+    def encode_call(self, call: TaskCall, *, task_id: str) -> bytes: ...
 
-    def encode_value(self, value: Any) -> bytes: ...
+    def decode_call(self, data: bytes, *, task_id: str) -> TaskCall: ...
 
-    def decode_value(self, data: bytes) -> Any: ...
+    def encode_value(self, value: Any, *, task_id: str) -> bytes: ...
+
+    def decode_value(self, data: bytes, *, task_id: str) -> Any: ...
 
 
 PICKLING_HINT = (
@@ -79,7 +83,7 @@ class CloudpickleSerializer:
     def __init__(self, protocol: int = pickle.HIGHEST_PROTOCOL) -> None:
         self.protocol = protocol
 
-    def encode_call(self, call: TaskCall) -> bytes:
+    def encode_call(self, call: TaskCall, *, task_id: str | None = None) -> bytes:
         try:
             body = (call.func, call.args, call.kwargs, call.options)
             return cloudpickle.dumps(body, protocol=self.protocol)
@@ -88,20 +92,20 @@ class CloudpickleSerializer:
             label, obj = culprit if culprit else ("the task call", call)
             raise _pickle_error(label, obj, exc) from exc
 
-    def decode_call(self, data: bytes) -> TaskCall:
+    def decode_call(self, data: bytes, *, task_id: str | None = None) -> TaskCall:
         body = self._loads(data, "task payload")
         if not isinstance(body, tuple) or len(body) != 4:
             raise SerializationError("task payload is not a sitq call (corrupted row?)")
         func, args, kwargs, options = body
         return TaskCall(func, tuple(args), dict(kwargs), options)
 
-    def encode_value(self, value: Any) -> bytes:
+    def encode_value(self, value: Any, *, task_id: str | None = None) -> bytes:
         try:
             return cloudpickle.dumps(value, protocol=self.protocol)
         except Exception as exc:
             raise _pickle_error("the task's return value", value, exc) from exc
 
-    def decode_value(self, data: bytes) -> Any:
+    def decode_value(self, data: bytes, *, task_id: str | None = None) -> Any:
         return self._loads(data, "result")
 
     @staticmethod
@@ -166,7 +170,7 @@ class JsonSerializer:
             )
         return path
 
-    def encode_call(self, call: TaskCall) -> bytes:
+    def encode_call(self, call: TaskCall, *, task_id: str | None = None) -> bytes:
         body = {
             "func": self._check_allowed(import_path(call.func)),
             "args": call.args,
@@ -175,7 +179,7 @@ class JsonSerializer:
         }
         return self._dumps(body, "task arguments")
 
-    def decode_call(self, data: bytes) -> TaskCall:
+    def decode_call(self, data: bytes, *, task_id: str | None = None) -> TaskCall:
         body = self._loads(data, "task payload")
         if not isinstance(body, dict) or not {"func", "args", "kwargs"} <= body.keys():
             raise SerializationError("task payload is not a sitq JSON call")
@@ -185,10 +189,10 @@ class JsonSerializer:
         options = TaskOptions(**body["options"]) if body.get("options") else None
         return TaskCall(func, tuple(body["args"]), body["kwargs"], options)
 
-    def encode_value(self, value: Any) -> bytes:
+    def encode_value(self, value: Any, *, task_id: str | None = None) -> bytes:
         return self._dumps(value, "the task's return value")
 
-    def decode_value(self, data: bytes) -> Any:
+    def decode_value(self, data: bytes, *, task_id: str | None = None) -> Any:
         return self._loads(data, "result")
 
     @staticmethod
@@ -226,15 +230,23 @@ def _options_as_json(options: TaskOptions | None) -> dict[str, Any] | None:
 
 
 class SignedSerializer:
-    """Wraps another serializer and HMAC-signs every payload with a secret key.
+    """Wraps another serializer and HMAC-signs every value with a secret key, bound to its place.
 
     A row is verified *before* the inner serializer sees it, so a tampered or unsigned
     pickle is refused with `SignatureError` and never unpickled. Share the key between the
     processes that enqueue and the workers, and keep it out of the database.
+
+    The signature covers the task id and the field ("payload" or "result") as well as the
+    bytes. Without that, someone who can write the database could copy a signed *result* (data
+    a task returned, perhaps echoing user input) into another row's *payload* and have it run
+    as a call, or copy one task's result onto another. Bound, a value is valid only where it
+    was written; a moved value is refused and never decoded. Rows signed by sitq versions
+    that signed the bytes alone are refused too: re-enqueue them.
     """
 
     DIGEST = hashlib.sha256
     TAG_SIZE = 32
+    VERSION = b"sitq-signed-v2"  # what is signed changed once: the bytes alone were "v1"
 
     def __init__(self, key: bytes | str, inner: Serializer | None = None) -> None:
         key_bytes = key.encode() if isinstance(key, str) else bytes(key)
@@ -243,30 +255,47 @@ class SignedSerializer:
         self._key = key_bytes
         self.inner: Serializer = inner or CloudpickleSerializer()
 
-    def _sign(self, data: bytes) -> bytes:
-        return hmac.new(self._key, data, self.DIGEST).digest() + data
+    def _tag(self, data: bytes, field: str, task_id: str | None) -> bytes:
+        """The HMAC of the bytes *and* their place, so a copy elsewhere does not verify."""
+        if not isinstance(task_id, str) or not task_id:
+            raise SignatureError(
+                f"SignedSerializer binds each {field} to its task, so it needs the task id: "
+                f"call it with task_id=... (got {task_id!r})"
+            )
+        place = task_id.encode()
+        header = b"\0".join([self.VERSION, field.encode(), len(place).to_bytes(4, "big")])
+        return hmac.new(self._key, header + b"\0" + place + data, self.DIGEST).digest()
 
-    def _verify(self, signed: bytes) -> bytes:
+    def _sign(self, data: bytes, field: str, task_id: str | None) -> bytes:
+        return self._tag(data, field, task_id) + data
+
+    def _verify(self, signed: bytes, field: str, task_id: str | None) -> bytes:
         tag, data = signed[: self.TAG_SIZE], signed[self.TAG_SIZE :]
-        expected = hmac.new(self._key, data, self.DIGEST).digest()
+        expected = self._tag(data, field, task_id)
         if len(signed) < self.TAG_SIZE or not hmac.compare_digest(tag, expected):
             raise SignatureError(
-                "payload signature does not match: the row is unsigned, was changed, or was "
-                "signed with another key. It was not deserialized."
+                f"{field} signature does not match for task {task_id}: the row is unsigned, "
+                f"was changed, was signed with another key, or is a {field} copied from "
+                "another row or field (a signed value is valid only where it was written). "
+                "It was not deserialized."
             )
         return data
 
-    def encode_call(self, call: TaskCall) -> bytes:
-        return self._sign(self.inner.encode_call(call))
+    def encode_call(self, call: TaskCall, *, task_id: str | None = None) -> bytes:
+        data = self.inner.encode_call(call, task_id=task_id or "")
+        return self._sign(data, "payload", task_id)
 
-    def decode_call(self, data: bytes) -> TaskCall:
-        return self.inner.decode_call(self._verify(data))
+    def decode_call(self, data: bytes, *, task_id: str | None = None) -> TaskCall:
+        verified = self._verify(data, "payload", task_id)
+        return self.inner.decode_call(verified, task_id=task_id or "")
 
-    def encode_value(self, value: Any) -> bytes:
-        return self._sign(self.inner.encode_value(value))
+    def encode_value(self, value: Any, *, task_id: str | None = None) -> bytes:
+        data = self.inner.encode_value(value, task_id=task_id or "")
+        return self._sign(data, "result", task_id)
 
-    def decode_value(self, data: bytes) -> Any:
-        return self.inner.decode_value(self._verify(data))
+    def decode_value(self, data: bytes, *, task_id: str | None = None) -> Any:
+        verified = self._verify(data, "result", task_id)
+        return self.inner.decode_value(verified, task_id=task_id or "")
 
     def __repr__(self) -> str:
         return f"SignedSerializer(inner={self.inner!r})"

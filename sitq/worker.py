@@ -284,7 +284,7 @@ class Worker:
         if claimed.lost_attempt is not None and await self._settle_lost(claimed):
             return
         try:
-            call = self.serializer.decode_call(claimed.payload)
+            call = self.serializer.decode_call(claimed.payload, task_id=claimed.task_id)
         except Exception as exc:  # corrupted, tampered or unimportable: fail, never run
             await self._finish(claimed, Outcome.failed(exc), NO_RETRY, claimed.claimed_at)
             return
@@ -354,7 +354,7 @@ class Worker:
         result = None
         if outcome.ok:
             try:
-                result = self.serializer.encode_value(outcome.value)
+                result = self.serializer.encode_value(outcome.value, task_id=claimed.task_id)
             except Exception as exc:  # an unserializable return value fails the task
                 outcome, decision = Outcome.failed(exc), decide(exc, 1, NO_RETRY, now, self.rng)
         attempt = self._attempt(claimed, started, now, decision, outcome.error)
@@ -480,7 +480,7 @@ class Worker:
         assert lost is not None
         error = WorkerLost(f"worker {lost.worker_id} stopped renewing its lease")
         try:
-            call = self.serializer.decode_call(claimed.payload)
+            call = self.serializer.decode_call(claimed.payload, task_id=claimed.task_id)
             policy = self._options_for(call).retry or self.retry
         except Exception:
             policy = NO_RETRY

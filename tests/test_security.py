@@ -103,7 +103,7 @@ async def test_a_signed_worker_refuses_tampered_rows_without_unpickling_them(
         "planted pickle": b"\0" * 32 + booby_trap(marker),
         "flipped byte": genuine[:-1] + bytes([genuine[-1] ^ 1]),
         "other key": SignedSerializer("another-key-of-32-bytes-0123456789").encode_call(
-            TaskCall(os.mkdir, (str(marker),), {})
+            TaskCall(os.mkdir, (str(marker),), {}), task_id=task_id
         ),
         "truncated": genuine[:20],
     }[tamper]
