@@ -9,9 +9,9 @@ only read a database you trust, or sign payloads (`SignedSerializer`), or use
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import importlib
+import inspect
 import json
 import pickle
 from collections.abc import Iterable
@@ -22,6 +22,25 @@ import cloudpickle
 
 from sitq.errors import SerializationError, SignatureError
 from sitq.options import TaskOptions
+
+
+class TaskImportError(SerializationError):
+    """A payload or result needs a module this process cannot import: the task cannot load."""
+
+
+class TaskNotAllowedError(SerializationError):
+    """A JSON row names a function outside `JsonSerializer(modules=...)`: refused, never run."""
+
+
+def import_hint(module: str, exc: ImportError, what: str) -> TaskImportError:
+    """The error for a row whose module is missing here, with the usual fix."""
+    missing = exc.name or module
+    return TaskImportError(
+        f"cannot load {what}: it needs module {missing!r}, which this process cannot import "
+        f"({exc}). Make it importable by the worker (and by clients reading results): start "
+        f"the worker from your project folder with `python -m sitq worker DB --import "
+        f"{module}`, or put the module's folder on PYTHONPATH."
+    )
 
 
 @dataclass(frozen=True)
@@ -86,7 +105,8 @@ class CloudpickleSerializer:
     def encode_call(self, call: TaskCall, *, task_id: str | None = None) -> bytes:
         try:
             body = (call.func, call.args, call.kwargs, call.options)
-            return cloudpickle.dumps(body, protocol=self.protocol)
+            data: bytes = cloudpickle.dumps(body, protocol=self.protocol)
+            return data
         except Exception as exc:
             culprit = _first_unpicklable(call)
             label, obj = culprit if culprit else ("the task call", call)
@@ -101,7 +121,8 @@ class CloudpickleSerializer:
 
     def encode_value(self, value: Any, *, task_id: str | None = None) -> bytes:
         try:
-            return cloudpickle.dumps(value, protocol=self.protocol)
+            data: bytes = cloudpickle.dumps(value, protocol=self.protocol)
+            return data
         except Exception as exc:
             raise _pickle_error("the task's return value", value, exc) from exc
 
@@ -112,6 +133,8 @@ class CloudpickleSerializer:
     def _loads(data: bytes, what: str) -> Any:
         try:
             return pickle.loads(data)
+        except ImportError as exc:  # pickled by reference to a module not importable here
+            raise import_hint(exc.name or "?", exc, what) from exc
         except Exception as exc:
             raise SerializationError(f"cannot deserialize {what}: {exc!r}") from exc
 
@@ -133,15 +156,65 @@ def import_path(func: Any) -> str:
 
 
 def resolve_import_path(path: str) -> Any:
-    """Import `module:qualname` and return the object it names."""
+    """Import `module:qualname` and return the object it names (any object: no allow-list)."""
     module_name, _, qualname = path.partition(":")
     try:
         obj: Any = importlib.import_module(module_name)
         for part in qualname.split("."):
             obj = getattr(obj, part)
-    except (ImportError, AttributeError) as exc:
+    except ImportError as exc:
+        raise import_hint(module_name, exc, f"task {path!r}") from exc
+    except AttributeError as exc:
         raise SerializationError(f"cannot import task {path!r}: {exc}") from exc
     return obj
+
+
+def resolve_defined_function(path: str) -> Any:
+    """Return the callable `module:qualname` names, only if it is *defined* in that module.
+
+    Following the qualname with `getattr` alone would reach anything the module imported:
+    `myapp.tasks:os.system` is `os.system`. So every step but the last must be a class
+    defined in the module, and the object found must say it was defined there under that
+    very name (`__module__` and `__qualname__`), which is how `import_path` named it.
+    """
+    module_name, _, qualname = path.partition(":")
+    obj: Any = _import_module(module_name, path)
+    steps = qualname.split(".")
+    for i, part in enumerate(steps):
+        reached = ".".join(steps[: i + 1])
+        if not hasattr(obj, part):
+            raise SerializationError(f"cannot import task {path!r}: no {reached!r} there")
+        obj = getattr(obj, part)
+        if inspect.ismodule(obj):
+            raise _not_defined(path, f"{reached!r} is a module {module_name} imported")
+        if i < len(steps) - 1 and not (isinstance(obj, type) and _defined_in(obj, module_name)):
+            raise _not_defined(path, f"{reached!r} is not a class defined in {module_name}")
+    if not callable(obj) or not _defined_in(obj, module_name):
+        found = getattr(obj, "__module__", None)
+        raise _not_defined(path, f"what it names is defined in {found!r}, not {module_name!r}")
+    if getattr(obj, "__qualname__", None) != qualname:
+        raise _not_defined(path, f"it is an alias of {getattr(obj, '__qualname__', obj)!r}")
+    return obj
+
+
+def _import_module(module_name: str, path: str) -> Any:
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as exc:
+        raise import_hint(module_name, exc, f"task {path!r}") from exc
+
+
+def _defined_in(obj: Any, module_name: str) -> bool:
+    return getattr(obj, "__module__", None) == module_name
+
+
+def _not_defined(path: str, reason: str) -> TaskNotAllowedError:
+    return TaskNotAllowedError(
+        f"task {path!r} was refused before running: {reason}. With modules=... (the "
+        "worker's --import) a JSON row may name only a function *defined* in an allowed "
+        "module, as module:qualname. Enqueue the function from the module that defines it, "
+        "or allow that module."
+    )
 
 
 class JsonSerializer:
@@ -156,7 +229,15 @@ class JsonSerializer:
     """
 
     def __init__(self, modules: Iterable[str] | None = None) -> None:
+        if isinstance(modules, str):  # tuple("myapp") would allow "m", "y", "a"...
+            raise TypeError(
+                f"modules= takes a list of module names, not one string: write "
+                f"JsonSerializer(modules=[{modules!r}])"
+            )
         self.modules = None if modules is None else tuple(modules)
+        for module in self.modules or ():
+            if not isinstance(module, str) or not module:
+                raise TypeError(f"modules= holds module names (str), got {module!r}")
 
     def _check_allowed(self, path: str) -> str:
         module = path.partition(":")[0]
@@ -164,7 +245,7 @@ class JsonSerializer:
             module == m or module.startswith(m + ".") for m in self.modules
         )
         if not allowed:
-            raise SerializationError(
+            raise TaskNotAllowedError(
                 f"task {path!r} is outside the modules this JsonSerializer may run "
                 f"({', '.join(self.modules or ())}); it was refused and not imported"
             )
@@ -185,9 +266,15 @@ class JsonSerializer:
             raise SerializationError("task payload is not a sitq JSON call")
         if not isinstance(body["func"], str):
             raise SerializationError("task payload names no function (corrupted row?)")
-        func = resolve_import_path(self._check_allowed(body["func"]))
+        func = self._resolve(self._check_allowed(body["func"]))
         options = TaskOptions(**body["options"]) if body.get("options") else None
         return TaskCall(func, tuple(body["args"]), body["kwargs"], options)
+
+    def _resolve(self, path: str) -> Any:
+        """With an allow-list, only functions defined in it; without, any importable name."""
+        if self.modules is None:
+            return resolve_import_path(path)
+        return resolve_defined_function(path)
 
     def encode_value(self, value: Any, *, task_id: str | None = None) -> bytes:
         return self._dumps(value, "the task's return value")
@@ -244,7 +331,7 @@ class SignedSerializer:
     that signed the bytes alone are refused too: re-enqueue them.
     """
 
-    DIGEST = hashlib.sha256
+    DIGEST = "sha256"  # a name, as hmac.new takes it
     TAG_SIZE = 32
     VERSION = b"sitq-signed-v2"  # what is signed changed once: the bytes alone were "v1"
 

@@ -195,7 +195,7 @@ async def test_json_with_modules_runs_nothing_outside_them(
         assert marker.exists()  # the named function ran: any importable callable can
         return
     assert not marker.exists()
-    assert (result.status, result.error_type) == (TaskStatus.FAILED, "SerializationError")  # type: ignore[attr-defined]
+    assert (result.status, result.error_type) == (TaskStatus.FAILED, "TaskNotAllowedError")  # type: ignore[attr-defined]
     assert "'os:mkdir' is outside the modules" in result.error  # type: ignore[attr-defined]
     with pytest.raises(SerializationError, match="outside the modules"):
         JsonSerializer(modules=["myapp"]).encode_call(TaskCall(add, (1, 2), {}))
