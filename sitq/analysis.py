@@ -250,7 +250,13 @@ def run_durations(attempts: Iterable[Attempt]) -> list[float]:
 
 @dataclass(frozen=True)
 class RetryLateness:
-    """When a retry was planned to start, when it did, and the difference (seconds)."""
+    """When the policy planned a retry to start, when it did, and why it was late (seconds).
+
+    `planned` is the previous attempt's finish plus the backoff the policy chose.
+    `held` is how far something moved the retry after that plan (an open circuit
+    breaker defers a due task, costing no attempt); the rest of `lateness` is time the
+    retry, once due, waited for a free worker.
+    """
 
     task_id: str
     task_name: str
@@ -258,26 +264,37 @@ class RetryLateness:
     planned: float
     actual: float
     lateness: float
+    held: float = 0.0
 
 
 def retry_lateness(attempts: Iterable[Attempt]) -> list[RetryLateness]:
-    """Planned vs actual start of every retry (attempt > 1), in input order.
+    """Planned vs actual start of every retry (attempt > 1), ordered like `timelines`.
 
-    Lateness above zero means the queue was busy: workers were not free when the
-    backoff ended, so the real delay was longer than the policy asked for.
+    Lateness above zero means the retry waited longer than the backoff asked for:
+    workers were busy, or a breaker held it back (see `held`). Without the previous
+    attempt's backoff in the data (a lost worker's record has none), the plan is the
+    time the retry was due.
     """
-    return [
-        RetryLateness(
-            task_id=a.task_id,
-            task_name=a.task_name,
-            attempt=a.attempt,
-            planned=a.scheduled_for,
-            actual=a.started_at,
-            lateness=a.started_at - a.scheduled_for,
-        )
-        for a in attempts
-        if a.attempt > 1
-    ]
+    late = []
+    for task in timelines(attempts):
+        for prev, a in zip((None, *task.attempts), task.attempts, strict=False):
+            if a.attempt == 1:
+                continue
+            planned = a.scheduled_for
+            if prev is not None and prev.next_delay is not None:
+                planned = prev.finished_at + prev.next_delay
+            late.append(
+                RetryLateness(
+                    task_id=a.task_id,
+                    task_name=a.task_name,
+                    attempt=a.attempt,
+                    planned=planned,
+                    actual=a.started_at,
+                    lateness=a.started_at - planned,
+                    held=max(a.scheduled_for - planned, 0.0),
+                )
+            )
+    return late
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
@@ -77,6 +78,14 @@ def _task_label(task: analysis.TaskTimeline) -> str:
     return f"{_short(name)} · {task.task_id[:6]}"
 
 
+def _gap_label(attempt: int, gap: float, backoff: float | None) -> str:
+    """ "#3 +11.5s": the gap drawn; "(backoff 1.68s)" added when the policy asked for less."""
+    label = f"#{attempt} +{gap:.3g}s"
+    if backoff is not None and abs(gap - backoff) > max(0.01, 0.02 * gap):
+        label += f" (backoff {backoff:.3g}s)"
+    return label
+
+
 def retry_timeline(
     attempts: Iterable[Attempt],
     *,
@@ -86,10 +95,12 @@ def retry_timeline(
 ) -> Axes:
     """One row per task, one bar per attempt coloured by outcome, dashed backoff gaps.
 
-    Each retry is labelled "#k +Ds": attempt number and the delay the policy chose
-    (the measured gap if none was recorded), above its gap; gaps narrower than
-    MIN_LABELLED_GAP of the time span stay unlabelled, as their labels would print over
-    each other. Bars have a minimum width
+    Each retry is labelled "#k +Ds" above its gap: attempt number and the gap drawn (from
+    the end of one attempt to the start of the next). When that gap is longer than the
+    backoff the policy chose (an open breaker or busy workers held the retry), the label
+    says both: "#3 +11.5s (backoff 1.68s)". Gaps narrower than MIN_LABELLED_GAP of the
+    time span stay unlabelled, as their labels would print over each other. Bars have a
+    minimum width
     (a small fraction of the time span) so instant attempts on a FakeClock stay visible.
     `origin` (epoch s, default the earliest time shown) is time zero: pass it to line up
     several plots.
@@ -112,11 +123,10 @@ def retry_timeline(
             prev = task.attempts[i]
             x0, x1 = prev.finished_at - t0, a.started_at - t0
             ax.plot([x0, x1], [row, row], linestyle="--", linewidth=1, color="0.45", zorder=0.5)
-            delay = gap if prev.next_delay is None else prev.next_delay
             if x1 - x0 < span * MIN_LABELLED_GAP:
                 continue  # too narrow to label without overprinting its neighbours
             ax.annotate(
-                f"#{a.attempt} +{delay:.3g}s",
+                _gap_label(a.attempt, gap, prev.next_delay),
                 xy=((x0 + x1) / 2, row),
                 fontsize=7,
                 xytext=(0, 7),
@@ -277,6 +287,21 @@ def _shade_breaker(ax: Axes, transitions: Iterable[Any], t0: float, end: float) 
     ]
 
 
+#: How a probe (a move to half open) is drawn on a breaker timeline.
+_PROBE_STYLE: dict[str, Any] = {
+    "marker": "D",
+    "markersize": 7,
+    "markerfacecolor": BREAKER_COLORS["half_open"],
+    "markeredgecolor": "black",
+    "zorder": 3,
+}
+
+
+def _is_probe(transition: Any, start: float, end: float) -> bool:
+    """True for a move to half open inside [start, end]: the moment a probe call is let in."""
+    return str(transition.to_state) == "half_open" and start <= transition.at <= end
+
+
 def breaker_timeline(
     transitions: Iterable[Any],
     *,
@@ -286,8 +311,11 @@ def breaker_timeline(
 ) -> Axes:
     """Each breaker's state over time as coloured spans, one row per breaker name.
 
-    Without `end` the plot runs a little past the last transition so the final state
-    shows. Times are seconds since `start` (default: the first transition).
+    A diamond marks every probe (a move to half open, when one call is let through):
+    half open often lasts an instant, so its span alone would be invisible. The span
+    after a diamond tells how the probe went (red: failed, the breaker opened again;
+    green: it closed). Without `end` the plot runs a little past the last transition so
+    the final state shows. Times are seconds since `start` (default: the first transition).
     """
     items = sorted(transitions, key=lambda t: t.at)
     names = list(dict.fromkeys(t.name for t in items))
@@ -307,8 +335,13 @@ def breaker_timeline(
             color = BREAKER_COLORS.get(span.state, "0.8")
             xrange = (span.start - start, span.end - span.start)
             ax.broken_barh([xrange], (row - 0.3, 0.6), facecolors=color, **_EDGE)
+        probes = [t.at - start for t in items if t.name == name and _is_probe(t, start, end)]
+        if probes:
+            ax.plot(probes, [row] * len(probes), linestyle="none", **_PROBE_STYLE)
     order = [s for s in BREAKER_COLORS if s in present] + sorted(present - set(BREAKER_COLORS))
-    handles = [Patch(facecolor=BREAKER_COLORS.get(s, "0.8"), label=s) for s in order]
+    handles: list[Any] = [Patch(facecolor=BREAKER_COLORS.get(s, "0.8"), label=s) for s in order]
+    if any(_is_probe(t, start, end) for t in items):
+        handles.append(Line2D([], [], linestyle="none", label="probe (half open)", **_PROBE_STYLE))
     ax.legend(handles=handles, title="state", loc="upper left", bbox_to_anchor=(1.01, 1))
     ax.set_yticks(range(len(names)), [_short(str(n)) for n in names])
     ax.set_ylim(len(names) - 0.5, -0.5)
@@ -384,11 +417,15 @@ def dashboard(
     window: float | None = None,
     threshold: float | None = None,
     fig: Figure | None = None,
+    max_tasks: int = 12,
 ) -> Figure:
     """A 2x2 overview for failed-task analysis: what fails, when, how often, and how retries go.
 
-    The timeline shows only tasks that failed at least once (all tasks if none did).
-    Breaker `transitions` shade the failure-rate panel.
+    The timeline (bottom right) shows the dead letters, the tasks that failed for good,
+    with every attempt they made (or, if none gave up, the tasks that failed at least
+    once). It shares its time axis with the failure-rate panel above it, so a dead
+    letter lines up with the spike that caused it. Breaker `transitions` shade the
+    failure-rate panel.
     """
     records = list(attempts)
     if fig is None:
@@ -396,15 +433,36 @@ def dashboard(
     elif fig.get_layout_engine() is None:
         fig.set_layout_engine("constrained")
     axes = fig.subplots(2, 2)
+    rate_ax, timeline_ax = axes[0, 1], axes[1, 1]
+    timeline_ax.sharex(rate_ax)
     failure_distribution(records, ax=axes[0, 0])
-    options = {"window": window, "threshold": threshold, "transitions": transitions}
-    failure_rate_over_time(records, ax=axes[0, 1], show_counts=False, **options)
     attempts_histogram(records, ax=axes[1, 0])
-    failed = {a.task_id for a in records if analysis.is_failure(a)}
     origin = _origin(records) if records else None  # one time zero for both time axes
-    shown = [a for a in records if a.task_id in failed] or records
-    ax = retry_timeline(shown, ax=axes[1, 1], max_tasks=12, origin=origin)
-    if failed:
-        ax.set_title(ax.get_title().replace("Retry timeline", "Retry timeline of failed tasks"))
+    shown, title = _failed_tasks(records)
+    retry_timeline(shown, ax=timeline_ax, max_tasks=max_tasks, origin=origin)
+    timeline_range = timeline_ax.get_xlim()
+    options = {"window": window, "threshold": threshold, "transitions": transitions}
+    failure_rate_over_time(records, ax=rate_ax, show_counts=False, **options)
+    if records:
+        (lo, hi), (tl_lo, tl_hi) = rate_ax.get_xlim(), timeline_range
+        rate_ax.set_xlim(min(lo, tl_lo), max(hi, tl_hi))  # shared: sets both panels
+        count = len({a.task_id for a in shown})
+        if count > max_tasks:
+            title += f" (first {max_tasks} of {count})"
+        timeline_ax.set_title(title)
     fig.suptitle("sitq — failed task analysis", fontsize=14)
     return fig
+
+
+def _failed_tasks(records: list[Attempt]) -> tuple[list[Attempt], str]:
+    """The attempts the dashboard's timeline shows, and a title that says which tasks."""
+    tasks = analysis.timelines(records)
+    dead = [t for t in tasks if t.gave_up]
+    if dead:
+        title = f"Dead letters: the {len(dead)} tasks that failed for good, every attempt"
+        return [a for t in dead for a in t.attempts], title
+    retried = [t for t in tasks if any(analysis.is_failure(a) for a in t.attempts)]
+    if retried:
+        title = f"Tasks that failed at least once ({len(retried)}; none failed for good)"
+        return [a for t in retried for a in t.attempts], title
+    return records, "Retry timeline: one bar per attempt (no task failed)"

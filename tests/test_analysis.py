@@ -223,6 +223,27 @@ def test_retry_lateness_compares_planned_and_actual_start() -> None:
         ("b", 3, 0.0),
     ]
     assert late[2] == RetryLateness("b", "charge", 2, planned=T + 2.5, actual=T + 3, lateness=0.5)
+    assert all(r.held == 0 for r in late)
+
+
+def test_retry_lateness_counts_a_retry_held_by_a_breaker() -> None:
+    # The policy asked for 1 s; an open breaker moved the retry to t=10; it ran at t=12.
+    records = [
+        attempt("x", 1, 0, 0, 0, "retrying", "ConnectionError", 1.0),
+        attempt("x", 2, 10, 12, 12, "succeeded"),
+    ]
+
+    [late] = retry_lateness(records)
+
+    assert (late.planned, late.actual) == (T + 1, T + 12)
+    assert late.lateness == 11.0  # the gap drawn (12 s) minus the backoff (1 s)
+    assert late.held == 9.0  # of which the breaker held it 9 s; 2 s waiting for a worker
+
+
+def test_retry_lateness_without_the_previous_attempt_uses_the_due_time() -> None:
+    [late] = retry_lateness([attempt("x", 2, 5, 7, 7, "succeeded")])
+
+    assert (late.planned, late.lateness, late.held) == (T + 5, 2.0, 0.0)
 
 
 def test_summary_stats() -> None:

@@ -112,7 +112,21 @@ def test_retry_timeline_shows_gaps_and_labels_retries(tmp_path: Path) -> None:
 
     dashed = [line for line in ax.lines if line.get_linestyle() == "--"]
     assert len(dashed) == 4  # two gaps each for A and B
-    assert texts(ax) == ["#2 +1s", "#3 +2s", "#2 +1s", "#3 +1s"]
+    # B asked for 1 s before attempt 2 but waited 1.5 s for the worker: the label says both
+    assert texts(ax) == ["#2 +1s", "#3 +2s", "#2 +1.5s (backoff 1s)", "#3 +1s"]
+
+
+def test_retry_timeline_labels_the_gap_drawn_not_only_the_backoff(tmp_path: Path) -> None:
+    # The policy asked for 0.5 s, but the retry started 30 s later (a breaker held it).
+    held = [
+        attempt("x", 1, 0, 0, 0, "retrying", "ConnectionError", 0.5),
+        attempt("x", 2, 25, 30, 30, "succeeded"),
+    ]
+    ax = render(plots.retry_timeline(held), tmp_path)
+
+    assert texts(ax) == ["#2 +30s (backoff 0.5s)"]
+    [gap] = [line for line in ax.lines if line.get_linestyle() == "--"]
+    assert list(gap.get_xdata()) == [0, 30]  # the label's 30 s is the gap drawn
 
 
 def test_retry_timeline_keeps_instant_attempts_visible(tmp_path: Path) -> None:
@@ -195,8 +209,33 @@ def test_breaker_timeline_one_row_per_breaker(tmp_path: Path) -> None:
     spans = [c for c in ax.collections if isinstance(c, PolyCollection)]
     assert len(spans) == 3 + 2  # db: open, half_open, closed; smtp: closed, open
     assert [t.get_text() for t in ax.get_yticklabels()] == ["db", "smtp"]
-    assert legend_labels(ax) == ["closed", "half_open", "open"]
+    assert legend_labels(ax) == ["closed", "half_open", "open", "probe (half open)"]
     assert ax.get_xlim() == (0, 5)
+
+
+def test_breaker_timeline_marks_every_probe(tmp_path: Path) -> None:
+    # half open lasts an instant here: only the marker shows the probe at all
+    instant = [
+        Transition(T + 1, "db", "closed", "open"),
+        Transition(T + 3, "db", "open", "half_open"),
+        Transition(T + 3, "db", "half_open", "open"),
+        Transition(T + 5, "db", "open", "half_open"),
+        Transition(T + 5, "db", "half_open", "closed"),
+    ]
+    ax = render(plots.breaker_timeline(instant, end=T + 6), tmp_path)
+
+    [probes] = [line for line in ax.lines if line.get_marker() == "D"]
+    assert list(probes.get_xdata()) == [2, 4]  # seconds since the first transition
+    assert list(probes.get_ydata()) == [0, 0]
+    assert legend_labels(ax) == ["closed", "open", "probe (half open)"]
+
+
+def test_breaker_timeline_without_probes_has_no_probe_legend(tmp_path: Path) -> None:
+    opened = [Transition(T + 1, "db", "closed", "open")]
+    ax = render(plots.breaker_timeline(opened, start=T), tmp_path)
+
+    assert not [line for line in ax.lines if line.get_marker() == "D"]
+    assert legend_labels(ax) == ["closed", "open"]
 
 
 def test_latency_distribution_says_its_unit(tmp_path: Path) -> None:
@@ -234,6 +273,55 @@ def test_dashboard_has_four_panels(tmp_path: Path) -> None:
     assert len(fig.axes) == 4
     assert fig.get_suptitle() == "sitq — failed task analysis"
     assert all(ax.get_title() for ax in fig.axes)
+
+
+def dashboard_timeline(fig: Figure) -> Axes:
+    [ax] = [ax for ax in fig.axes if ax.get_ylabel() == "task (name · id)"]
+    return ax
+
+
+def row_names(ax: Axes) -> list[str]:
+    return [t.get_text().split(" · ")[0] for t in ax.get_yticklabels()]
+
+
+def test_dashboard_timeline_shows_the_dead_letters_every_attempt(tmp_path: Path) -> None:
+    fig = plots.dashboard(history())
+    fig.savefig(tmp_path / "dashboard.png")
+    ax = dashboard_timeline(fig)
+
+    assert row_names(ax) == ["charge"]  # B gave up; A failed twice but then succeeded
+    assert len(ax.patches) == 3  # all three of B's attempts
+    assert ax.get_title().startswith("Dead letters: the 1 tasks that failed for good")
+
+
+def test_dashboard_timeline_says_when_it_shows_only_some_dead_letters(tmp_path: Path) -> None:
+    dead = [attempt(f"t{i}", 1, i, i, i, "failed", "ValueError") for i in range(5)]
+    fig = plots.dashboard(dead, max_tasks=3)
+    fig.savefig(tmp_path / "dashboard.png")
+    ax = dashboard_timeline(fig)
+
+    assert len(ax.get_yticklabels()) == 3
+    assert ax.get_title().endswith("(first 3 of 5)")
+
+
+def test_dashboard_timeline_without_dead_letters_shows_retried_tasks(tmp_path: Path) -> None:
+    survived = [a for a in history() if a.task_id != "b"]
+    ax = dashboard_timeline(plots.dashboard(survived))
+
+    assert row_names(ax) == ["fetch"]
+    assert "none failed for good" in ax.get_title()
+
+
+def test_dashboard_time_axes_are_shared(tmp_path: Path) -> None:
+    fig = plots.dashboard(history(), window=2.0)
+    fig.savefig(tmp_path / "dashboard.png")
+    [rate] = [ax for ax in fig.axes if ax.get_ylabel() == "failure rate (%)"]
+    timeline = dashboard_timeline(fig)
+
+    assert rate.get_xlim() == timeline.get_xlim()
+    assert rate.get_shared_x_axes().joined(rate, timeline)
+    lo, hi = rate.get_xlim()
+    assert lo <= 0 and hi >= 6  # every window and every bar fits
 
 
 @pytest.mark.parametrize(
