@@ -8,14 +8,23 @@ named by import path, optionally limited to some modules), and owner-only files.
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
+import shlex
+import signal
 import sqlite3
 import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import sitq
 from sitq import (
     CloudpickleSerializer,
     FakeClock,
@@ -145,13 +154,13 @@ def test_a_signing_key_must_be_long_enough() -> None:
 
 
 async def test_json_round_trip_names_the_function_by_import_path(db_path: Path) -> None:
-    json = JsonSerializer()
-    task_id = await enqueue(db_path, json, describe, "sitq", ("queue", "json"))
+    as_json = JsonSerializer()
+    task_id = await enqueue(db_path, as_json, describe, "sitq", ("queue", "json"))
     with sqlite3.connect(db_path) as conn:
         [(payload,)] = conn.execute("SELECT payload FROM sitq_tasks").fetchall()
     assert b'"func": "test_security:describe"' in payload  # readable data, no code
-    await run_all(db_path, json)
-    result = await final(db_path, task_id, json)
+    await run_all(db_path, as_json)
+    result = await final(db_path, task_id, as_json)
     assert result.value == {"text": "sitq [queue, json]", "tags": ["queue", "json"]}  # type: ignore[attr-defined]
 
 
@@ -171,12 +180,12 @@ made_in_main.__module__ = "__main__"
 def test_json_refuses_functions_without_an_import_path() -> None:
     def nested() -> None: ...
 
-    json = JsonSerializer()
+    as_json = JsonSerializer()
     for func in (lambda: None, nested, made_in_main):
         with pytest.raises(SerializationError, match="has none a worker could import"):
-            json.encode_call(TaskCall(func, (), {}))
+            as_json.encode_call(TaskCall(func, (), {}))
     with pytest.raises(SerializationError, match="as JSON"):
-        json.encode_call(TaskCall(add, ({1, 2}, 3), {}))
+        as_json.encode_call(TaskCall(add, ({1, 2}, 3), {}))
 
 
 @pytest.mark.parametrize("modules", [None, ["test_security"]], ids=["any module", "limited"])
@@ -211,3 +220,169 @@ async def test_new_database_files_are_readable_by_their_owner_only(db_path: Path
     finally:
         os.umask(previous)
     assert modes == {"queue.db": 0o600, "queue.db-shm": 0o600, "queue.db-wal": 0o600}
+
+
+# -- JSON allow-list: only functions *defined* in an allowed module -------------------------
+
+MYAPP_TASKS = """
+import os
+import subprocess
+
+import sitq.worker
+
+
+def greet(name):
+    return f"hello {name}"
+"""
+
+
+@contextmanager
+def importable(folder: Path, *modules: str) -> Iterator[None]:
+    """Put `folder` on sys.path for the block; forget the modules imported from it after."""
+    sys.path.insert(0, str(folder))
+    try:
+        yield
+    finally:
+        sys.path.remove(str(folder))
+        for name in [m for m in sys.modules if m.split(".")[0] in modules]:
+            del sys.modules[name]
+
+
+@pytest.fixture
+def myapp(tmp_path: Path) -> Iterator[Path]:
+    """A package `myapp.tasks` that imports os, subprocess and sitq.worker, as real code does."""
+    folder = tmp_path / "src"
+    (folder / "myapp").mkdir(parents=True)
+    (folder / "myapp" / "__init__.py").write_text("")
+    (folder / "myapp" / "tasks.py").write_text(MYAPP_TASKS)
+    with importable(folder, "myapp"):
+        yield folder
+
+
+def planted_json(func: str, *args: object) -> bytes:
+    return json.dumps({"func": func, "args": list(args), "kwargs": {}}).encode()
+
+
+BYPASSES = ["myapp.tasks:os.system", "myapp.tasks:subprocess.getoutput"]
+BYPASSES += ["myapp.tasks:sitq.worker.os.system"]
+
+
+@pytest.mark.parametrize("planted", BYPASSES)
+async def test_json_allow_list_refuses_what_an_allowed_module_merely_imported(
+    db_path: Path, tmp_path: Path, myapp: Path, planted: str
+) -> None:
+    """The qualname must not lead out of the module through its imports: os.system is not
+    defined in myapp.tasks just because myapp.tasks did `import os`."""
+    from myapp.tasks import greet  # type: ignore[import-not-found]
+
+    marker = tmp_path / "pwned"
+    allowed = JsonSerializer(modules=["myapp.tasks"])
+    genuine_id = await enqueue(db_path, allowed, greet, "ada")
+    planted_id = await enqueue(db_path, allowed, greet, "bob")
+    write_payload(db_path, planted_id, planted_json(planted, f"mkdir {shlex.quote(str(marker))}"))
+
+    await run_all(db_path, allowed)
+
+    refused = await final(db_path, planted_id, allowed)
+    assert not marker.exists()
+    assert (refused.status, refused.error_type) == (TaskStatus.FAILED, "TaskNotAllowedError")  # type: ignore[attr-defined]
+    assert "refused before running" in refused.error  # type: ignore[attr-defined]
+    assert "defined" in refused.error  # type: ignore[attr-defined]
+    assert (await final(db_path, genuine_id, allowed)).value == "hello ada"  # type: ignore[attr-defined]
+
+
+def test_json_modules_must_be_a_list_of_names_not_one_string() -> None:
+    """tuple("myapp.tasks") would allow modules "m", "y", "a"... character by character."""
+    with pytest.raises(TypeError, match=r"modules=\['myapp.tasks'\]"):
+        JsonSerializer(modules="myapp.tasks")
+
+
+# -- through the real command line ------------------------------------------------------------
+
+
+async def run_cli_worker(
+    db_path: Path, task_ids: list[str], *options: str, pythonpath: Path | None = None
+) -> dict[str, Any]:
+    """Run `python -m sitq worker` until every task is final (or 60 s), then SIGTERM it.
+
+    The worker has no burst mode, so the test waits through `get_result(timeout=...)`,
+    which polls the database, and stops the process once all tasks are done."""
+    this_sitq = Path(sitq.__file__).parent.parent  # the worker runs the sitq under test
+    folders = [this_sitq] if pythonpath is None else [this_sitq, pythonpath]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, folders))}
+    command = [sys.executable, "-m", "sitq", "worker", str(db_path), *options]
+    process = subprocess.Popen(
+        command, cwd=db_path.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        async with TaskQueue(SQLiteBackend(db_path), JsonSerializer()) as queue:
+            infos = {i: await queue.get_result(i, timeout=60) for i in task_ids}
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    assert all(infos.values()), f"tasks not finished; worker stderr:\n{stderr.decode()}"
+    return infos
+
+
+async def test_cli_json_worker_refuses_a_function_the_imported_module_merely_imported(
+    db_path: Path, tmp_path: Path, myapp: Path
+) -> None:
+    from myapp.tasks import greet
+
+    marker = tmp_path / "pwned"
+    allowed = JsonSerializer(modules=["myapp.tasks"])
+    planted_id = await enqueue(db_path, allowed, greet, "bob")
+    write_payload(
+        db_path,
+        planted_id,
+        planted_json("myapp.tasks:os.system", f"mkdir {shlex.quote(str(marker))}"),
+    )
+    infos = await run_cli_worker(
+        db_path, [planted_id], "--serializer", "json", "--import", "myapp.tasks", pythonpath=myapp
+    )
+    refused = infos[planted_id]
+    assert not marker.exists()
+    assert (refused.status, refused.error_type) == (TaskStatus.FAILED, "TaskNotAllowedError")
+    assert "'os' is a module myapp.tasks imported" in refused.error
+
+
+# -- a task whose module the worker cannot import --------------------------------------------
+
+
+@pytest.fixture
+def vanishing(tmp_path: Path) -> Path:
+    """A module the enqueuing process can import, but which is gone for the worker."""
+    folder = tmp_path / "client_only"
+    folder.mkdir()
+    (folder / "vanishing_tasks.py").write_text("def shout(text):\n    return text.upper()\n")
+    return folder
+
+
+@pytest.mark.parametrize("serializer", [CloudpickleSerializer(), JsonSerializer()], ids=repr)
+async def test_a_task_whose_module_cannot_be_imported_fails_with_a_hint_naming_import(
+    db_path: Path, vanishing: Path, serializer: object
+) -> None:
+    with importable(vanishing, "vanishing_tasks"):
+        from vanishing_tasks import shout  # type: ignore[import-not-found]
+
+        task_id = await enqueue(db_path, serializer, shout, "hi")
+    await run_all(db_path, serializer)  # the module is no longer importable here
+    result = await final(db_path, task_id, serializer)
+    assert (result.status, result.error_type) == (TaskStatus.FAILED, "TaskImportError")  # type: ignore[attr-defined]
+    assert "'vanishing_tasks'" in result.error  # type: ignore[attr-defined]
+    assert "--import vanishing_tasks" in result.error  # type: ignore[attr-defined]
+    assert "PYTHONPATH" in result.error  # type: ignore[attr-defined]
+
+
+async def test_cli_worker_missing_the_task_module_fails_the_task_with_a_hint(
+    db_path: Path, vanishing: Path
+) -> None:
+    """Celery/RQ users expect an unimportable task to fail and say how to fix the worker."""
+    with importable(vanishing, "vanishing_tasks"):
+        from vanishing_tasks import shout  # type: ignore[import-not-found]
+
+        task_id = await enqueue(db_path, CloudpickleSerializer(), shout, "hi")
+    infos = await run_cli_worker(db_path, [task_id])  # started without the module's folder
+    failed = infos[task_id]
+    assert (failed.status, failed.error_type) == (TaskStatus.FAILED, "TaskImportError")
+    assert "python -m sitq worker DB --import vanishing_tasks" in failed.error
