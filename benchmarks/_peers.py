@@ -1,0 +1,322 @@
+"""The peers sitq is measured against, in the same run and on the same disk.
+
+- raw aiosqlite and raw sqlite3 on **sitq's own schema**: the floor for sitq's writes with
+  its driver and its PRAGMAs (WAL, synchronous=NORMAL). The rows are copies of a row sitq
+  itself wrote, so the schema can change without this file changing.
+- a **minimal queue** in raw sqlite3: one table, claim one row, settle it. The least any
+  durable SQLite queue has to do.
+- **huey**'s SqliteHuey, a popular SQLite-backed queue, at its default durability
+  (synchronous=FULL) and at sitq's (NORMAL, through a small subclass).
+"""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+import signal
+import sqlite3
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import _tasks
+import aiosqlite
+from _runner import Measure, Reading
+from huey import SqliteHuey
+from huey.storage import SqliteStorage
+
+from sitq import SQLiteBackend, TaskQueue
+
+TIMEOUT = 600.0
+RAW = "(WAL, synchronous=NORMAL)"
+
+
+def connect_raw(path: Path) -> sqlite3.Connection:
+    """A plain sqlite3 connection with sitq's PRAGMAs, in autocommit mode."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    return conn
+
+
+# -- raw inserts on sitq's schema ----------------------------------------------------------
+
+
+async def sitq_row_template(path: Path) -> tuple[list[str], tuple[Any, ...]]:
+    """Create sitq's schema in `path` by opening sitq on it, enqueue one task, and return
+    that row's columns and values (without the integer primary key)."""
+    async with TaskQueue(SQLiteBackend(path)) as queue:
+        await queue.enqueue(_tasks.noop)
+    conn = sqlite3.connect(path)
+    try:
+        cursor = conn.execute("SELECT * FROM sitq_tasks LIMIT 1")
+        columns = [d[0] for d in cursor.description]
+        row = cursor.fetchone()
+    finally:
+        conn.close()
+    keep = [i for i, name in enumerate(columns) if name != "seq"]
+    return [columns[i] for i in keep], tuple(row[i] for i in keep)
+
+
+def copies(columns: list[str], template: tuple[Any, ...], n: int) -> list[tuple[Any, ...]]:
+    """`n` copies of the template row, each with a fresh id and the current time."""
+    now = time.time()
+    fresh = {"enqueued_at": now, "due_at": now}
+    rows = []
+    for _ in range(n):
+        fresh["id"] = str(uuid.uuid4())
+        rows.append(tuple(fresh.get(c, v) for c, v in zip(columns, template, strict=True)))
+    return rows
+
+
+def insert_sql(columns: list[str]) -> str:
+    marks = ", ".join("?" for _ in columns)
+    return f"INSERT INTO sitq_tasks ({', '.join(columns)}) VALUES ({marks})"
+
+
+def raw_aiosqlite_one_by_one(n: int) -> Measure:
+    """One INSERT per task through aiosqlite in autocommit: one trip, atomic by itself."""
+
+    async def run(workdir: Path) -> list[Reading]:
+        path = workdir / "q.db"
+        columns, template = await sitq_row_template(path)
+        rows, sql = copies(columns, template, n), insert_sql(columns)
+        async with aiosqlite.connect(path, isolation_level=None) as conn:
+            await conn.execute("PRAGMA journal_mode = WAL")
+            await conn.execute("PRAGMA synchronous = NORMAL")
+            started = time.perf_counter()
+            for row in rows:
+                await conn.execute(sql, row)
+            elapsed = time.perf_counter() - started
+        label = f"raw aiosqlite INSERT, autocommit, sitq schema {RAW}"
+        return [Reading("aiosqlite", label, n / elapsed, "tasks/s")]
+
+    return run
+
+
+def raw_executemany(n: int) -> Measure:
+    """All rows in one transaction with sqlite3's executemany."""
+
+    async def run(workdir: Path) -> list[Reading]:
+        path = workdir / "q.db"
+        columns, template = await sitq_row_template(path)
+        rows, sql = copies(columns, template, n), insert_sql(columns)
+        conn = connect_raw(path)
+        try:
+            started = time.perf_counter()
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(sql, rows)
+            conn.execute("COMMIT")
+            elapsed = time.perf_counter() - started
+        finally:
+            conn.close()
+        label = f"raw sqlite3 executemany, sitq schema {RAW}"
+        return [Reading("raw_executemany", label, n / elapsed, "rows/s")]
+
+    return run
+
+
+# -- a minimal queue in raw sqlite3 ----------------------------------------------------------
+
+
+class MinimalQueue:
+    """The least a durable SQLite queue does: claim the oldest waiting row, run it, mark it
+    done with its result. Two autocommit statements per task, rows kept afterwards."""
+
+    SCHEMA = """
+    CREATE TABLE IF NOT EXISTS jobs (
+        id INTEGER PRIMARY KEY, payload BLOB NOT NULL,
+        state INTEGER NOT NULL DEFAULT 0, result BLOB);
+    CREATE INDEX IF NOT EXISTS jobs_waiting ON jobs (id) WHERE state = 0;
+    """
+    CLAIM = (
+        "UPDATE jobs SET state = 1 WHERE id = "
+        "(SELECT id FROM jobs WHERE state = 0 ORDER BY id LIMIT 1) RETURNING id, payload"
+    )
+    SETTLE = "UPDATE jobs SET state = 2, result = ? WHERE id = ?"
+
+    def __init__(self, path: Path) -> None:
+        self.conn = connect_raw(path)
+        self.conn.executescript(self.SCHEMA)
+
+    def fill(self, n: int) -> None:
+        payload = pickle.dumps(_tasks.tick_sync)
+        self.conn.execute("BEGIN IMMEDIATE")
+        self.conn.executemany("INSERT INTO jobs (payload) VALUES (?)", [(payload,)] * n)
+        self.conn.execute("COMMIT")
+
+    def run_one(self) -> bool:
+        """Claim, run and settle one job; False when none waits."""
+        row = self.conn.execute(self.CLAIM).fetchone()
+        if row is None:
+            return False
+        job_id, payload = row
+        result = pickle.loads(payload)()
+        self.conn.execute(self.SETTLE, (pickle.dumps(result), job_id))
+        return True
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def minimal_drain(n: int) -> Measure:
+    async def run(workdir: Path) -> list[Reading]:
+        queue = MinimalQueue(workdir / "q.db")
+        try:
+            queue.fill(n)
+            started = time.perf_counter()
+            while queue.run_one():
+                pass
+            elapsed = time.perf_counter() - started
+        finally:
+            queue.close()
+        return [Reading("minimal", f"raw sqlite3 minimal queue {RAW}", n / elapsed, "tasks/s")]
+
+    return run
+
+
+class MinimalDepthDrain:
+    """The minimal queue's first `first` tasks at a depth, topped up after each round."""
+
+    def __init__(self, depth: int, first: int) -> None:
+        self.depth, self.first = depth, first
+        self.folder = Path(tempfile.mkdtemp(prefix="sitq-bench-depth-raw-"))
+        self.queue: MinimalQueue | None = None
+
+    async def run(self, workdir: Path) -> list[Reading]:
+        if self.queue is None:
+            self.queue = MinimalQueue(self.folder / "q.db")
+            self.queue.fill(self.depth)
+        started = time.perf_counter()
+        for _ in range(self.first):
+            self.queue.run_one()
+        elapsed = time.perf_counter() - started
+        self.queue.fill(self.first)
+        label = f"raw sqlite3 minimal queue, depth {self.depth:,} {RAW}"
+        return [Reading(f"minimal.{self.depth}", label, self.first / elapsed, "tasks/s")]
+
+    async def close(self) -> None:
+        if self.queue is not None:
+            self.queue.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+# -- huey ------------------------------------------------------------------------------------
+
+
+class NormalSyncStorage(SqliteStorage):
+    """SqliteStorage at synchronous=NORMAL, sitq's durability (huey's default is FULL)."""
+
+    def _create_connection(self) -> sqlite3.Connection:
+        conn = super()._create_connection()
+        conn.execute("PRAGMA synchronous = NORMAL")
+        return conn
+
+
+class NormalSyncHuey(SqliteHuey):
+    storage_class = NormalSyncStorage
+
+
+SYNCHRONOUS_NAMES = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
+
+
+class HueyPeer:
+    """A SqliteHuey on a file with the benchmark's tasks registered on it."""
+
+    def __init__(self, path: Path, normal: bool) -> None:
+        huey_class = NormalSyncHuey if normal else SqliteHuey
+        self.huey = huey_class("bench", filename=str(path))
+        self.tick = self.huey.task()(_tasks.tick_sync)
+        self.noop = self.huey.task()(_tasks.noop_sync)
+        self.one = self.huey.task()(_tasks.one_sync)
+
+    def durability(self) -> str:
+        """What this huey really runs at, read from its connection."""
+        with self.huey.storage.db() as cursor:
+            mode = cursor.execute("PRAGMA journal_mode").fetchone()[0]
+            sync = cursor.execute("PRAGMA synchronous").fetchone()[0]
+        return f"{mode.upper()}, synchronous={SYNCHRONOUS_NAMES.get(sync, sync)}"
+
+    def label(self, what: str) -> str:
+        return f"huey {what} ({self.durability()})"
+
+    @contextmanager
+    def consumer(self) -> Iterator[None]:
+        """huey's consumer with one worker thread in this process; stopped gracefully."""
+        saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+        consumer = self.huey.create_consumer(
+            workers=1, worker_type="thread", periodic=False, check_worker_health=False
+        )
+        consumer.start()
+        for signum, handler in saved.items():  # the consumer sets its own; keep ours
+            signal.signal(signum, handler)
+        try:
+            yield
+        finally:
+            consumer.stop(graceful=True)
+
+    def close(self) -> None:
+        self.huey.storage.close()
+
+
+def _huey_key(normal: bool) -> str:
+    return "huey_normal" if normal else "huey_full"
+
+
+def huey_enqueue(n: int, normal: bool) -> Measure:
+    async def run(workdir: Path) -> list[Reading]:
+        peer = HueyPeer(workdir / "huey.db", normal)
+        try:
+            peer.noop()  # warm: the connection
+            started = time.perf_counter()
+            for _ in range(n):
+                peer.noop()
+            elapsed = time.perf_counter() - started
+            return [Reading(_huey_key(normal), peer.label("SqliteHuey"), n / elapsed, "tasks/s")]
+        finally:
+            peer.close()
+
+    return run
+
+
+def huey_drain(n: int, normal: bool) -> Measure:
+    async def run(workdir: Path) -> list[Reading]:
+        peer = HueyPeer(workdir / "huey.db", normal)
+        try:
+            for _ in range(n):
+                peer.tick()
+            _tasks.COUNTDOWN.arm(n)
+            started = time.perf_counter()
+            with peer.consumer():
+                _tasks.COUNTDOWN.wait(TIMEOUT)
+            elapsed = time.perf_counter() - started
+            label = peer.label("consumer, 1 thread")
+            return [Reading(_huey_key(normal), label, n / elapsed, "tasks/s")]
+        finally:
+            peer.close()
+
+    return run
+
+
+def huey_end_to_end(n: int, normal: bool) -> Measure:
+    async def run(workdir: Path) -> list[Reading]:
+        peer = HueyPeer(workdir / "huey.db", normal)
+        try:
+            with peer.consumer():
+                peer.one().get(blocking=True, timeout=TIMEOUT)
+                started = time.perf_counter()
+                handles = [peer.one() for _ in range(n)]
+                values = [h.get(blocking=True, timeout=TIMEOUT) for h in handles]
+                elapsed = time.perf_counter() - started
+            if values != [1] * n:
+                raise RuntimeError("huey end to end: a task did not return 1")
+            label = peer.label("consumer, 1 thread")
+            return [Reading(_huey_key(normal), label, n / elapsed, "tasks/s")]
+        finally:
+            peer.close()
+
+    return run

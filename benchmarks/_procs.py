@@ -1,0 +1,182 @@
+"""sitq workers as real processes: `python -m sitq worker DB --import _tasks`.
+
+What only separate processes show: how fast an idle worker notices work enqueued by
+another process, what an idle worker costs in CPU, and whether four worker processes on
+one file drain it faster than one. Each contender starts its processes once, in its own
+temp folder, and stops them (SIGTERM, a graceful stop) in `close`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import _tasks
+from _runner import Reading
+from _sitq import IDLE_CLI_WORKER, TIMEOUT, pickup_ms, pickup_readings
+
+import sitq
+from sitq import SQLiteBackend, TaskQueue, TaskStatus
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+READY_TIMEOUT = 60.0
+POLL = 0.01  # seconds between looks at the queue's counts while processes drain it
+
+
+class WorkerProcesses:
+    """`count` worker processes on one database file in a temp folder of their own."""
+
+    def __init__(self, count: int, concurrency: int = 10) -> None:
+        self.count, self.concurrency = count, concurrency
+        self.folder = Path(tempfile.mkdtemp(prefix="sitq-bench-procs-"))
+        self.path = self.folder / "q.db"
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    async def start(self) -> None:
+        """Start the processes and return once each has said it is ready."""
+        async with TaskQueue(SQLiteBackend(self.path)):
+            pass  # create the file and schema before several processes race to
+        for i in range(self.count):
+            self.procs.append(self._spawn(self.folder / f"worker-{i}.out"))
+        await self._wait_ready()
+
+    def _spawn(self, out: Path) -> subprocess.Popen[bytes]:
+        command = [sys.executable, "-m", "sitq", "worker", str(self.path)]
+        command += ["--import", "_tasks", "--concurrency", str(self.concurrency)]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), str(REPO)]))
+        with out.open("wb") as stdout:
+            return subprocess.Popen(
+                command, cwd=self.folder, env=env, stdout=stdout, stderr=subprocess.STDOUT
+            )
+
+    async def _wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        outputs = [self.folder / f"worker-{i}.out" for i in range(self.count)]
+        while not all(b"ready" in out.read_bytes() for out in outputs):
+            if any(p.poll() is not None for p in self.procs):
+                raise RuntimeError(f"a worker process exited: {self._outputs()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"workers not ready after {READY_TIMEOUT}s: {self._outputs()}")
+            await asyncio.sleep(0.02)
+
+    def _outputs(self) -> str:
+        return " | ".join(p.read_text()[-300:] for p in sorted(self.folder.glob("*.out")))
+
+    def cpu_seconds(self) -> float:
+        """CPU time the processes' threads have used so far, in seconds.
+
+        Read from /proc/PID/task/*/schedstat, counted in nanoseconds: the usual utime and
+        stime come in 10 ms ticks, too coarse to see a worker that wakes for 0.1 ms a time.
+        """
+        nanoseconds = 0
+        for proc in self.procs:
+            for stat in Path(f"/proc/{proc.pid}/task").glob("*/schedstat"):
+                with contextlib.suppress(OSError):  # a thread that ended a moment ago
+                    nanoseconds += int(stat.read_text().split()[0])
+        return nanoseconds / 1e9
+
+    async def close(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class ProcessPickup:
+    """Pickup latency of an idle worker in another process: enqueue here, start there."""
+
+    def __init__(self, gaps: list[float]) -> None:
+        self.gaps = gaps
+        self.workers = WorkerProcesses(1)
+        self.queue: TaskQueue | None = None
+
+    async def run(self, workdir: Path) -> list[Reading]:
+        queue = await self._ready_queue()
+        samples = await pickup_ms(queue, self.gaps)
+        return pickup_readings("processes", IDLE_CLI_WORKER, "across processes", samples)
+
+    async def _ready_queue(self) -> TaskQueue:
+        if self.queue is None:
+            await self.workers.start()
+            self.queue = await TaskQueue(SQLiteBackend(self.workers.path)).connect()
+            await pickup_ms(self.queue, [0.0])  # warm-up, not counted
+        return self.queue
+
+    async def close(self) -> None:
+        if self.queue is not None:
+            await self.queue.close()
+        await self.workers.close()
+
+
+class IdleCpu:
+    """CPU an idle worker process burns, in % of one core, over a window of real time."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.workers: WorkerProcesses | None = None
+
+    async def run(self, workdir: Path) -> list[Reading]:
+        if self.workers is None:
+            self.workers = WorkerProcesses(1)
+            await self.workers.start()
+            await asyncio.sleep(1.0)  # let start-up work (imports, schema check) finish
+        before, started = self.workers.cpu_seconds(), time.monotonic()
+        await asyncio.sleep(self.seconds)
+        used = self.workers.cpu_seconds() - before
+        percent = 100 * used / (time.monotonic() - started)
+        return [Reading("sitq", IDLE_CLI_WORKER, percent, "% of a core")]
+
+    async def close(self) -> None:
+        if self.workers is not None:
+            await self.workers.close()
+
+
+class ProcessThroughput:
+    """`n` no-op tasks enqueued in one batch, drained by `count` worker processes."""
+
+    def __init__(self, count: int, n: int) -> None:
+        self.count, self.n = count, n
+        self.workers = WorkerProcesses(count)
+        self.queue: TaskQueue | None = None
+        self.succeeded = 0
+
+    async def run(self, workdir: Path) -> list[Reading]:
+        queue = await self._ready_queue()
+        self.succeeded += self.n
+        started = time.perf_counter()
+        await queue.enqueue_many([sitq.call(_tasks.noop) for _ in range(self.n)])
+        await self._wait_until_succeeded(queue)
+        elapsed = time.perf_counter() - started
+        label = f"sitq, {self.count} worker process{'es' if self.count > 1 else ''}"
+        return [Reading(f"sitq.{self.count}", label, self.n / elapsed, "tasks/s")]
+
+    async def _ready_queue(self) -> TaskQueue:
+        if self.queue is None:
+            await self.workers.start()
+            self.queue = await TaskQueue(SQLiteBackend(self.workers.path)).connect()
+        return self.queue
+
+    async def _wait_until_succeeded(self, queue: TaskQueue) -> None:
+        deadline = time.monotonic() + TIMEOUT
+        while (await queue.counts())[TaskStatus.SUCCEEDED] < self.succeeded:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.count} worker processes: not drained in {TIMEOUT}s")
+            await asyncio.sleep(POLL)
+
+    async def close(self) -> None:
+        if self.queue is not None:
+            await self.queue.close()
+        await self.workers.close()

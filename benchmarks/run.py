@@ -1,0 +1,325 @@
+"""sitq against raw SQLite and huey, in one run: the table of issue 10 with its targets.
+
+Every group of contenders runs in interleaved rounds (A, B, C, A, B, C...), so noise on a
+shared machine hits all of them alike; the table gives the median of the rounds with min and
+max, then the ratios the issue sets targets for, each marked pass or fail. All databases live
+in temp folders; the full results go to a JSON file (a temp path unless --json is given).
+
+    .venv/bin/python benchmarks/run.py            # the full run (a few minutes)
+    .venv/bin/python benchmarks/run.py --quick    # under a minute, for checks while developing
+    .venv/bin/python benchmarks/run.py --only enqueue,drain --json /tmp/bench.json
+
+Needs the `bench` extra (huey): `pip install -e .[bench]`. Linux only for the idle-CPU and
+RSS readings (they read /proc).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import datetime as dt
+import json
+import os
+import platform
+import random
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import _peers as peers
+import _procs as procs
+import _sitq as sitq_bench
+from _runner import Contender, Group, Series, run_groups
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much work each group does; --quick shrinks everything but the depths."""
+
+    rounds: int = 5
+    one_by_one: int = 2_000
+    many: int = 10_000
+    drain: int = 5_000
+    end_to_end: int = 2_000
+    pickups: int = 30  # samples per round
+    depths: tuple[int, ...] = (1_000, 10_000, 100_000)
+    first: int = 1_000  # tasks drained at each depth
+    process_tasks: int = 5_000
+    idle_rounds: int = 3
+    idle_seconds: float = 3.0
+    rss_tasks: int = 100_000
+
+
+QUICK = Sizes(
+    rounds=3,
+    one_by_one=300,
+    drain=500,
+    end_to_end=300,
+    pickups=5,
+    first=150,
+    process_tasks=600,
+    idle_rounds=1,
+    idle_seconds=2.0,
+    rss_tasks=3_000,
+)
+
+
+@dataclass(frozen=True)
+class Target:
+    """A number from the table, or a ratio of two, with the bound the issue sets (if any)."""
+
+    label: str
+    numerator: str
+    denominator: str | None = None
+    op: str = ""  # ">=" or "<=", empty: no target, shown for information
+    bound: float = 0.0
+
+
+TARGETS = [
+    Target("enqueue 1 by 1: sitq / raw aiosqlite", "enqueue.sitq", "enqueue.aiosqlite", ">=", 0.7),
+    Target("enqueue 1 by 1: sitq / huey FULL", "enqueue.sitq", "enqueue.huey_full", ">=", 1.0),
+    Target("enqueue 1 by 1: sitq / huey NORMAL", "enqueue.sitq", "enqueue.huey_normal"),
+    Target("enqueue_many: sitq / raw executemany", "many.sitq", "many.raw_executemany", ">=", 0.6),
+    Target("drain c=10: sitq / huey NORMAL", "drain.sitq.c10", "drain.huey_normal", ">=", 0.5),
+    Target("drain c=10: sitq / huey FULL", "drain.sitq.c10", "drain.huey_full", ">=", 2.0),
+    Target("drain c=10: sitq / raw minimal queue", "drain.sitq.c10", "drain.minimal"),
+    Target("end to end: sitq / huey NORMAL", "e2e.sitq", "e2e.huey_normal", ">=", 0.5),
+    Target("end to end: sitq / huey FULL", "e2e.sitq", "e2e.huey_full"),
+    Target("drain at depth 100k / depth 1k", "depth.sitq.100000", "depth.sitq.1000", ">=", 0.8),
+    Target("depth 100k: sitq / raw minimal queue", "depth.sitq.100000", "depth.minimal.100000"),
+    Target("pickup p50 in-process (ms)", "pickup.in.p50", None, "<=", 2.0),
+    Target("pickup p50 across processes (ms)", "pickup.processes.p50", None, "<=", 20.0),
+    Target("idle worker CPU (% of a core)", "idle.sitq", None, "<=", 2.0),
+    Target("4 / 1 worker processes", "procs.sitq.4", "procs.sitq.1"),
+    Target("RSS growth over the tasks (MB)", "memory.rss", None, "<=", 20.0),
+]  # fmt: skip
+
+
+def plan(sizes: Sizes) -> list[Group]:
+    """Every group of contenders, in the order they run."""
+    s, rng = sizes, random.Random(1)
+    gaps = [rng.uniform(0.02, 0.1) for _ in range(s.pickups)]
+    return [
+        Group("enqueue", f"enqueue one by one ({s.one_by_one:,})", [
+            Contender("sitq", sitq_bench.enqueue_one_by_one(s.one_by_one)),
+            Contender("raw-aiosqlite", peers.raw_aiosqlite_one_by_one(s.one_by_one)),
+            Contender("huey-full", peers.huey_enqueue(s.one_by_one, normal=False)),
+            Contender("huey-normal", peers.huey_enqueue(s.one_by_one, normal=True)),
+        ], s.rounds),
+        Group("many", f"enqueue_many ({s.many:,})", [
+            Contender("sitq", sitq_bench.enqueue_many(s.many)),
+            Contender("raw-executemany", peers.raw_executemany(s.many)),
+        ], s.rounds),
+        Group("drain", f"drain {s.drain:,} no-op tasks", [
+            Contender("sitq-c1", sitq_bench.drain(s.drain, concurrency=1)),
+            Contender("sitq-c10", sitq_bench.drain(s.drain, concurrency=10)),
+            Contender("huey-normal", peers.huey_drain(s.drain, normal=True)),
+            Contender("huey-full", peers.huey_drain(s.drain, normal=False)),
+            Contender("minimal", peers.minimal_drain(s.drain)),
+        ], s.rounds),
+        Group("e2e", f"end to end: enqueue, run, result ({s.end_to_end:,})", [
+            Contender("sitq", sitq_bench.end_to_end(s.end_to_end)),
+            Contender("huey-normal", peers.huey_end_to_end(s.end_to_end, normal=True)),
+            Contender("huey-full", peers.huey_end_to_end(s.end_to_end, normal=False)),
+        ], s.rounds),
+        Group("pickup", "pickup", [
+            Contender("in-process", sitq_bench.pickup_in_process(gaps)),
+            Contender.keeping("processes", procs.ProcessPickup(gaps)),
+        ], s.rounds),
+        Group("depth", f"first {s.first:,} drained at a depth", _depth_contenders(s), s.rounds),
+        Group("procs", f"{s.process_tasks:,} no-op tasks, worker processes", [
+            Contender.keeping("one", procs.ProcessThroughput(1, s.process_tasks)),
+            Contender.keeping("four", procs.ProcessThroughput(4, s.process_tasks)),
+        ], s.rounds),
+        Group("idle", f"idle worker CPU over {s.idle_seconds:g}s", [
+            Contender.keeping("idle", procs.IdleCpu(s.idle_seconds)),
+        ], s.idle_rounds),
+        Group("memory", "memory and storage", [
+            Contender("sitq", sitq_bench.memory_and_storage(s.rss_tasks)),
+        ], 1),
+    ]  # fmt: skip
+
+
+def _depth_contenders(s: Sizes) -> list[Contender]:
+    sitq_side = [
+        Contender.keeping(f"sitq-{d}", sitq_bench.DepthDrain(d, s.first)) for d in s.depths
+    ]
+    raw_side = [
+        Contender.keeping(f"raw-{d}", peers.MinimalDepthDrain(d, s.first)) for d in s.depths
+    ]
+    return sitq_side + raw_side
+
+
+# -- the report ------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, str]:
+    """What the numbers were measured on, for the table's header and the JSON."""
+    return {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": _cpu_model(),
+        "cores": str(os.cpu_count()),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "sitq": _version("sitq"),
+        "aiosqlite": _version("aiosqlite"),
+        "huey": _version("huey"),
+        "commit": _git_commit(),
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return out.stdout.strip()
+
+
+def number(value: float) -> str:
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}"
+
+
+def table(series: dict[str, Series]) -> list[str]:
+    rows = [("work", "contender", "median", "min", "max", "unit")]
+    previous = None
+    for s in series.values():
+        work = "" if s.work == previous else s.work
+        previous = s.work
+        values = (number(s.median), number(min(s.values)), number(max(s.values)))
+        rows.append((work, s.contender, *values, s.unit))
+    widths = [max(len(row[i]) for row in rows) for i in range(6)]
+    return [
+        f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  "
+        + "  ".join(f"{r[i]:>{widths[i]}}" for i in (2, 3, 4))
+        + f"  {r[5]}"
+        for r in rows
+    ]
+
+
+def judge(target: Target, series: dict[str, Series]) -> dict[str, object]:
+    """The target's value from the medians (None if a reading is missing) and its verdict."""
+    value: float | None = None
+    if target.numerator in series:
+        value = series[target.numerator].median
+        if target.denominator is not None:
+            below = series.get(target.denominator)
+            value = value / below.median if below and below.median else None
+    verdict = ""
+    if target.op and value is not None:
+        ok = value >= target.bound if target.op == ">=" else value <= target.bound
+        verdict = "pass" if ok else "FAIL"
+    return {**dataclasses.asdict(target), "value": value, "verdict": verdict}
+
+
+def ratio_lines(judged: list[dict[str, object]]) -> list[str]:
+    width = max(len(str(j["label"])) for j in judged)
+    lines = []
+    for j in judged:
+        value = "n/a" if j["value"] is None else number(float(j["value"]))  # type: ignore[arg-type]
+        target = f"(target {j['op']} {j['bound']:g})" if j["op"] else ""
+        lines.append(f"{j['label']:<{width}}  {value:>7}  {target:<18} {j['verdict']}".rstrip())
+    return lines
+
+
+def report(series: dict[str, Series], info: dict[str, str], mode: str, rounds: int) -> list[str]:
+    judged = [judge(t, series) for t in TARGETS if _present(t, series)]
+    header = (
+        f"sitq {info['sitq']} ({info['commit']}), {mode} mode, medians of {rounds} interleaved "
+        f"rounds; {info['cores']} cores {info['cpu']}, Python {info['python']}, "
+        f"SQLite {info['sqlite']}, huey {info['huey']}, aiosqlite {info['aiosqlite']}"
+    )
+    ratios_title = "ratios of the medians, same run"
+    return [header, "", *table(series), "", ratios_title, *ratio_lines(judged)]
+
+
+def _present(target: Target, series: dict[str, Series]) -> bool:
+    return target.numerator in series
+
+
+# -- the command -----------------------------------------------------------------------------
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes: under a minute")
+    parser.add_argument("--json", type=Path, help="where to write the results (default: temp)")
+    parser.add_argument("--rounds", type=int, help="override the rounds per group")
+    parser.add_argument("--only", help="comma-separated group keys, e.g. enqueue,drain")
+    return parser.parse_args(argv)
+
+
+def chosen_groups(args: argparse.Namespace, sizes: Sizes) -> list[Group]:
+    groups = plan(sizes)
+    if args.only:
+        wanted = set(args.only.split(","))
+        unknown = wanted - {g.key for g in groups}
+        if unknown:
+            raise SystemExit(
+                f"unknown group(s) {sorted(unknown)}; known: {[g.key for g in groups]}"
+            )
+        groups = [g for g in groups if g.key in wanted]
+    return groups
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    sizes = QUICK if args.quick else Sizes()
+    if args.rounds:
+        sizes = dataclasses.replace(sizes, rounds=args.rounds)
+    mode = "quick" if args.quick else "full"
+    info = machine()
+    log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    log(f"sitq benchmarks, {mode} mode")
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="sitq-bench-") as tmp:
+        series = asyncio.run(run_groups(chosen_groups(args, sizes), Path(tmp), log))
+    log(f"done in {time.perf_counter() - started:.0f}s")
+    print("\n".join(report(series, info, mode, sizes.rounds)))
+    out = args.json or Path(tempfile.mkstemp(prefix="sitq-bench-", suffix=".json")[1])
+    document = {
+        "mode": mode,
+        "machine": info,
+        "sizes": dataclasses.asdict(sizes),
+        "series": {key: s.as_json() for key, s in series.items()},
+        "targets": [judge(t, series) for t in TARGETS],
+    }
+    out.write_text(json.dumps(document, indent=2))
+    print(f"\nJSON: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
