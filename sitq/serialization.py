@@ -247,7 +247,8 @@ class JsonSerializer:
         if not allowed:
             raise TaskNotAllowedError(
                 f"task {path!r} is outside the modules this JsonSerializer may run "
-                f"({', '.join(self.modules or ())}); it was refused and not imported"
+                f"({', '.join(self.modules or ())}); it was refused and not imported. If it is "
+                "yours, add its module to modules= (a CLI worker: --import it)."
             )
         return path
 
