@@ -7,7 +7,7 @@ that the exercises can be solved with sitq's public API.
 
 from __future__ import annotations
 
-import random
+import time
 
 import pytest
 from teaching_asserts import assert_not_yet, assert_passed, stub
@@ -52,72 +52,20 @@ async def test_linear_backoff_names_exponential_and_wrong_counts() -> None:
     exponential = await r.check_linear_backoff(RetryPolicy.exponential(1.0, max_attempts=5))
     assert_not_yet(exponential, "[1s, 2s, 4s, 8s]", "exponential")
     assert_not_yet(await r.check_linear_backoff(RetryPolicy.linear(1.0)), "3 time(s)")
+    double_step = RetryPolicy.linear(2.0, max_attempts=5)
+    assert_not_yet(await r.check_linear_backoff(double_step), "[2s, 4s, 6s, 8s]", "1.0 * attempt")
+    assert_not_yet(await r.check_linear_backoff(RetryPolicy.fixed(1.0, max_attempts=5)), "[1s, 1s")
 
 
 async def test_a_stub_or_a_non_policy_is_not_yet() -> None:
     assert_not_yet(await r.check_linear_backoff(stub), "NotImplementedError")  # type: ignore[arg-type]
     assert_not_yet(await r.check_linear_backoff(lambda: 1.0), "got float")  # type: ignore[arg-type]
+    stubbed_delay = RetryPolicy.custom(lambda k, e: stub(), max_attempts=5)
+    assert_not_yet(await r.check_linear_backoff(stubbed_delay), "not filled in")
     assert_not_yet(await r.check_many_retries(stub, RetryPolicy.fixed(1)), "not filled in")
     assert_not_yet(await r.check_partition(stub, RetryPolicy.fixed(1)), "not filled in")
     dead = await r.check_dead_letters(stub, RetryPolicy.fixed(1, max_attempts=4), requeue_all)
     assert_not_yet(dead, "not filled in")
-
-
-# --- jitter -------------------------------------------------------------------------------
-
-
-def full_jitter(attempt: int, rng: random.Random) -> float:
-    return rng.uniform(0, min(20.0, 1.0 * 2 ** (attempt - 1)))
-
-
-def uncapped_jitter(attempt: int, rng: random.Random) -> float:
-    return rng.uniform(0, 2.0 ** (attempt - 1))
-
-
-def unseeded_jitter(attempt: int, rng: random.Random) -> float:
-    return random.uniform(0, min(20.0, 2.0 ** (attempt - 1)))
-
-
-def no_jitter(attempt: int, rng: random.Random) -> float:
-    return min(20.0, 2.0 ** (attempt - 1))
-
-
-def test_full_jitter_checker() -> None:
-    assert_passed(r.check_full_jitter(full_jitter))
-    assert_not_yet(r.check_full_jitter(uncapped_jitter), "attempt 6", "20s")
-    assert_not_yet(r.check_full_jitter(unseeded_jitter), "same seed")
-    assert_not_yet(r.check_full_jitter(no_jitter), "barely vary")
-    assert_not_yet(r.check_full_jitter(stub), "NotImplementedError")
-
-
-async def test_jitter_policy_checker() -> None:
-    good = RetryPolicy.exponential_jitter(1.0, cap=20.0, max_attempts=5)
-    assert_passed(await r.check_jitter_policy(good))
-    lockstep = RetryPolicy.exponential(1.0, cap=20.0, max_attempts=5)
-    assert_not_yet(await r.check_jitter_policy(lockstep), "lockstep")
-    baked = random.Random(0)
-    one_draw_per_task = RetryPolicy.custom(lambda k, e: full_jitter(k, baked), max_attempts=5)
-    assert_not_yet(await r.check_jitter_policy(one_draw_per_task), "lockstep")
-    too_slow = RetryPolicy.exponential_jitter(4.0, cap=20.0, max_attempts=5)
-    assert_not_yet(await r.check_jitter_policy(too_slow), "above the ceiling")
-
-
-# --- custom retry conditions --------------------------------------------------------------
-
-
-def is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, r.HTTPError):
-        return exc.status == 429 or exc.status >= 500
-    return isinstance(exc, ConnectionError | TimeoutError)
-
-
-async def test_error_conditions_checker() -> None:
-    good = RetryPolicy.fixed(1.0, max_attempts=3, retry_on=is_transient)
-    assert_passed(await r.check_error_conditions(good))
-    by_class = RetryPolicy.fixed(1.0, max_attempts=3, retry_on=[ConnectionError, TimeoutError])
-    assert_not_yet(await r.check_error_conditions(by_class), "HTTPError(503) ran 1x")
-    retry_all = RetryPolicy.fixed(1.0, max_attempts=3)
-    assert_not_yet(await r.check_error_conditions(retry_all), "ValueError ran 3x")
 
 
 # --- many retries -------------------------------------------------------------------------
@@ -182,18 +130,96 @@ async def call_api(down_from: float, down_until: float) -> str:
     return "200 OK"
 
 
+async def call_api_early_return(down_from: float, down_until: float) -> str:
+    started = sitq.current_task().started_at
+    if started < down_from or started >= down_until:
+        return "200 OK"
+    raise ConnectionError(f"network unreachable at {started}")
+
+
+@pytest.mark.parametrize("task", [call_api, call_api_early_return])
+@pytest.mark.parametrize(
+    "policy",
+    [RetryPolicy.exponential(1.0, max_attempts=8), RetryPolicy.linear(2.0, max_attempts=10)],
+    ids=["doubling", "linear"],
+)
+async def test_right_partition_answers_pass(task, policy) -> None:
+    assert_passed(await r.check_partition(task, policy))
+
+
+async def always_ok(down_from: float, down_until: float) -> str:
+    return "200 OK"
+
+
+async def fails_first_time(down_from: float, down_until: float) -> str:
+    if sitq.current_task().attempt == 1:
+        raise ConnectionError("network unreachable")
+    return "200 OK"
+
+
+async def on_the_wall_clock(down_from: float, down_until: float) -> str:
+    if down_from <= time.time() < down_until:  # the real clock: never inside the window
+        raise ConnectionError("network unreachable")
+    return "200 OK"
+
+
+async def inverted(down_from: float, down_until: float) -> str:
+    if not down_from <= sitq.current_task().started_at < down_until:
+        raise ConnectionError("network unreachable")
+    return "200 OK"
+
+
+async def times_out(down_from: float, down_until: float) -> str:
+    if down_from <= sitq.current_task().started_at < down_until:
+        raise TimeoutError("no answer")
+    return "200 OK"
+
+
 async def always_down(down_from: float, down_until: float) -> str:
     raise ConnectionError("network unreachable")
 
 
-async def test_partition_checker() -> None:
-    outlasts = RetryPolicy.exponential(1.0, max_attempts=8)
-    assert_passed(await r.check_partition(call_api, outlasts))
-    gives_up = RetryPolicy.exponential(1.0, max_attempts=5)
-    assert_not_yet(await r.check_partition(call_api, gives_up), "gave up", "65s")
-    hammers = RetryPolicy.fixed(1.0, max_attempts=100)
-    assert_not_yet(await r.check_partition(call_api, hammers), "times")
-    assert_not_yet(await r.check_partition(always_down, outlasts), "network was up")
+OUTLASTS = RetryPolicy.exponential(1.0, max_attempts=8)
+IGNORED = ["early job's attempt at t=10s succeeded while the network was down", "ignores"]
+
+
+@pytest.mark.parametrize(
+    ("task", "policy", "words"),
+    [
+        (always_ok, OUTLASTS, IGNORED),
+        (always_ok, RetryPolicy(), IGNORED),  # no retries at all
+        (on_the_wall_clock, OUTLASTS, IGNORED),
+        (
+            fails_first_time,
+            OUTLASTS,
+            ["before job's attempt at t=0s failed while the network was up"],
+        ),
+        (inverted, OUTLASTS, ["before job", "failed while the network was up"]),
+        (always_down, OUTLASTS, ["failed while the network was up"]),
+        (times_out, OUTLASTS, ["TimeoutError, not ConnectionError"]),
+        (call_api, RetryPolicy.exponential(1.0, max_attempts=5), ["gave up", "65s"]),
+        (call_api, RetryPolicy(), ["gave up"]),
+        (call_api, RetryPolicy.fixed(1.0, max_attempts=100), ["called the dead network"]),
+        (stub, OUTLASTS, ["not filled in"]),
+        (call_api, stub, ["not filled in"]),
+    ],
+    ids=[
+        "ignores-with-retries",
+        "ignores-without-retries",
+        "wall-clock",
+        "fails-first-attempt",
+        "inverted",
+        "always-down",
+        "wrong-error",
+        "gives-up",
+        "no-retries",
+        "hammers",
+        "task-stub",
+        "policy-stub",
+    ],
+)
+async def test_wrong_partition_answers_get_a_hint(task, policy, words) -> None:
+    assert_not_yet(await r.check_partition(task, policy), *words)
 
 
 async def test_partition_run_is_there_to_plot() -> None:
@@ -206,20 +232,3 @@ async def test_sandbox_gives_a_fresh_virtual_queue() -> None:
     async with sandbox() as box:
         assert isinstance(box.clock, FakeClock)
         assert await box.queue.history() == []
-
-
-def not_filled_in(exc: BaseException) -> bool:
-    raise NotImplementedError
-
-
-def crashes_on_plain_errors(exc: BaseException) -> bool:
-    return exc.status >= 500  # type: ignore[attr-defined]
-
-
-async def test_stubs_and_bugs_in_policy_functions_are_caught_before_the_queue() -> None:
-    stubbed = RetryPolicy.custom(lambda k, e: stub(), max_attempts=5)
-    assert_not_yet(await r.check_linear_backoff(stubbed), "not filled in")
-    predicate = RetryPolicy.fixed(1.0, max_attempts=3, retry_on=not_filled_in)
-    assert_not_yet(await r.check_error_conditions(predicate), "not filled in")
-    buggy = RetryPolicy.fixed(1.0, max_attempts=3, retry_on=crashes_on_plain_errors)
-    assert_not_yet(await r.check_error_conditions(buggy), "AttributeError")

@@ -24,6 +24,7 @@ from sitq.teaching import Feedback, not_yet
 
 REAL_TIME_LIMIT = 10.0  # real seconds a run may take (a checker's tasks should not sleep)
 MAX_TASKS = 1000  # attempts a run may make before it counts as runaway
+TOLERANCE = 1e-3  # seconds: epoch floats near 1.8e9 carry ~1e-7 s of rounding
 
 
 @dataclass
@@ -118,6 +119,36 @@ def reject_stubs(history: Sequence[Attempt], hint: str = "") -> None:
     """Raise NotYet if a task in the run was still a stub (raised NotImplementedError)."""
     if any(a.error_type == "NotImplementedError" for a in history):
         raise NotYet(STUB_MESSAGE.replace("exercise", "task"), hint)
+
+
+#: A policy, or the student's function that builds one: a stub then raises
+#: NotImplementedError *inside* the checker, so the exercise notebook still runs.
+PolicyAnswer = RetryPolicy | Callable[[], RetryPolicy]
+
+
+def student_policy(answer: PolicyAnswer, hint: str) -> RetryPolicy:
+    """The RetryPolicy a student gave (or built), with its own functions tried once.
+
+    Calling a custom delay function and a retry_on predicate here first makes a stub or
+    a bug show up as "not yet", not deep inside the worker.
+    """
+    policy = answer() if callable(answer) else answer
+    if not isinstance(policy, RetryPolicy):
+        raise NotYet(f"expected a sitq.RetryPolicy, got {type(policy).__name__}", hint)
+    policy.preview()
+    for exc in (ConnectionError("connection reset"), ValueError("bad input")):
+        policy.should_retry(exc, 1)
+    return policy
+
+
+async def always_fails(message: str = "the service is down") -> None:
+    """A task that never works: the raw material for backoff schedules."""
+    raise ConnectionError(message)
+
+
+def seconds(values: Sequence[float]) -> str:
+    """Waits for a message: [1s, 2s, 4s]."""
+    return "[" + ", ".join(f"{v:.3g}s" for v in values) + "]"
 
 
 async def attempt_async(check: Callable[[], Awaitable[Feedback]], hint: str) -> Feedback:
