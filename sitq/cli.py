@@ -1,18 +1,21 @@
-"""The command line: `python -m sitq worker | status | dead | requeue | plot`.
+"""The command line: `sitq worker | status | dead | requeue | purge | plot`.
 
 Made for shells and scripts: results go to stdout, messages and logs to stderr, and the exit
 code says what happened: 0 done, 1 a runtime error (no such task, database unusable...),
-2 a usage error (bad arguments, an unsupported database URL, a module that does not exist).
+2 a usage error (bad arguments, a database file that does not exist, an unsupported
+database URL, a module that does not exist). `sitq` and `python -m sitq` are the same program.
 
-    python -m sitq worker queue.db --import myapp.tasks --concurrency 8
-    python -m sitq status queue.db
-    python -m sitq dead queue.db
-    python -m sitq requeue queue.db 3f1c...
-    python -m sitq plot queue.db --out dashboard.png
+    sitq worker queue.db --create --import myapp.tasks --concurrency 8
+    sitq status queue.db [--json]
+    sitq dead queue.db
+    sitq requeue queue.db 3f1c...      (or --all: every dead letter)
+    sitq purge queue.db                (delete the dead letters)
+    sitq plot queue.db --out dashboard.png
 
 A worker stops gracefully on SIGTERM or SIGINT (Ctrl-C): it stops claiming, lets running
 tasks finish for up to `--grace` seconds, then hands the rest back to the queue without
-using an attempt.
+using an attempt. A second signal exits at once (exit code 128 + signal number, 130 for
+Ctrl-C): tasks still running are abandoned and run again once their lease expires.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import json
 import logging
 import os
 import signal
@@ -27,16 +31,19 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
+from sitq import __version__
 from sitq.backends.sqlite import SQLiteBackend
-from sitq.errors import SitqError
+from sitq.errors import SitqError, TaskStateError
 from sitq.queue import TaskQueue
 from sitq.serialization import CloudpickleSerializer, JsonSerializer, Serializer, SignedSerializer
 from sitq.task import TaskStatus
 from sitq.worker import Worker
 
 SERVER_URL_PREFIXES = ("postgres://", "postgresql://", "mysql://", "redis://")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+CONTINUATION = "    "  # starts every further line of a log record that spans lines
 
 
 class UsageError(Exception):
@@ -48,6 +55,9 @@ class UsageError(Exception):
 
 async def run_worker(args: argparse.Namespace) -> int:
     """Run a worker until SIGTERM/SIGINT, then stop it gracefully."""
+    path = _database_path(args.db)
+    if not args.create:
+        _require_database(path, "or add --create to make a new one")
     for module in args.imports:
         _import(module)
     if args.serializer == "json" and not args.imports:
@@ -55,7 +65,7 @@ async def run_worker(args: argparse.Namespace) -> int:
             "--serializer json without --import: rows may name any importable function"
         )
     worker = Worker(
-        SQLiteBackend(_database_path(args.db)),
+        SQLiteBackend(path),
         _serializer(args),
         concurrency=args.concurrency,
         lease_seconds=args.lease,
@@ -67,7 +77,9 @@ async def run_worker(args: argparse.Namespace) -> int:
     print(f"sitq worker {worker.worker_id} ready on {args.db}", flush=True)
     try:
         await stop_requested.wait()
-        logging.getLogger("sitq.cli").info("stopping: grace %gs for running tasks", args.grace)
+        logging.getLogger("sitq.cli").info(
+            "stopping: grace %gs for running tasks (signal again to exit at once)", args.grace
+        )
     finally:
         await worker.stop(args.grace)
         restore()
@@ -76,9 +88,12 @@ async def run_worker(args: argparse.Namespace) -> int:
 
 
 async def show_status(args: argparse.Namespace) -> int:
-    """Print how many tasks are in each state, then the total."""
+    """Print how many tasks are in each state, then the total (or the counts as JSON)."""
     async with _open_queue(args) as queue:
         counts = await queue.counts()
+    if args.json:  # for scripts: {"queued": 0, "running": 1, ...}, every state listed
+        print(json.dumps({str(status): n for status, n in counts.items()}))
+        return 0
     width = max(len(str(status)) for status in TaskStatus)
     for status, n in counts.items():
         print(f"{status!s:<{width}} {n:>8}")
@@ -100,10 +115,30 @@ async def show_dead(args: argparse.Namespace) -> int:
 
 
 async def requeue(args: argparse.Namespace) -> int:
-    """Give a failed or cancelled task a fresh run; unknown ids are an error (exit 1)."""
+    """Give a failed or cancelled task a fresh run; unknown ids are an error (exit 1).
+
+    With --all, every dead letter gets one. A dead letter that someone else requeues in
+    the meantime is skipped, not an error: it is running again either way.
+    """
     async with _open_queue(args) as queue:
-        await queue.requeue(args.task_id)
-    print(f"requeued {args.task_id}")
+        if not args.all:
+            await queue.requeue(args.task_id)
+            print(f"requeued {args.task_id}")
+            return 0
+        requeued = 0
+        for dead in await queue.dead_letters():
+            with suppress(TaskStateError):
+                await queue.requeue(dead.task_id)
+                requeued += 1
+    print(f"requeued {_dead_letters(requeued)}")
+    return 0
+
+
+async def purge(args: argparse.Namespace) -> int:
+    """Delete every dead letter (their attempt history stays)."""
+    async with _open_queue(args) as queue:
+        purged = await queue.purge_dead_letters()
+    print(f"purged {_dead_letters(purged)}")
     return 0
 
 
@@ -133,27 +168,55 @@ async def plot(args: argparse.Namespace) -> int:
 
 
 def _on_stop_signals(callback: Callable[[], None]) -> Callable[[], None]:
-    """Call `callback` on SIGTERM or SIGINT (once is enough: later signals change nothing).
+    """Call `callback` on the first SIGTERM or SIGINT; exit at once on the second.
 
-    Returns a function that restores the previous handlers.
+    The first signal asks for a graceful stop, which may take up to `--grace` seconds.
+    Someone who signals again will not wait (Celery and RQ workers behave the same), so
+    the second one ends the process. Returns a function that restores the previous
+    handlers, unless a stop was asked for: then a later signal still exits at once.
     """
     loop = asyncio.get_running_loop()
     signums = (signal.SIGTERM, signal.SIGINT)
     previous = {signum: signal.getsignal(signum) for signum in signums}
+    received: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        received.append(signum)
+        if len(received) == 1:
+            callback()
+        else:
+            _exit_now(signum)
+
     try:
         for signum in signums:
-            loop.add_signal_handler(signum, callback)
+            loop.add_signal_handler(signum, on_signal, signum)
     except NotImplementedError:  # Windows: no loop signal handlers, so plain ones
         for signum in signums:
-            signal.signal(signum, lambda *_: loop.call_soon_threadsafe(callback))
+            signal.signal(signum, lambda s, _: loop.call_soon_threadsafe(on_signal, s))
 
     def restore() -> None:
         for signum, handler in previous.items():
             with suppress(NotImplementedError):
                 loop.remove_signal_handler(signum)
-            signal.signal(signum, handler)
+            signal.signal(signum, (lambda s, _: _exit_now(s)) if received else handler)
 
     return restore
+
+
+def _exit_now(signum: int) -> NoReturn:
+    """End the process without waiting for anything: exit code 128 + signum, like a shell.
+
+    `sys.exit` would not do: the interpreter waits at exit for every task thread to end
+    (a thread cannot be stopped). Tasks still running stay claimed in the database; once
+    their lease expires another worker runs them again, which counts as an attempt.
+    """
+    name = signal.Signals(signum).name
+    logging.getLogger("sitq.cli").warning(
+        "%s again: exiting now; running tasks run again once their lease expires", name
+    )
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(128 + signum)
 
 
 def _database_path(db: str) -> str:
@@ -170,9 +233,18 @@ def _database_path(db: str) -> str:
 def _open_queue(args: argparse.Namespace) -> TaskQueue:
     """A queue on an existing database: inspecting a typo'd path must not create a file."""
     path = _database_path(args.db)
-    if not path.startswith("file:") and path != ":memory:" and not Path(path).is_file():
-        raise SitqError(f"no database at {path!r} (check the path; workers create it)")
+    _require_database(path, "or make one with `sitq worker DB --create`")
     return TaskQueue(SQLiteBackend(path), _serializer(args))
+
+
+def _dead_letters(n: int) -> str:
+    return f"{n} dead letter" if n == 1 else f"{n} dead letters"
+
+
+def _require_database(path: str, hint: str) -> None:
+    """Refuse a path with no database file: a typo must not start an empty new queue."""
+    if not path.startswith("file:") and path != ":memory:" and not Path(path).is_file():
+        raise UsageError(f"no database at {path!r} (check the path, {hint})")
 
 
 def _serializer(args: argparse.Namespace) -> Serializer:
@@ -230,57 +302,102 @@ def _positive_seconds(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m sitq", description=__doc__.split("\n")[0])
+    """The `sitq` program; every option's help ends with its default."""
+    parser = argparse.ArgumentParser(prog="sitq", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"sitq {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, handler: Callable[..., Awaitable[int]], text: str) -> Any:
         sub = commands.add_parser(name, help=text, description=text)
         sub.add_argument("db", metavar="DB", help="the SQLite database file")
-        sub.add_argument("--serializer", choices=("pickle", "json"), default="pickle")
+        sub.add_argument(
+            "--serializer",
+            choices=("pickle", "json"),
+            default="pickle",
+            help="how task calls and results are stored (default: %(default)s)",
+        )
         sub.add_argument(
             "--signing-key-env",
             metavar="VAR",
-            help="verify/sign payloads with the key in environment variable VAR",
+            help="verify/sign payloads with the key in environment variable VAR "
+            "(default: no signing)",
         )
         sub.set_defaults(handler=handler)
         return sub
 
     worker = command("worker", run_worker, "run tasks until SIGTERM/SIGINT")
-    worker.add_argument("--concurrency", type=_positive_int, default=10, metavar="N")
+    worker.add_argument(
+        "--create",
+        action="store_true",
+        help="make a new database if DB does not exist (default: refuse, it may be a typo)",
+    )
+    worker.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=10,
+        metavar="N",
+        help="tasks run at once (default: %(default)s)",
+    )
     worker.add_argument(
         "--import",
         dest="imports",
         action="append",
         default=[],
         metavar="MODULE",
-        help="import this module of tasks first (repeatable)",
+        help="import this module of tasks first (repeatable; default: none)",
     )
     worker.add_argument(
         "--lease",
         type=_positive_seconds,
         default=30.0,
         metavar="SECONDS",
-        help="how long a claim lasts without a heartbeat (renewed every third of it)",
+        help="how long a claim lasts without a heartbeat, renewed every third of it "
+        "(default: %(default)g)",
     )
     worker.add_argument(
         "--grace",
         type=_seconds,
         default=30.0,
         metavar="SECONDS",
-        help="on SIGTERM/SIGINT, wait this long for running tasks before handing them back",
+        help="on SIGTERM/SIGINT, wait this long for running tasks before handing them back; "
+        "a second signal exits at once (default: %(default)g)",
     )
     worker.add_argument(
-        "--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"), type=str.upper
+        "--log-level",
+        default="INFO",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        type=str.upper,
+        help="the least important log records shown, on stderr (default: %(default)s)",
     )
-    command("status", show_status, "count tasks in each state")
+    status = command("status", show_status, "count tasks in each state")
+    status.add_argument("--json", action="store_true", help="print the counts as one JSON object")
     command("dead", show_dead, "list dead letters: id, name, attempts, error")
-    command("requeue", requeue, "give a failed or cancelled task a fresh run").add_argument(
-        "task_id", metavar="ID"
-    )
+    requeuer = command("requeue", requeue, "give a failed or cancelled task a fresh run")
+    which = requeuer.add_mutually_exclusive_group(required=True)
+    which.add_argument("task_id", nargs="?", metavar="ID", help="the task to run again")
+    which.add_argument("--all", action="store_true", help="requeue every dead letter")
+    command("purge", purge, "delete every dead letter (their attempt history stays)")
     plotter = command("plot", plot, "save a dashboard of the attempt history")
     plotter.add_argument("--out", required=True, metavar="FILE", help="e.g. dashboard.png")
-    plotter.add_argument("--dpi", type=_positive_int, default=100)
+    plotter.add_argument(
+        "--dpi", type=_positive_int, default=100, help="image resolution (default: %(default)s)"
+    )
     return parser
+
+
+class IndentedFormatter(logging.Formatter):
+    """One log record per block: its further lines (a multi-line error message, a
+    traceback) are indented, so a reader or `grep -A` never mistakes them for records."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record).replace("\n", "\n" + CONTINUATION)
+
+
+def _log_to_stderr(level: str) -> None:
+    """A worker's log is its report: timestamped records on stderr, one block each."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(IndentedFormatter(LOG_FORMAT))
+    logging.basicConfig(level=level, handlers=[handler])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -288,11 +405,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # exits 2 with a usage message on bad arguments
     if args.command == "worker":  # a long-running process: its log is its report
-        logging.basicConfig(
-            level=args.log_level,
-            stream=sys.stderr,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
+        _log_to_stderr(args.log_level)
     try:
         return asyncio.run(args.handler(args))
     except UsageError as exc:
@@ -301,3 +414,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SitqError as exc:
         print(f"sitq: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C during a short command: no traceback
+        print("sitq: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
