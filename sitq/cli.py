@@ -28,7 +28,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from contextlib import suppress
 from pathlib import Path
 from typing import Any, NoReturn
@@ -41,6 +41,7 @@ from sitq.serialization import CloudpickleSerializer, JsonSerializer, Serializer
 from sitq.task import TaskStatus
 from sitq.worker import Worker
 
+Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]  # returns the exit code
 SERVER_URL_PREFIXES = ("postgres://", "postgresql://", "mysql://", "redis://")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 CONTINUATION = "    "  # starts every further line of a log record that spans lines
@@ -307,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sitq {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, handler: Callable[..., Awaitable[int]], text: str) -> Any:
+    def command(name: str, handler: Command, text: str) -> Any:
         sub = commands.add_parser(name, help=text, description=text)
         sub.add_argument("db", metavar="DB", help="the SQLite database file")
         sub.add_argument(
@@ -406,8 +407,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)  # exits 2 with a usage message on bad arguments
     if args.command == "worker":  # a long-running process: its log is its report
         _log_to_stderr(args.log_level)
+    handler: Command = args.handler
     try:
-        return asyncio.run(args.handler(args))
+        return asyncio.run(handler(args))
     except UsageError as exc:
         print(f"sitq: {exc}", file=sys.stderr)
         return 2
