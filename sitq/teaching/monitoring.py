@@ -10,64 +10,28 @@ hint names that mistake.
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sitq import analysis
 from sitq.analysis import RateWindow
-from sitq.clock import DEFAULT_FAKE_START
 from sitq.task import Attempt
 from sitq.teaching import Feedback, attempt, close_enough, not_yet, passed
+from sitq.teaching.dashboard import check_dashboard
+from sitq.teaching.datasets import ARRIVALS, KINDS, OUTAGE, T0, example_history
 
-T0 = DEFAULT_FAKE_START  # every dataset starts here, like a fresh FakeClock
-
-# --- a known attempt history ------------------------------------------------------------
-
-#: task name: (its error type, normal failure rate per attempt, retry delays in seconds)
-KINDS: dict[str, tuple[str, float, tuple[float, ...]]] = {
-    "fetch_prices": ("ConnectionError", 0.08, (2.0, 4.0, 8.0)),
-    "send_email": ("TimeoutError", 0.12, (5.0, 5.0)),
-    "resize_image": ("ValueError", 0.05, ()),
-}
-#: Seconds after T0 when the prices API is down: most fetch_prices attempts fail.
-OUTAGE = (150.0, 200.0)
-ARRIVALS = ("fetch_prices", "send_email", "fetch_prices", "resize_image")
-
-
-def example_history(seed: int = 0, tasks: int = 150) -> list[Attempt]:
-    """A seeded history: three kinds of task, one every 2 s for 300 s, and an outage.
-
-    The same seed always gives the same attempts, ordered by finish time, so a checker
-    can compare a student's numbers with known ones.
-    """
-    rng = random.Random(seed)
-    records = []
-    for i in range(tasks):
-        name = ARRIVALS[i % len(ARRIVALS)]
-        error, rate, delays = KINDS[name]
-        scheduled = start = T0 + 2.0 * i
-        for number in range(1, len(delays) + 2):
-            finish = start + rng.uniform(0.05, 0.5)
-            down = name == "fetch_prices" and OUTAGE[0] <= start - T0 < OUTAGE[1]
-            if rng.random() >= (0.7 if down else rate):
-                outcome, kind, delay = "succeeded", None, None
-            elif number > len(delays):
-                outcome, kind, delay = "failed", error, None
-            else:
-                outcome, kind, delay = "retrying", error, delays[number - 1]
-            message = None if kind is None else f"{name} attempt {number} went wrong"
-            task_id = f"{name}-{i:03d}"
-            records.append(
-                Attempt(task_id, name, number, "worker-1", scheduled, start, finish, outcome,
-                        kind, message, delay)
-            )  # fmt: skip
-            if delay is None:
-                break
-            scheduled = start = finish + delay
-    records.sort(key=lambda a: (a.finished_at, a.task_id))
-    return records
-
+__all__ = [
+    "ARRIVALS",
+    "KINDS",
+    "OUTAGE",
+    "T0",
+    "check_alert_rule",
+    "check_dashboard",
+    "check_failure_rates",
+    "example_history",
+    "rate_windows",
+]
 
 # --- exercise 1: failure rates over time -----------------------------------------------
 
@@ -197,6 +161,8 @@ STEADY = [(50, 4), (48, 3), (52, 5), (50, 6), (47, 3), (51, 4),
           (49, 5), (50, 3), (53, 6), (50, 4), (48, 5), (51, 4)]  # fmt: skip
 NOISY = [(50, 15), (50, 13), (50, 17), (50, 14), (50, 16), (50, 15),
          (50, 12), (50, 17), (50, 16), (50, 14), (50, 15), (50, 13)]  # fmt: skip
+RELIABLE = [(50, 1), (50, 0), (50, 2), (50, 1), (50, 1), (50, 0),
+            (50, 2), (50, 1), (50, 1), (50, 0), (50, 1), (50, 2)]  # fmt: skip
 
 
 def rate_windows(counts: Sequence[tuple[int, int]], window: float = 60.0) -> list[RateWindow]:
@@ -214,21 +180,44 @@ def _replace(counts: list[tuple[int, int]], **changes: tuple[int, int]) -> list[
     return new
 
 
-#: name, windows, windows that must fire, windows that may fire, why a false alarm is wrong
-SCENARIOS: list[tuple[str, list[tuple[int, int]], set[int], set[int], str]] = [
-    ("steady traffic", STEADY, set(), set(),
-     "nothing unusual happens here: 6-12% is this service's normal; an alert must mean "
-     "something changed"),
-    ("a quiet night", _replace(STEADY, w7=(2, 1), w8=(0, 0)), set(), set(),
-     "1 failure out of 2 attempts is 50%, but not yet a pattern: ignore windows with few "
-     "attempts (look at window.attempts), and an empty window has nothing to alert on"),
-    ("an outage", _replace(STEADY, w8=(50, 30), w9=(48, 34)), {8}, {9},
-     "only windows 8 and 9 are unusual here"),
-    ("a noisy service", NOISY, set(), set(),
-     "this service always fails 24-34% of attempts; compare a window with the service's "
-     "own past (e.g. mean and standard deviation of the previous windows), not a fixed number"),
-    ("a noisy service with an outage", _replace(NOISY, w9=(50, 40)), {9}, set(),
-     "only window 9 is unusual here"),
+#: The student's rule: (this window, the windows before it) -> alert or not.
+AlertRule = Callable[[RateWindow, list[RateWindow]], bool]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A stretch of traffic: the windows that must fire, those that may, and why."""
+
+    name: str
+    counts: list[tuple[int, int]]  # (attempts, failures) per window
+    must: set[int]
+    may: set[int]
+    false_alarm: str  # why firing anywhere else is wrong
+    missed: str = ""  # why staying quiet on a `must` window is wrong ("" = ALERT_HINT)
+
+
+SCENARIOS = [
+    Scenario("steady traffic", STEADY, set(), set(),
+             "nothing unusual happens here: 6-12% is this service's normal; an alert must mean "
+             "something changed"),
+    Scenario("a quiet night", _replace(STEADY, w7=(2, 1), w8=(0, 0), w9=(3, 2)), set(), set(),
+             "a handful of attempts is not yet a pattern, whatever its rate (2 failures of 3 "
+             "is 67%): ignore windows with few attempts (look at window.attempts); an empty "
+             "window has nothing to alert on"),
+    Scenario("an outage", _replace(STEADY, w8=(50, 30), w9=(48, 34)), {8}, {9},
+             "only windows 8 and 9 are unusual here"),
+    Scenario("a noisy service", NOISY, set(), set(),
+             "this service always fails 24-34% of attempts; compare a window with the service's "
+             "own past (e.g. mean and standard deviation of the previous windows), not a fixed "
+             "number"),
+    Scenario("a noisy service with an outage", _replace(NOISY, w9=(50, 40)), {9}, set(),
+             "only window 9 is unusual here"),
+    Scenario("a reliable service with a partial outage", _replace(RELIABLE, w8=(50, 15)), {8},
+             set(), "only window 8 is unusual here",
+             "this service normally fails 0-4% of attempts, so 30% is a big change even though "
+             "it is below 50%; no fixed threshold suits both this service and the noisy one: "
+             "compare each window with the service's own past (mean and spread of the "
+             "previous windows)"),
 ]  # fmt: skip
 
 ALERT_HINT = (
@@ -238,105 +227,46 @@ ALERT_HINT = (
 )
 
 
-def check_alert_rule(unusual: Callable[[RateWindow, list[RateWindow]], bool]) -> Feedback:
+def check_alert_rule(unusual: AlertRule) -> Feedback:
     """Exercise 2: `unusual(window, previous)` fires on spikes, and only on spikes."""
 
     def check() -> Feedback:
-        for name, counts, must, may, why in SCENARIOS:
-            windows = rate_windows(counts)
-            fired = set()
-            for i, window in enumerate(windows):
-                verdict = unusual(window, windows[:i])
-                if not isinstance(verdict, bool):
-                    return not_yet(
-                        f"unusual() returned {verdict!r:.60} for window {i} of {name!r}",
-                        "return True (alert) or False (all is well)",
-                    )
-                if verdict and i >= WARMUP:
-                    fired.add(i)
-            if false := sorted(fired - must - may):
-                w = windows[false[0]]
-                return not_yet(
-                    f"your rule fired on {name!r} at window(s) {false}: window {false[0]} had "
-                    f"{w.failures}/{w.attempts} failed attempts",
-                    why,
-                )
-            if missed := sorted(must - fired):
-                w = windows[missed[0]]
-                return not_yet(
-                    f"your rule stayed quiet on {name!r} at window {missed[0]}, where "
-                    f"{w.failures}/{w.attempts} attempts failed ({w.rate:.0%})",
-                    "that jump is the pattern to alert on: " + ALERT_HINT,
-                )
+        for scenario in SCENARIOS:
+            if (problem := _judge_scenario(unusual, scenario)) is not None:
+                return problem
         return passed(
-            f"your rule fired on both outages and stayed quiet on {len(SCENARIOS) - 2} kinds of "
-            "normal traffic, a quiet night and a noisy service included"
+            f"your rule fired on all {sum(bool(s.must) for s in SCENARIOS)} outages and stayed "
+            f"quiet on {sum(not s.must for s in SCENARIOS)} kinds of normal traffic, a quiet "
+            "night and a noisy service included"
         )
 
     return attempt(check, hint=ALERT_HINT)
 
 
-# --- exercise 3: a dashboard for failed-task analysis ----------------------------------
-
-DASHBOARD_HINT = (
-    "fig, axes = plt.subplots(2, 2, figsize=(12, 8)); draw one view per Axes (e.g. "
-    "plots.failure_distribution(history, ax=axes[0, 0])), give each a title and axis "
-    "labels, and return fig"
-)
-
-
-def check_dashboard(build_dashboard: Callable[[list[Attempt]], Any]) -> Feedback:
-    """Exercise 3: `build_dashboard(history)` returns a Figure with >= 3 labelled panels.
-
-    The figure is left open, so a notebook shows it below the verdict: the student sees
-    what was judged.
-    """
-    from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
-
-    def check() -> Feedback:
-        fig = build_dashboard(example_history())
-        if isinstance(fig, Axes):
-            return not_yet("you returned one Axes (one panel), not the Figure", DASHBOARD_HINT)
-        if not isinstance(fig, Figure):
-            return not_yet(f"you returned {type(fig).__name__}, not a Figure", DASHBOARD_HINT)
-        return _judge_panels(_panels(fig))
-
-    return attempt(check, hint=DASHBOARD_HINT)
-
-
-def _panels(fig: Any) -> list[list[Any]]:
-    """The figure's Axes grouped by position (a twin axis shares its panel); no colorbars."""
-    groups: dict[tuple[float, ...], list[Any]] = {}
-    for ax in fig.axes:
-        if getattr(ax, "_colorbar", None) is not None or not ax.get_visible():
-            continue
-        key = tuple(round(v, 3) for v in ax.get_position().bounds)
-        groups.setdefault(key, []).append(ax)
-    return list(groups.values())
-
-
-def _judge_panels(panels: list[list[Any]]) -> Feedback:
-    if len(panels) < 3:
-        found = f"your figure has {len(panels)} panel(s); a dashboard needs at least 3"
-        return not_yet(found, DASHBOARD_HINT)
-    titles = []
-    for k, group in enumerate(panels, 1):
-        title = next((ax.get_title() for ax in group if ax.get_title()), "")
-        xlabel = next((ax.get_xlabel() for ax in group if ax.get_xlabel()), "")
-        ylabel = next((ax.get_ylabel() for ax in group if ax.get_ylabel()), "")
-        drawn = any(ax.lines or ax.patches or ax.collections or ax.images for ax in group)
-        name = repr(title) if title else f"panel {k}"
-        if not title:
-            return not_yet(f"panel {k} has no title", "ax.set_title('what this panel shows')")
-        if not (xlabel and ylabel):
+def _judge_scenario(unusual: AlertRule, scenario: Scenario) -> Feedback | None:
+    """None if the rule fires where it must and nowhere it must not, in this scenario."""
+    name, windows, fired = repr(scenario.name), rate_windows(scenario.counts), set()
+    for i, window in enumerate(windows):
+        verdict = unusual(window, windows[:i])
+        if not isinstance(verdict, bool):
             return not_yet(
-                f"panel {name} lacks an {'x' if not xlabel else 'y'} axis label",
-                "label both axes, with units: ax.set(xlabel='time (s)', ylabel='failures (count)')",
+                f"unusual() returned {verdict!r:.60} for window {i} of {name}",
+                "return True (alert) or False (all is well)",
             )
-        if not drawn:
-            return not_yet(f"panel {name} is empty", "draw something on every panel")
-        titles.append(title)
-    if len(set(titles)) < len(titles):
-        return not_yet("two panels have the same title", "each panel answers its own question")
-    return passed(f"{len(panels)} labelled panels: " + "; ".join(titles))
+        if verdict and i >= WARMUP:
+            fired.add(i)
+    if false := sorted(fired - scenario.must - scenario.may):
+        w = windows[false[0]]
+        return not_yet(
+            f"your rule fired on {name} at window(s) {false}: window {false[0]} had "
+            f"{w.failures}/{w.attempts} failed attempts",
+            scenario.false_alarm,
+        )
+    if missed := sorted(scenario.must - fired):
+        w = windows[missed[0]]
+        return not_yet(
+            f"your rule stayed quiet on {name} at window {missed[0]}, where "
+            f"{w.failures}/{w.attempts} attempts failed ({w.rate:.0%})",
+            scenario.missed or "that jump is the pattern to alert on: " + ALERT_HINT,
+        )
+    return None
