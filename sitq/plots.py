@@ -79,10 +79,10 @@ def _task_label(task: analysis.TaskTimeline) -> str:
 
 
 def _gap_label(attempt: int, gap: float, backoff: float | None) -> str:
-    """ "#3 +11.5s": the gap drawn; "(backoff 1.68s)" added when the policy asked for less."""
+    """The gap drawn, "#3 +11.5s", over "(backoff 1.68s)" when the policy asked for less."""
     label = f"#{attempt} +{gap:.3g}s"
     if backoff is not None and abs(gap - backoff) > max(0.01, 0.02 * gap):
-        label += f" (backoff {backoff:.3g}s)"
+        label += f"\n(backoff {backoff:.3g}s)"  # two short lines fit a gap better than one
     return label
 
 
@@ -98,10 +98,10 @@ def retry_timeline(
     Each retry is labelled "#k +Ds" above its gap: attempt number and the gap drawn (from
     the end of one attempt to the start of the next). When that gap is longer than the
     backoff the policy chose (an open breaker or busy workers held the retry), the label
-    says both: "#3 +11.5s (backoff 1.68s)". Gaps narrower than MIN_LABELLED_GAP of the
-    time span stay unlabelled, as their labels would print over each other. Bars have a
-    minimum width
-    (a small fraction of the time span) so instant attempts on a FakeClock stay visible.
+    says both, on two lines: "#3 +11.5s" over "(backoff 1.68s)". Gaps narrower than
+    MIN_LABELLED_GAP of the time span stay unlabelled, as their labels would print over
+    each other. Bars have a minimum width (a small fraction of the time span) so instant
+    attempts on a FakeClock stay visible.
     `origin` (epoch s, default the earliest time shown) is time zero: pass it to line up
     several plots.
     """

@@ -113,7 +113,7 @@ def test_retry_timeline_shows_gaps_and_labels_retries(tmp_path: Path) -> None:
     dashed = [line for line in ax.lines if line.get_linestyle() == "--"]
     assert len(dashed) == 4  # two gaps each for A and B
     # B asked for 1 s before attempt 2 but waited 1.5 s for the worker: the label says both
-    assert texts(ax) == ["#2 +1s", "#3 +2s", "#2 +1.5s (backoff 1s)", "#3 +1s"]
+    assert texts(ax) == ["#2 +1s", "#3 +2s", "#2 +1.5s\n(backoff 1s)", "#3 +1s"]
 
 
 def test_retry_timeline_labels_the_gap_drawn_not_only_the_backoff(tmp_path: Path) -> None:
@@ -124,7 +124,7 @@ def test_retry_timeline_labels_the_gap_drawn_not_only_the_backoff(tmp_path: Path
     ]
     ax = render(plots.retry_timeline(held), tmp_path)
 
-    assert texts(ax) == ["#2 +30s (backoff 0.5s)"]
+    assert texts(ax) == ["#2 +30s\n(backoff 0.5s)"]
     [gap] = [line for line in ax.lines if line.get_linestyle() == "--"]
     assert list(gap.get_xdata()) == [0, 30]  # the label's 30 s is the gap drawn
 
