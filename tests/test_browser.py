@@ -1,0 +1,259 @@
+"""Lesson 01 in JupyterLab itself, in a real (headless) browser.
+
+nbval checks that a notebook's kernel prints what the file says it printed; it never looks
+at the page a student sees. This test does: it starts `jupyter lab` on a copy of the
+lessons, opens lesson 01 in Chromium driven by Playwright, runs all cells from the Run
+menu and reads what JupyterLab rendered: no error output anywhere, then a cell of the
+student's own (what lesson 08 suggests trying) that must draw a tqdm progress widget and a
+`Result` as an HTML table. A screenshot is kept in the test's temp dir.
+
+It needs the system's Chromium (`apt-get install -y chromium`; `.ci/run` installs it):
+Playwright cannot download its own browser here, so it drives that one. Without it, the
+test is skipped and says so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason="no browser: `apt-get install -y chromium` (or run .ci/run) to test JupyterLab",
+)
+
+#: Headless, and nothing that reaches the network on its own (updates, sync, QUIC probes).
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",  # Chromium's sandbox refuses to start as root, as in containers
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+LESSON = "01_simple_task.ipynb"
+
+#: JupyterLab user settings for the test: no news or update checks (no network, no toast
+#: over the notebook).
+LAB_SETTINGS = {
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {
+        "fetchNews": "false",
+        "checkForUpdates": False,
+    },
+}
+
+#: A cell a student adds at the end of lesson 01, as lesson 08 suggests: a batch waited on
+#: with a progress bar, then one Result left as the cell's value so Jupyter draws its table.
+STUDENT_CELL = """\
+own_dir = tempfile.TemporaryDirectory()
+own_backend = SQLiteBackend(Path(own_dir.name) / "own.db")
+async with TaskQueue(own_backend) as own_queue, Worker(own_backend, worker_id="worker-1"):
+    own_ids = [await own_queue.enqueue(greet, name) for name in ["Ada", "Grace", "Alan"]]
+    own_results = await own_queue.gather(own_ids, timeout=10, progress=True)
+own_dir.cleanup()
+own_results[0]"""
+
+SERVER_START_SECONDS = 30  # JupyterLab usually answers within 3 s
+RUN_ALL_SECONDS = 30  # lesson 01 runs in about 1 s once its kernel is up
+
+
+@dataclass(frozen=True)
+class Lab:
+    """A running JupyterLab server: where it answers and the token it wants."""
+
+    url: str
+    token: str
+    log: Path
+
+
+def free_port() -> int:
+    """A port nobody listens on right now (the OS picks it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def lab_environment(home: Path) -> dict[str, str]:
+    """Every directory Jupyter and IPython write to, inside the test's temp dir."""
+    settings = home / "lab-settings"
+    for name, values in LAB_SETTINGS.items():
+        path = settings / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(values))
+    return {
+        **os.environ,
+        "JUPYTER_PLATFORM_DIRS": "1",
+        "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+        "JUPYTER_CONFIG_DIR": str(home / "config"),
+        "JUPYTER_DATA_DIR": str(home / "data"),
+        "JUPYTERLAB_SETTINGS_DIR": str(settings),
+        "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
+        "IPYTHONDIR": str(home / "ipython"),
+        "MPLCONFIGDIR": str(home / "matplotlib"),
+        "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+    }
+
+
+def wait_until_answering(lab: Lab, server: subprocess.Popen[bytes]) -> None:
+    """Poll the server's status API until it answers, it dies, or the deadline passes."""
+    deadline = time.monotonic() + SERVER_START_SECONDS
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"jupyter lab exited with {server.returncode}:\n{lab.log.read_text()}")
+        try:
+            with urllib.request.urlopen(f"{lab.url}api/status?token={lab.token}", timeout=2):
+                return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(0.1)  # poll interval, not a wait for the work itself
+    pytest.fail(f"jupyter lab did not answer in {SERVER_START_SECONDS} s:\n{lab.log.read_text()}")
+
+
+def shut_down(lab: Lab, server: subprocess.Popen[bytes]) -> None:
+    """Ask the server to stop (it shuts its kernels down first); kill it if it will not."""
+    request = urllib.request.Request(
+        f"{lab.url}api/shutdown", method="POST", headers={"Authorization": f"token {lab.token}"}
+    )
+    try:
+        urllib.request.urlopen(request, timeout=5).close()
+        server.wait(timeout=15)
+    except (urllib.error.URLError, ConnectionError, TimeoutError, subprocess.TimeoutExpired):
+        server.kill()
+        server.wait()
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    """`jupyter lab` from this venv on a copy of the lessons; stopped with its kernels."""
+    notebooks = tmp_path / "notebooks"
+    shutil.copytree(NOTEBOOKS, notebooks, ignore=shutil.ignore_patterns(".*", "__pycache__"))
+    port, token = free_port(), "sitq-browser-test"
+    jupyter = Path(sys.executable).parent / "jupyter"
+    command = [
+        str(jupyter), "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+        "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={notebooks}",
+    ]  # fmt: skip
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        command.append("--allow-root")  # containers and CI machines often run as root
+    lab = Lab(url=f"http://127.0.0.1:{port}/", token=token, log=tmp_path / "jupyter.log")
+    with lab.log.open("wb") as log:
+        server = subprocess.Popen(
+            command, env=lab_environment(tmp_path / "home"), stdout=log, stderr=log
+        )
+    try:
+        wait_until_answering(lab, server)
+        yield lab
+    finally:
+        shut_down(lab, server)
+
+
+def exactly(text: str) -> re.Pattern[str]:
+    """A pattern that matches this text and nothing longer ("Run All Cells", not "Restart
+    Kernel and Run All Cells...")."""
+    return re.compile(f"^{re.escape(text)}$")
+
+
+def choose_from_menu(page: sync_api.Page, menu: str, item: str) -> None:
+    """Click a menu in JupyterLab's menu bar, then one of its items, as a student would."""
+    page.locator(".lm-MenuBar-itemLabel", has_text=exactly(menu)).click()
+    page.locator(".lm-Menu-itemLabel", has_text=exactly(item)).click()
+
+
+#: True in the page once every code cell's prompt shows an execution number, as `[7]:`
+#: (`[*]:` is running or queued, `[ ]:` never run), or as soon as a cell shows a traceback:
+#: "Run All" stops there and leaves the cells below it unnumbered.
+RUN_FINISHED_JS = """() => {
+    const prompts = [...document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt')];
+    const traceback = '.jp-RenderedText[data-mime-type="application/vnd.jupyter.error"]';
+    return document.querySelector(traceback) !== null
+        || (prompts.length > 0 && prompts.every(p => /^\\[\\d+\\]:$/.test(p.textContent.trim())));
+}"""
+
+
+def wait_for_run_to_finish(page: sync_api.Page) -> None:
+    """Until Run All (or one cell) has finished, or a cell failed; at most RUN_ALL_SECONDS."""
+    page.wait_for_function(RUN_FINISHED_JS, timeout=RUN_ALL_SECONDS * 1000)
+
+
+def error_outputs(page: sync_api.Page) -> list[str]:
+    """The text of every traceback, and of every stderr output that reports an error."""
+    errors = page.locator('.jp-RenderedText[data-mime-type="application/vnd.jupyter.error"]')
+    stderr = page.locator('.jp-RenderedText[data-mime-type="application/vnd.jupyter.stderr"]')
+    return [*errors.all_inner_texts()] + [
+        text for text in stderr.all_inner_texts() if re.search(r"Traceback|Error", text)
+    ]
+
+
+def test_lesson_01_runs_in_jupyterlab(lab: Lab) -> None:
+    # Not in tmp_path: pytest keeps only its last three temp dirs, and a shared machine
+    # runs many sessions. This directory stays until /tmp is cleaned.
+    screenshot = Path(tempfile.mkdtemp(prefix="sitq-browser-")) / "lesson01.png"
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        try:
+            page.goto(f"{lab.url}lab/tree/{LESSON}?token={lab.token}")
+            # The status bar says "Python 3 (ipykernel) | Idle" once the kernel is up.
+            page.get_by_text(re.compile(r"\| Idle$")).wait_for(timeout=30_000)
+
+            # The file holds outputs from when it was saved: clear them (and the prompts'
+            # numbers) first, so that everything checked below was drawn by this run.
+            choose_from_menu(page, "Edit", "Clear Outputs of All Cells")
+            assert page.locator(".jp-Notebook .jp-OutputArea-output").count() == 0
+            choose_from_menu(page, "Run", "Run All Cells")
+            wait_for_run_to_finish(page)
+            outputs = page.locator(".jp-Notebook .jp-OutputArea-output")
+            assert outputs.filter(has_text="Hello, Grace!").count() == 1
+            assert error_outputs(page) == []
+
+            # The student's own cell, added below the last one and run with Ctrl+Enter
+            # (Shift+Enter would add yet another, empty, cell).
+            page.locator(".jp-Notebook .jp-Cell").last.locator(".jp-InputPrompt").click()
+            page.keyboard.press("Escape")
+            page.keyboard.press("b")
+            page.keyboard.press("Enter")
+            page.keyboard.insert_text(STUDENT_CELL)
+            page.keyboard.press("Control+Enter")
+            wait_for_run_to_finish(page)
+            assert error_outputs(page) == []
+
+            own = page.locator(".jp-Notebook .jp-CodeCell").last.locator(".jp-OutputArea")
+            bar = own.locator(".widget-hprogress")
+            bar.wait_for(timeout=10_000)
+            assert "3/3" in own.locator(".widget-hbox").first.inner_text()
+            table = own.locator(".jp-RenderedHTMLCommon table")
+            table.wait_for(timeout=10_000)
+            rows = dict(
+                (row.locator("td").nth(0).inner_text(), row.locator("td").nth(1).inner_text())
+                for row in table.locator("tbody tr").all()
+            )
+            assert rows["task"].endswith("greet")
+            assert rows["status"] == "succeeded"
+            assert rows["value"] == "'Hello, Ada!'"
+        finally:
+            page.screenshot(path=str(screenshot), full_page=True)
+            print(f"\nscreenshot: {screenshot}")
+            browser.close()
