@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 from teaching_asserts import assert_not_yet, assert_passed, stub
 
@@ -40,7 +41,13 @@ def fine_grid(attempt: int, rng: random.Random) -> float:
     return rng.randint(0, 1000) / 1000 * ceiling(attempt)
 
 
-@pytest.mark.parametrize("answer", [full_jitter, scaled_random, from_the_top, fine_grid])
+def numpy_float(attempt: int, rng: random.Random) -> float:
+    return np.float32(rng.uniform(0, ceiling(attempt)))  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize(
+    "answer", [full_jitter, scaled_random, from_the_top, fine_grid, numpy_float]
+)
 def test_right_full_jitter_passes(answer) -> None:
     assert_passed(r.check_full_jitter(answer))
 
@@ -88,6 +95,7 @@ def no_jitter(attempt: int, rng: random.Random) -> float:
         (no_jitter, ["every one was 1s", "random"]),
         (stub, ["not filled in"]),
         (lambda attempt, rng: None, ["returned None", "float"]),
+        (lambda attempt, rng: rng.uniform(0, 1) / (attempt - 1), ["raised ZeroDivisionError"]),
     ],
 )
 def test_wrong_full_jitter_gets_a_hint(answer, words) -> None:

@@ -81,9 +81,18 @@ async def works_at_once() -> str:
     return "too easy"
 
 
+async def fails_until_the_eighth() -> str:
+    attempt = sitq.current_task().attempt
+    if attempt <= 7:
+        raise ConnectionError(f"still down (attempt {attempt})")
+    return "finally"
+
+
 async def test_many_retries_checker() -> None:
     capped = RetryPolicy.exponential(1.0, cap=10.0, max_attempts=8)
     assert_passed(await r.check_many_retries(fails_seven_times, capped))
+    steady = lambda: RetryPolicy.fixed(5.0, max_attempts=8)  # noqa: E731  # 35 s in all
+    assert_passed(await r.check_many_retries(fails_until_the_eighth, steady))
     short = RetryPolicy.exponential(1.0, cap=10.0, max_attempts=5)
     assert_not_yet(await r.check_many_retries(fails_seven_times, short), "after 5 attempt(s)")
     uncapped = RetryPolicy.exponential(1.0, max_attempts=8)
@@ -113,9 +122,22 @@ async def requeue_none(queue: TaskQueue) -> int:
     return 0
 
 
+async def unreachable() -> None:
+    raise ConnectionError("host old-api.example.com not found")
+
+
+async def requeue_each(queue: TaskQueue) -> int:
+    ids = [result.task_id for result in await queue.dead_letters()]
+    for task_id in ids:
+        await queue.requeue(task_id)
+    return len(ids)
+
+
 async def test_dead_letter_checker() -> None:
     four = RetryPolicy.fixed(5.0, max_attempts=4)
     assert_passed(await r.check_dead_letters(broken, four, requeue_all))
+    doubling = lambda: RetryPolicy.exponential(1.0, max_attempts=4)  # noqa: E731
+    assert_passed(await r.check_dead_letters(unreachable, doubling, requeue_each))
     assert_not_yet(await r.check_dead_letters(hopeless, four, requeue_all), "[1] attempt")
     assert_not_yet(await r.check_dead_letters(broken, four, requeue_none), "returned 0")
     assert_not_yet(await r.check_dead_letters(works_at_once, four, requeue_all), "3 of 3")

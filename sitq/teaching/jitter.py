@@ -8,6 +8,7 @@ and test them against that uniform distribution (Kolmogorov-Smirnov, sitq.teachi
 
 from __future__ import annotations
 
+import numbers
 import random
 from collections.abc import Callable, Sequence
 
@@ -122,7 +123,7 @@ def check_full_jitter(full_jitter: Callable[[int, random.Random], float]) -> Fee
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 # --- 2b: a policy with full jitter -----------------------------------------------------
