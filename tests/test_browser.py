@@ -191,6 +191,10 @@ RUN_FINISHED_JS = """() => {
 }"""
 
 
+SCROLL_TO_END_JS = """() => [...document.querySelectorAll('.jp-Notebook .jp-Cell')]
+    .at(-1)?.scrollIntoView({block: 'end'})"""
+
+
 def wait_for_run_to_finish(page: sync_api.Page) -> None:
     """Until Run All (or one cell) has finished, or a cell failed; at most RUN_ALL_SECONDS."""
     page.wait_for_function(RUN_FINISHED_JS, timeout=RUN_ALL_SECONDS * 1000)
@@ -254,6 +258,8 @@ def test_lesson_01_runs_in_jupyterlab(lab: Lab) -> None:
             assert rows["status"] == "succeeded"
             assert rows["value"] == "'Hello, Ada!'"
         finally:
-            page.screenshot(path=str(screenshot), full_page=True)
+            # The notebook scrolls inside its own panel: show its end (the student's cell).
+            page.evaluate(SCROLL_TO_END_JS)
+            page.screenshot(path=str(screenshot))
             print(f"\nscreenshot: {screenshot}")
             browser.close()
