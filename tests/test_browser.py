@@ -5,7 +5,7 @@ at the page a student sees. This test does: it starts `jupyter lab` on a copy of
 lessons, opens lesson 01 in Chromium driven by Playwright, runs all cells from the Run
 menu and reads what JupyterLab rendered: no error output anywhere, then a cell of the
 student's own (what lesson 08 suggests trying) that must draw a tqdm progress widget and a
-`Result` as an HTML table. A screenshot is kept in the test's temp dir.
+`Result` as an HTML table. A screenshot is kept in /tmp/sitq-browser-*/ (path printed).
 
 It needs the system's Chromium (`apt-get install -y chromium`; `.ci/run` installs it):
 Playwright cannot download its own browser here, so it drives that one. Without it, the
