@@ -29,7 +29,6 @@ from sitq.errors import (
     TaskStateError,
 )
 from sitq.hooks import TaskEvent, WorkerHooks
-from sitq.notebook import History, QueueSummary
 from sitq.options import TaskOptions, task
 from sitq.queue import TaskQueue, call
 from sitq.retry import (
@@ -48,7 +47,7 @@ from sitq.serialization import (
     SignedSerializer,
 )
 from sitq.sync import SyncTaskQueue, SyncWorker
-from sitq.task import TERMINAL, Attempt, Result, TaskInfo, TaskStatus
+from sitq.task import TERMINAL, Attempt, History, QueueSummary, Result, TaskInfo, TaskStatus
 from sitq.worker import Worker
 
 __version__ = "0.1.0"

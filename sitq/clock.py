@@ -3,6 +3,16 @@
 A queue full of retries and delays is hard to test and hard to teach with the wall clock.
 Every sitq part asks a `Clock` instead, so a test or a notebook can pass a `FakeClock` and
 watch a five-attempt exponential backoff unfold in virtual time, instantly and exactly.
+
+A clock answers three questions:
+
+- `now()`: what time is it?
+- `sleep_until(deadline)`: the deterministic drivers (`run_until_idle`) wait for the next
+  due task this way. A `FakeClock` simply jumps there.
+- `wait(deadline, event)`: background loops (the worker's idle wait, the lease heartbeat)
+  wait until a deadline *or* a signal. A `FakeClock` does not jump here: it returns when
+  someone moves virtual time past the deadline (`advance`, `set`) or the event is set.
+  That is how a test drives a heartbeat: `clock.advance(10)` and the heartbeat runs.
 """
 
 from __future__ import annotations
@@ -27,6 +37,30 @@ class Clock(Protocol):
         """Return once `now() >= deadline` (a virtual clock may jump there at once)."""
         ...
 
+    async def wait(self, deadline: float | None, event: asyncio.Event | None = None) -> bool:
+        """Wait until `deadline` (None: no deadline) or until `event` is set.
+
+        Returns True if the event was set, False if the deadline came first.
+        """
+        ...
+
+
+async def _wait_event(event: asyncio.Event | None, timeout: float | None) -> bool:
+    """Wait for `event` up to `timeout` real seconds (None: forever); True if it was set."""
+    if event is None:
+        if timeout is None:
+            await asyncio.Future()  # no deadline and nothing to wait for: until cancelled
+        elif timeout > 0:
+            await asyncio.sleep(timeout)
+        return False
+    if event.is_set():
+        return True
+    try:
+        await asyncio.wait_for(event.wait(), timeout)
+    except TimeoutError:
+        return False
+    return True
+
 
 class SystemClock:
     """The real clock: `time.time()` and real `asyncio.sleep`."""
@@ -39,20 +73,27 @@ class SystemClock:
         if delay > 0:
             await asyncio.sleep(delay)
 
+    async def wait(self, deadline: float | None, event: asyncio.Event | None = None) -> bool:
+        timeout = None if deadline is None else max(0.0, deadline - self.now())
+        return await _wait_event(event, timeout)
+
     def __repr__(self) -> str:
         return "SystemClock()"
 
 
 class FakeClock:
-    """Virtual time that only moves when told to, or when someone sleeps on it.
+    """Virtual time that only moves when told to, or when a driver sleeps on it.
 
-    `sleep_until` jumps straight to the deadline, so a worker waiting for a retry that is
-    due in 30 virtual seconds carries on at once. `advance` and `set` move time by hand.
+    `sleep_until` jumps straight to the deadline, so `run_until_idle` reaches a retry due in
+    30 virtual seconds at once. `advance` and `set` move time by hand, and wake every
+    `wait` whose deadline they pass (the worker's heartbeat, a started worker's idle wait).
     """
 
     def __init__(self, start: float = DEFAULT_FAKE_START) -> None:
         self._now = float(start)
         self.start = float(start)
+        self._moved = asyncio.Event()  # replaced on every move; waiters re-check the time
+        self._loops: set[asyncio.AbstractEventLoop] = set()
 
     def now(self) -> float:
         return self._now
@@ -61,14 +102,14 @@ class FakeClock:
         """Move time forward by `seconds` (never backward) and return the new time."""
         if not seconds >= 0:
             raise ValueError(f"FakeClock.advance needs seconds >= 0, got {seconds!r}")
-        self._now += seconds
+        self._move_to(self._now + seconds)
         return self._now
 
     def set(self, timestamp: float) -> None:
         """Jump to `timestamp`; moving backward is refused, as real time never does."""
         if timestamp < self._now:
             raise ValueError(f"FakeClock cannot go back from {self._now} to {timestamp}")
-        self._now = float(timestamp)
+        self._move_to(float(timestamp))
 
     def elapsed(self) -> float:
         """Virtual seconds since the clock was made: handy for printing schedules."""
@@ -81,8 +122,36 @@ class FakeClock:
 
     async def sleep_until(self, deadline: float) -> None:
         if deadline > self._now:
-            self._now = deadline
+            self._move_to(deadline)
         await asyncio.sleep(0)
+
+    async def wait(self, deadline: float | None, event: asyncio.Event | None = None) -> bool:
+        """Wait for `event`, or for virtual time to be moved past `deadline` by someone."""
+        self._loops.add(asyncio.get_running_loop())
+        while deadline is None or self._now < deadline:
+            if event is not None and event.is_set():
+                return True
+            moved = self._moved
+            waiters = [asyncio.ensure_future(moved.wait())]
+            if event is not None:
+                waiters.append(asyncio.ensure_future(event.wait()))
+            try:
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+        return event is not None and event.is_set()
+
+    def _move_to(self, timestamp: float) -> None:
+        """Set the time and wake the waiters (on their own loops: a SyncTaskQueue's loop
+        runs in another thread)."""
+        self._now = timestamp
+        moved, self._moved = self._moved, asyncio.Event()
+        for loop in list(self._loops):
+            if loop.is_closed():
+                self._loops.discard(loop)
+            else:
+                loop.call_soon_threadsafe(moved.set)
 
     def __repr__(self) -> str:
         return f"FakeClock(now=+{self.elapsed():g}s)"

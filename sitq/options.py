@@ -56,8 +56,12 @@ class TaskOptions:
             raise InvalidOptionError("give either delay= or eta=, not both")
         if self.eta is not None:
             _eta_timestamp(self.eta)
-        if self.priority is not None and not isinstance(self.priority, int):
-            raise InvalidOptionError(f"priority must be an int, got {self.priority!r}")
+        _check_priority(self.priority)
+        if self.name is not None and (not isinstance(self.name, str) or not self.name.strip()):
+            raise InvalidOptionError(
+                f"name must be a non-empty str (the task's name in history and breakers), "
+                f"got {self.name!r}"
+            )
         if self.executor is not None and self.executor not in EXECUTORS:
             raise InvalidOptionError(
                 f"executor must be one of {', '.join(EXECUTORS)}; got {self.executor!r}"
@@ -80,6 +84,25 @@ class TaskOptions:
         if self.eta is not None:
             return _eta_timestamp(self.eta)
         return now + (self.delay or 0.0)
+
+
+#: Priorities are stored as 64-bit integers (SQLite INTEGER, PostgreSQL BIGINT).
+PRIORITY_RANGE = (-(2**63), 2**63 - 1)
+
+
+def _check_priority(priority: object) -> None:
+    if priority is None:
+        return
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise InvalidOptionError(
+            f"priority must be a whole number (higher runs first), got {priority!r}"
+        )
+    low, high = PRIORITY_RANGE
+    if not low <= priority <= high:
+        raise InvalidOptionError(
+            f"priority {priority} is out of range: it must fit in 64 bits ({low} to {high}); "
+            "small numbers such as 0, 1, 10 are plenty"
+        )
 
 
 def _check_seconds(name: str, value: float | None, *, allow_zero: bool = True) -> None:

@@ -12,19 +12,21 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from sitq.backends.base import Backend, NewTask, Signal
+from sitq import state
+from sitq.backends.base import Backend, NewTask, first_of
 from sitq.clock import Clock, SystemClock
 from sitq.errors import (
+    InvalidOptionError,
     InvalidTaskError,
     PayloadTooLargeError,
     QueueClosedError,
+    SerializationError,
     TaskNotFoundError,
     TaskStateError,
 )
-from sitq.notebook import History, QueueSummary
 from sitq.options import TaskOptions, options_of, task_name
 from sitq.serialization import CloudpickleSerializer, Serializer, TaskCall
-from sitq.task import TERMINAL, Result, TaskInfo, TaskStatus, to_datetime
+from sitq.task import TERMINAL, History, QueueSummary, Result, TaskInfo, TaskStatus, to_datetime
 
 DEFAULT_MAX_PAYLOAD = 10 * 1024 * 1024
 FIRST_POLL = 0.02  # seconds; waits for results double this up to the backend's poll interval
@@ -57,6 +59,7 @@ class TaskQueue:
         self.clock = clock or SystemClock()
         self.max_payload_bytes = max_payload_bytes
         self._open = False
+        self._closed = False
 
     def __repr__(self) -> str:
         return f"TaskQueue({self.backend!r}, {self.serializer!r})"
@@ -64,7 +67,15 @@ class TaskQueue:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def connect(self) -> TaskQueue:
-        """Open the backend (creating its tables on first use)."""
+        """Open the backend (creating its tables on first use).
+
+        Optional: the first call that needs the database connects by itself, as in the
+        original sitq. `close()` (or leaving `async with`) ends the queue for good.
+        """
+        if self._closed:
+            raise QueueClosedError(
+                "this TaskQueue was closed and cannot be reused: make a new TaskQueue"
+            )
         if not self._open:
             await self.backend.connect()
             self._open = True
@@ -74,6 +85,7 @@ class TaskQueue:
         if self._open:
             self._open = False
             await self.backend.close()
+        self._closed = True
 
     async def __aenter__(self) -> TaskQueue:
         return await self.connect()
@@ -81,12 +93,10 @@ class TaskQueue:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    def _require_open(self) -> None:
+    async def _ready(self) -> None:
+        """Connect on first use; a closed queue says so."""
         if not self._open:
-            raise QueueClosedError(
-                "this TaskQueue is not connected: call `await queue.connect()` first (or use "
-                "`async with TaskQueue(...) as queue:`); a closed queue cannot be reused"
-            )
+            await self.connect()
 
     # -- enqueueing ------------------------------------------------------------------------
 
@@ -104,28 +114,41 @@ class TaskQueue:
 
         Each item is `sitq.call(func, *args, **kwargs)` or a tuple (func, args[, kwargs]).
         """
-        return await self._enqueue_calls([_as_call(c) for c in calls], TaskOptions())
+        return await self._enqueue_calls(_as_calls(calls), TaskOptions())
 
     def with_options(self, **options: Any) -> OptionsView:
         """Set options for the next enqueue: `queue.with_options(delay=5).enqueue(f, x)`."""
         return OptionsView(self, TaskOptions(**options))
 
     async def _enqueue_calls(self, calls: Sequence[TaskCall], options: TaskOptions) -> list[str]:
-        self._require_open()
+        await self._ready()
         now = self.clock.now()
-        rows = [self._new_task(c, options, now) for c in calls]
+        rows = [self._numbered(i, c, options, now, len(calls)) for i, c in enumerate(calls)]
         if rows:
             await self.backend.add_tasks(rows)
         return [row.task_id for row in rows]
 
+    def _numbered(
+        self, index: int, call: TaskCall, options: TaskOptions, now: float, total: int
+    ) -> NewTask:
+        """`_new_task`, with the call's place in a batch named in any error it raises."""
+        try:
+            return self._new_task(call, options, now)
+        except (InvalidTaskError, InvalidOptionError, PayloadTooLargeError,
+                SerializationError) as exc:  # fmt: skip
+            if total == 1:
+                raise
+            raise type(exc)(f"enqueue_many: call #{index} ({_describe(call)}): {exc}") from exc
+
     def _new_task(self, call: TaskCall, options: TaskOptions, now: float) -> NewTask:
+        """Merge the options once (call over function), serialize, and choose the state."""
         _check_callable(call.func)
         effective = options.merged_over(options_of(call.func))
         run_options = TaskOptions(
-            retry=options.retry,
-            timeout=options.timeout,
-            executor=options.executor,
-            name=options.name,
+            retry=effective.retry,
+            timeout=effective.timeout,
+            executor=effective.executor,
+            name=effective.name,
         )
         task_id = str(uuid.uuid4())  # before encoding: a signed payload is bound to its id
         payload = self.serializer.encode_call(
@@ -139,15 +162,19 @@ class TaskQueue:
                 "and pass its path or key, or raise TaskQueue(max_payload_bytes=...)"
             )
         due_at = effective.due_at(now)
-        status = TaskStatus.SCHEDULED if due_at > now else TaskStatus.QUEUED
+        max_attempts, policy = (None, None)
+        if effective.retry is not None:
+            max_attempts, policy = state.budget_of(effective.retry)
         return NewTask(
             task_id,
             task_name(call.func, effective),
             payload,
-            status,
+            state.on_enqueue(due_at, now),
             due_at,
             now,
             effective.priority or 0,
+            max_attempts,
+            policy,
         )
 
     # -- results ---------------------------------------------------------------------------
@@ -158,7 +185,8 @@ class TaskQueue:
         Returns the Result once the task succeeded, failed or was cancelled; returns None
         if it is still unfinished at the timeout, or if no task has this id.
         """
-        self._require_open()
+        check_task_id(task_id)
+        await self._ready()
         [result] = await self._wait_for([task_id], timeout, True, lambda _: None)
         return result
 
@@ -176,7 +204,7 @@ class TaskQueue:
         TaskNotFoundError unless `missing_ok`. `progress=True` shows a tqdm bar (a widget in
         JupyterLab, text in a terminal); the default shows it only on an interactive terminal.
         """
-        self._require_open()
+        await self._ready()
         ids = list(task_ids)
         from sitq.progress import ProgressBar
 
@@ -209,7 +237,9 @@ class TaskQueue:
             remaining = None if deadline is None else deadline - loop.time()
             if not pending or (remaining is not None and remaining <= 0):
                 break
-            await Signal.wait(ticket, poll if remaining is None else min(poll, remaining))
+            pause = poll if remaining is None else min(poll, remaining)
+            # in this process the settle signal rings; other processes show as a change
+            await first_of([ticket.wait(), self.backend.wait_for_change(pause)], pause)
             poll = min(poll * 2, self.backend.poll_interval)
         if missing and not missing_ok:
             raise TaskNotFoundError(f"no task with id(s) {sorted(map(str, missing))}")
@@ -231,15 +261,15 @@ class TaskQueue:
             started_at=to_datetime(info.started_at),
             finished_at=to_datetime(info.finished_at),
             task_name=info.name,
+            max_attempts=info.max_attempts,
         )
 
     # -- inspecting ------------------------------------------------------------------------
 
     async def get_task(self, task_id: str) -> TaskInfo:
         """The task's full row (status, attempts, progress...); TaskNotFoundError if none."""
-        self._require_open()
-        if not isinstance(task_id, str):
-            raise TaskNotFoundError(f"task ids are strings, got {type(task_id).__name__}")
+        check_task_id(task_id)
+        await self._ready()
         found = await self.backend.get_tasks([task_id])
         if task_id not in found:
             raise TaskNotFoundError(
@@ -253,7 +283,7 @@ class TaskQueue:
 
     async def counts(self) -> dict[TaskStatus, int]:
         """How many tasks are in each state (every state listed, zeros included)."""
-        self._require_open()
+        await self._ready()
         return await self.backend.counts()
 
     async def summary(self) -> QueueSummary:
@@ -263,7 +293,9 @@ class TaskQueue:
     async def history(self, task_id: str | None = None) -> History:
         """Attempt records, oldest first: of one task, or of every task (a list that
         shows as a table in Jupyter). A purged task's history stays readable."""
-        self._require_open()
+        if task_id is not None:
+            check_task_id(task_id)
+        await self._ready()
         records = await self.backend.attempts(task_id)
         if task_id is not None and not records:
             await self.get_task(task_id)  # an unknown id is an error, not "no attempts yet"
@@ -273,7 +305,7 @@ class TaskQueue:
 
     async def dead_letters(self) -> list[Result]:
         """Tasks that failed for good, with their error, traceback and attempt count."""
-        self._require_open()
+        await self._ready()
         rows = await self.backend.list_tasks([TaskStatus.FAILED])
         return [self._result(info) for info in rows]
 
@@ -291,7 +323,7 @@ class TaskQueue:
 
     async def purge_dead_letters(self) -> int:
         """Delete every dead letter (their attempt history stays); return how many."""
-        self._require_open()
+        await self._ready()
         return await self.backend.purge([TaskStatus.FAILED])
 
     async def cancel(self, task_id: str) -> bool:
@@ -318,19 +350,39 @@ class OptionsView:
         return task_id
 
     async def enqueue_many(self, calls: Iterable[TaskCall | tuple[Any, ...]]) -> list[str]:
-        return await self._queue._enqueue_calls([_as_call(c) for c in calls], self.options)
+        return await self._queue._enqueue_calls(_as_calls(calls), self.options)
 
 
-def _as_call(item: TaskCall | tuple[Any, ...]) -> TaskCall:
+def _as_call(item: TaskCall | tuple[Any, ...], index: int = 0) -> TaskCall:
     if isinstance(item, TaskCall):
         return item
     if isinstance(item, tuple) and 2 <= len(item) <= 3:
         func, args, *rest = item
-        return TaskCall(func, tuple(args), dict(rest[0]) if rest else {})
+        kwargs = rest[0] if rest else {}
+        if isinstance(args, tuple | list) and isinstance(kwargs, dict):
+            return TaskCall(func, tuple(args), dict(kwargs))
     raise InvalidTaskError(
-        f"enqueue_many takes sitq.call(func, *args, **kwargs) or (func, args[, kwargs]) "
-        f"items, got {item!r}"
+        f"enqueue_many: item #{index} is {item!r}; each item is sitq.call(func, *args, "
+        "**kwargs) or a tuple (func, args_tuple[, kwargs_dict]), e.g. (square, (5,))"
     )
+
+
+def _as_calls(items: Iterable[TaskCall | tuple[Any, ...]]) -> list[TaskCall]:
+    return [_as_call(item, index) for index, item in enumerate(items)]
+
+
+def _describe(call: TaskCall) -> str:
+    return getattr(call.func, "__qualname__", None) or type(call.func).__name__
+
+
+def check_task_id(task_id: object) -> str:
+    """Task ids are the strings `enqueue` returned; anything else is a typed error."""
+    if not isinstance(task_id, str):
+        raise TaskNotFoundError(
+            f"task ids are strings (as enqueue() returned them), got {type(task_id).__name__}"
+            f" {task_id!r}; for many tasks use queue.gather(ids)"
+        )
+    return task_id
 
 
 def _check_callable(func: Any) -> None:

@@ -31,12 +31,11 @@ from typing import Any, TypeVar
 from sitq.backends.base import Backend
 from sitq.clock import Clock
 from sitq.errors import QueueClosedError
-from sitq.notebook import History, QueueSummary
 from sitq.options import TaskOptions
 from sitq.progress import ProgressBar
 from sitq.queue import DEFAULT_MAX_PAYLOAD, OptionsView, TaskQueue
 from sitq.serialization import Serializer, TaskCall
-from sitq.task import Result, TaskInfo, TaskStatus
+from sitq.task import History, QueueSummary, Result, TaskInfo, TaskStatus
 from sitq.worker import Worker
 
 T = TypeVar("T")
@@ -185,14 +184,11 @@ class SyncTaskQueue:
         return loop.run(coro)
 
     def _open_loop(self) -> LoopThread:
-        if self._loop is not None:
-            return self._loop
-        if self._closed:
-            raise QueueClosedError("this SyncTaskQueue was closed; make a new one")
-        raise QueueClosedError(
-            "this SyncTaskQueue is not connected: call queue.connect() first, or use "
-            "`with SyncTaskQueue(...) as queue:`"
-        )
+        """The loop thread; the first call connects by itself (like TaskQueue)."""
+        if self._loop is None:
+            self.connect()
+        assert self._loop is not None
+        return self._loop
 
     # -- the TaskQueue methods, without await ----------------------------------------------
 

@@ -7,9 +7,12 @@ build tables and plots from it without touching the database.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+
+from sitq.html import history_html, result_html, table_html
 
 
 class TaskStatus(StrEnum):
@@ -61,6 +64,7 @@ class Result:
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
     task_name: str = ""
+    max_attempts: int | None = None
 
     @property
     def duration(self) -> float | None:
@@ -80,8 +84,6 @@ class Result:
         return self.status not in TERMINAL
 
     def _repr_html_(self) -> str:
-        from sitq.notebook import result_html
-
         return result_html(self)
 
 
@@ -140,4 +142,59 @@ class TaskInfo:
     traceback: str | None = None
     progress: float | None = None
     progress_message: str | None = None
+    max_attempts: int | None = None  # the retry budget (None: the worker's default, unclaimed)
+    retry_policy: str | None = None  # a few words, e.g. "exponential, 5 attempts"
+    tries: int | None = None  # attempts since the last requeue: what the budget counts
     result: bytes | None = field(default=None, repr=False)
+
+    @property
+    def attempt_text(self) -> str:
+        """ "attempt 2 of 5" (or "attempt 2" while the budget is not known yet)."""
+        tries = self.attempts if self.tries is None else self.tries
+        if self.max_attempts is None:
+            return f"attempt {tries}"
+        return f"attempt {tries} of {self.max_attempts}"
+
+
+class History(list[Attempt]):
+    """What `queue.history()` returns: a plain list of `Attempt`s that Jupyter shows as a
+    table. Everything a list does still works (len, slicing, loops, `== [...]`)."""
+
+    def _repr_html_(self) -> str:
+        return history_html(self)
+
+
+@dataclass(frozen=True)
+class QueueSummary:
+    """What `queue.summary()` returns: how many tasks are in each state, at one moment."""
+
+    counts: Mapping[TaskStatus, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def waiting(self) -> int:
+        """Queued, scheduled or retrying: tasks a worker has still to run."""
+        return sum(self.counts.get(s, 0) for s in WAITING)
+
+    @property
+    def finished(self) -> int:
+        """Succeeded, failed or cancelled: tasks that will not change on their own."""
+        return sum(self.counts.get(s, 0) for s in TERMINAL)
+
+    @property
+    def dead_letters(self) -> int:
+        return self.counts.get(TaskStatus.FAILED, 0)
+
+    def __getitem__(self, status: TaskStatus | str) -> int:
+        return self.counts.get(TaskStatus(status), 0)
+
+    def __repr__(self) -> str:
+        parts = ", ".join(f"{s.value}={self[s]}" for s in TaskStatus)
+        return f"QueueSummary({parts}; total={self.total})"
+
+    def _repr_html_(self) -> str:
+        rows: list[tuple[str, int]] = [(s.value, self[s]) for s in TaskStatus]
+        return table_html(["status", "tasks"], [*rows, ("total", self.total)])

@@ -1,11 +1,13 @@
 """Worker: claim due tasks, run them, settle their outcomes.
 
-A worker's life is one loop: *claim* due tasks under a lease, *run* each one
-(`sitq.execution`), *decide* what happens next (`sitq.decision`), and *settle* that in the
-backend. Two ways to drive it:
+A worker's life is one loop: *claim* due tasks under a lease (`backend.claim`), *run* each
+one (`sitq.running`, `sitq.execution`), let `sitq.state` *decide* what happens next, and
+*settle* that through one batched path (`sitq.settling`). Leases are kept alive by a
+heartbeat (`sitq.leases`). Two ways to drive it:
 
 - `await worker.start()` / `await worker.stop()`: a background loop on the current event
-  loop, as in the tutorial; it wakes when work is enqueued or falls due.
+  loop, as in the tutorial; it wakes when work is enqueued (in this process at once, from
+  other processes within milliseconds) or falls due.
 - `await worker.run_once()` / `await worker.run_until_idle()`: deterministic steps for
   tests and notebooks. With a FakeClock, `run_until_idle` jumps virtual time to each retry.
 """
@@ -14,29 +16,32 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import random
 import socket
 import uuid
 from collections.abc import Mapping
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from contextlib import suppress
-from dataclasses import replace
 
-from sitq.backends.base import Backend, ClaimedTask, Settlement, Signal
+from sitq import state
+from sitq.backends.base import Backend, ClaimedTask, Signal, first_of
 from sitq.breaker import CircuitBreaker
 from sitq.clock import Clock, SystemClock
-from sitq.context import TaskContext, reset_current, set_current
-from sitq.decision import Decision, decide
-from sitq.execution import Outcome, run_call
-from sitq.hooks import TaskEvent, WorkerHooks, call_hook
-from sitq.options import TaskOptions, options_of
-from sitq.retry import NO_RETRY, RetryPolicy, WorkerLost
-from sitq.serialization import CloudpickleSerializer, Serializer, TaskCall
-from sitq.task import Attempt, TaskStatus
+from sitq.errors import InvalidOptionError
+from sitq.hooks import WorkerHooks
+from sitq.leases import LeaseKeeper
+from sitq.pools import DaemonThreadPool
+from sitq.retry import NO_RETRY, RetryPolicy
+from sitq.running import SHUTDOWN, TaskRunner
+from sitq.serialization import CloudpickleSerializer, Serializer
+from sitq.settling import Settler
 
 logger = logging.getLogger("sitq.worker")
+
+DEFAULT_RETENTION = 7 * 24 * 3600.0  # finished tasks are kept a week, then pruned
+PRUNE_EVERY = 60.0  # seconds between two retention sweeps of one worker
+PRUNE_BATCH = 500  # tasks deleted per sweep: small, so a sweep never holds the lock long
 
 
 class Worker:
@@ -47,7 +52,9 @@ class Worker:
     without a heartbeat; heartbeats renew it every lease_seconds/3 while a task runs.
     breakers: {task name: CircuitBreaker}. hooks: a WorkerHooks. clock, rng: injectable
     time and jitter randomness. shutdown_grace: seconds `stop()` waits for running tasks
-    before handing them back to the queue.
+    before handing them back to the queue. poll_interval: the longest an idle worker goes
+    without looking (default: the backend's). retention: seconds finished tasks are kept
+    before workers prune them (None: keep forever); dead letters stay until purged.
     """
 
     def __init__(
@@ -66,36 +73,36 @@ class Worker:
         rng: random.Random | None = None,
         shutdown_grace: float | None = 30.0,
         processes: int | None = None,
+        poll_interval: float | None = None,
+        retention: float | None = DEFAULT_RETENTION,
     ) -> None:
         if concurrency is not None and max_concurrency is not None:
-            raise ValueError("give concurrency= or its alias max_concurrency=, not both")
+            raise InvalidOptionError("give concurrency= or its alias max_concurrency=, not both")
         chosen = concurrency if concurrency is not None else max_concurrency
-        self.concurrency = 10 if chosen is None else chosen
-        if not isinstance(self.concurrency, int) or self.concurrency < 1:
-            raise ValueError(f"concurrency must be an int >= 1, got {self.concurrency!r}")
-        if not lease_seconds > 0:
-            raise ValueError(f"lease_seconds must be > 0, got {lease_seconds!r}")
+        self.concurrency = _count("concurrency", 10 if chosen is None else chosen)
+        self.lease_seconds = _seconds("lease_seconds", lease_seconds)
+        self.poll_interval = _seconds("poll_interval", poll_interval, optional=True)
+        self.shutdown_grace = _seconds("shutdown_grace", shutdown_grace, optional=True, zero=True)
+        self.retention = _seconds("retention", retention, optional=True)
+        if processes is not None:
+            _count("processes", processes)
         self.backend = backend
         self.serializer = serializer or CloudpickleSerializer()
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.clock = clock or SystemClock()
         self.retry = retry or NO_RETRY
-        self.lease_seconds = lease_seconds
         self.breakers = dict(breakers or {})
         self.hooks = hooks or WorkerHooks()
         self.rng = rng or random.Random()
-        self.shutdown_grace = shutdown_grace
-        self._threads = ThreadPoolExecutor(self.concurrency, thread_name_prefix="sitq-task")
         self._process_count = processes
-        self._processes: ProcessPoolExecutor | None = None
-        self._leases: dict[str, int] = {}  # task id -> fencing token, while running
         self._running: dict[str, asyncio.Task[None]] = {}
-        self._stop_reasons: dict[str, str] = {}  # task id -> why we cancelled it
         self._loop_task: asyncio.Task[None] | None = None
-        self._keeper: asyncio.Task[None] | None = None
         self._wake = Signal()
         self._stopping = False
         self._connected = False
+        self._next_prune = 0.0
+        self._runner: TaskRunner | None = None
+        self._keeper: LeaseKeeper | None = None
         self.processed = 0
 
     def __repr__(self) -> str:
@@ -133,11 +140,38 @@ class Worker:
         if self._running:
             await asyncio.wait(list(self._running.values()), timeout=grace)
         for task_id, running in list(self._running.items()):
-            self._stop_reasons[task_id] = "shutdown"
+            self.runner.stop_reasons[task_id] = SHUTDOWN
             running.cancel()
         if self._running:
             await asyncio.wait(list(self._running.values()))
         await self._close()
+
+    @property
+    def runner(self) -> TaskRunner:
+        if self._runner is None:
+            threads = DaemonThreadPool(self.concurrency)
+            self._runner = TaskRunner(
+                self.worker_id,
+                self.backend,
+                self.serializer,
+                Settler(self.backend),
+                self.clock,
+                self.rng,
+                self.retry,
+                self.hooks,
+                self.breakers,
+                threads,
+                self._process_count,
+            )
+        return self._runner
+
+    @property
+    def keeper(self) -> LeaseKeeper:
+        if self._keeper is None:
+            self._keeper = LeaseKeeper(
+                self.backend, self.clock, self.worker_id, self.lease_seconds, self._lease_ended
+            )
+        return self._keeper
 
     async def _ensure_connected(self) -> None:
         if not self._connected:
@@ -145,16 +179,15 @@ class Worker:
             self._connected = True
 
     async def _close(self) -> None:
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.settler.drain()
+            runner.threads.shutdown(wait=False)
+            if runner.processes is not None:
+                runner.processes.shutdown(wait=False, cancel_futures=True)
         if self._keeper is not None:
-            self._keeper.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._keeper
+            await self._keeper.close()
             self._keeper = None
-        self._threads.shutdown(wait=False)
-        self._threads = ThreadPoolExecutor(self.concurrency, thread_name_prefix="sitq-task")
-        if self._processes is not None:
-            self._processes.shutdown(wait=False, cancel_futures=True)
-            self._processes = None
         if self._connected:
             self._connected = False
             await self.backend.close()
@@ -196,396 +229,98 @@ class Worker:
             try:
                 await self._loop_step()
             except Exception:
+                pause = self._poll_interval
                 logger.exception(
-                    "worker %s: error in its main loop; retrying in %.1fs",
-                    self.worker_id,
-                    self.backend.poll_interval,
+                    "worker %s: error in its main loop; retrying in %.1fs", self.worker_id, pause
                 )
-                await self._wait_any([self._wake.ticket()], self.backend.poll_interval)
+                await first_of([self._wake.ticket().wait()], pause)
+
+    @property
+    def _poll_interval(self) -> float:
+        return self.poll_interval or self.backend.poll_interval
 
     async def _loop_step(self) -> None:
         """One turn of the main loop: claim what fits, or wait for a reason to look again."""
         free = self.concurrency - len(self._running)
         work_ticket, wake_ticket = self.backend.work_signal.ticket(), self._wake.ticket()
         if free <= 0:
-            await self._wait_any([wake_ticket], None)
+            await first_of([wake_ticket.wait()], None)
             return
         claimed = await self._claim(free)
         for task in claimed:
             self._spawn(task)
         if claimed:
             return
-        timeout = await self._idle_timeout()
-        if timeout is not None and timeout <= 0:
-            return
-        await self._wait_any([work_ticket, wake_ticket], timeout)
-
-    @property
-    def _virtual_time(self) -> bool:
-        """True for a clock that can be moved by hand (FakeClock): time may jump."""
-        return hasattr(self.clock, "advance")
-
-    async def _idle_timeout(self) -> float | None:
-        """Real seconds to wait before looking again: the next due time, or the poll."""
+        await self._prune_now_and_then()
         next_due = await self.backend.next_due_at()
-        poll = self.backend.poll_interval
-        if next_due is None:
-            return poll
-        if self._virtual_time:
-            await self.clock.sleep_until(next_due)  # virtual time: jump, do not wait
-            return 0.0
-        return min(poll, next_due - self.clock.now())
+        await first_of(
+            [
+                work_ticket.wait(),
+                wake_ticket.wait(),
+                self.clock.wait(next_due),
+                self.backend.wait_for_change(self._poll_interval),
+            ],
+            None,
+        )
 
-    @staticmethod
-    async def _wait_any(tickets: list[asyncio.Event], timeout: float | None) -> None:
-        waiters = [asyncio.ensure_future(t.wait()) for t in tickets]
-        try:
-            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
+    async def _prune_now_and_then(self) -> None:
+        """Retention: now and then, delete a small batch of long-finished tasks."""
+        now = self.clock.now()
+        if self.retention is None or now < self._next_prune:
+            return
+        self._next_prune = now + PRUNE_EVERY
+        pruned = await self.backend.prune(now - self.retention, PRUNE_BATCH)
+        if pruned:
+            logger.info("worker %s pruned %d finished tasks", self.worker_id, pruned)
 
-    # -- claim, run, settle ----------------------------------------------------------------
+    # -- claim and spawn ------------------------------------------------------------------
 
     async def _claim(self, limit: int) -> list[ClaimedTask]:
-        if self._leases and self._virtual_time:
-            await self._renew()  # virtual time may have jumped past our own leases
-        return await self.backend.claim(self.worker_id, limit, self.clock.now(), self.lease_seconds)
+        return await self.backend.claim(
+            self.worker_id,
+            limit,
+            self.clock.now,
+            self.lease_seconds,
+            held=list(self.keeper.tokens),
+            default_budget=state.budget_of(self.retry),
+        )
 
     def _spawn(self, claimed: ClaimedTask) -> asyncio.Task[None]:
-        self._leases[claimed.task_id] = claimed.token
-        running = asyncio.create_task(self._process(claimed))
+        self.keeper.hold(claimed.task_id, claimed.token)
+        running = asyncio.create_task(self.runner.process(claimed))
         self._running[claimed.task_id] = running
         running.add_done_callback(lambda _: self._forget(claimed.task_id))
-        if self._keeper is None or self._keeper.done():
-            self._keeper = asyncio.create_task(self._keep_leases())
         return running
 
     def _forget(self, task_id: str) -> None:
         self._running.pop(task_id, None)
-        self._leases.pop(task_id, None)
-        self._stop_reasons.pop(task_id, None)
+        if self._keeper is not None:
+            self._keeper.release(task_id)
+        if self._runner is not None:
+            self._runner.stop_reasons.pop(task_id, None)
         self.processed += 1
         self._wake.ring()
 
-    async def _process(self, claimed: ClaimedTask) -> None:
-        """Run one claimed task end to end; never raises (errors become outcomes)."""
-        try:
-            await self._process_claimed(claimed)
-        except asyncio.CancelledError:
-            if self._stop_reasons.get(claimed.task_id) == "shutdown":
-                await self._hand_back(claimed)
-            elif self._stop_reasons.get(claimed.task_id) != "lost":
-                raise
-        except Exception:
-            logger.exception("worker %s failed to process task %s", self.worker_id, claimed.task_id)
-
-    async def _process_claimed(self, claimed: ClaimedTask) -> None:
-        if claimed.lost_attempt is not None and await self._settle_lost(claimed):
-            return
-        try:
-            call = self.serializer.decode_call(claimed.payload, task_id=claimed.task_id)
-        except Exception as exc:  # corrupted, tampered or unimportable: fail, never run
-            await self._finish(claimed, Outcome.failed(exc), NO_RETRY, claimed.claimed_at)
-            return
-        options = self._options_for(call)
-        breaker = self.breakers.get(claimed.name)
-        if breaker is not None and not breaker.allow():
-            await self._defer(claimed, breaker)
-            return
-        started = self.clock.now()
-        outcome = await self._run(claimed, call, options)
-        if breaker is not None:
-            breaker.record_success() if outcome.ok else breaker.record_failure()
-        await self._finish(claimed, outcome, options.retry or self.retry, started, options)
-
-    def _options_for(self, call: TaskCall) -> TaskOptions:
-        per_call = call.options or TaskOptions()
-        return per_call.merged_over(options_of(call.func))
-
-    async def _run(self, claimed: ClaimedTask, call: TaskCall, options: TaskOptions) -> Outcome:
-        context = TaskContext(
-            claimed.task_id,
-            claimed.name,
-            claimed.attempt,
-            self.worker_id,
-            lambda fraction, message: self.backend.set_progress(
-                claimed.task_id, claimed.token, fraction, message
-            ),
-            asyncio.get_running_loop(),
-            started_at=self.clock.now(),
-        )
-        token = set_current(context)
-        try:
-            if options.executor == "process" and self._processes is None:
-                self._processes = ProcessPoolExecutor(self._process_count)
-            pool = self._processes
-            outcome = await run_call(
-                call,
-                timeout=options.timeout,
-                threads=self._threads,
-                processes=pool,
-                executor=options.executor,
-            )
-            broken = isinstance(outcome.error, BrokenProcessPool)
-            if broken and pool is not None and pool is self._processes:
-                self._processes = None  # a child died (os._exit, a crash): the next task
-                pool.shutdown(wait=False)  # starts a new pool instead of failing too
-            await context.flush_progress()  # a last report must land before the outcome
-            return outcome
-        except asyncio.CancelledError as exc:
-            if self._stop_reasons.get(claimed.task_id) == "cancelled":
-                asyncio.current_task().uncancel()  # type: ignore[union-attr]
-                return Outcome.failed(exc)
-            raise
-        finally:
-            reset_current(token)
-
-    async def _finish(
-        self,
-        claimed: ClaimedTask,
-        outcome: Outcome,
-        policy: RetryPolicy,
-        started: float,
-        options: TaskOptions | None = None,
-    ) -> None:
-        now = self.clock.now()
-        decision = self._decide(claimed, outcome.error, claimed.try_number, policy, now)
-        result = None
-        if outcome.ok:
-            try:
-                result = self.serializer.encode_value(outcome.value, task_id=claimed.task_id)
-            except Exception as exc:  # an unserializable return value fails the task
-                outcome, decision = Outcome.failed(exc), decide(exc, 1, NO_RETRY, now, self.rng)
-        attempt = self._attempt(claimed, started, now, decision, outcome.error)
-        settlement = Settlement(
-            claimed.task_id,
-            claimed.token,
-            decision.status,
-            now,
-            due_at=decision.due_at,
-            result=result,
-            error=_message(outcome.error),
-            error_type=_type_name(outcome.error),
-            traceback=outcome.traceback,
-            attempt=attempt,
-        )
-        [accepted] = await self.backend.settle([settlement])
-        if not accepted:
-            logger.warning(
-                "task %s: lease lost before settling; outcome discarded (another "
-                "worker owns it now)",
-                claimed.task_id,
-            )
-            return
-        self._report(claimed, decision, outcome)
-
-    def _decide(
-        self,
-        claimed: ClaimedTask,
-        error: BaseException | None,
-        try_number: int,
-        policy: RetryPolicy,
-        now: float,
-    ) -> Decision:
-        """`decide`, guarded: a retry_on predicate or custom delay function that raises
-        fails the task for good (logged), instead of leaving it stuck as running."""
-        try:
-            return decide(error, try_number, policy, now, self.rng, claimed.last_delay)
-        except Exception:
-            logger.exception(
-                "task %s (%s): its retry policy raised while judging %r; the task fails for good",
-                claimed.task_id, claimed.name, error,
-            )  # fmt: skip
-            return decide(error, try_number, NO_RETRY, now, self.rng)
-
-    def _attempt(
-        self,
-        claimed: ClaimedTask,
-        started: float,
-        now: float,
-        decision: Decision,
-        error: BaseException | None,
-    ) -> Attempt:
-        return Attempt(
-            claimed.task_id,
-            claimed.name,
-            claimed.attempt,
-            self.worker_id,
-            claimed.scheduled_for,
-            started,
-            now,
-            decision.outcome,
-            _type_name(error),
-            _message(error),
-            decision.delay,
-        )
-
-    def _report(self, claimed: ClaimedTask, decision: Decision, outcome: Outcome) -> None:
-        """Log and call hooks for a stored outcome.
-
-        Log records also carry task_id, task_name, attempt and error_type as attributes,
-        so a logging handler can filter or alert on them without parsing the message.
-        """
-        event = TaskEvent(claimed.task_id, claimed.name, claimed.attempt, self.worker_id)
-        error = outcome.error
-        fields = {
-            "task_id": event.task_id,
-            "task_name": event.task_name,
-            "attempt": event.attempt,
-            "error_type": _type_name(error),
-        }
-        if error is None:
-            logger.debug(
-                "task %s (%s) succeeded on attempt %d",
-                event.task_id,
-                event.task_name,
-                event.attempt,
-                extra=fields,
-            )
-            call_hook(self.hooks, "on_success", event, outcome.value)
-            return
-        if decision.status is TaskStatus.CANCELLED:  # a choice, not a failure
-            logger.info("task %s (%s) cancelled", event.task_id, event.task_name, extra=fields)
-            return
-        call_hook(self.hooks, "on_failure", event, error)
-        if decision.retries:
-            logger.warning(
-                "task %s (%s) attempt %d failed: %s: %s; retrying in %.3gs",
-                event.task_id,
-                event.task_name,
-                event.attempt,
-                _type_name(error),
-                error,
-                decision.delay,
-                extra=fields,
-            )
-            call_hook(self.hooks, "on_retry", event, error, decision.delay)
-        elif decision.status is TaskStatus.FAILED:
-            logger.error(
-                "task %s (%s) failed for good after attempt %d: %s: %s",
-                event.task_id,
-                event.task_name,
-                event.attempt,
-                _type_name(error),
-                error,
-                extra=fields,
-            )
-            call_hook(self.hooks, "on_dead_letter", event, error)
-
-    async def _settle_lost(self, claimed: ClaimedTask) -> bool:
-        """Record the attempt of a worker that died holding this task; True if that ends
-        the run here (the policy retries later or gives up)."""
-        lost = claimed.lost_attempt
-        assert lost is not None
-        error = WorkerLost(f"worker {lost.worker_id} stopped renewing its lease")
-        try:
-            call = self.serializer.decode_call(claimed.payload, task_id=claimed.task_id)
-            policy = self._options_for(call).retry or self.retry
-        except Exception:
-            policy = NO_RETRY
-        now = self.clock.now()
-        decision = self._decide(claimed, error, claimed.try_number - 1, policy, now)
-        record = Attempt(
-            claimed.task_id,
-            claimed.name,
-            claimed.attempt - 1,
-            lost.worker_id,
-            lost.scheduled_for,
-            lost.started_at,
-            claimed.scheduled_for,
-            "worker_lost",
-            "WorkerLost",
-            str(error),
-            decision.delay,
-        )
-        lost_run = replace(claimed, attempt=claimed.attempt - 1)  # logs and hooks name it
-        if decision.retries and decision.delay == 0:
-            await self.backend.append_attempt(record)  # retry at once: run it now
-            self._report(lost_run, decision, Outcome(error=error))
-            return False
-        settlement = Settlement(
-            claimed.task_id,
-            claimed.token,
-            decision.status,
-            now,
-            due_at=decision.due_at,
-            error=str(error),
-            error_type="WorkerLost",
-            attempt=record,
-            refund_attempt=True,
-        )
-        await self.backend.settle([settlement])
-        self._report(lost_run, decision, Outcome(error=error))
-        return True
-
-    async def _defer(self, claimed: ClaimedTask, breaker: CircuitBreaker) -> None:
-        """The task's circuit breaker is open: put it back until the breaker may admit it."""
-        now = self.clock.now()
-        due = breaker.retry_at() or now + breaker.recovery_timeout
-        await self.backend.settle(
-            [
-                Settlement(
-                    claimed.task_id,
-                    claimed.token,
-                    TaskStatus.SCHEDULED,
-                    now,
-                    due_at=max(due, now),
-                    refund_attempt=True,
-                )
-            ]
-        )
-        logger.info(
-            "task %s (%s) deferred: circuit breaker %s is open",
-            claimed.task_id,
-            claimed.name,
-            breaker.name,
-        )
-
-    async def _hand_back(self, claimed: ClaimedTask) -> None:
-        """Shutdown: return a running task to the queue, its attempt refunded."""
-        now = self.clock.now()
-        await self.backend.settle(
-            [
-                Settlement(
-                    claimed.task_id,
-                    claimed.token,
-                    TaskStatus.QUEUED,
-                    now,
-                    due_at=now,
-                    refund_attempt=True,
-                )
-            ]
-        )
-        logger.info("task %s handed back to the queue at shutdown", claimed.task_id)
-
-    # -- leases ---------------------------------------------------------------------------
-
-    async def _keep_leases(self) -> None:
-        """Heartbeat: renew our leases every lease_seconds/3 while tasks run."""
-        while self._leases:
-            await asyncio.sleep(self.lease_seconds / 3)
-            try:
-                await self._renew()
-            except Exception:  # keep beating: one failed renewal must not end the heartbeat
-                logger.exception("worker %s: lease renewal failed; retrying", self.worker_id)
-
-    async def _renew(self) -> None:
-        leases = list(self._leases.items())
-        lost = await self.backend.renew_leases(leases, self.clock.now(), self.lease_seconds)
-        for task_id in lost:
-            running = self._running.get(task_id)
-            if running is None:
-                continue
-            info = await self.backend.get_tasks([task_id])
-            cancelled = task_id in info and info[task_id].status is TaskStatus.RUNNING
-            self._stop_reasons[task_id] = "cancelled" if cancelled else "lost"
+    def _lease_ended(self, task_id: str, reason: str) -> None:
+        """The heartbeat found a lease lost or a cancel requested: stop that task."""
+        running = self._running.get(task_id)
+        if running is not None:
+            self.runner.stop_reasons[task_id] = reason
             running.cancel()
 
 
-def _type_name(error: BaseException | None) -> str | None:
-    return None if error is None else type(error).__name__
+def _count(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidOptionError(f"{name} must be a whole number >= 1, got {value!r}")
+    return value
 
 
-def _message(error: BaseException | None) -> str | None:
-    return None if error is None else str(error)
+def _seconds(name: str, value: object, *, optional: bool = False, zero: bool = False) -> float:
+    """A finite number of seconds (> 0, or >= 0 with `zero`); None only when `optional`."""
+    if value is None and optional:
+        return None  # type: ignore[return-value]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidOptionError(f"{name} must be a finite number of seconds, got {value!r}")
+    if value < 0 or (value == 0 and not zero):
+        raise InvalidOptionError(f"{name} must be {'>= 0' if zero else '> 0'}, got {value!r}")
+    return float(value)

@@ -198,13 +198,15 @@ async def test_bad_tasks_are_refused_at_enqueue(queue: TaskQueue) -> None:
     assert sum((await queue.counts()).values()) == 0
 
 
-async def test_closed_queue_is_a_typed_error(backend: SQLiteBackend) -> None:
+async def test_a_queue_connects_on_first_use_and_a_closed_one_is_a_typed_error(
+    backend: SQLiteBackend,
+) -> None:
+    """The original sitq's programs use TaskQueue(backend) without connect(): that works."""
     queue = TaskQueue(backend)
-    with pytest.raises(QueueClosedError, match="connect"):
-        await queue.enqueue(add, 1, 2)
-    async with queue:
-        await queue.enqueue(add, 1, 2)
-    with pytest.raises(QueueClosedError):
+    task_id = await queue.enqueue(add, 1, 2)  # never connected: connects by itself
+    assert await queue.status(task_id) is TaskStatus.QUEUED
+    await queue.close()
+    with pytest.raises(QueueClosedError, match="cannot be reused"):
         await queue.get_result("x")
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sitq import BackendError, SchemaVersionError, SQLiteBackend
-from sitq.backends.sqlite import SCHEMA_VERSION
+from sitq.backends.sqlite_sql import SCHEMA_VERSION
 
 
 async def test_file_database_uses_wal_and_owner_only_permissions(db_path: Path) -> None:

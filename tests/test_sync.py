@@ -150,11 +150,10 @@ def test_closes_cleanly(db_path: Path) -> None:
     queue.close()  # twice is fine
 
 
-def test_use_after_close_or_before_connect_is_a_clear_error(db_path: Path) -> None:
+def test_first_use_connects_and_use_after_close_is_a_clear_error(db_path: Path) -> None:
     queue = make_queue(db_path)
-    with pytest.raises(QueueClosedError, match="not connected"):
-        queue.enqueue(add, 1, 2)
-    queue.connect()
+    task_id = queue.enqueue(add, 1, 2)  # connects by itself, like TaskQueue
+    assert queue.status(task_id) is TaskStatus.QUEUED
     queue.close()
     with pytest.raises(QueueClosedError, match="closed"):
         queue.enqueue(add, 1, 2)

@@ -33,7 +33,7 @@ class WorkerProcess:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS_DIR), env.get("PYTHONPATH")]))
         env[LOG_ENV] = str(log)
         command = [sys.executable, "-m", "sitq", "worker", str(db)]
-        command += ["--import", "reliability_tasks", *options]
+        command += ["--create", "--import", "reliability_tasks", *options]
         self.stderr_path = folder / f"worker-{time.monotonic_ns()}.stderr"
         with self.stderr_path.open("wb") as stderr:
             self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, env=env)

@@ -5,32 +5,50 @@ tasks under a lease*, *settle outcomes* and *read* rows and history. Each of the
 atomic operation, so a backend is free to do it in as few round trips as its database
 allows, and a new backend (PostgreSQL...) only has to implement this page.
 
-Decisions (retry or not, when, dead or not) are made by the worker in `sitq.decision`;
-a backend only stores what a `Settlement` says, and refuses it if the lease's fencing token
-no longer matches (another worker took the task over).
+Decisions (retry or not, when, dead or not) are made in `sitq.state`; a backend only
+stores what a `Settlement` says, and refuses it, in the same statement, if the lease's
+fencing token no longer matches (another worker took the task over). Each operation is
+atomic and cancellation-safe: cancelling the awaiting coroutine (a timeout, `stop()`,
+Ctrl-C) never leaves a transaction open or a lock held.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from sitq.task import Attempt, TaskInfo, TaskStatus
+
+#: A time source for a backend operation: a timestamp, or a function read once the
+#: operation holds the database's write lock (so a wait for the lock never shortens a lease).
+Now = float | Callable[[], float]
+
+
+def read_now(now: Now) -> float:
+    """The timestamp `now` stands for (call it when it is a function)."""
+    return now() if callable(now) else float(now)
 
 
 @dataclass(frozen=True)
 class NewTask:
-    """A row to insert: the queue has already serialized the call."""
+    """A row to insert: the queue has already serialized the call and chosen its state.
+
+    `max_attempts` and `retry_policy` are the retry budget as data (None: the worker's
+    default policy applies; the claim fills them in), so a plain SQL query, `sitq status`
+    and the HTML tables can say "attempt 2 of 5" without unpickling anything.
+    """
 
     task_id: str
     name: str
     payload: bytes
-    status: TaskStatus  # QUEUED or SCHEDULED
+    status: TaskStatus  # QUEUED or SCHEDULED, from state.on_enqueue
     due_at: float
     enqueued_at: float
     priority: int = 0
+    max_attempts: int | None = None
+    retry_policy: str | None = None
 
 
 @dataclass(frozen=True)
@@ -40,9 +58,9 @@ class ClaimedTask:
     `attempt` counts every attempt the task ever had (history numbering); `try_number` counts
     since the last `requeue`, which is what a retry budget is measured against. `token` is
     the fencing token: only a settlement carrying it is accepted. `lost_attempt` is set when
-    the task was taken over from a worker whose lease expired (that attempt was lost).
-    `last_delay` is the backoff chosen after the previous failed attempt, if any
-    (decorrelated jitter grows from it).
+    the task was taken over from a worker whose lease expired (that attempt is already in
+    the history). `cancel_requested` survives such a takeover. `last_delay` is the backoff
+    chosen after the previous failed attempt, if any (decorrelated jitter grows from it).
     """
 
     task_id: str
@@ -56,6 +74,8 @@ class ClaimedTask:
     claimed_at: float
     lost_attempt: LostAttempt | None = None
     last_delay: float | None = None
+    cancel_requested: bool = False
+    max_attempts: int | None = None
 
 
 @dataclass(frozen=True)
@@ -69,7 +89,7 @@ class LostAttempt:
 
 @dataclass(frozen=True)
 class Settlement:
-    """What to store for a claimed task once the worker has decided.
+    """What to store for a claimed task once the state module has decided.
 
     `status` is the task's next state. For RETRYING/QUEUED/SCHEDULED, `due_at` says when it
     runs again. `refund_attempt` gives the attempt back (a breaker deferral or a shutdown
@@ -119,13 +139,26 @@ class Signal:
         return True
 
 
+async def first_of(waits: Sequence[Awaitable[Any]], timeout: float | None) -> None:
+    """Wait until the first of these awaitables finishes (or `timeout`); cancel the rest."""
+    futures = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(futures, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for future in futures:
+            future.cancel()
+        await asyncio.gather(*futures, return_exceptions=True)
+
+
 @runtime_checkable
 class Backend(Protocol):
     """Storage for tasks and their attempt history.
 
     `work_signal` rings when tasks become due through this object (enqueue, requeue,
-    release); `settle_signal` rings when a task reaches a new state. Workers and waiters in
-    other processes cannot hear them, so they also poll at `poll_interval` seconds.
+    release); `settle_signal` rings when a task reaches a new state. Other processes cannot
+    hear them: `wait_for_change` tells a waiter when another connection committed (SQLite:
+    `PRAGMA data_version`; PostgreSQL: LISTEN/NOTIFY), and `poll_interval` is the longest
+    a waiter sleeps without looking.
     """
 
     work_signal: Signal
@@ -142,31 +175,41 @@ class Backend(Protocol):
     def is_connected(self) -> bool: ...
 
     async def add_tasks(self, tasks: Sequence[NewTask]) -> None:
-        """Insert all tasks in one transaction: all or nothing."""
+        """Insert all tasks atomically: all or nothing (one task: one statement)."""
         ...
 
     async def claim(
-        self, worker_id: str, limit: int, now: float, lease_seconds: float
+        self,
+        worker_id: str,
+        limit: int,
+        now: Now,
+        lease_seconds: float,
+        *,
+        held: Collection[str] = (),
+        default_budget: tuple[int, str] | None = None,
     ) -> list[ClaimedTask]:
-        """Atomically lease up to `limit` due tasks (and tasks whose lease expired)."""
+        """Atomically lease up to `limit` tasks: first those whose lease expired (not in
+        `held`, this worker's own), recording each lost attempt in the history, then due
+        tasks in priority order. `default_budget` fills in a task's unset retry budget."""
         ...
 
     async def settle(self, settlements: Sequence[Settlement]) -> list[bool]:
-        """Store outcomes; each is refused (False) if its fencing token is stale."""
-        ...
-
-    async def append_attempt(self, attempt: Attempt) -> None:
-        """Append one history record outside a settlement (a lost attempt retried at once)."""
+        """Store outcomes in one transaction; each is refused (False) if its fencing token
+        is stale. The check is part of the UPDATE itself."""
         ...
 
     async def renew_leases(
-        self, leases: Sequence[tuple[str, int]], now: float, lease_seconds: float
+        self, leases: Sequence[tuple[str, int]], now: Now, lease_seconds: float
     ) -> set[str]:
-        """Extend leases (heartbeat); return ids whose lease was lost or cancelled."""
+        """Extend leases (heartbeat); return ids whose lease was lost or cancel requested."""
         ...
 
     async def next_due_at(self) -> float | None:
         """The earliest due time of a waiting task, or None when nothing waits."""
+        ...
+
+    async def wait_for_change(self, timeout: float | None) -> None:
+        """Return when another connection may have changed the queue, or at `timeout`."""
         ...
 
     async def get_tasks(self, task_ids: Collection[str]) -> dict[str, TaskInfo]: ...
@@ -182,15 +225,20 @@ class Backend(Protocol):
         ...
 
     async def cancel(self, task_id: str, now: float) -> TaskStatus | None:
-        """Cancel a waiting task, or flag a running one; return the status it had."""
+        """Apply `state.on_cancel` atomically; return the status the task had."""
         ...
 
     async def requeue(self, task_id: str, now: float) -> TaskStatus | None:
-        """Give a failed or cancelled task a fresh retry budget; return the old status."""
+        """Apply `state.on_requeue` atomically (a fresh budget); return the old status."""
         ...
 
     async def purge(self, statuses: Collection[TaskStatus]) -> int:
         """Delete tasks in these states (their history stays); return how many."""
+        ...
+
+    async def prune(self, finished_before: float, limit: int) -> int:
+        """Delete up to `limit` tasks in `state.PRUNABLE` states that finished before
+        `finished_before`, with their attempt records; return how many."""
         ...
 
     async def set_progress(

@@ -1,148 +1,53 @@
 """SQLiteBackend: a durable queue in one file (or in memory), on aiosqlite.
 
 Why SQLite: it ships with Python, a file in WAL mode lets many readers work beside one
-writer, and every claim is one atomic statement, so two workers (even in two processes)
-can never take the same task. The schema lives at the top of this file as plain SQL.
+writer, and every claim is one atomic transaction, so two workers (even in two processes)
+can never take the same task. The SQL itself is in `sitq.backends.sqlite_sql`.
+
+How it talks to the file: aiosqlite runs one thread per connection and hands it one
+function at a time. Every operation here is *one* such function (`_run`): it opens the
+transaction, does all its statements and commits or rolls back before returning. So:
+
+- one round trip per operation (a thread wake-up costs more than most statements);
+- a cancelled caller (a timeout, `worker.stop()`, Ctrl-C) can never leave a transaction
+  open or the write lock held: the function still finishes in the thread;
+- `now` is read inside the transaction, after the write lock is held, so a wait for the
+  lock never eats into a lease.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import os
 import sqlite3
-from collections.abc import Collection, Sequence
-from contextlib import asynccontextmanager, suppress
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Collection, Sequence
+from typing import Any, TypeVar
 
 import aiosqlite
 
-from sitq.backends.base import ClaimedTask, LostAttempt, NewTask, Settlement, Signal
-from sitq.errors import BackendError, QueueClosedError, SchemaVersionError
-from sitq.task import WAITING, Attempt, TaskInfo, TaskStatus
-
-SCHEMA_VERSION = 1
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS sitq_meta (
-    key   TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS sitq_tasks (
-    seq              INTEGER PRIMARY KEY,      -- insertion order: FIFO among equals
-    id               TEXT NOT NULL UNIQUE,
-    name             TEXT NOT NULL,
-    payload          BLOB NOT NULL,            -- the serialized call
-    status           TEXT NOT NULL,
-    priority         INTEGER NOT NULL DEFAULT 0,
-    enqueued_at      REAL NOT NULL,
-    due_at           REAL NOT NULL,            -- when the current/next attempt is due
-    attempts         INTEGER NOT NULL DEFAULT 0,
-    retry_base       INTEGER NOT NULL DEFAULT 0, -- attempts before the last requeue
-    lease_token      INTEGER NOT NULL DEFAULT 0, -- fencing token, +1 on every claim
-    lease_expires_at REAL,
-    worker_id        TEXT,
-    started_at       REAL,
-    finished_at      REAL,
-    result           BLOB,
-    error            TEXT,
-    error_type       TEXT,
-    traceback        TEXT,
-    progress         REAL,
-    progress_message TEXT,
-    cancel_requested INTEGER NOT NULL DEFAULT 0,
-    lost_worker_id   TEXT,                     -- set by a claim that took over a dead lease
-    lost_started_at  REAL,
-    lost_scheduled_for REAL,
-    last_delay       REAL                      -- backoff chosen after the last failed attempt
-);
-CREATE INDEX IF NOT EXISTS sitq_tasks_waiting
-    ON sitq_tasks (due_at) WHERE status IN ('queued', 'scheduled', 'retrying');
-CREATE INDEX IF NOT EXISTS sitq_tasks_leased
-    ON sitq_tasks (lease_expires_at) WHERE status = 'running';
-CREATE INDEX IF NOT EXISTS sitq_tasks_status ON sitq_tasks (status);
-CREATE TABLE IF NOT EXISTS sitq_attempts (
-    seq           INTEGER PRIMARY KEY,
-    task_id       TEXT NOT NULL,
-    task_name     TEXT NOT NULL,
-    attempt       INTEGER NOT NULL,
-    worker_id     TEXT NOT NULL,
-    scheduled_for REAL NOT NULL,
-    started_at    REAL NOT NULL,
-    finished_at   REAL NOT NULL,
-    outcome       TEXT NOT NULL,
-    error_type    TEXT,
-    error_message TEXT,
-    next_delay    REAL
-);
-CREATE INDEX IF NOT EXISTS sitq_attempts_task ON sitq_attempts (task_id);
-"""
-
-# One statement leases the due tasks: atomic, so no task is ever handed out twice. Rows
-# whose lease expired are taken over too; SET expressions see the old row, so the lost
-# attempt's worker and times are kept in the lost_* columns for the worker to record.
-CLAIM = """
-UPDATE sitq_tasks SET
-    status = 'running',
-    attempts = attempts + 1,
-    lease_token = lease_token + 1,
-    lease_expires_at = :lease_until,
-    lost_worker_id = CASE WHEN status = 'running' THEN worker_id END,
-    lost_started_at = CASE WHEN status = 'running' THEN started_at END,
-    lost_scheduled_for = CASE WHEN status = 'running' THEN due_at END,
-    due_at = CASE WHEN status = 'running' THEN lease_expires_at ELSE due_at END,
-    worker_id = :worker_id,
-    started_at = :now,
-    cancel_requested = 0,
-    progress = NULL,
-    progress_message = NULL
-WHERE seq IN (
-    SELECT seq FROM (
-        SELECT seq, priority, due_at FROM sitq_tasks
-         WHERE status IN ('queued', 'scheduled', 'retrying') AND due_at <= :now
-        UNION ALL
-        SELECT seq, priority, lease_expires_at FROM sitq_tasks
-         WHERE status = 'running' AND lease_expires_at < :now
-    ) ORDER BY priority DESC, due_at, seq LIMIT :limit
+from sitq.backends import sqlite_schema as schema
+from sitq.backends import sqlite_sql as sql
+from sitq.backends.base import (
+    ClaimedTask,
+    LostAttempt,
+    NewTask,
+    Now,
+    Settlement,
+    Signal,
+    read_now,
 )
-RETURNING id, name, payload, attempts, attempts - retry_base, lease_token, due_at,
-          enqueued_at, lost_worker_id, lost_started_at, lost_scheduled_for, last_delay
-"""
+from sitq.errors import BackendError, InvalidOptionError, QueueClosedError
+from sitq.state import CancelAction, on_cancel, on_requeue
+from sitq.task import TERMINAL, WAITING, Attempt, TaskInfo, TaskStatus
 
-SETTLE = """
-UPDATE sitq_tasks SET
-    status = :status,
-    due_at = COALESCE(:due_at, due_at),
-    attempts = attempts - :refund,
-    finished_at = CASE WHEN :status IN ('succeeded', 'failed', 'cancelled')
-                       THEN :now ELSE finished_at END,
-    result = COALESCE(:result, result),
-    -- a refund that brings no error of its own (a hand-back, a deferral) keeps the last one
-    error = CASE WHEN :refund AND :error_type IS NULL THEN error ELSE :error END,
-    error_type = CASE WHEN :refund AND :error_type IS NULL THEN error_type ELSE :error_type END,
-    traceback = CASE WHEN :refund AND :error_type IS NULL THEN traceback ELSE :traceback END,
-    -- decorrelated jitter grows from the delay chosen last time: keep it for the next claim
-    last_delay = CASE WHEN :status = 'retrying' THEN :next_delay ELSE last_delay END,
-    lease_expires_at = NULL
-WHERE id = :task_id AND lease_token = :token AND status = 'running'
-"""
-
-INSERT_ATTEMPT = """
-INSERT INTO sitq_attempts (task_id, task_name, attempt, worker_id, scheduled_for, started_at,
-                           finished_at, outcome, error_type, error_message, next_delay)
-VALUES (:task_id, :task_name, :attempt, :worker_id, :scheduled_for, :started_at,
-        :finished_at, :outcome, :error_type, :error_message, :next_delay)
-"""
-
-TASK_COLUMNS = (
-    "id, name, status, attempts, enqueued_at, due_at, priority, started_at, finished_at, "
-    "worker_id, error, error_type, traceback, progress, progress_message, result"
-)
-ATTEMPT_COLUMNS = (
-    "task_id, task_name, attempt, worker_id, scheduled_for, started_at, finished_at, "
-    "outcome, error_type, error_message, next_delay"
-)
+logger = logging.getLogger("sitq.backends.sqlite")
+T = TypeVar("T")
 MAX_VARIABLES = 900  # stay well under SQLite's limit on ? placeholders per statement
+SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+#: Idle waiters look at `PRAGMA data_version` this often at first, then less, up to the cap.
+CHANGE_POLL_FIRST, CHANGE_POLL_CAP = 0.001, 0.02
 
 
 class SQLiteBackend:
@@ -150,8 +55,8 @@ class SQLiteBackend:
 
     One backend object holds one connection. Queue and worker can share it (as in the
     tutorial), and then a worker wakes the moment a task is enqueued. Workers in other
-    processes open their own backend on the same file and find work by polling every
-    `poll_interval` seconds, or at the next due time, whichever is first.
+    processes open their own backend on the same file and notice new work within a few
+    milliseconds (`PRAGMA data_version`), with `poll_interval` as the longest look-away.
     """
 
     def __init__(
@@ -162,15 +67,22 @@ class SQLiteBackend:
         poll_interval: float = 0.5,
         synchronous: str = "NORMAL",
     ) -> None:
-        self.path = str(path)
-        self.busy_timeout = busy_timeout
-        self.poll_interval = poll_interval
-        self.synchronous = synchronous
+        self.path = os.fspath(path)
+        if not isinstance(self.path, str):
+            raise InvalidOptionError(f"path must be a str or path, got {path!r}")
+        self.busy_timeout = _positive_seconds("busy_timeout", busy_timeout, allow_zero=True)
+        self.poll_interval = _positive_seconds("poll_interval", poll_interval)
+        if not isinstance(synchronous, str) or synchronous.upper() not in SYNCHRONOUS_MODES:
+            raise InvalidOptionError(
+                f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)} (SQLite's "
+                f"durability levels; sitq uses NORMAL in WAL mode), got {synchronous!r}"
+            )
+        self.synchronous = synchronous.upper()
         self.work_signal = Signal()
         self.settle_signal = Signal()
         self._conn: aiosqlite.Connection | None = None
         self._users = 0
-        self._lock = asyncio.Lock()
+        self._data_version: int | None = None
 
     def __repr__(self) -> str:
         return f"SQLiteBackend({self.path!r})"
@@ -190,229 +102,119 @@ class SQLiteBackend:
         if self._conn is not None:
             return
         try:
-            self._prepare_file()
-            conn = await aiosqlite.connect(
-                self.path,
-                isolation_level=None,
-                timeout=self.busy_timeout,
-                uri=self.path.startswith("file:"),
-            )
-        except (OSError, sqlite3.Error) as exc:
-            self._users -= 1
-            raise BackendError(f"cannot open SQLite database {self.path!r}: {exc}") from exc
-        try:
-            await self._setup(conn)
+            self._conn = await self._open()
         except BaseException:
             self._users -= 1
+            raise
+
+    async def _open(self) -> aiosqlite.Connection:
+        schema.prepare_file(self.path, self.is_memory)
+        conn = aiosqlite.connect(
+            self.path, isolation_level=None, timeout=self.busy_timeout, uri=_is_uri(self.path)
+        )
+        # aiosqlite's thread would keep a program alive at exit if nobody closed the
+        # queue; as a daemon it ends with the program (SQLite's journal keeps the file safe).
+        conn._thread.daemon = True
+        try:
+            await conn
+        except (OSError, sqlite3.Error) as exc:
+            raise BackendError(f"cannot open SQLite database {self.path!r}: {exc}") from exc
+        try:
+            await conn._execute(
+                schema.set_up,
+                conn._conn,
+                self.path,
+                self.is_memory,
+                self.synchronous,
+                self.busy_timeout,
+            )
+        except BaseException:
             await conn.close()
             raise
-        self._conn = conn
-
-    def _prepare_file(self) -> None:
-        """Check the folder exists and create a new file readable by its owner only."""
-        if self.is_memory or self.path.startswith("file:"):
-            return
-        path = Path(self.path)
-        if not path.parent.is_dir():
-            raise BackendError(
-                f"the folder {str(path.parent)!r} for database {self.path!r} does not exist; "
-                "create it first or choose another path"
-            )
-        if not path.exists():
-            with suppress(FileExistsError):  # another process created it a moment ago
-                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-
-    async def _setup(self, conn: aiosqlite.Connection) -> None:
-        try:
-            await conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-            if not self.is_memory:
-                await conn.execute("PRAGMA journal_mode = WAL")
-                await conn.execute(f"PRAGMA synchronous = {self.synchronous}")
-            await conn.execute("BEGIN IMMEDIATE")
-            try:
-                for statement in _statements(SCHEMA):
-                    await conn.execute(statement)
-                await _add_missing_columns(conn)
-                await self._check_version(conn)
-                await conn.execute("COMMIT")
-            except BaseException:
-                await conn.execute("ROLLBACK")
-                raise
-        except sqlite3.OperationalError as exc:
-            if "readonly" in str(exc) or "read-only" in str(exc):
-                raise BackendError(
-                    f"database {self.path!r} is read-only: a queue must write to it. Fix the "
-                    "file's permissions or copy it somewhere writable."
-                ) from exc
-            raise BackendError(f"cannot set up database {self.path!r}: {exc}") from exc
-        except sqlite3.DatabaseError as exc:
-            raise BackendError(f"{self.path!r} is not a usable SQLite database: {exc}") from exc
-
-    async def _check_version(self, conn: aiosqlite.Connection) -> None:
-        rows = await conn.execute_fetchall(
-            "SELECT value FROM sitq_meta WHERE key = 'schema_version'"
-        )
-        if not rows:
-            await conn.execute(
-                "INSERT INTO sitq_meta (key, value) VALUES ('schema_version', ?)",
-                (str(SCHEMA_VERSION),),
-            )
-            return
-        found = int(rows[0][0])
-        if found > SCHEMA_VERSION:
-            raise SchemaVersionError(
-                f"database {self.path!r} has schema version {found}, but this sitq knows "
-                f"version {SCHEMA_VERSION} at most: upgrade sitq to use it"
-            )
-        # A no-op write: SQLite opens a read-only file without complaint and only objects
-        # at the first write. Better to find out here, with a clear message, than at enqueue.
-        await conn.execute("UPDATE sitq_meta SET value = value WHERE key = 'schema_version'")
+        return conn
 
     async def close(self) -> None:
         if self._users > 0:
             self._users -= 1
         if self._users == 0 and self._conn is not None:
             conn, self._conn = self._conn, None
-            async with self._lock:
-                await conn.close()
+            await conn.close()
 
-    # -- helpers -------------------------------------------------------------------------
+    # -- the one way in: a whole operation in the connection's thread ---------------------
 
-    def _require(self) -> aiosqlite.Connection:
-        if self._conn is None:
+    async def _run(self, operation: Callable[..., T], *args: Any) -> T:
+        """Run `operation(sqlite3_connection, *args)` in aiosqlite's thread: one trip."""
+        conn = self._conn
+        if conn is None:
             raise QueueClosedError(
                 f"{self!r} is not connected: call `await queue.connect()` (or use "
                 "`async with queue:`) before using it, and not after `close()`"
             )
-        return self._conn
+        return await conn._execute(operation, conn._conn, *args)  # type: ignore[no-any-return]
 
-    @asynccontextmanager
-    async def _transaction(self) -> Any:
-        """One write transaction at a time on this connection (BEGIN IMMEDIATE).
-
-        IMMEDIATE takes the write lock up front, so two processes never deadlock trying to
-        upgrade a read into a write: one waits (busy_timeout) and then proceeds.
-        """
-        async with self._lock:
-            conn = self._require()
-            await conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                await conn.execute("ROLLBACK")
-                raise
-            await conn.execute("COMMIT")
-
-    async def _fetch(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
-        async with self._lock:
-            return list(await self._require().execute_fetchall(sql, params))
+    async def _fetch(self, statement: str, params: Sequence[Any] = ()) -> list[Any]:
+        return await self._run(_fetchall, statement, params)
 
     # -- writing -------------------------------------------------------------------------
 
     async def add_tasks(self, tasks: Sequence[NewTask]) -> None:
-        rows = [
-            (t.task_id, t.name, t.payload, str(t.status), t.priority, t.enqueued_at, t.due_at)
-            for t in tasks
-        ]
-        async with self._transaction() as conn:
-            await conn.executemany(
-                "INSERT INTO sitq_tasks (id, name, payload, status, priority, enqueued_at, "
-                "due_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
+        if not tasks:
+            return
+        await self._run(_add_tasks, [_task_row(t) for t in tasks])
         self.work_signal.ring()
 
     async def claim(
-        self, worker_id: str, limit: int, now: float, lease_seconds: float
+        self,
+        worker_id: str,
+        limit: int,
+        now: Now,
+        lease_seconds: float,
+        *,
+        held: Collection[str] = (),
+        default_budget: tuple[int, str] | None = None,
     ) -> list[ClaimedTask]:
+        budget = default_budget or (None, None)
         params = {
             "worker_id": worker_id,
-            "limit": limit,
-            "now": now,
-            "lease_until": now + lease_seconds,
+            "held": json.dumps(list(held)),
+            "default_max": budget[0],
+            "default_policy": budget[1],
         }
-        rows = await self._fetch(CLAIM, params)
-        return [_claimed(row, now) for row in rows]
+        return await self._run(_claim, params, limit, now, lease_seconds)
 
     async def settle(self, settlements: Sequence[Settlement]) -> list[bool]:
         if not settlements:
             return []
-        async with self._transaction() as conn:
-            tokens = await _current_tokens(conn, [s.task_id for s in settlements])
-            accepted = [tokens.get(s.task_id) == s.token for s in settlements]
-            valid = [s for s, ok in zip(settlements, accepted, strict=True) if ok]
-            await conn.executemany(SETTLE, [_settle_params(s) for s in valid])
-            records = [s.attempt for s in valid if s.attempt is not None]
-            await conn.executemany(INSERT_ATTEMPT, [_attempt_params(a) for a in records])
-        if any(s.status in WAITING for s in valid):
+        accepted = await self._run(_settle, list(settlements))
+        if any(ok and s.status in WAITING for s, ok in zip(settlements, accepted, strict=True)):
             self.work_signal.ring()
         self.settle_signal.ring()
         return accepted
 
-    async def append_attempt(self, attempt: Attempt) -> None:
-        async with self._transaction() as conn:
-            await conn.execute(INSERT_ATTEMPT, _attempt_params(attempt))
-
     async def renew_leases(
-        self, leases: Sequence[tuple[str, int]], now: float, lease_seconds: float
+        self, leases: Sequence[tuple[str, int]], now: Now, lease_seconds: float
     ) -> set[str]:
         if not leases:
             return set()
-        async with self._transaction() as conn:
-            await conn.executemany(
-                "UPDATE sitq_tasks SET lease_expires_at = ? "
-                "WHERE id = ? AND lease_token = ? AND status = 'running'",
-                [(now + lease_seconds, task_id, token) for task_id, token in leases],
-            )
-            rows = await _select_in(
-                conn,
-                "SELECT id, lease_token, status, cancel_requested FROM sitq_tasks",
-                [task_id for task_id, _ in leases],
-            )
-        held = {row[0]: row for row in rows}
-        lost = set()
-        for task_id, token in leases:
-            row = held.get(task_id)
-            if row is None or row[1] != token or row[2] != "running" or row[3]:
-                lost.add(task_id)
-        return lost
+        return await self._run(_renew, list(leases), now, lease_seconds)
 
     async def set_progress(self, task_id: str, token: int, progress: float, message: str) -> None:
-        async with self._transaction() as conn:
-            await conn.execute(
-                "UPDATE sitq_tasks SET progress = ?, progress_message = ? "
-                "WHERE id = ? AND lease_token = ? AND status = 'running'",
-                (progress, message, task_id, token),
-            )
+        await self._run(
+            _write,
+            "UPDATE sitq_tasks SET progress = ?, progress_message = ? "
+            "WHERE id = ? AND lease_token = ? AND status = 'running'",
+            (progress, message, task_id, token),
+        )
 
     async def cancel(self, task_id: str, now: float) -> TaskStatus | None:
-        async with self._transaction() as conn:
-            old = await _status_of(conn, task_id)
-            if old in WAITING:
-                await conn.execute(
-                    "UPDATE sitq_tasks SET status = 'cancelled', finished_at = ?, "
-                    "error = 'cancelled before it ran', error_type = 'Cancelled' WHERE id = ?",
-                    (now, task_id),
-                )
-            elif old is TaskStatus.RUNNING:
-                await conn.execute(
-                    "UPDATE sitq_tasks SET cancel_requested = 1 WHERE id = ?", (task_id,)
-                )
-        if old in WAITING:
+        old = await self._run(_cancel, task_id, now)
+        if on_cancel(old) is CancelAction.CANCEL_NOW:
             self.settle_signal.ring()
         return old
 
     async def requeue(self, task_id: str, now: float) -> TaskStatus | None:
-        async with self._transaction() as conn:
-            old = await _status_of(conn, task_id)
-            if old in (TaskStatus.FAILED, TaskStatus.CANCELLED):
-                await conn.execute(
-                    "UPDATE sitq_tasks SET status = 'queued', due_at = ?, retry_base = attempts,"
-                    " finished_at = NULL, result = NULL, error = NULL, error_type = NULL, "
-                    "traceback = NULL, cancel_requested = 0, last_delay = NULL WHERE id = ?",
-                    (now, task_id),
-                )
-        if old in (TaskStatus.FAILED, TaskStatus.CANCELLED):
+        old = await self._run(_requeue, task_id, now)
+        if on_requeue(old) is not None:
             self.work_signal.ring()
         return old
 
@@ -421,38 +223,54 @@ class SQLiteBackend:
         if not names:
             return 0
         marks = ", ".join("?" for _ in names)
-        async with self._transaction() as conn:
-            cursor = await conn.execute(f"DELETE FROM sitq_tasks WHERE status IN ({marks})", names)
-            return cursor.rowcount
+        return await self._run(_write, f"DELETE FROM sitq_tasks WHERE status IN ({marks})", names)
+
+    async def prune(self, finished_before: float, limit: int) -> int:
+        return await self._run(_prune, finished_before, limit)
 
     # -- reading -------------------------------------------------------------------------
 
     async def next_due_at(self) -> float | None:
-        rows = await self._fetch(
-            "SELECT MIN(due_at) FROM sitq_tasks WHERE status IN ('queued', 'scheduled', 'retrying')"
-        )
+        rows = await self._fetch(sql.NEXT_DUE)
         return rows[0][0] if rows else None
 
+    async def wait_for_change(self, timeout: float | None) -> None:
+        """Look at `PRAGMA data_version` (it moves when another connection commits) every
+        1 ms, backing off to 20 ms, until it moves or `timeout` passes."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        pause = CHANGE_POLL_FIRST
+        while True:
+            version = (await self._fetch("PRAGMA data_version"))[0][0]
+            if self._data_version is not None and version != self._data_version:
+                self._data_version = version
+                return
+            self._data_version = version
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                return
+            await asyncio.sleep(pause if remaining is None else min(pause, remaining))
+            pause = min(pause * 2, CHANGE_POLL_CAP)
+
     async def get_tasks(self, task_ids: Collection[str]) -> dict[str, TaskInfo]:
-        async with self._lock:
-            rows = await _select_in(
-                self._require(), f"SELECT {TASK_COLUMNS} FROM sitq_tasks", list(task_ids)
-            )
+        rows = await self._run(
+            _select_in, f"SELECT {sql.TASK_COLUMNS} FROM sitq_tasks", list(task_ids)
+        )
         return {row[0]: _task_info(row) for row in rows}
 
     async def list_tasks(
         self, statuses: Collection[TaskStatus] | None = None, limit: int | None = None
     ) -> list[TaskInfo]:
-        sql = f"SELECT {TASK_COLUMNS} FROM sitq_tasks"
+        query = f"SELECT {sql.TASK_COLUMNS} FROM sitq_tasks"
         params: list[Any] = []
         if statuses is not None:
             params = [str(s) for s in statuses]
-            sql += f" WHERE status IN ({', '.join('?' for _ in params)})"
-        sql += " ORDER BY seq"
+            query += f" WHERE status IN ({', '.join('?' for _ in params)})"
+        query += " ORDER BY seq"
         if limit is not None:
-            sql += " LIMIT ?"
+            query += " LIMIT ?"
             params.append(int(limit))
-        return [_task_info(row) for row in await self._fetch(sql, params)]
+        return [_task_info(row) for row in await self._fetch(query, params)]
 
     async def counts(self) -> dict[TaskStatus, int]:
         rows = await self._fetch("SELECT status, COUNT(*) FROM sitq_tasks GROUP BY status")
@@ -460,20 +278,157 @@ class SQLiteBackend:
         return {status: found.get(status, 0) for status in TaskStatus}
 
     async def attempts(self, task_id: str | None = None) -> list[Attempt]:
-        sql = f"SELECT {ATTEMPT_COLUMNS} FROM sitq_attempts"
+        query = f"SELECT {sql.ATTEMPT_COLUMNS} FROM sitq_attempts"
         params: tuple[Any, ...] = ()
         if task_id is not None:
-            sql += " WHERE task_id = ?"
+            query += " WHERE task_id = ?"
             params = (task_id,)
-        rows = await self._fetch(sql + " ORDER BY seq", params)
+        rows = await self._fetch(query + " ORDER BY seq", params)
         return [Attempt(*row) for row in rows]
 
 
-# -- row conversions (module-level: they need no connection) -----------------------------
+# -- operations: each runs whole in the connection's thread (`SQLiteBackend._run`) --------
 
 
-def _statements(script: str) -> list[str]:
-    return [s.strip() for s in script.split(";") if s.strip()]
+def _in_transaction(conn: sqlite3.Connection, work: Callable[[], T]) -> T:
+    """BEGIN IMMEDIATE (take the write lock up front, so two processes never deadlock
+    upgrading a read), run `work`, COMMIT; on any error ROLLBACK and re-raise."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = work()
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return result
+
+
+def _fetchall(conn: sqlite3.Connection, statement: str, params: Sequence[Any]) -> list[Any]:
+    return conn.execute(statement, params).fetchall()
+
+
+def _write(conn: sqlite3.Connection, statement: str, params: Sequence[Any]) -> int:
+    """One statement in autocommit: atomic by itself. Returns the rows it changed."""
+    return conn.execute(statement, params).rowcount
+
+
+def _add_tasks(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    if len(rows) == 1:
+        conn.execute(sql.INSERT_TASK, rows[0])  # autocommit: one statement is atomic
+        return
+    _in_transaction(conn, lambda: conn.executemany(sql.INSERT_TASK, rows))
+
+
+def _claim(
+    conn: sqlite3.Connection, params: dict[str, Any], limit: int, now: Now, lease: float
+) -> list[ClaimedTask]:
+    def work() -> list[ClaimedTask]:
+        moment = read_now(now)  # after BEGIN IMMEDIATE: the lock is ours
+        values = {**params, "now": moment, "lease_until": moment + lease, "limit": limit}
+        taken = conn.execute(sql.TAKE_OVER, values).fetchall()
+        for row in taken:
+            conn.execute(sql.INSERT_ATTEMPT, _lost_attempt_params(row))
+        values["limit"] = limit - len(taken)
+        due = conn.execute(sql.CLAIM_DUE, values).fetchall() if values["limit"] > 0 else []
+        return [_claimed(row, moment) for row in taken + due]
+
+    return _in_transaction(conn, work)
+
+
+def _settle(conn: sqlite3.Connection, settlements: list[Settlement]) -> list[bool]:
+    def work() -> list[bool]:
+        accepted = []
+        for s in settlements:
+            ok = conn.execute(sql.SETTLE, _settle_params(s)).rowcount == 1
+            if ok and s.attempt is not None:
+                conn.execute(sql.INSERT_ATTEMPT, _attempt_params(s.attempt))
+            accepted.append(ok)
+        return accepted
+
+    return _in_transaction(conn, work)
+
+
+def _renew(
+    conn: sqlite3.Connection, leases: list[tuple[str, int]], now: Now, lease: float
+) -> set[str]:
+    def work() -> set[str]:
+        until = read_now(now) + lease  # after the lock: a wait for it costs no lease time
+        return {
+            task_id
+            for task_id, token in leases
+            if conn.execute(sql.RENEW, (until, task_id, token)).rowcount != 1
+        }
+
+    return _in_transaction(conn, work)
+
+
+def _status_of(conn: sqlite3.Connection, task_id: str) -> TaskStatus | None:
+    row = conn.execute("SELECT status FROM sitq_tasks WHERE id = ?", (task_id,)).fetchone()
+    return None if row is None else TaskStatus(row[0])
+
+
+def _cancel(conn: sqlite3.Connection, task_id: str, now: float) -> TaskStatus | None:
+    def work() -> TaskStatus | None:
+        old = _status_of(conn, task_id)
+        action = on_cancel(old)
+        if action is CancelAction.CANCEL_NOW:
+            conn.execute(sql.CANCEL_NOW, (now, task_id))
+        elif action is CancelAction.REQUEST:
+            conn.execute(sql.REQUEST_CANCEL, (task_id,))
+        return old
+
+    return _in_transaction(conn, work)
+
+
+def _requeue(conn: sqlite3.Connection, task_id: str, now: float) -> TaskStatus | None:
+    def work() -> TaskStatus | None:
+        old = _status_of(conn, task_id)
+        new = on_requeue(old)
+        if new is not None:
+            conn.execute(sql.REQUEUE, (str(new), now, task_id))
+        return old
+
+    return _in_transaction(conn, work)
+
+
+def _prune(conn: sqlite3.Connection, finished_before: float, limit: int) -> int:
+    def work() -> int:
+        ids = [row[0] for row in conn.execute(sql.PRUNE_IDS, (finished_before, limit))]
+        for start in range(0, len(ids), MAX_VARIABLES):
+            chunk = ids[start : start + MAX_VARIABLES]
+            marks = ", ".join("?" for _ in chunk)
+            conn.execute(f"DELETE FROM sitq_attempts WHERE task_id IN ({marks})", chunk)
+            conn.execute(f"DELETE FROM sitq_tasks WHERE id IN ({marks})", chunk)
+        return len(ids)
+
+    return _in_transaction(conn, work)
+
+
+def _select_in(conn: sqlite3.Connection, select: str, ids: list[str]) -> list[Any]:
+    """Run `select ... WHERE id IN (...)` in chunks that respect SQLite's variable limit."""
+    rows: list[Any] = []
+    for start in range(0, len(ids), MAX_VARIABLES):
+        chunk = ids[start : start + MAX_VARIABLES]
+        marks = ", ".join("?" for _ in chunk)
+        rows += conn.execute(f"{select} WHERE id IN ({marks})", chunk).fetchall()
+    return rows
+
+
+# -- row conversions ----------------------------------------------------------------------
+
+
+def _task_row(t: NewTask) -> tuple[Any, ...]:
+    return (
+        t.task_id,
+        t.name,
+        t.payload,
+        str(t.status),
+        t.priority,
+        t.enqueued_at,
+        t.due_at,
+        t.max_attempts,
+        t.retry_policy,
+    )
 
 
 def _claimed(row: Any, now: float) -> ClaimedTask:
@@ -490,6 +445,8 @@ def _claimed(row: Any, now: float) -> ClaimedTask:
         lost_started,
         lost_scheduled,
         last_delay,
+        cancel_requested,
+        max_attempts,
     ) = row
     lost = None
     if lost_worker is not None:
@@ -506,13 +463,33 @@ def _claimed(row: Any, now: float) -> ClaimedTask:
         now,
         lost,
         last_delay,
+        bool(cancel_requested),
+        max_attempts,
     )
+
+
+def _lost_attempt_params(row: Any) -> dict[str, Any]:
+    """The history record of the attempt a dead worker held (taken from a TAKE_OVER row)."""
+    task_id, name, _, attempts, _, _, expired_at, _, worker, started, scheduled = row[:11]
+    return {
+        "task_id": task_id,
+        "task_name": name,
+        "attempt": attempts - 1,
+        "worker_id": worker,
+        "scheduled_for": scheduled,
+        "started_at": started,
+        "finished_at": expired_at,
+        "outcome": "worker_lost",
+        "error_type": "WorkerLost",
+        "error_message": f"worker {worker} stopped renewing its lease",
+        "next_delay": None,
+    }
 
 
 def _task_info(row: Any) -> TaskInfo:
     """A row of TASK_COLUMNS, in order, as a TaskInfo (the status text becomes the enum)."""
-    task_id, name, status, *rest = row
-    return TaskInfo(task_id, name, TaskStatus(status), *rest)
+    task_id, name, status, *rest, result = row
+    return TaskInfo(task_id, name, TaskStatus(status), *rest, result=result)
 
 
 def _settle_params(s: Settlement) -> dict[str, Any]:
@@ -520,13 +497,17 @@ def _settle_params(s: Settlement) -> dict[str, Any]:
         "task_id": s.task_id,
         "token": s.token,
         "status": str(s.status),
-        "now": s.now,
         "due_at": s.due_at,
         "refund": int(s.refund_attempt),
+        "finished_at": s.now if s.status in TERMINAL else None,
         "result": s.result,
+        # a refund that brings no error of its own (a hand-back, a deferral) keeps the last
+        "keep_error": int(s.refund_attempt and s.error_type is None),
         "error": s.error,
         "error_type": s.error_type,
         "traceback": s.traceback,
+        # decorrelated jitter grows from the delay chosen last time: keep it for the next
+        "keep_last_delay": int(s.status is not TaskStatus.RETRYING),
         "next_delay": None if s.attempt is None else s.attempt.next_delay,
     }
 
@@ -547,30 +528,14 @@ def _attempt_params(a: Attempt) -> dict[str, Any]:
     }
 
 
-async def _select_in(conn: aiosqlite.Connection, select: str, ids: list[str]) -> list[Any]:
-    """Run `select ... WHERE id IN (...)` in chunks that respect SQLite's variable limit."""
-    rows: list[Any] = []
-    for start in range(0, len(ids), MAX_VARIABLES):
-        chunk = ids[start : start + MAX_VARIABLES]
-        marks = ", ".join("?" for _ in chunk)
-        rows += await conn.execute_fetchall(f"{select} WHERE id IN ({marks})", chunk)
-    return rows
+def _is_uri(path: str) -> bool:
+    return path.startswith("file:")
 
 
-async def _current_tokens(conn: aiosqlite.Connection, ids: list[str]) -> dict[str, int]:
-    rows = await _select_in(conn, "SELECT id, lease_token, status FROM sitq_tasks", ids)
-    return {task_id: token for task_id, token, status in rows if status == "running"}
-
-
-async def _add_missing_columns(conn: aiosqlite.Connection) -> None:
-    """Add columns newer than the file (CREATE TABLE IF NOT EXISTS leaves old tables be)."""
-    rows = await conn.execute_fetchall("PRAGMA table_info(sitq_tasks)")
-    if "last_delay" not in {row[1] for row in rows}:
-        await conn.execute("ALTER TABLE sitq_tasks ADD COLUMN last_delay REAL")
-
-
-async def _status_of(conn: aiosqlite.Connection, task_id: str) -> TaskStatus | None:
-    rows = list(
-        await conn.execute_fetchall("SELECT status FROM sitq_tasks WHERE id = ?", (task_id,))
-    )
-    return TaskStatus(rows[0][0]) if rows else None
+def _positive_seconds(name: str, value: object, *, allow_zero: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidOptionError(f"{name} must be a number of seconds, got {value!r}")
+    if not (value >= 0 if allow_zero else value > 0) or value != value or value == float("inf"):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise InvalidOptionError(f"{name} must be a finite number of seconds {bound}, got {value}")
+    return float(value)

@@ -1,0 +1,211 @@
+"""The SQLite schema and statements, as plain SQL a student can read and run by hand.
+
+No rule about *which* state comes next lives here (that is `sitq.state`): these statements
+store what they are given, check the fencing token in the UPDATE itself, and pick rows by
+indexes that keep every claim as cheap at 100,000 waiting tasks as at 10.
+"""
+
+from __future__ import annotations
+
+from sitq.state import CLAIMABLE, PRUNABLE
+from sitq.task import TaskStatus
+
+
+def _in(statuses: frozenset[TaskStatus]) -> str:
+    """`'a', 'b'` for an IN list; sorted so the text (and index matching) never varies."""
+    return ", ".join(f"'{s.value}'" for s in sorted(statuses))
+
+
+WAITING_SQL = _in(CLAIMABLE)
+PRUNABLE_SQL = _in(PRUNABLE)
+
+SCHEMA_VERSION = 2
+
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS sitq_meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sitq_tasks (
+    seq              INTEGER PRIMARY KEY,      -- insertion order: FIFO among equals
+    id               TEXT NOT NULL UNIQUE,
+    name             TEXT NOT NULL,
+    payload          BLOB NOT NULL,            -- the serialized call
+    status           TEXT NOT NULL,
+    priority         INTEGER NOT NULL DEFAULT 0,
+    enqueued_at      REAL NOT NULL,
+    due_at           REAL NOT NULL,            -- when the current/next attempt is due
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    retry_base       INTEGER NOT NULL DEFAULT 0, -- attempts before the last requeue
+    max_attempts     INTEGER,                  -- the retry budget, as data
+    retry_policy     TEXT,                     -- e.g. "exponential, 5 attempts"
+    lease_token      INTEGER NOT NULL DEFAULT 0, -- fencing token, +1 on every claim
+    lease_expires_at REAL,
+    worker_id        TEXT,
+    started_at       REAL,
+    finished_at      REAL,
+    result           BLOB,
+    error            TEXT,
+    error_type       TEXT,
+    traceback        TEXT,
+    progress         REAL,
+    progress_message TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    lost_worker_id   TEXT,                     -- set by a claim that took over a dead lease
+    lost_started_at  REAL,
+    lost_scheduled_for REAL,
+    last_delay       REAL                      -- backoff chosen after the last failed attempt
+);
+-- The claim reads this index in its own order: no sort, however deep the backlog.
+CREATE INDEX IF NOT EXISTS sitq_tasks_claim
+    ON sitq_tasks (priority DESC, due_at) WHERE status IN ({WAITING_SQL});
+CREATE INDEX IF NOT EXISTS sitq_tasks_waiting
+    ON sitq_tasks (due_at) WHERE status IN ({WAITING_SQL});
+CREATE INDEX IF NOT EXISTS sitq_tasks_leased
+    ON sitq_tasks (lease_expires_at) WHERE status = 'running';
+CREATE INDEX IF NOT EXISTS sitq_tasks_finished
+    ON sitq_tasks (finished_at) WHERE status IN ({PRUNABLE_SQL});
+CREATE INDEX IF NOT EXISTS sitq_tasks_status ON sitq_tasks (status);
+CREATE TABLE IF NOT EXISTS sitq_attempts (
+    seq           INTEGER PRIMARY KEY,
+    task_id       TEXT NOT NULL,
+    task_name     TEXT NOT NULL,
+    attempt       INTEGER NOT NULL,
+    worker_id     TEXT NOT NULL,
+    scheduled_for REAL NOT NULL,
+    started_at    REAL NOT NULL,
+    finished_at   REAL NOT NULL,
+    outcome       TEXT NOT NULL,
+    error_type    TEXT,
+    error_message TEXT,
+    next_delay    REAL
+);
+CREATE INDEX IF NOT EXISTS sitq_attempts_task ON sitq_attempts (task_id);
+"""
+
+#: Columns added since schema version 1, with their types: an older file gains them.
+NEW_COLUMNS = {"last_delay": "REAL", "max_attempts": "INTEGER", "retry_policy": "TEXT"}
+
+INSERT_TASK = """
+INSERT INTO sitq_tasks (id, name, payload, status, priority, enqueued_at, due_at,
+                        max_attempts, retry_policy)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+
+#: What a claim hands back, for `ClaimedTask`.
+CLAIM_RETURNING = """
+RETURNING id, name, payload, attempts, attempts - retry_base, lease_token, due_at,
+          enqueued_at, lost_worker_id, lost_started_at, lost_scheduled_for, last_delay,
+          cancel_requested, max_attempts
+"""
+
+# Take over tasks whose worker stopped renewing its lease (it died or stalled). The SET
+# expressions see the old row, so the lost attempt's worker and times are kept for the
+# history. A pending cancel request is kept too: it must survive the crash.
+TAKE_OVER = f"""
+UPDATE sitq_tasks SET
+    attempts = attempts + 1,
+    lease_token = lease_token + 1,
+    lease_expires_at = :lease_until,
+    lost_worker_id = worker_id,
+    lost_started_at = started_at,
+    lost_scheduled_for = due_at,
+    due_at = lease_expires_at,
+    worker_id = :worker_id,
+    started_at = :now,
+    max_attempts = COALESCE(max_attempts, :default_max),
+    retry_policy = COALESCE(retry_policy, :default_policy),
+    progress = NULL,
+    progress_message = NULL
+WHERE seq IN (
+    SELECT seq FROM sitq_tasks INDEXED BY sitq_tasks_leased
+     WHERE status = 'running' AND lease_expires_at < :now AND id NOT IN (SELECT value FROM json_each(:held))
+     ORDER BY lease_expires_at LIMIT :limit
+)
+{CLAIM_RETURNING}
+"""  # noqa: E501
+
+# Lease due tasks, highest priority first, then oldest due, then FIFO. INDEXED BY makes
+# SQLite walk sitq_tasks_claim in order and stop after :limit rows.
+CLAIM_DUE = f"""
+UPDATE sitq_tasks SET
+    status = 'running',
+    attempts = attempts + 1,
+    lease_token = lease_token + 1,
+    lease_expires_at = :lease_until,
+    lost_worker_id = NULL,
+    lost_started_at = NULL,
+    lost_scheduled_for = NULL,
+    worker_id = :worker_id,
+    started_at = :now,
+    max_attempts = COALESCE(max_attempts, :default_max),
+    retry_policy = COALESCE(retry_policy, :default_policy),
+    progress = NULL,
+    progress_message = NULL
+WHERE seq IN (
+    SELECT seq FROM sitq_tasks INDEXED BY sitq_tasks_claim
+     WHERE status IN ({WAITING_SQL}) AND due_at <= :now
+     ORDER BY priority DESC, due_at, seq LIMIT :limit
+)
+{CLAIM_RETURNING}
+"""
+
+# Store a decided outcome. The fencing check is in the WHERE: a stale token changes nothing.
+SETTLE = """
+UPDATE sitq_tasks SET
+    status = :status,
+    due_at = COALESCE(:due_at, due_at),
+    attempts = attempts - :refund,
+    finished_at = :finished_at,
+    result = COALESCE(:result, result),
+    error = CASE WHEN :keep_error THEN error ELSE :error END,
+    error_type = CASE WHEN :keep_error THEN error_type ELSE :error_type END,
+    traceback = CASE WHEN :keep_error THEN traceback ELSE :traceback END,
+    last_delay = CASE WHEN :keep_last_delay THEN last_delay ELSE :next_delay END,
+    lease_expires_at = NULL
+WHERE id = :task_id AND lease_token = :token AND status = 'running'
+"""
+
+RENEW = """
+UPDATE sitq_tasks SET lease_expires_at = ?
+WHERE id = ? AND lease_token = ? AND status = 'running' AND cancel_requested = 0
+"""
+
+INSERT_ATTEMPT = """
+INSERT INTO sitq_attempts (task_id, task_name, attempt, worker_id, scheduled_for, started_at,
+                           finished_at, outcome, error_type, error_message, next_delay)
+VALUES (:task_id, :task_name, :attempt, :worker_id, :scheduled_for, :started_at,
+        :finished_at, :outcome, :error_type, :error_message, :next_delay)
+"""
+
+CANCEL_NOW = """
+UPDATE sitq_tasks SET status = 'cancelled', finished_at = ?,
+       error = 'cancelled before it ran', error_type = 'Cancelled'
+WHERE id = ?
+"""
+
+REQUEST_CANCEL = "UPDATE sitq_tasks SET cancel_requested = 1 WHERE id = ?"
+
+REQUEUE = """
+UPDATE sitq_tasks SET status = ?, due_at = ?, retry_base = attempts, finished_at = NULL,
+       result = NULL, error = NULL, error_type = NULL, traceback = NULL,
+       cancel_requested = 0, last_delay = NULL
+WHERE id = ?
+"""
+
+PRUNE_IDS = f"""
+SELECT id FROM sitq_tasks INDEXED BY sitq_tasks_finished
+ WHERE status IN ({PRUNABLE_SQL}) AND finished_at < ? LIMIT ?
+"""
+
+NEXT_DUE = f"SELECT MIN(due_at) FROM sitq_tasks WHERE status IN ({WAITING_SQL})"
+
+TASK_COLUMNS = (
+    "id, name, status, attempts, enqueued_at, due_at, priority, started_at, finished_at, "
+    "worker_id, error, error_type, traceback, progress, progress_message, max_attempts, "
+    "retry_policy, attempts - retry_base, result"
+)
+ATTEMPT_COLUMNS = (
+    "task_id, task_name, attempt, worker_id, scheduled_for, started_at, finished_at, "
+    "outcome, error_type, error_message, next_delay"
+)

@@ -1,0 +1,88 @@
+"""HTML tables for Jupyter: results, attempt history, queue counts.
+
+Jupyter shows an object as HTML when it has a `_repr_html_` method. The data classes in
+`sitq.task` call these functions; this module imports nothing from sitq, so the engine can
+use it without depending on any notebook machinery (and no import cycle can form).
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+#: Rows a history table shows before it says how many more there are: a notebook cell
+#: with thousands of rows is slow to render and impossible to read.
+MAX_HISTORY_ROWS = 50
+
+
+def table_html(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A plain HTML table with escaped cells."""
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_cell(c))}</td>" for c in row) + "</tr>" for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def result_html(result: Any) -> str:
+    """One result as a two-column table (field, value)."""
+    fields = [
+        ("task", result.task_name),
+        ("id", result.task_id),
+        ("status", str(result.status)),
+        ("value", repr(result.value) if result.is_success() else None),
+        ("error", f"{result.error_type}: {result.error}" if result.error_type else None),
+        ("attempts", _attempts_text(result.attempts, getattr(result, "max_attempts", None))),
+        ("duration (s)", result.duration),
+    ]
+    return table_html(["field", "value"], [(k, v) for k, v in fields if v is not None])
+
+
+def history_html(attempts: Iterable[Any], max_rows: int = MAX_HISTORY_ROWS) -> str:
+    """Attempt records as a table, one row per attempt, oldest first.
+
+    Times are seconds since the earliest attempt was scheduled (as in `sitq.plots`), since
+    raw epoch timestamps say nothing to a reader; a FakeClock run reads 0, 1, 3 s.
+    """
+    records = list(attempts)
+    if not records:
+        return "<p>no attempts recorded</p>"
+    origin = min(a.scheduled_for for a in records)
+    headers = ["task", "id", "attempt", "outcome", "error", "start (s)", "took (s)",
+               "next try in (s)", "worker"]  # fmt: skip
+    rows = [_attempt_row(a, origin) for a in records[:max_rows]]
+    table = table_html(headers, rows)
+    hidden = len(records) - len(rows)
+    if hidden > 0:
+        table += f"<p>… and {hidden} more attempts (of {len(records)})</p>"
+    return table
+
+
+def _attempt_row(attempt: Any, origin: float) -> list[Any]:
+    error = None
+    if attempt.error_type:
+        error = f"{attempt.error_type}: {attempt.error_message or ''}".rstrip(": ")
+    return [
+        attempt.task_name,
+        attempt.task_id[:8],  # enough to tell tasks apart in one table
+        attempt.attempt,
+        attempt.outcome,
+        error,
+        attempt.started_at - origin,
+        attempt.duration,
+        attempt.next_delay,
+        attempt.worker_id,
+    ]
+
+
+def _attempts_text(attempts: int, max_attempts: int | None) -> str:
+    return str(attempts) if max_attempts is None else f"{attempts} of {max_attempts}"

@@ -1,0 +1,99 @@
+"""Keeping leases: the heartbeat that tells other workers "I am alive, leave my tasks".
+
+A claim leases a task for `lease_seconds`. While the task runs, the keeper renews every
+lease a third of a lease after the previous renewal *began* (not ended): even when a renewal
+waits for the database's write lock, the next one starts in time. The backend reads the
+clock only once it holds the lock, so the wait never eats into the lease.
+
+The keeper waits on the injected clock (`clock.wait`), so with a `FakeClock` a test drives
+heartbeats by moving virtual time: `clock.advance(10)` and the leases are renewed.
+
+When a renewal is refused, the task was either taken over (our lease expired: we stalled)
+or a cancel was asked for; `why_lease_ended` tells which, and the worker stops the task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from sitq.backends.base import Backend
+from sitq.clock import Clock
+from sitq.task import TaskInfo, TaskStatus
+
+logger = logging.getLogger("sitq.worker")
+
+#: Why a running task's lease ended: the worker stops it, and settles it accordingly.
+CANCELLED, LOST = "cancelled", "lost"
+
+
+def why_lease_ended(info: TaskInfo | None, worker_id: str) -> str:
+    """A refused renewal of a task still running under our name is a cancel request;
+    anything else (another owner, another state, gone) means we lost it."""
+    ours = info is not None and info.status is TaskStatus.RUNNING and info.worker_id == worker_id
+    return CANCELLED if ours else LOST
+
+
+class LeaseKeeper:
+    """Holds this worker's leases (task id -> fencing token) and renews them."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        clock: Clock,
+        worker_id: str,
+        lease_seconds: float,
+        on_ended: Callable[[str, str], None],
+    ) -> None:
+        self.backend = backend
+        self.clock = clock
+        self.worker_id = worker_id
+        self.lease_seconds = lease_seconds
+        self.on_ended = on_ended  # (task id, CANCELLED or LOST)
+        self.tokens: dict[str, int] = {}
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+
+    def hold(self, task_id: str, token: int) -> None:
+        self.tokens[task_id] = token
+        if self._heartbeat is None or self._heartbeat.done():
+            self._stop = asyncio.Event()
+            self._heartbeat = asyncio.create_task(self._beat(), name="sitq-heartbeat")
+
+    def release(self, task_id: str) -> None:
+        self.tokens.pop(task_id, None)
+        if not self.tokens:
+            self._stop.set()
+
+    async def close(self) -> None:
+        self._stop.set()
+        if self._heartbeat is not None:
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
+            self._heartbeat = None
+
+    async def _beat(self) -> None:
+        """Renew every lease_seconds/3 (from the start of the last renewal) while we hold any.
+        A failed renewal is logged and tried again: the heartbeat must not stop silently."""
+        began = self.clock.now()
+        while self.tokens and not self._stop.is_set():
+            if await self.clock.wait(began + self.lease_seconds / 3, self._stop):
+                return
+            began = self.clock.now()
+            try:
+                await self.renew()
+            except Exception:
+                logger.exception("worker %s: lease renewal failed; retrying", self.worker_id)
+
+    async def renew(self) -> None:
+        """Renew all held leases now; report the ones that ended."""
+        held = list(self.tokens.items())
+        if not held:
+            return
+        ended = await self.backend.renew_leases(held, self.clock.now, self.lease_seconds)
+        if not ended:
+            return
+        infos = await self.backend.get_tasks(list(ended))
+        for task_id in ended:
+            if task_id in self.tokens:
+                self.on_ended(task_id, why_lease_ended(infos.get(task_id), self.worker_id))

@@ -1,0 +1,265 @@
+"""One claimed task, end to end: decode, check the breaker, run, judge, settle, report.
+
+`TaskRunner.process` never raises for anything a task does: every ending (success, error,
+time limit, cancel, lost lease, shutdown) becomes a decision from `sitq.state`, stored
+through the one settle path (`sitq.settling`), then logged and passed to the hooks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Mapping
+from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+
+from sitq import reporting, state
+from sitq.backends.base import Backend, ClaimedTask, Settlement
+from sitq.breaker import CircuitBreaker
+from sitq.clock import Clock
+from sitq.context import TaskContext, reset_current, set_current
+from sitq.execution import Outcome, run_call
+from sitq.hooks import WorkerHooks
+from sitq.options import TaskOptions
+from sitq.retry import NO_RETRY, RetryPolicy, WorkerLost
+from sitq.serialization import Serializer, TaskCall
+from sitq.settling import Settler
+from sitq.task import Attempt, TaskStatus
+
+logger = logging.getLogger("sitq.worker")
+SHUTDOWN = "shutdown"  # a stop reason beside leases.CANCELLED and leases.LOST
+
+
+@dataclass
+class TaskRunner:
+    """Everything needed to run one claimed task; shared by all of a worker's tasks."""
+
+    worker_id: str
+    backend: Backend
+    serializer: Serializer
+    settler: Settler
+    clock: Clock
+    rng: random.Random
+    retry: RetryPolicy
+    hooks: WorkerHooks
+    breakers: Mapping[str, CircuitBreaker]
+    threads: Executor
+    process_count: int | None = None
+    stop_reasons: dict[str, str] = field(default_factory=dict)  # task id -> why cancelled
+    processes: ProcessPoolExecutor | None = None
+
+    async def process(self, claimed: ClaimedTask) -> None:
+        """Run one claimed task end to end; never raises (errors become outcomes)."""
+        try:
+            await self._process(claimed)
+        except asyncio.CancelledError:
+            reason = self.stop_reasons.get(claimed.task_id)
+            if reason == SHUTDOWN:
+                await self._hand_back(claimed)
+            elif reason is None:
+                raise
+        except Exception:
+            logger.exception("worker %s failed to process task %s", self.worker_id, claimed.task_id)
+
+    async def _process(self, claimed: ClaimedTask) -> None:
+        try:
+            call = self.serializer.decode_call(claimed.payload, task_id=claimed.task_id)
+        except Exception as exc:  # corrupted, tampered or unimportable: fail, never run
+            if claimed.lost_attempt is None or not await self._after_lost(claimed, NO_RETRY):
+                await self._finish(claimed, Outcome.failed(exc), NO_RETRY, claimed.claimed_at)
+            return
+        options = call.options or TaskOptions()
+        policy = options.retry or self.retry
+        if claimed.lost_attempt is not None and await self._after_lost(claimed, policy):
+            return
+        breaker = self.breakers.get(claimed.name)
+        if breaker is not None and not breaker.allow():
+            await self._defer(claimed, breaker)
+            return
+        started = self.clock.now()
+        reporting.started(claimed)
+        outcome = await self._run(claimed, call, options)
+        if breaker is not None:
+            breaker.record_success() if outcome.ok else breaker.record_failure()
+        await self._finish(claimed, outcome, policy, started)
+
+    async def _run(self, claimed: ClaimedTask, call: TaskCall, options: TaskOptions) -> Outcome:
+        context = TaskContext(
+            claimed.task_id,
+            claimed.name,
+            claimed.attempt,
+            self.worker_id,
+            lambda fraction, message: self.backend.set_progress(
+                claimed.task_id, claimed.token, fraction, message
+            ),
+            asyncio.get_running_loop(),
+            started_at=self.clock.now(),
+        )
+        token = set_current(context)
+        try:
+            if options.executor == "process" and self.processes is None:
+                self.processes = ProcessPoolExecutor(self.process_count)
+            pool = self.processes
+            outcome = await run_call(
+                call,
+                timeout=options.timeout,
+                threads=self.threads,
+                processes=pool,
+                executor=options.executor,
+            )
+            if isinstance(outcome.error, BrokenProcessPool) and pool is self.processes:
+                self.processes = None  # a child died (os._exit, a crash): the next task
+                pool.shutdown(wait=False)  # starts a new pool instead of failing too
+            await context.flush_progress()  # a last report must land before the outcome
+            return outcome
+        except asyncio.CancelledError as exc:
+            if self.stop_reasons.get(claimed.task_id) == "cancelled":
+                asyncio.current_task().uncancel()  # type: ignore[union-attr]
+                return Outcome.failed(exc)
+            raise
+        finally:
+            reset_current(token)
+
+    def _judge(
+        self, claimed: ClaimedTask, error: BaseException | None, policy: RetryPolicy, now: float
+    ) -> state.Decision:
+        """`state.after_attempt`, guarded: a retry policy that raises while judging (a buggy
+        predicate) fails the task for good, logged, instead of leaving it running."""
+        try:
+            return state.after_attempt(
+                error, claimed.try_number, policy, now, self.rng, claimed.last_delay
+            )
+        except Exception:
+            logger.exception(
+                "task %s (%s): its retry policy raised while judging %r; the task fails for good",
+                claimed.task_id,
+                claimed.name,
+                error,
+            )
+            return state.after_attempt(error, claimed.try_number, NO_RETRY, now, self.rng)
+
+    async def _finish(
+        self, claimed: ClaimedTask, outcome: Outcome, policy: RetryPolicy, started: float
+    ) -> None:
+        now = self.clock.now()
+        decision = self._judge(claimed, outcome.error, policy, now)
+        result = None
+        if outcome.ok:
+            try:
+                result = self.serializer.encode_value(outcome.value, task_id=claimed.task_id)
+            except Exception as exc:  # an unserializable return value fails the task
+                outcome, decision = Outcome.failed(exc), state.unsendable_result()
+        error = outcome.error
+        record = Attempt(
+            claimed.task_id,
+            claimed.name,
+            claimed.attempt,
+            self.worker_id,
+            claimed.scheduled_for,
+            started,
+            now,
+            decision.outcome or "failed",
+            reporting.type_name(error),
+            reporting.message(error),
+            decision.delay,
+        )
+        settlement = Settlement(
+            claimed.task_id,
+            claimed.token,
+            decision.status,
+            now,
+            due_at=decision.due_at,
+            result=result,
+            error=reporting.message(error),
+            error_type=reporting.type_name(error),
+            traceback=outcome.traceback,
+            attempt=record,
+        )
+        if not await self.settler.settle(settlement):
+            logger.warning(
+                "task %s: lease lost before settling; outcome discarded (another "
+                "worker owns it now)",
+                claimed.task_id,
+            )
+            return
+        reporting.finished(
+            claimed, self.worker_id, self.hooks, decision, error, outcome.value, now - started
+        )
+
+    async def _after_lost(self, claimed: ClaimedTask, policy: RetryPolicy) -> bool:
+        """The previous worker died holding this task (its lost attempt is already in the
+        history). True if that ends the run here; False to run the task now."""
+        now = self.clock.now()
+        try:
+            decision = state.after_lost_lease(
+                claimed.try_number - 1,
+                policy,
+                now,
+                self.rng,
+                cancel_requested=claimed.cancel_requested,
+                previous_delay=claimed.last_delay,
+            )
+        except Exception:
+            decision = state.after_lost_lease(
+                claimed.try_number - 1,
+                NO_RETRY,
+                now,
+                self.rng,
+                cancel_requested=claimed.cancel_requested,
+            )
+        assert claimed.lost_attempt is not None
+        error = WorkerLost(f"worker {claimed.lost_attempt.worker_id} stopped renewing its lease")
+        lost_run = claimed.attempt - 1
+        if decision.runs_now:
+            reporting.finished(
+                claimed, self.worker_id, self.hooks, decision, error, attempt=lost_run
+            )
+            return False
+        cancelled = decision.status is TaskStatus.CANCELLED
+        settlement = Settlement(
+            claimed.task_id,
+            claimed.token,
+            decision.status,
+            now,
+            due_at=decision.due_at,
+            error="cancelled; its worker was lost before it stopped" if cancelled else str(error),
+            error_type="Cancelled" if cancelled else "WorkerLost",
+            refund_attempt=decision.refund,
+        )
+        if await self.settler.settle(settlement):
+            reporting.finished(
+                claimed, self.worker_id, self.hooks, decision, error, attempt=lost_run
+            )
+        return True
+
+    async def _defer(self, claimed: ClaimedTask, breaker: CircuitBreaker) -> None:
+        """The task's circuit breaker is open: put it back until the breaker may admit it."""
+        now = self.clock.now()
+        decision = state.deferral(breaker.retry_at(), breaker.recovery_timeout, now)
+        await self._store(claimed, decision, now)
+        logger.info(
+            "task %s (%s) deferred: circuit breaker %s is open",
+            claimed.task_id,
+            claimed.name,
+            breaker.name,
+        )
+
+    async def _hand_back(self, claimed: ClaimedTask) -> None:
+        """Shutdown: return a running task to the queue, its attempt refunded."""
+        now = self.clock.now()
+        await self._store(claimed, state.hand_back(now), now)
+        logger.info("task %s handed back to the queue at shutdown", claimed.task_id)
+
+    async def _store(self, claimed: ClaimedTask, decision: state.Decision, now: float) -> bool:
+        return await self.settler.settle(
+            Settlement(
+                claimed.task_id,
+                claimed.token,
+                decision.status,
+                now,
+                due_at=decision.due_at,
+                refund_attempt=decision.refund,
+            )
+        )

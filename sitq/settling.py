@@ -1,0 +1,63 @@
+"""The settle path: every outcome a worker stores goes through here, in batches.
+
+Outcomes are written as they come, without a fixed delay: the first one is flushed at once,
+and whatever finishes while that flush is in the database goes together in the next one
+(one transaction, one round trip, however many). Under load that batches naturally; when
+idle, each outcome is written immediately.
+
+A flush runs in its own asyncio task, so a caller that is cancelled while waiting (the
+worker stopping, a Ctrl-C) does not cancel the write: the outcome is stored all the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from sitq.backends.base import Backend, Settlement
+
+logger = logging.getLogger("sitq.worker")
+
+
+class Settler:
+    """Collects settlements and writes them in batches; `settle` says whether the backend
+    accepted one (False: its fencing token was stale, another worker owns the task)."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self._pending: list[tuple[Settlement, asyncio.Future[bool]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self.batches = 0  # flushes so far: lets tests and benchmarks see the batching
+
+    async def settle(self, settlement: Settlement) -> bool:
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_retrieve)  # a caller cancelled meanwhile reads it no more
+        self._pending.append((settlement, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_all(), name="sitq-settle")
+        return await asyncio.shield(future)
+
+    async def drain(self) -> None:
+        """Wait until everything handed in so far is written."""
+        while self._flusher is not None and not self._flusher.done():
+            await asyncio.shield(self._flusher)
+
+    async def _flush_all(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            self.batches += 1
+            try:
+                accepted = await self.backend.settle([s for s, _ in batch])
+            except Exception as exc:  # every waiter learns of it; the worker logs it
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), ok in zip(batch, accepted, strict=True):
+                if not future.done():
+                    future.set_result(ok)
+
+
+def _retrieve(future: asyncio.Future[bool]) -> None:
+    if not future.cancelled():
+        future.exception()
