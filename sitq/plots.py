@@ -41,9 +41,13 @@ _EDGE = {"edgecolor": "black", "linewidth": 0.5}  # a thin outline keeps touchin
 
 
 def _axes(ax: Axes | None, title: str, xlabel: str, ylabel: str, size: Any = None) -> Axes:
-    """The given Axes (or a new figure's), with its title and axis labels set."""
+    """The given Axes (or a new figure's), with its title and axis labels set.
+
+    A new figure uses the constrained layout, so long tick labels and a legend placed
+    outside the axes fit inside the saved image instead of being cut off.
+    """
     if ax is None:
-        _, ax = plt.subplots(figsize=size)
+        _, ax = plt.subplots(figsize=size, layout="constrained")
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     return ax
 
@@ -406,7 +410,9 @@ def policy_preview(
         color = SERIES_COLORS[i % len(SERIES_COLORS)]
         ax.bar(xs, delays, width, label=name, color=color, **_EDGE)
     ax.set_xticks(range(1, n + 1))
-    ax.legend(title="policy", fontsize=8)
+    top = max(max(delays, default=0) for delays in series.values())
+    ax.set_ylim(0, top * 1.35 or 1)  # headroom: the legend sits above the bars, not on them
+    ax.legend(title="policy", loc="upper left", ncols=2, fontsize=8)
     return ax
 
 

@@ -151,6 +151,28 @@ def test_retry_timeline_labels_rows_with_short_name_and_id(tmp_path: Path) -> No
     assert [t.get_text() for t in ax.get_yticklabels()] == ["fetch · 3f2a9c"]
 
 
+@pytest.mark.parametrize(
+    "draw",
+    [
+        lambda: plots.retry_timeline(history()),
+        lambda: plots.breaker_timeline(transitions()),
+        lambda: plots.policy_preview({"fixed": Policy([1, 1]), "exponential": Policy([1, 2])}),
+    ],
+)
+def test_a_new_figure_fits_its_labels_and_outside_legend(draw, tmp_path: Path) -> None:
+    fig = render(draw(), tmp_path).figure
+    box = fig.get_tightbbox(fig.canvas.get_renderer())  # inches, everything drawn
+
+    assert box.x0 >= 0 and box.y0 >= 0
+    assert box.x1 <= fig.get_figwidth() and box.y1 <= fig.get_figheight()
+
+
+def test_policy_preview_keeps_its_legend_above_the_bars(tmp_path: Path) -> None:
+    ax = render(plots.policy_preview({"a": Policy([2, 4]), "b": Policy([4, 2])}), tmp_path)
+
+    assert ax.get_ylim()[1] >= 1.3 * 4
+
+
 def test_failure_distribution_from_attempts_or_counts(tmp_path: Path) -> None:
     ax = render(plots.failure_distribution(history()), tmp_path)
 
