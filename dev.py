@@ -82,6 +82,7 @@ def test(*extra: str) -> int:
     steps = [
         ((str(PYTHON), "-m", "ruff", "check", "."), checkout_env()),
         ((str(PYTHON), "-m", "ruff", "format", "--check", "."), checkout_env()),
+        ((str(PYTHON), "-m", "mypy"), checkout_env()),  # strict, on sitq/: see [tool.mypy]
         ((str(PYTHON), "-m", "pytest", "-p", "no:cacheprovider", "tests", *extra), unit_test_env()),
     ]
     if any((ROOT / "notebooks").rglob("*.ipynb")):

@@ -16,7 +16,7 @@ import pickle
 import traceback as tb
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import cloudpickle
 
@@ -145,7 +145,7 @@ def _run_pickled(blob: bytes) -> bytes:
             raise
         raise sendable.with_traceback(exc.__traceback__) from None
     try:
-        return cloudpickle.dumps(value)
+        return cast(bytes, cloudpickle.dumps(value))  # cloudpickle has no type hints
     except Exception as exc:
         raise SerializationError(
             f"cannot send the task's return value of type {type(value).__name__} back from "

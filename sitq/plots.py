@@ -37,7 +37,8 @@ BREAKER_COLORS: dict[str, str] = {"closed": "#2ca02c", "half_open": "#ffbf00", "
 #: Colours for compared series (policies) that avoid the outcome colours' meanings.
 SERIES_COLORS = ("#1f77b4", "#8c564b", "#e377c2", "#bcbd22", "#17becf", "#393b79")
 TIME_LABEL = "time since first enqueue (s)"
-_EDGE = {"edgecolor": "black", "linewidth": 0.5}  # a thin outline keeps touching bars apart
+#: A thin outline keeps touching bars apart.
+_EDGE: dict[str, Any] = {"edgecolor": "black", "linewidth": 0.5}
 
 
 def _axes(ax: Axes | None, title: str, xlabel: str, ylabel: str, size: Any = None) -> Axes:
@@ -186,6 +187,7 @@ def attempts_histogram(attempts: Iterable[Attempt], *, ax: Axes | None = None) -
     if not took and not gave_up:
         return _no_data(ax)
     top = max(took, default=0)
+    ticks: list[float]  # whole attempt counts, then the "gave up" bar set apart at top + 1.5
     ticks, labels = list(range(1, top + 1)), [str(k) for k in range(1, top + 1)]
     if took:
         keys, color = sorted(took), OUTCOME_COLORS["succeeded"]
@@ -211,7 +213,7 @@ def _nice_window(span: float) -> float:
     if span <= 0:
         return 1.0
     target = span / 15
-    scale = 10 ** math.floor(math.log10(target))
+    scale: float = 10 ** math.floor(math.log10(target))
     return next(m * scale for m in (1, 2, 5, 10) if m * scale >= target)
 
 
@@ -447,7 +449,7 @@ def dashboard(
     shown, title = _failed_tasks(records)
     retry_timeline(shown, ax=timeline_ax, max_tasks=max_tasks, origin=origin)
     timeline_range = timeline_ax.get_xlim()
-    options = {"window": window, "threshold": threshold, "transitions": transitions}
+    options: dict[str, Any] = {"window": window, "threshold": threshold, "transitions": transitions}
     failure_rate_over_time(records, ax=rate_ax, show_counts=False, **options)
     if records:
         (lo, hi), (tl_lo, tl_hi) = rate_ax.get_xlim(), timeline_range

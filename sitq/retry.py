@@ -20,7 +20,7 @@ import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 #: One way to recognise an error: its class, its class name, or a predicate `exc -> bool`.
 ErrorTest = type[BaseException] | str | Callable[[BaseException], bool]
@@ -397,17 +397,17 @@ class RetryPolicy:
         return head + ", ".join(args) + ")"
 
 
-def _is_number(value: object) -> bool:
+def _is_number(value: object) -> TypeGuard[float]:  # ints count as floats, as for type checkers
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _seconds(what: str, value: object) -> float:
     """`value` as float seconds, or a ValueError that says what is wrong with it."""
-    if not (_is_number(value) and math.isfinite(value) and value >= 0):  # type: ignore[arg-type]
+    if not (_is_number(value) and math.isfinite(value) and value >= 0):
         raise ValueError(
             f"{what} must be a finite number of seconds >= 0 (e.g. 1.5); got {value!r}"
         )
-    return float(value)  # type: ignore[arg-type]
+    return float(value)
 
 
 def _check_max_attempts(value: object) -> None:

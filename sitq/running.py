@@ -109,7 +109,11 @@ class TaskRunner:
                 processes=pool,
                 executor=options.executor,
             )
-            if isinstance(outcome.error, BrokenProcessPool) and pool is self.processes:
+            if (
+                isinstance(outcome.error, BrokenProcessPool)
+                and pool is not None
+                and pool is self.processes
+            ):
                 self.processes = None  # a child died (os._exit, a crash): the next task
                 pool.shutdown(wait=False)  # starts a new pool instead of failing too
             await context.flush_progress()  # a last report must land before the outcome

@@ -67,7 +67,7 @@ def check_dashboard(build_dashboard: Callable[[list[Attempt]], Any]) -> Feedback
     return attempt(check, hint=DASHBOARD_HINT)
 
 
-def _drawn_from(build_dashboard: Callable[[list[Attempt]], Any], shown: Any) -> list | None:
+def _drawn_from(build_dashboard: Callable[[list[Attempt]], Any], shown: Any) -> list[Any] | None:
     """What each panel draws when the dashboard is built from OTHER_HISTORY (None: no Figure)."""
     import matplotlib.pyplot as plt
     from matplotlib.figure import Figure

@@ -34,7 +34,7 @@ CLIENTS, ROUNDS = 20, 5  # the jitter policy: 20 tasks fail together, in 5 seede
 
 def ceiling(attempt: int) -> float:
     """The capped exponential wait after failed attempt `attempt`: 1, 2, 4, 8, 16, 20, 20..."""
-    return min(20.0, 1.0 * 2 ** (attempt - 1))
+    return min(20.0, 1.0 * 2.0 ** (attempt - 1))
 
 
 def misfit(waits: Sequence[float], top: float, where: str, hint: str) -> Feedback | None:

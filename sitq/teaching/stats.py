@@ -57,5 +57,5 @@ def kolmogorov_survival(t: float) -> float:
     """Q(t) = 2 * sum over j >= 1 of (-1)^(j-1) * exp(-2 j^2 t^2): P(K > t)."""
     if t < 0.2:  # the series converges slowly here, and Q(t) is 1 to 9 decimals
         return 1.0
-    total = sum((-1) ** (j - 1) * math.exp(-2 * j * j * t * t) for j in range(1, 101))
+    total: float = sum((-1) ** (j - 1) * math.exp(-2 * j * j * t * t) for j in range(1, 101))
     return min(max(2 * total, 0.0), 1.0)
