@@ -1,8 +1,8 @@
 """The peers sitq is measured against, in the same run and on the same disk.
 
 - raw aiosqlite and raw sqlite3 on **sitq's own schema**: the floor for sitq's writes with
-  its driver and its PRAGMAs (WAL, synchronous=NORMAL). The rows are copies of a row sitq
-  itself wrote, so the schema can change without this file changing.
+  its driver and its PRAGMAs (WAL, synchronous=NORMAL). The rows are copies of the columns
+  sitq itself set on a row, so the schema can change without this file changing.
 - a **minimal queue** in raw sqlite3: one table, claim one row, settle it. The least any
   durable SQLite queue has to do.
 - **huey**'s SqliteHuey, a popular SQLite-backed queue, at its default durability
@@ -48,18 +48,32 @@ def connect_raw(path: Path) -> sqlite3.Connection:
 
 async def sitq_row_template(path: Path) -> tuple[list[str], tuple[Any, ...]]:
     """Create sitq's schema in `path` by opening sitq on it, enqueue one task, and return
-    that row's columns and values (without the integer primary key)."""
+    the columns sitq set on that row, with their values.
+
+    Columns left at their DEFAULT (or NULL) are dropped, so a raw INSERT writes what
+    sitq's enqueue writes and nothing more, whatever the schema looks like.
+    """
     async with TaskQueue(SQLiteBackend(path)) as queue:
         await queue.enqueue(_tasks.noop)
     conn = sqlite3.connect(path)
     try:
-        cursor = conn.execute("SELECT * FROM sitq_tasks LIMIT 1")
-        columns = [d[0] for d in cursor.description]
-        row = cursor.fetchone()
+        row = conn.execute("SELECT * FROM sitq_tasks LIMIT 1").fetchone()
+        info = conn.execute("PRAGMA table_info(sitq_tasks)").fetchall()
     finally:
         conn.close()
-    keep = [i for i, name in enumerate(columns) if name != "seq"]
-    return [columns[i] for i in keep], tuple(row[i] for i in keep)
+    kept = [
+        (name, value)
+        for (_, name, _, _, default, is_key), value in zip(info, row, strict=True)
+        if not is_key and _set_explicitly(value, default)
+    ]
+    return [name for name, _ in kept], tuple(value for _, value in kept)
+
+
+def _set_explicitly(value: Any, default_sql: str | None) -> bool:
+    """True if `value` is not what the column's DEFAULT clause (or NULL) would give."""
+    if default_sql is None:
+        return value is not None
+    return str(value) != default_sql.strip("'")
 
 
 def copies(columns: list[str], template: tuple[Any, ...], n: int) -> list[tuple[Any, ...]]:
@@ -283,12 +297,22 @@ def huey_enqueue(n: int, normal: bool) -> Measure:
     return run
 
 
+def prefill_huey(path: Path, n: int) -> None:
+    """Queue `n` counted tasks through huey at NORMAL: the file's content does not depend
+    on the durability it was written with, and at FULL this would take much longer."""
+    peer = HueyPeer(path, normal=True)
+    try:
+        for _ in range(n):
+            peer.tick()
+    finally:
+        peer.close()
+
+
 def huey_drain(n: int, normal: bool) -> Measure:
     async def run(workdir: Path) -> list[Reading]:
+        prefill_huey(workdir / "huey.db", n)
         peer = HueyPeer(workdir / "huey.db", normal)
         try:
-            for _ in range(n):
-                peer.tick()
             _tasks.COUNTDOWN.arm(n)
             started = time.perf_counter()
             with peer.consumer():
