@@ -13,6 +13,7 @@ import logging
 
 from sitq.backends.sqlite import SQLiteBackend
 from sitq.breaker import BreakerState, BreakerTransition, CircuitBreaker
+from sitq.calls import call
 from sitq.clock import Clock, FakeClock, SystemClock
 from sitq.context import TaskContext, current_task, report_progress
 from sitq.errors import (
@@ -30,7 +31,7 @@ from sitq.errors import (
 )
 from sitq.hooks import TaskEvent, WorkerHooks
 from sitq.options import TaskOptions, task
-from sitq.queue import TaskQueue, call
+from sitq.queue import TaskQueue
 from sitq.retry import (
     NO_RETRY,
     PermanentError,

@@ -1,4 +1,4 @@
-"""The command line: `sitq worker | status | dead | requeue | purge | plot`.
+"""The command line: `sitq worker | status | dead | requeue | purge | prune | plot`.
 
 Made for shells and scripts: results go to stdout, messages and logs to stderr, and the exit
 code says what happened: 0 done, 1 a runtime error (no such task, database unusable...),
@@ -10,6 +10,7 @@ database URL, a module that does not exist). `sitq` and `python -m sitq` are the
     sitq dead queue.db
     sitq requeue queue.db 3f1c...      (or --all: every dead letter)
     sitq purge queue.db                (delete the dead letters)
+    sitq prune queue.db --older-than 1h (delete finished tasks; workers do it after 7 days)
     sitq plot queue.db --out dashboard.png
 
 A worker stops gracefully on SIGTERM or SIGINT (Ctrl-C): it stops claiming, lets running
@@ -109,7 +110,8 @@ async def show_dead(args: argparse.Namespace) -> int:
     for result in dead:
         error = f"{result.error_type}: {result.error}" if result.error_type else result.error
         first_line = (error or "").splitlines()[0] if error else ""
-        print(f"{result.task_id}\t{result.task_name}\t{result.attempts}\t{first_line}")
+        tries = _attempts(result.attempts, result.max_attempts)
+        print(f"{result.task_id}\t{result.task_name}\t{tries}\t{first_line}")
     if not dead:
         print("no dead letters", file=sys.stderr)
     return 0
@@ -236,6 +238,36 @@ def _open_queue(args: argparse.Namespace) -> TaskQueue:
     path = _database_path(args.db)
     _require_database(path, "or make one with `sitq worker DB --create`")
     return TaskQueue(SQLiteBackend(path), _serializer(args))
+
+
+def _attempts(attempts: int, budget: int | None) -> str:
+    """ "2 of 5": the attempts a task used, out of its retry budget (stored as data)."""
+    return str(attempts) if budget is None else f"{attempts} of {budget}"
+
+
+async def prune(args: argparse.Namespace) -> int:
+    """Delete succeeded and cancelled tasks older than --older-than (dead letters stay)."""
+    async with _open_queue(args) as queue:
+        pruned = await queue.prune(args.older_than)
+    print(f"pruned {pruned} finished task{'' if pruned == 1 else 's'}")
+    return 0
+
+
+#: Units for --older-than: 90s, 15m, 1h, 7d (a plain number is seconds).
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(text: str) -> float:
+    number, unit = (text[:-1], text[-1]) if text[-1:] in UNITS else (text, "s")
+    try:
+        value = float(number) * UNITS[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration: use e.g. 90s, 15m, 1h or 7d"
+        ) from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a duration >= 0, got {text}")
+    return value
 
 
 def _dead_letters(n: int) -> str:
@@ -378,6 +410,11 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("task_id", nargs="?", metavar="ID", help="the task to run again")
     which.add_argument("--all", action="store_true", help="requeue every dead letter")
     command("purge", purge, "delete every dead letter (their attempt history stays)")
+    pruner = command("prune", prune, "delete succeeded/cancelled tasks finished long ago")
+    pruner.add_argument(
+        "--older-than", type=_duration, required=True, metavar="AGE",
+        help="how long ago they finished: 90s, 15m, 1h, 7d",
+    )  # fmt: skip
     plotter = command("plot", plot, "save a dashboard of the attempt history")
     plotter.add_argument("--out", required=True, metavar="FILE", help="e.g. dashboard.png")
     plotter.add_argument(

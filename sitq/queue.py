@@ -7,13 +7,19 @@ share one backend object (as in the tutorial) a worker hears about new work at o
 from __future__ import annotations
 
 import asyncio
-import inspect
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from sitq import state
 from sitq.backends.base import Backend, NewTask, first_of
+from sitq.calls import (
+    as_calls,
+    check_callable,
+    check_task_id,
+    describe,
+    none_if_empty,
+)
 from sitq.clock import Clock, SystemClock
 from sitq.errors import (
     InvalidOptionError,
@@ -30,11 +36,6 @@ from sitq.task import TERMINAL, History, QueueSummary, Result, TaskInfo, TaskSta
 
 DEFAULT_MAX_PAYLOAD = 10 * 1024 * 1024
 FIRST_POLL = 0.02  # seconds; waits for results double this up to the backend's poll interval
-
-
-def call(func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> TaskCall:
-    """Describe one call for `enqueue_many`: `call(resize, "a.png", width=200)`."""
-    return TaskCall(func, args, kwargs)
 
 
 class TaskQueue:
@@ -114,7 +115,7 @@ class TaskQueue:
 
         Each item is `sitq.call(func, *args, **kwargs)` or a tuple (func, args[, kwargs]).
         """
-        return await self._enqueue_calls(_as_calls(calls), TaskOptions())
+        return await self._enqueue_calls(as_calls(calls), TaskOptions())
 
     def with_options(self, **options: Any) -> OptionsView:
         """Set options for the next enqueue: `queue.with_options(delay=5).enqueue(f, x)`."""
@@ -138,11 +139,11 @@ class TaskQueue:
                 SerializationError) as exc:  # fmt: skip
             if total == 1:
                 raise
-            raise type(exc)(f"enqueue_many: call #{index} ({_describe(call)}): {exc}") from exc
+            raise type(exc)(f"enqueue_many: call #{index} ({describe(call)}): {exc}") from exc
 
     def _new_task(self, call: TaskCall, options: TaskOptions, now: float) -> NewTask:
         """Merge the options once (call over function), serialize, and choose the state."""
-        _check_callable(call.func)
+        check_callable(call.func)
         effective = options.merged_over(options_of(call.func))
         run_options = TaskOptions(
             retry=effective.retry,
@@ -152,7 +153,7 @@ class TaskQueue:
         )
         task_id = str(uuid.uuid4())  # before encoding: a signed payload is bound to its id
         payload = self.serializer.encode_call(
-            TaskCall(call.func, call.args, call.kwargs, _none_if_empty(run_options)),
+            TaskCall(call.func, call.args, call.kwargs, none_if_empty(run_options)),
             task_id=task_id,
         )
         if len(payload) > self.max_payload_bytes:
@@ -326,6 +327,22 @@ class TaskQueue:
         await self._ready()
         return await self.backend.purge([TaskStatus.FAILED])
 
+    async def prune(self, older_than: float, *, batch: int = 500) -> int:
+        """Delete succeeded and cancelled tasks that finished more than `older_than`
+        seconds ago, with their attempt records; return how many. Dead letters stay until
+        `purge_dead_letters()`. Workers do this by themselves (`Worker(retention=...)`)."""
+        if (
+            isinstance(older_than, bool)
+            or not isinstance(older_than, int | float)
+            or not (0 <= older_than < float("inf"))
+        ):
+            raise InvalidOptionError(f"older_than must be seconds >= 0, got {older_than!r}")
+        await self._ready()
+        before, total = self.clock.now() - older_than, 0
+        while pruned := await self.backend.prune(before, batch):
+            total += pruned
+        return total
+
     async def cancel(self, task_id: str) -> bool:
         """Cancel a waiting task now, or ask a running one to stop.
 
@@ -350,54 +367,4 @@ class OptionsView:
         return task_id
 
     async def enqueue_many(self, calls: Iterable[TaskCall | tuple[Any, ...]]) -> list[str]:
-        return await self._queue._enqueue_calls(_as_calls(calls), self.options)
-
-
-def _as_call(item: TaskCall | tuple[Any, ...], index: int = 0) -> TaskCall:
-    if isinstance(item, TaskCall):
-        return item
-    if isinstance(item, tuple) and 2 <= len(item) <= 3:
-        func, args, *rest = item
-        kwargs = rest[0] if rest else {}
-        if isinstance(args, tuple | list) and isinstance(kwargs, dict):
-            return TaskCall(func, tuple(args), dict(kwargs))
-    raise InvalidTaskError(
-        f"enqueue_many: item #{index} is {item!r}; each item is sitq.call(func, *args, "
-        "**kwargs) or a tuple (func, args_tuple[, kwargs_dict]), e.g. (square, (5,))"
-    )
-
-
-def _as_calls(items: Iterable[TaskCall | tuple[Any, ...]]) -> list[TaskCall]:
-    return [_as_call(item, index) for index, item in enumerate(items)]
-
-
-def _describe(call: TaskCall) -> str:
-    return getattr(call.func, "__qualname__", None) or type(call.func).__name__
-
-
-def check_task_id(task_id: object) -> str:
-    """Task ids are the strings `enqueue` returned; anything else is a typed error."""
-    if not isinstance(task_id, str):
-        raise TaskNotFoundError(
-            f"task ids are strings (as enqueue() returned them), got {type(task_id).__name__}"
-            f" {task_id!r}; for many tasks use queue.gather(ids)"
-        )
-    return task_id
-
-
-def _check_callable(func: Any) -> None:
-    if inspect.iscoroutine(func):
-        func.close()  # it will never run; closing avoids a "never awaited" warning
-        raise InvalidTaskError(
-            "enqueue got a coroutine object, i.e. the *result* of calling an async function. "
-            "Pass the function and its arguments instead: enqueue(task, 1), not enqueue(task(1))"
-        )
-    if not callable(func):
-        raise InvalidTaskError(
-            f"enqueue needs a callable (a function), got {type(func).__name__} {func!r}. "
-            "Pass the function itself, then its arguments: enqueue(task, 1, key=2)"
-        )
-
-
-def _none_if_empty(options: TaskOptions) -> TaskOptions | None:
-    return None if options == TaskOptions() else options
+        return await self._queue._enqueue_calls(as_calls(calls), self.options)

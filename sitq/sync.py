@@ -251,6 +251,9 @@ class SyncTaskQueue:
     def purge_dead_letters(self) -> int:
         return self._run(self._queue.purge_dead_letters())
 
+    def prune(self, older_than: float, *, batch: int = 500) -> int:
+        return self._run(self._queue.prune(older_than, batch=batch))
+
     def cancel(self, task_id: str) -> bool:
         return self._run(self._queue.cancel(task_id))
 

@@ -134,7 +134,8 @@ def test_dead_lists_one_tab_separated_line_per_dead_letter(
     ids = prepare(db_path)
     code, out, _ = run(capsys, "dead", str(db_path))
     assert code == 0
-    assert out.splitlines() == [f"{ids['dead']}\tfail\t1\tValueError: bad input 7"]
+    # attempts out of the retry budget (stored as data: nothing is unpickled)
+    assert out.splitlines() == [f"{ids['dead']}\tfail\t1 of 1\tValueError: bad input 7"]
 
 
 def test_dead_with_no_dead_letters_prints_nothing_to_stdout(
@@ -341,6 +342,24 @@ def test_purge_deletes_the_dead_letters_only(
     assert json.loads(out)["succeeded"] == 1 and sum(json.loads(out).values()) == 1
     code, _, err = run(capsys, "requeue", str(db_path), ids["dead"])
     assert code == 1 and "TaskNotFoundError" in err
+
+
+def test_prune_deletes_finished_tasks_older_than_the_age_given(
+    db_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """prepare() ran on a FakeClock at 2026-01-01: those tasks finished long before now."""
+    prepare(db_path)
+    assert run(capsys, "prune", str(db_path), "--older-than", "3650d") == (
+        0, "pruned 0 finished tasks\n", "",
+    )  # fmt: skip
+    assert run(capsys, "prune", str(db_path), "--older-than", "1h") == (
+        0, "pruned 1 finished task\n", "",
+    )  # fmt: skip
+    _, out, _ = run(capsys, "status", str(db_path), "--json")
+    assert json.loads(out)["succeeded"] == 0 and json.loads(out)["failed"] == 1  # dead stays
+    with pytest.raises(SystemExit) as exit_:
+        main(["prune", str(db_path), "--older-than", "soon"])
+    assert exit_.value.code == 2 and "not a duration" in capsys.readouterr().err
 
 
 async def add_dead_letter(db_path: Path) -> None:

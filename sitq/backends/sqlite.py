@@ -27,20 +27,19 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
+from sitq.backends import sqlite_ops as ops
 from sitq.backends import sqlite_schema as schema
 from sitq.backends import sqlite_sql as sql
 from sitq.backends.base import (
     ClaimedTask,
-    LostAttempt,
     NewTask,
     Now,
     Settlement,
     Signal,
-    read_now,
 )
 from sitq.errors import BackendError, InvalidOptionError, QueueClosedError
 from sitq.state import CancelAction, on_cancel, on_requeue
-from sitq.task import TERMINAL, WAITING, Attempt, TaskInfo, TaskStatus
+from sitq.task import WAITING, Attempt, TaskInfo, TaskStatus
 
 logger = logging.getLogger("sitq.backends.sqlite")
 T = TypeVar("T")
@@ -120,7 +119,8 @@ class SQLiteBackend:
         except (OSError, sqlite3.Error) as exc:
             raise BackendError(f"cannot open SQLite database {self.path!r}: {exc}") from exc
         try:
-            await conn._execute(
+            # aiosqlite's _execute (run a function in its thread) has no type hints
+            await conn._execute(  # type: ignore[no-untyped-call]
                 schema.set_up,
                 conn._conn,
                 self.path,
@@ -150,17 +150,18 @@ class SQLiteBackend:
                 f"{self!r} is not connected: call `await queue.connect()` (or use "
                 "`async with queue:`) before using it, and not after `close()`"
             )
-        return await conn._execute(operation, conn._conn, *args)  # type: ignore[no-any-return]
+        # aiosqlite's _execute has no type hints, so what it returns is Any to mypy
+        return await conn._execute(operation, conn._conn, *args)  # type: ignore[no-untyped-call, no-any-return]
 
     async def _fetch(self, statement: str, params: Sequence[Any] = ()) -> list[Any]:
-        return await self._run(_fetchall, statement, params)
+        return await self._run(ops.fetchall, statement, params)
 
     # -- writing -------------------------------------------------------------------------
 
     async def add_tasks(self, tasks: Sequence[NewTask]) -> None:
         if not tasks:
             return
-        await self._run(_add_tasks, [_task_row(t) for t in tasks])
+        await self._run(ops.add_tasks, [ops.task_row(t) for t in tasks])
         self.work_signal.ring()
 
     async def claim(
@@ -180,12 +181,12 @@ class SQLiteBackend:
             "default_max": budget[0],
             "default_policy": budget[1],
         }
-        return await self._run(_claim, params, limit, now, lease_seconds)
+        return await self._run(ops.claim, params, limit, now, lease_seconds)
 
     async def settle(self, settlements: Sequence[Settlement]) -> list[bool]:
         if not settlements:
             return []
-        accepted = await self._run(_settle, list(settlements))
+        accepted = await self._run(ops.settle, list(settlements))
         if any(ok and s.status in WAITING for s, ok in zip(settlements, accepted, strict=True)):
             self.work_signal.ring()
         self.settle_signal.ring()
@@ -196,24 +197,24 @@ class SQLiteBackend:
     ) -> set[str]:
         if not leases:
             return set()
-        return await self._run(_renew, list(leases), now, lease_seconds)
+        return await self._run(ops.renew, list(leases), now, lease_seconds)
 
     async def set_progress(self, task_id: str, token: int, progress: float, message: str) -> None:
         await self._run(
-            _write,
+            ops.write,
             "UPDATE sitq_tasks SET progress = ?, progress_message = ? "
             "WHERE id = ? AND lease_token = ? AND status = 'running'",
             (progress, message, task_id, token),
         )
 
     async def cancel(self, task_id: str, now: float) -> TaskStatus | None:
-        old = await self._run(_cancel, task_id, now)
+        old = await self._run(ops.cancel, task_id, now)
         if on_cancel(old) is CancelAction.CANCEL_NOW:
             self.settle_signal.ring()
         return old
 
     async def requeue(self, task_id: str, now: float) -> TaskStatus | None:
-        old = await self._run(_requeue, task_id, now)
+        old = await self._run(ops.requeue, task_id, now)
         if on_requeue(old) is not None:
             self.work_signal.ring()
         return old
@@ -223,10 +224,12 @@ class SQLiteBackend:
         if not names:
             return 0
         marks = ", ".join("?" for _ in names)
-        return await self._run(_write, f"DELETE FROM sitq_tasks WHERE status IN ({marks})", names)
+        return await self._run(
+            ops.write, f"DELETE FROM sitq_tasks WHERE status IN ({marks})", names
+        )
 
     async def prune(self, finished_before: float, limit: int) -> int:
-        return await self._run(_prune, finished_before, limit)
+        return await self._run(ops.prune, finished_before, limit)
 
     # -- reading -------------------------------------------------------------------------
 
@@ -254,9 +257,9 @@ class SQLiteBackend:
 
     async def get_tasks(self, task_ids: Collection[str]) -> dict[str, TaskInfo]:
         rows = await self._run(
-            _select_in, f"SELECT {sql.TASK_COLUMNS} FROM sitq_tasks", list(task_ids)
+            ops.select_in, f"SELECT {sql.TASK_COLUMNS} FROM sitq_tasks", list(task_ids)
         )
-        return {row[0]: _task_info(row) for row in rows}
+        return {row[0]: ops.task_info(row) for row in rows}
 
     async def list_tasks(
         self, statuses: Collection[TaskStatus] | None = None, limit: int | None = None
@@ -270,7 +273,7 @@ class SQLiteBackend:
         if limit is not None:
             query += " LIMIT ?"
             params.append(int(limit))
-        return [_task_info(row) for row in await self._fetch(query, params)]
+        return [ops.task_info(row) for row in await self._fetch(query, params)]
 
     async def counts(self) -> dict[TaskStatus, int]:
         rows = await self._fetch("SELECT status, COUNT(*) FROM sitq_tasks GROUP BY status")
@@ -285,247 +288,6 @@ class SQLiteBackend:
             params = (task_id,)
         rows = await self._fetch(query + " ORDER BY seq", params)
         return [Attempt(*row) for row in rows]
-
-
-# -- operations: each runs whole in the connection's thread (`SQLiteBackend._run`) --------
-
-
-def _in_transaction(conn: sqlite3.Connection, work: Callable[[], T]) -> T:
-    """BEGIN IMMEDIATE (take the write lock up front, so two processes never deadlock
-    upgrading a read), run `work`, COMMIT; on any error ROLLBACK and re-raise."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        result = work()
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-    return result
-
-
-def _fetchall(conn: sqlite3.Connection, statement: str, params: Sequence[Any]) -> list[Any]:
-    return conn.execute(statement, params).fetchall()
-
-
-def _write(conn: sqlite3.Connection, statement: str, params: Sequence[Any]) -> int:
-    """One statement in autocommit: atomic by itself. Returns the rows it changed."""
-    return conn.execute(statement, params).rowcount
-
-
-def _add_tasks(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
-    if len(rows) == 1:
-        conn.execute(sql.INSERT_TASK, rows[0])  # autocommit: one statement is atomic
-        return
-    _in_transaction(conn, lambda: conn.executemany(sql.INSERT_TASK, rows))
-
-
-def _claim(
-    conn: sqlite3.Connection, params: dict[str, Any], limit: int, now: Now, lease: float
-) -> list[ClaimedTask]:
-    def work() -> list[ClaimedTask]:
-        moment = read_now(now)  # after BEGIN IMMEDIATE: the lock is ours
-        values = {**params, "now": moment, "lease_until": moment + lease, "limit": limit}
-        taken = conn.execute(sql.TAKE_OVER, values).fetchall()
-        for row in taken:
-            conn.execute(sql.INSERT_ATTEMPT, _lost_attempt_params(row))
-        values["limit"] = limit - len(taken)
-        due = conn.execute(sql.CLAIM_DUE, values).fetchall() if values["limit"] > 0 else []
-        return [_claimed(row, moment) for row in taken + due]
-
-    return _in_transaction(conn, work)
-
-
-def _settle(conn: sqlite3.Connection, settlements: list[Settlement]) -> list[bool]:
-    def work() -> list[bool]:
-        accepted = []
-        for s in settlements:
-            ok = conn.execute(sql.SETTLE, _settle_params(s)).rowcount == 1
-            if ok and s.attempt is not None:
-                conn.execute(sql.INSERT_ATTEMPT, _attempt_params(s.attempt))
-            accepted.append(ok)
-        return accepted
-
-    return _in_transaction(conn, work)
-
-
-def _renew(
-    conn: sqlite3.Connection, leases: list[tuple[str, int]], now: Now, lease: float
-) -> set[str]:
-    def work() -> set[str]:
-        until = read_now(now) + lease  # after the lock: a wait for it costs no lease time
-        return {
-            task_id
-            for task_id, token in leases
-            if conn.execute(sql.RENEW, (until, task_id, token)).rowcount != 1
-        }
-
-    return _in_transaction(conn, work)
-
-
-def _status_of(conn: sqlite3.Connection, task_id: str) -> TaskStatus | None:
-    row = conn.execute("SELECT status FROM sitq_tasks WHERE id = ?", (task_id,)).fetchone()
-    return None if row is None else TaskStatus(row[0])
-
-
-def _cancel(conn: sqlite3.Connection, task_id: str, now: float) -> TaskStatus | None:
-    def work() -> TaskStatus | None:
-        old = _status_of(conn, task_id)
-        action = on_cancel(old)
-        if action is CancelAction.CANCEL_NOW:
-            conn.execute(sql.CANCEL_NOW, (now, task_id))
-        elif action is CancelAction.REQUEST:
-            conn.execute(sql.REQUEST_CANCEL, (task_id,))
-        return old
-
-    return _in_transaction(conn, work)
-
-
-def _requeue(conn: sqlite3.Connection, task_id: str, now: float) -> TaskStatus | None:
-    def work() -> TaskStatus | None:
-        old = _status_of(conn, task_id)
-        new = on_requeue(old)
-        if new is not None:
-            conn.execute(sql.REQUEUE, (str(new), now, task_id))
-        return old
-
-    return _in_transaction(conn, work)
-
-
-def _prune(conn: sqlite3.Connection, finished_before: float, limit: int) -> int:
-    def work() -> int:
-        ids = [row[0] for row in conn.execute(sql.PRUNE_IDS, (finished_before, limit))]
-        for start in range(0, len(ids), MAX_VARIABLES):
-            chunk = ids[start : start + MAX_VARIABLES]
-            marks = ", ".join("?" for _ in chunk)
-            conn.execute(f"DELETE FROM sitq_attempts WHERE task_id IN ({marks})", chunk)
-            conn.execute(f"DELETE FROM sitq_tasks WHERE id IN ({marks})", chunk)
-        return len(ids)
-
-    return _in_transaction(conn, work)
-
-
-def _select_in(conn: sqlite3.Connection, select: str, ids: list[str]) -> list[Any]:
-    """Run `select ... WHERE id IN (...)` in chunks that respect SQLite's variable limit."""
-    rows: list[Any] = []
-    for start in range(0, len(ids), MAX_VARIABLES):
-        chunk = ids[start : start + MAX_VARIABLES]
-        marks = ", ".join("?" for _ in chunk)
-        rows += conn.execute(f"{select} WHERE id IN ({marks})", chunk).fetchall()
-    return rows
-
-
-# -- row conversions ----------------------------------------------------------------------
-
-
-def _task_row(t: NewTask) -> tuple[Any, ...]:
-    return (
-        t.task_id,
-        t.name,
-        t.payload,
-        str(t.status),
-        t.priority,
-        t.enqueued_at,
-        t.due_at,
-        t.max_attempts,
-        t.retry_policy,
-    )
-
-
-def _claimed(row: Any, now: float) -> ClaimedTask:
-    (
-        task_id,
-        name,
-        payload,
-        attempt,
-        try_number,
-        token,
-        due_at,
-        enqueued_at,
-        lost_worker,
-        lost_started,
-        lost_scheduled,
-        last_delay,
-        cancel_requested,
-        max_attempts,
-    ) = row
-    lost = None
-    if lost_worker is not None:
-        lost = LostAttempt(lost_worker, lost_started, lost_scheduled)
-    return ClaimedTask(
-        task_id,
-        name,
-        payload,
-        attempt,
-        try_number,
-        token,
-        due_at,
-        enqueued_at,
-        now,
-        lost,
-        last_delay,
-        bool(cancel_requested),
-        max_attempts,
-    )
-
-
-def _lost_attempt_params(row: Any) -> dict[str, Any]:
-    """The history record of the attempt a dead worker held (taken from a TAKE_OVER row)."""
-    task_id, name, _, attempts, _, _, expired_at, _, worker, started, scheduled = row[:11]
-    return {
-        "task_id": task_id,
-        "task_name": name,
-        "attempt": attempts - 1,
-        "worker_id": worker,
-        "scheduled_for": scheduled,
-        "started_at": started,
-        "finished_at": expired_at,
-        "outcome": "worker_lost",
-        "error_type": "WorkerLost",
-        "error_message": f"worker {worker} stopped renewing its lease",
-        "next_delay": None,
-    }
-
-
-def _task_info(row: Any) -> TaskInfo:
-    """A row of TASK_COLUMNS, in order, as a TaskInfo (the status text becomes the enum)."""
-    task_id, name, status, *rest, result = row
-    return TaskInfo(task_id, name, TaskStatus(status), *rest, result=result)
-
-
-def _settle_params(s: Settlement) -> dict[str, Any]:
-    return {
-        "task_id": s.task_id,
-        "token": s.token,
-        "status": str(s.status),
-        "due_at": s.due_at,
-        "refund": int(s.refund_attempt),
-        "finished_at": s.now if s.status in TERMINAL else None,
-        "result": s.result,
-        # a refund that brings no error of its own (a hand-back, a deferral) keeps the last
-        "keep_error": int(s.refund_attempt and s.error_type is None),
-        "error": s.error,
-        "error_type": s.error_type,
-        "traceback": s.traceback,
-        # decorrelated jitter grows from the delay chosen last time: keep it for the next
-        "keep_last_delay": int(s.status is not TaskStatus.RETRYING),
-        "next_delay": None if s.attempt is None else s.attempt.next_delay,
-    }
-
-
-def _attempt_params(a: Attempt) -> dict[str, Any]:
-    return {
-        "task_id": a.task_id,
-        "task_name": a.task_name,
-        "attempt": a.attempt,
-        "worker_id": a.worker_id,
-        "scheduled_for": a.scheduled_for,
-        "started_at": a.started_at,
-        "finished_at": a.finished_at,
-        "outcome": a.outcome,
-        "error_type": a.error_type,
-        "error_message": a.error_message,
-        "next_delay": a.next_delay,
-    }
 
 
 def _is_uri(path: str) -> bool:

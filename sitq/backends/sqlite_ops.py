@@ -1,0 +1,261 @@
+"""The SQLite backend's operations: each one runs whole in the connection's thread.
+
+`SQLiteBackend._run` hands one of these functions to aiosqlite's thread, with the raw
+`sqlite3` connection. A function opens its transaction, runs every statement it needs and
+commits (or rolls back) before it returns: one round trip from the event loop, and nothing
+left open if the caller is cancelled meanwhile. Below them, the conversions between rows
+and sitq's dataclasses.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from sitq.backends import sqlite_sql as sql
+from sitq.backends.base import ClaimedTask, LostAttempt, NewTask, Now, Settlement, read_now
+from sitq.state import CancelAction, on_cancel, on_requeue
+from sitq.task import TERMINAL, Attempt, TaskInfo, TaskStatus
+
+T = TypeVar("T")
+MAX_VARIABLES = 900  # stay well under SQLite's limit on ? placeholders per statement
+
+
+def in_transaction(conn: sqlite3.Connection, work: Callable[[], T]) -> T:
+    """BEGIN IMMEDIATE (take the write lock up front, so two processes never deadlock
+    upgrading a read), run `work`, COMMIT; on any error ROLLBACK and re-raise."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = work()
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return result
+
+
+def fetchall(conn: sqlite3.Connection, statement: str, params: Sequence[Any]) -> list[Any]:
+    return conn.execute(statement, params).fetchall()
+
+
+def write(conn: sqlite3.Connection, statement: str, params: Sequence[Any]) -> int:
+    """One statement in autocommit: atomic by itself. Returns the rows it changed."""
+    return conn.execute(statement, params).rowcount
+
+
+def add_tasks(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    if len(rows) == 1:
+        conn.execute(sql.INSERT_TASK, rows[0])  # autocommit: one statement is atomic
+        return
+    in_transaction(conn, lambda: conn.executemany(sql.INSERT_TASK, rows))
+
+
+def claim(
+    conn: sqlite3.Connection, params: dict[str, Any], limit: int, now: Now, lease: float
+) -> list[ClaimedTask]:
+    def work() -> list[ClaimedTask]:
+        moment = read_now(now)  # after BEGIN IMMEDIATE: the lock is ours
+        values = {**params, "now": moment, "lease_until": moment + lease, "limit": limit}
+        taken = conn.execute(sql.TAKE_OVER, values).fetchall()
+        for row in taken:
+            conn.execute(sql.INSERT_ATTEMPT, lost_attempt_params(row))
+        values["limit"] = limit - len(taken)
+        due = conn.execute(sql.CLAIM_DUE, values).fetchall() if values["limit"] > 0 else []
+        return [claimed(row, moment) for row in taken + due]
+
+    return in_transaction(conn, work)
+
+
+def settle(conn: sqlite3.Connection, settlements: list[Settlement]) -> list[bool]:
+    def work() -> list[bool]:
+        accepted = []
+        for s in settlements:
+            ok = conn.execute(sql.SETTLE, settle_params(s)).rowcount == 1
+            if ok and s.attempt is not None:
+                conn.execute(sql.INSERT_ATTEMPT, attempt_params(s.attempt))
+            accepted.append(ok)
+        return accepted
+
+    return in_transaction(conn, work)
+
+
+def renew(
+    conn: sqlite3.Connection, leases: list[tuple[str, int]], now: Now, lease: float
+) -> set[str]:
+    def work() -> set[str]:
+        until = read_now(now) + lease  # after the lock: a wait for it costs no lease time
+        return {
+            task_id
+            for task_id, token in leases
+            if conn.execute(sql.RENEW, (until, task_id, token)).rowcount != 1
+        }
+
+    return in_transaction(conn, work)
+
+
+def status_of(conn: sqlite3.Connection, task_id: str) -> TaskStatus | None:
+    row = conn.execute("SELECT status FROM sitq_tasks WHERE id = ?", (task_id,)).fetchone()
+    return None if row is None else TaskStatus(row[0])
+
+
+def cancel(conn: sqlite3.Connection, task_id: str, now: float) -> TaskStatus | None:
+    def work() -> TaskStatus | None:
+        old = status_of(conn, task_id)
+        action = on_cancel(old)
+        if action is CancelAction.CANCEL_NOW:
+            conn.execute(sql.CANCEL_NOW, (now, task_id))
+        elif action is CancelAction.REQUEST:
+            conn.execute(sql.REQUEST_CANCEL, (task_id,))
+        return old
+
+    return in_transaction(conn, work)
+
+
+def requeue(conn: sqlite3.Connection, task_id: str, now: float) -> TaskStatus | None:
+    def work() -> TaskStatus | None:
+        old = status_of(conn, task_id)
+        new = on_requeue(old)
+        if new is not None:
+            conn.execute(sql.REQUEUE, (str(new), now, task_id))
+        return old
+
+    return in_transaction(conn, work)
+
+
+def prune(conn: sqlite3.Connection, finished_before: float, limit: int) -> int:
+    def work() -> int:
+        ids = [row[0] for row in conn.execute(sql.PRUNE_IDS, (finished_before, limit))]
+        for start in range(0, len(ids), MAX_VARIABLES):
+            chunk = ids[start : start + MAX_VARIABLES]
+            marks = ", ".join("?" for _ in chunk)
+            conn.execute(f"DELETE FROM sitq_attempts WHERE task_id IN ({marks})", chunk)
+            conn.execute(f"DELETE FROM sitq_tasks WHERE id IN ({marks})", chunk)
+        return len(ids)
+
+    return in_transaction(conn, work)
+
+
+def select_in(conn: sqlite3.Connection, select: str, ids: list[str]) -> list[Any]:
+    """Run `select ... WHERE id IN (...)` in chunks that respect SQLite's variable limit."""
+    rows: list[Any] = []
+    for start in range(0, len(ids), MAX_VARIABLES):
+        chunk = ids[start : start + MAX_VARIABLES]
+        marks = ", ".join("?" for _ in chunk)
+        rows += conn.execute(f"{select} WHERE id IN ({marks})", chunk).fetchall()
+    return rows
+
+
+# -- row conversions ---------------------------------------------------------------------
+
+
+def task_row(t: NewTask) -> tuple[Any, ...]:
+    return (
+        t.task_id,
+        t.name,
+        t.payload,
+        str(t.status),
+        t.priority,
+        t.enqueued_at,
+        t.due_at,
+        t.max_attempts,
+        t.retry_policy,
+    )
+
+
+def claimed(row: Any, now: float) -> ClaimedTask:
+    (
+        task_id,
+        name,
+        payload,
+        attempt,
+        try_number,
+        token,
+        due_at,
+        enqueued_at,
+        lost_worker,
+        lost_started,
+        lost_scheduled,
+        last_delay,
+        cancel_requested,
+        max_attempts,
+    ) = row
+    lost = None
+    if lost_worker is not None:
+        lost = LostAttempt(lost_worker, lost_started, lost_scheduled)
+    return ClaimedTask(
+        task_id,
+        name,
+        payload,
+        attempt,
+        try_number,
+        token,
+        due_at,
+        enqueued_at,
+        now,
+        lost,
+        last_delay,
+        bool(cancel_requested),
+        max_attempts,
+    )
+
+
+def lost_attempt_params(row: Any) -> dict[str, Any]:
+    """The history record of the attempt a dead worker held (taken from a TAKE_OVER row)."""
+    task_id, name, _, attempts, _, _, expired_at, _, worker, started, scheduled = row[:11]
+    return {
+        "task_id": task_id,
+        "task_name": name,
+        "attempt": attempts - 1,
+        "worker_id": worker,
+        "scheduled_for": scheduled,
+        "started_at": started,
+        "finished_at": expired_at,
+        "outcome": "worker_lost",
+        "error_type": "WorkerLost",
+        "error_message": f"worker {worker} stopped renewing its lease",
+        "next_delay": None,
+    }
+
+
+def task_info(row: Any) -> TaskInfo:
+    """A row of TASK_COLUMNS, in order, as a TaskInfo (the status text becomes the enum)."""
+    task_id, name, status, *rest, result = row
+    # mypy cannot count *rest: the row holds one value per TaskInfo field, result last
+    return TaskInfo(task_id, name, TaskStatus(status), *rest, result=result)  # type: ignore[misc]
+
+
+def settle_params(s: Settlement) -> dict[str, Any]:
+    return {
+        "task_id": s.task_id,
+        "token": s.token,
+        "status": str(s.status),
+        "due_at": s.due_at,
+        "refund": int(s.refund_attempt),
+        "finished_at": s.now if s.status in TERMINAL else None,
+        "result": s.result,
+        # a refund that brings no error of its own (a hand-back, a deferral) keeps the last
+        "keep_error": int(s.refund_attempt and s.error_type is None),
+        "error": s.error,
+        "error_type": s.error_type,
+        "traceback": s.traceback,
+        # decorrelated jitter grows from the delay chosen last time: keep it for the next
+        "keep_last_delay": int(s.status is not TaskStatus.RETRYING),
+        "next_delay": None if s.attempt is None else s.attempt.next_delay,
+    }
+
+
+def attempt_params(a: Attempt) -> dict[str, Any]:
+    return {
+        "task_id": a.task_id,
+        "task_name": a.task_name,
+        "attempt": a.attempt,
+        "worker_id": a.worker_id,
+        "scheduled_for": a.scheduled_for,
+        "started_at": a.started_at,
+        "finished_at": a.finished_at,
+        "outcome": a.outcome,
+        "error_type": a.error_type,
+        "error_message": a.error_message,
+        "next_delay": a.next_delay,
+    }

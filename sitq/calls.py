@@ -1,0 +1,72 @@
+"""What `enqueue` is given: calls described as data, and the checks made on them.
+
+`sitq.call(func, *args, **kwargs)` describes one call for `enqueue_many`. The checks here
+run in the caller's process, at enqueue, so a mistake (a coroutine object instead of a
+function, a malformed batch item, a task id that is not a string) is reported where it
+was made, with a message that says how to fix it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from sitq.errors import InvalidTaskError, TaskNotFoundError
+from sitq.options import TaskOptions
+from sitq.serialization import TaskCall
+
+
+def call(func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> TaskCall:
+    """Describe one call for `enqueue_many`: `call(resize, "a.png", width=200)`."""
+    return TaskCall(func, args, kwargs)
+
+
+def as_call(item: TaskCall | tuple[Any, ...], index: int = 0) -> TaskCall:
+    if isinstance(item, TaskCall):
+        return item
+    if isinstance(item, tuple) and 2 <= len(item) <= 3:
+        func, args, *rest = item
+        kwargs = rest[0] if rest else {}
+        if isinstance(args, tuple | list) and isinstance(kwargs, dict):
+            return TaskCall(func, tuple(args), dict(kwargs))
+    raise InvalidTaskError(
+        f"enqueue_many: item #{index} is {item!r}; each item is sitq.call(func, *args, "
+        "**kwargs) or a tuple (func, args_tuple[, kwargs_dict]), e.g. (square, (5,))"
+    )
+
+
+def as_calls(items: Iterable[TaskCall | tuple[Any, ...]]) -> list[TaskCall]:
+    return [as_call(item, index) for index, item in enumerate(items)]
+
+
+def describe(call: TaskCall) -> str:
+    return getattr(call.func, "__qualname__", None) or type(call.func).__name__
+
+
+def check_task_id(task_id: object) -> str:
+    """Task ids are the strings `enqueue` returned; anything else is a typed error."""
+    if not isinstance(task_id, str):
+        raise TaskNotFoundError(
+            f"task ids are strings (as enqueue() returned them), got {type(task_id).__name__}"
+            f" {task_id!r}; for many tasks use queue.gather(ids)"
+        )
+    return task_id
+
+
+def check_callable(func: Any) -> None:
+    if inspect.iscoroutine(func):
+        func.close()  # it will never run; closing avoids a "never awaited" warning
+        raise InvalidTaskError(
+            "enqueue got a coroutine object, i.e. the *result* of calling an async function. "
+            "Pass the function and its arguments instead: enqueue(task, 1), not enqueue(task(1))"
+        )
+    if not callable(func):
+        raise InvalidTaskError(
+            f"enqueue needs a callable (a function), got {type(func).__name__} {func!r}. "
+            "Pass the function itself, then its arguments: enqueue(task, 1, key=2)"
+        )
+
+
+def none_if_empty(options: TaskOptions) -> TaskOptions | None:
+    return None if options == TaskOptions() else options
