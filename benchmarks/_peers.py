@@ -198,11 +198,12 @@ class MinimalDepthDrain:
 
     def __init__(self, depth: int, first: int) -> None:
         self.depth, self.first = depth, first
-        self.folder = Path(tempfile.mkdtemp(prefix="sitq-bench-depth-raw-"))
+        self.folder: Path | None = None
         self.queue: MinimalQueue | None = None
 
     async def run(self, workdir: Path) -> list[Reading]:
         if self.queue is None:
+            self.folder = Path(tempfile.mkdtemp(prefix="sitq-bench-depth-raw-"))
             self.queue = MinimalQueue(self.folder / "q.db")
             self.queue.fill(self.depth)
         started = time.perf_counter()
@@ -216,7 +217,8 @@ class MinimalDepthDrain:
     async def close(self) -> None:
         if self.queue is not None:
             self.queue.close()
-        shutil.rmtree(self.folder, ignore_errors=True)
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 # -- huey ------------------------------------------------------------------------------------

@@ -36,12 +36,16 @@ class WorkerProcesses:
 
     def __init__(self, count: int, concurrency: int = 10) -> None:
         self.count, self.concurrency = count, concurrency
-        self.folder = Path(tempfile.mkdtemp(prefix="sitq-bench-procs-"))
-        self.path = self.folder / "q.db"
+        self.folder = Path()  # made by start(), so an unused contender leaves nothing behind
         self.procs: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def path(self) -> Path:
+        return self.folder / "q.db"
 
     async def start(self) -> None:
         """Start the processes and return once each has said it is ready."""
+        self.folder = Path(tempfile.mkdtemp(prefix="sitq-bench-procs-"))
         async with TaskQueue(SQLiteBackend(self.path)):
             pass  # create the file and schema before several processes race to
         for i in range(self.count):
@@ -92,7 +96,8 @@ class WorkerProcesses:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        shutil.rmtree(self.folder, ignore_errors=True)
+        if self.procs:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 class ProcessPickup:
