@@ -59,7 +59,7 @@ class LeaseKeeper:
         self.tokens[task_id] = token
         if self._heartbeat is None or self._heartbeat.done():
             self._stop = asyncio.Event()
-            self._heartbeat = asyncio.create_task(self._beat(), name="sitq-heartbeat")
+            self._heartbeat = asyncio.create_task(self._beat(self._stop), name="sitq-heartbeat")
 
     def release(self, task_id: str) -> None:
         self.tokens.pop(task_id, None)
@@ -72,12 +72,13 @@ class LeaseKeeper:
             await asyncio.gather(self._heartbeat, return_exceptions=True)
             self._heartbeat = None
 
-    async def _beat(self) -> None:
+    async def _beat(self, stop: asyncio.Event) -> None:
         """Renew every lease_seconds/3 (from the start of the last renewal) while we hold any.
-        A failed renewal is logged and tried again: the heartbeat must not stop silently."""
+        A failed renewal is logged and tried again: the heartbeat must not stop silently.
+        `stop` is this heartbeat's own: a later one gets a fresh event."""
         began = self.clock.now()
-        while self.tokens and not self._stop.is_set():
-            if await self.clock.wait(began + self.lease_seconds / 3, self._stop):
+        while self.tokens and not stop.is_set():
+            if await self.clock.wait(began + self.lease_seconds / 3, stop):
                 return
             began = self.clock.now()
             try:
