@@ -1,4 +1,4 @@
-"""Task functions for notebooks/11_reliability.ipynb.
+"""Task functions for notebooks/12_reliability.ipynb.
 
 The notebook starts real workers with `python -m sitq worker DB --import
 reliability_demo_tasks`, as you would start them in production with `--import
