@@ -79,7 +79,7 @@ def _set_explicitly(value: Any, default_sql: str | None) -> bool:
 def copies(columns: list[str], template: tuple[Any, ...], n: int) -> list[tuple[Any, ...]]:
     """`n` copies of the template row, each with a fresh id and the current time."""
     now = time.time()
-    fresh = {"enqueued_at": now, "due_at": now}
+    fresh: dict[str, Any] = {"enqueued_at": now, "due_at": now}
     rows = []
     for _ in range(n):
         fresh["id"] = str(uuid.uuid4())
@@ -224,16 +224,16 @@ class MinimalDepthDrain:
 # -- huey ------------------------------------------------------------------------------------
 
 
-class NormalSyncStorage(SqliteStorage):
+class NormalSyncStorage(SqliteStorage):  # type: ignore[misc]  # huey has no type hints
     """SqliteStorage at synchronous=NORMAL, sitq's durability (huey's default is FULL)."""
 
     def _create_connection(self) -> sqlite3.Connection:
-        conn = super()._create_connection()
+        conn: sqlite3.Connection = super()._create_connection()
         conn.execute("PRAGMA synchronous = NORMAL")
         return conn
 
 
-class NormalSyncHuey(SqliteHuey):
+class NormalSyncHuey(SqliteHuey):  # type: ignore[misc]
     storage_class = NormalSyncStorage
 
 

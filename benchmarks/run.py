@@ -212,6 +212,11 @@ def number(value: float) -> str:
     return f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}"
 
 
+def ratio_text(value: float) -> str:
+    """Three decimals below 10, so 0.799 is not shown as a passing-looking 0.80."""
+    return f"{value:.3f}" if abs(value) < 10 else number(value)
+
+
 def table(series: dict[str, Series]) -> list[str]:
     rows = [("work", "contender", "median", "min", "max", "unit")]
     previous = None
@@ -248,7 +253,7 @@ def ratio_lines(judged: list[dict[str, object]]) -> list[str]:
     width = max(len(str(j["label"])) for j in judged)
     lines = []
     for j in judged:
-        value = "n/a" if j["value"] is None else number(float(j["value"]))  # type: ignore[arg-type]
+        value = "n/a" if j["value"] is None else ratio_text(float(j["value"]))  # type: ignore[arg-type]
         target = f"(target {j['op']} {j['bound']:g})" if j["op"] else ""
         lines.append(f"{j['label']:<{width}}  {value:>7}  {target:<18} {j['verdict']}".rstrip())
     return lines
@@ -294,6 +299,11 @@ def chosen_groups(args: argparse.Namespace, sizes: Sizes) -> list[Group]:
     return groups
 
 
+def log(line: str) -> None:
+    """Progress goes to stderr, so stdout holds only the report."""
+    print(line, file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     sizes = QUICK if args.quick else Sizes()
@@ -301,7 +311,6 @@ def main(argv: list[str] | None = None) -> int:
         sizes = dataclasses.replace(sizes, rounds=args.rounds)
     mode = "quick" if args.quick else "full"
     info = machine()
-    log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     log(f"sitq benchmarks, {mode} mode")
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="sitq-bench-") as tmp:
