@@ -30,6 +30,7 @@ from sitq.errors import (
     TaskStateError,
 )
 from sitq.hooks import TaskEvent, WorkerHooks
+from sitq.json_serialization import JsonSerializer
 from sitq.options import TaskOptions, task
 from sitq.queue import TaskQueue
 from sitq.retry import (
@@ -43,10 +44,11 @@ from sitq.retry import (
 )
 from sitq.serialization import (
     CloudpickleSerializer,
-    JsonSerializer,
     Serializer,
-    SignedSerializer,
+    TaskImportError,
+    TaskNotAllowedError,
 )
+from sitq.signing import SignedSerializer
 from sitq.sync import SyncTaskQueue, SyncWorker
 from sitq.task import TERMINAL, Attempt, History, QueueSummary, Result, TaskInfo, TaskStatus
 from sitq.worker import Worker
@@ -73,5 +75,6 @@ __all__ = [
     # errors
     "SitqError", "SerializationError", "PayloadTooLargeError", "TaskNotFoundError",
     "InvalidTaskError", "InvalidOptionError", "QueueClosedError", "TaskStateError",
-    "SchemaVersionError", "BackendError", "SignatureError",
+    "SchemaVersionError", "BackendError", "SignatureError", "TaskImportError",
+    "TaskNotAllowedError",
 ]  # fmt: skip

@@ -37,8 +37,10 @@ from typing import Any, NoReturn
 from sitq import __version__
 from sitq.backends.sqlite import SQLiteBackend
 from sitq.errors import SitqError, TaskStateError
+from sitq.json_serialization import JsonSerializer
 from sitq.queue import TaskQueue
-from sitq.serialization import CloudpickleSerializer, JsonSerializer, Serializer, SignedSerializer
+from sitq.serialization import CloudpickleSerializer, Serializer
+from sitq.signing import SignedSerializer
 from sitq.task import TaskStatus
 from sitq.worker import Worker
 
