@@ -68,5 +68,11 @@ def check_callable(func: Any) -> None:
         )
 
 
-def none_if_empty(options: TaskOptions) -> TaskOptions | None:
-    return None if options == TaskOptions() else options
+def run_options(effective: TaskOptions) -> TaskOptions | None:
+    """What the worker needs of the merged options (None when there is nothing to say):
+    when to run and the task's name are already columns of its row."""
+    wanted = (effective.retry, effective.timeout, effective.executor, effective.name)
+    if wanted == (None, None, None, None):
+        return None
+    retry, timeout, executor, name = wanted
+    return TaskOptions(retry=retry, timeout=timeout, executor=executor, name=name)

@@ -18,7 +18,7 @@ from sitq.calls import (
     check_callable,
     check_task_id,
     describe,
-    none_if_empty,
+    run_options,
 )
 from sitq.clock import Clock, SystemClock
 from sitq.errors import (
@@ -145,15 +145,9 @@ class TaskQueue:
         """Merge the options once (call over function), serialize, and choose the state."""
         check_callable(call.func)
         effective = options.merged_over(options_of(call.func))
-        run_options = TaskOptions(
-            retry=effective.retry,
-            timeout=effective.timeout,
-            executor=effective.executor,
-            name=effective.name,
-        )
         task_id = str(uuid.uuid4())  # before encoding: a signed payload is bound to its id
         payload = self.serializer.encode_call(
-            TaskCall(call.func, call.args, call.kwargs, none_if_empty(run_options)),
+            TaskCall(call.func, call.args, call.kwargs, run_options(effective)),
             task_id=task_id,
         )
         if len(payload) > self.max_payload_bytes:
@@ -307,7 +301,7 @@ class TaskQueue:
     async def dead_letters(self) -> list[Result]:
         """Tasks that failed for good, with their error, traceback and attempt count."""
         await self._ready()
-        rows = await self.backend.list_tasks([TaskStatus.FAILED])
+        rows = await self.backend.list_tasks(state.DEAD_LETTERS)
         return [self._result(info) for info in rows]
 
     async def requeue(self, task_id: str) -> None:
@@ -317,7 +311,7 @@ class TaskQueue:
         """
         await self.get_task(task_id)
         old = await self.backend.requeue(task_id, self.clock.now())
-        if old not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
+        if state.on_requeue(old) is None:
             raise TaskStateError(
                 f"task {task_id} is {old}: only failed or cancelled tasks can be requeued"
             )
@@ -325,7 +319,7 @@ class TaskQueue:
     async def purge_dead_letters(self) -> int:
         """Delete every dead letter (their attempt history stays); return how many."""
         await self._ready()
-        return await self.backend.purge([TaskStatus.FAILED])
+        return await self.backend.purge(state.PURGEABLE)
 
     async def prune(self, older_than: float, *, batch: int = 500) -> int:
         """Delete succeeded and cancelled tasks that finished more than `older_than`

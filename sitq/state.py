@@ -39,6 +39,8 @@ from sitq.task import TERMINAL, WAITING, TaskStatus
 
 #: States a worker may claim once they are due.
 CLAIMABLE: frozenset[TaskStatus] = WAITING
+#: Dead letters: tasks that failed for good (listed by `dead_letters`, deleted by purge).
+DEAD_LETTERS: frozenset[TaskStatus] = frozenset({TaskStatus.FAILED})
 #: States `purge_dead_letters` deletes.
 PURGEABLE: frozenset[TaskStatus] = frozenset({TaskStatus.FAILED})
 #: Finished states that retention prunes (dead letters stay until purged).
