@@ -1,4 +1,7 @@
-"""Shared fixtures: a fresh SQLite file per test, a virtual clock, a queue and a worker."""
+"""Shared fixtures: a fresh SQLite file per test, a virtual clock, a queue and a worker.
+
+`database`/`any_backend` (from tests/backends.py) run a test on SQLite and on PostgreSQL.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from backends import any_backend, database  # noqa: F401 - fixtures for every test module
 
 from sitq import FakeClock, SQLiteBackend, TaskQueue, Worker
 
