@@ -7,7 +7,6 @@ share one backend object (as in the tutorial) a worker hears about new work at o
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -18,6 +17,7 @@ from sitq.calls import (
     check_callable,
     check_task_id,
     describe,
+    new_task_id,
     run_options,
 )
 from sitq.clock import Clock, SystemClock
@@ -145,7 +145,7 @@ class TaskQueue:
         """Merge the options once (call over function), serialize, and choose the state."""
         check_callable(call.func)
         effective = options.merged_over(options_of(call.func))
-        task_id = str(uuid.uuid4())  # before encoding: a signed payload is bound to its id
+        task_id = new_task_id()  # before encoding: a signed payload is bound to its id
         payload = self.serializer.encode_call(
             TaskCall(call.func, call.args, call.kwargs, run_options(effective)),
             task_id=task_id,

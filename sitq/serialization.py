@@ -104,6 +104,8 @@ def _is_plain(value: Any, depth: int = PLAIN_DEPTH) -> bool:
         return True
     if depth == 0 or type(value) not in (tuple, list, dict):
         return False
+    if not value:  # () and {}: the arguments of most calls
+        return True
     items = value.items() if isinstance(value, dict) else ((None, v) for v in value)
     return all(_is_plain(k, depth - 1) and _is_plain(v, depth - 1) for k, v in items)
 
