@@ -9,6 +9,7 @@ only read a database you trust, or sign payloads (`SignedSerializer`), or use
 
 from __future__ import annotations
 
+import functools
 import pickle
 import sys
 from dataclasses import dataclass
@@ -111,7 +112,20 @@ def _is_plain(value: Any, depth: int = PLAIN_DEPTH) -> bool:
 
 
 def _by_reference(func: Any) -> bool:
-    """True for a function any process can import by its module and name."""
+    """True for a function any process can import by its module and name (remembered for
+    hashable functions: a batch calls the same one again and again)."""
+    try:
+        return _by_reference_remembered(func)
+    except TypeError:  # an unhashable callable object
+        return _looks_up_to(func)
+
+
+@functools.lru_cache(maxsize=1024)
+def _by_reference_remembered(func: Any) -> bool:
+    return _looks_up_to(func)
+
+
+def _looks_up_to(func: Any) -> bool:
     module = sys.modules.get(getattr(func, "__module__", None) or "__main__")
     name = getattr(func, "__qualname__", "")
     if module is None or module.__name__ == "__main__" or "<" in name:

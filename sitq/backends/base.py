@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from sitq.task import Attempt, TaskInfo, TaskStatus
 
@@ -31,13 +31,13 @@ def read_now(now: Now) -> float:
     return now() if callable(now) else float(now)
 
 
-@dataclass(frozen=True)
-class NewTask:
+class NewTask(NamedTuple):
     """A row to insert: the queue has already serialized the call and chosen its state.
 
     `max_attempts` and `retry_policy` are the retry budget as data (None: the worker's
     default policy applies; the claim fills them in), so a plain SQL query, `sitq status`
-    and the HTML tables can say "attempt 2 of 5" without unpickling anything.
+    and the HTML tables can say "attempt 2 of 5" without unpickling anything. A named
+    tuple, not a dataclass: enqueue_many makes one per task, and a tuple is made fastest.
     """
 
     task_id: str
