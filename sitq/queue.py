@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sitq import state
@@ -124,53 +125,41 @@ class TaskQueue:
     async def _enqueue_calls(self, calls: Sequence[TaskCall], options: TaskOptions) -> list[str]:
         await self._ready()
         now = self.clock.now()
-        rows = [self._numbered(i, c, options, now, len(calls)) for i, c in enumerate(calls)]
+        rows: list[NewTask] = []
+        plans: dict[int, _Plan] = {}  # by id(func): a batch repeats a few functions
+        try:
+            for one in calls:
+                plan = plans.get(id(one.func))
+                if plan is None or plan.func is not one.func:
+                    plan = plans[id(one.func)] = _Plan.of(one.func, options)
+                rows.append(self._new_task(one, plan, now))
+        except (InvalidTaskError, InvalidOptionError, PayloadTooLargeError,
+                SerializationError) as exc:  # fmt: skip
+            if len(calls) == 1:
+                raise
+            culprit = calls[len(rows)]  # the batch names the call that spoiled it
+            raise type(exc)(
+                f"enqueue_many: call #{len(rows)} ({describe(culprit)}): {exc}"
+            ) from exc
         if rows:
             await self.backend.add_tasks(rows)
         return [row.task_id for row in rows]
 
-    def _numbered(
-        self, index: int, call: TaskCall, options: TaskOptions, now: float, total: int
-    ) -> NewTask:
-        """`_new_task`, with the call's place in a batch named in any error it raises."""
-        try:
-            return self._new_task(call, options, now)
-        except (InvalidTaskError, InvalidOptionError, PayloadTooLargeError,
-                SerializationError) as exc:  # fmt: skip
-            if total == 1:
-                raise
-            raise type(exc)(f"enqueue_many: call #{index} ({describe(call)}): {exc}") from exc
-
-    def _new_task(self, call: TaskCall, options: TaskOptions, now: float) -> NewTask:
-        """Merge the options once (call over function), serialize, and choose the state."""
-        check_callable(call.func)
-        effective = options.merged_over(options_of(call.func))
+    def _new_task(self, call: TaskCall, plan: _Plan, now: float) -> NewTask:
+        """Serialize one call (its options already merged in `plan`) and choose its state."""
         task_id = new_task_id()  # before encoding: a signed payload is bound to its id
         payload = self.serializer.encode_call(
-            TaskCall(call.func, call.args, call.kwargs, run_options(effective)),
-            task_id=task_id,
+            _with_options(call, plan.run_options), task_id=task_id
         )
         if len(payload) > self.max_payload_bytes:
             raise PayloadTooLargeError(
-                f"task {task_name(call.func)!r} serializes to {len(payload):,} bytes, over the "
+                f"task {plan.name!r} serializes to {len(payload):,} bytes, over the "
                 f"limit of {self.max_payload_bytes:,}: store big data in a file or database "
                 "and pass its path or key, or raise TaskQueue(max_payload_bytes=...)"
             )
-        due_at = effective.due_at(now)
-        max_attempts, policy = (None, None)
-        if effective.retry is not None:
-            max_attempts, policy = state.budget_of(effective.retry)
-        return NewTask(
-            task_id,
-            task_name(call.func, effective),
-            payload,
-            state.on_enqueue(due_at, now),
-            due_at,
-            now,
-            effective.priority or 0,
-            max_attempts,
-            policy,
-        )
+        due_at = plan.options.due_at(now)
+        return NewTask(task_id, plan.name, payload, state.on_enqueue(due_at, now), due_at, now,
+                       plan.options.priority or 0, *plan.budget)  # fmt: skip
 
     # -- results ---------------------------------------------------------------------------
 
@@ -362,3 +351,32 @@ class OptionsView:
 
     async def enqueue_many(self, calls: Iterable[TaskCall | tuple[Any, ...]]) -> list[str]:
         return await self._queue._enqueue_calls(as_calls(calls), self.options)
+
+
+def _with_options(call: TaskCall, options: TaskOptions | None) -> TaskCall:
+    """The call with the options the worker needs (the same object when nothing changes)."""
+    if options == call.options:
+        return call
+    return TaskCall(call.func, call.args, call.kwargs, options)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What every call of one function in one enqueue shares: its options, merged once
+    (the call's over the function's), what the worker needs of them, its name and budget."""
+
+    func: Any
+    options: TaskOptions
+    run_options: TaskOptions | None
+    name: str
+    budget: tuple[int | None, str | None]
+
+    @classmethod
+    def of(cls, func: Any, options: TaskOptions) -> _Plan:
+        check_callable(func)
+        effective = options.merged_over(options_of(func))
+        budget: tuple[int | None, str | None] = (None, None)  # None: the worker's default
+        if effective.retry is not None:
+            budget = state.budget_of(effective.retry)
+        name = task_name(func, effective)
+        return cls(func, effective, run_options(effective), name, budget)

@@ -150,8 +150,9 @@ class CloudpickleSerializer:
 
     def encode_call(self, call: TaskCall, *, task_id: str | None = None) -> bytes:
         body = (call.func, call.args, call.kwargs, call.options)
-        plain = _is_plain(call.args) and _is_plain(call.kwargs)
-        if call.options is None and plain and _by_reference(call.func):
+        args, kwargs = call.args, call.kwargs
+        plain = (not args or _is_plain(args)) and (not kwargs or _is_plain(kwargs))
+        if plain and call.options is None and _by_reference(call.func):
             return pickle.dumps(body, protocol=self.protocol)
         try:
             data: bytes = cloudpickle.dumps(body, protocol=self.protocol)

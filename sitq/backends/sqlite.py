@@ -161,7 +161,7 @@ class SQLiteBackend:
     async def add_tasks(self, tasks: Sequence[NewTask]) -> None:
         if not tasks:
             return
-        await self._run(ops.add_tasks, [ops.task_row(t) for t in tasks])
+        await self._run(ops.add_tasks, list(tasks))  # NewTask is a tuple in INSERT_TASK order
         self.work_signal.ring()
 
     async def claim(

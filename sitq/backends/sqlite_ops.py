@@ -44,7 +44,7 @@ def write(conn: sqlite3.Connection, statement: str, params: Sequence[Any]) -> in
     return conn.execute(statement, params).rowcount
 
 
-def add_tasks(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+def add_tasks(conn: sqlite3.Connection, rows: list[NewTask]) -> None:
     if len(rows) == 1:
         conn.execute(sql.INSERT_TASK, rows[0])  # autocommit: one statement is atomic
         return
@@ -147,20 +147,6 @@ def select_in(conn: sqlite3.Connection, select: str, ids: list[str]) -> list[Any
 
 
 # -- row conversions ---------------------------------------------------------------------
-
-
-def task_row(t: NewTask) -> tuple[Any, ...]:
-    return (
-        t.task_id,
-        t.name,
-        t.payload,
-        str(t.status),
-        t.priority,
-        t.enqueued_at,
-        t.due_at,
-        t.max_attempts,
-        t.retry_policy,
-    )
 
 
 def claimed(row: Any, now: float) -> ClaimedTask:

@@ -87,8 +87,8 @@ CREATE INDEX IF NOT EXISTS sitq_attempts_task ON sitq_attempts (task_id);
 NEW_COLUMNS = {"last_delay": "REAL", "max_attempts": "INTEGER", "retry_policy": "TEXT"}
 
 INSERT_TASK = """
-INSERT INTO sitq_tasks (id, name, payload, status, priority, enqueued_at, due_at,
-                        max_attempts, retry_policy)
+INSERT INTO sitq_tasks (id, name, payload, status, due_at, enqueued_at, priority,
+                        max_attempts, retry_policy)  -- the order of NewTask's fields
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 
