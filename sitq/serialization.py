@@ -74,9 +74,17 @@ PICKLING_HINT = (
 )
 
 
-def _pickle_error(what: str, obj: Any, exc: Exception) -> SerializationError:
+RESULT_HINT = (
+    "A task's return value travels back through the database as bytes, so it must be data: "
+    "return a list instead of a generator, a path instead of an open file."
+)
+
+
+def _pickle_error(
+    what: str, obj: Any, exc: Exception, hint: str = PICKLING_HINT
+) -> SerializationError:
     return SerializationError(
-        f"cannot serialize {what} of type {type(obj).__name__}: {exc}. {PICKLING_HINT}"
+        f"cannot serialize {what} of type {type(obj).__name__}: {exc}. {hint}"
     )
 
 
@@ -174,7 +182,7 @@ class CloudpickleSerializer:
             data: bytes = cloudpickle.dumps(value, protocol=self.protocol)
             return data
         except Exception as exc:
-            raise _pickle_error("the task's return value", value, exc) from exc
+            raise _pickle_error("the task's return value", value, exc, RESULT_HINT) from exc
 
     def decode_value(self, data: bytes, *, task_id: str | None = None) -> Any:
         return self._loads(data, "result")
