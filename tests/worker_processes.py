@@ -37,11 +37,11 @@ READY_TIMEOUT = 30.0  # seconds: a cold interpreter start on a busy 2-core machi
 class WorkerProcess:
     """One `python -m sitq worker DB` process; stdout is watched for its ready line."""
 
-    def __init__(self, db: Path, log: Path, folder: Path, *options: str) -> None:
+    def __init__(self, db: Path | str, log: Path, folder: Path, *options: str) -> None:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS_DIR), env.get("PYTHONPATH")]))
         env[LOG_ENV] = str(log)
-        command = [sys.executable, "-m", "sitq", "worker", str(db)]
+        command = worker_command(str(db))
         command += ["--create", "--import", "reliability_tasks", *options]
         self.stderr_path = folder / f"worker-{time.monotonic_ns()}.stderr"
         with self.stderr_path.open("wb") as stderr:
@@ -158,6 +158,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m worker_processes")
     parser.add_argument("url")
     parser.add_argument("--import", dest="imports", action="append", default=[])
+    parser.add_argument("--create", action="store_true", help="accepted; the schema is always made")
     parser.add_argument("--concurrency", type=int, default=10)
     parser.add_argument("--lease", type=float, default=30.0)
     parser.add_argument("--grace", type=float, default=30.0)

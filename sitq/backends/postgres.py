@@ -262,18 +262,20 @@ class PostgresBackend:
         while True:
             pool = self._require_pool()
             try:
-                async with pool.acquire() as conn:
-                    try:
-                        if retrying and again is not None:
-                            known = await again(conn)
-                            if known is not None:
-                                return known
-                        return await operation(conn)
-                    except asyncpg.exceptions.InternalClientError as exc:
-                        # Seen on a pooled connection the server ended while it sat idle:
-                        # asyncpg refuses to start a statement on it. Nothing was sent.
-                        conn.terminate()
-                        raise ConnectionResetError(f"unusable connection: {exc}") from exc
+                conn = await pool.acquire()
+                try:
+                    if retrying and again is not None:
+                        known = await again(conn)
+                        if known is not None:
+                            return known
+                    return await operation(conn)
+                except asyncpg.exceptions.InternalClientError as exc:
+                    # Seen on a pooled connection the server ended while it sat idle:
+                    # asyncpg refuses to start a statement on it. Nothing was sent.
+                    conn.terminate()
+                    raise ConnectionResetError(f"unusable connection: {exc}") from exc
+                finally:
+                    await _release(pool, conn)
             except CONNECTION_LOST as exc:
                 if time.monotonic() + pause > deadline:
                     raise BackendError(
@@ -489,6 +491,16 @@ class PostgresBackend:
 
 
 # -- row conversions ----------------------------------------------------------------------
+
+
+async def _release(pool: asyncpg.Pool, conn: Connection) -> None:
+    """Give a connection back. The pool resets it first; if the server has just ended the
+    session, that fails and the pool drops it. The operation's result stands either way
+    (it committed): losing it here would strand claimed tasks or settled outcomes."""
+    try:
+        await pool.release(conn)
+    except (*CONNECTION_LOST, asyncpg.exceptions.InternalClientError) as exc:
+        logger.info("a connection ended as it was given back to the pool (%s)", exc)
 
 
 def _task_row(t: NewTask) -> tuple[Any, ...]:
