@@ -21,9 +21,9 @@ updating the model to match:
 - *each task is in exactly one state, the one the model expects* (and its attempt
   count): the engine's state machine has no leaks or surprise transitions;
 - *attempts stay within the retry budget*: a policy's `max_attempts` is a promise (one
-  attempt without a policy; `requeue` starts a fresh budget). A dying worker's claim of an
-  expired lease happens before anyone can read the policy, so each such takeover may
-  overdraw by one; real runs never may;
+  attempt without a policy; `requeue` starts a fresh budget). A dying worker that takes
+  over an expired lease dies before it can judge the lost attempt against the policy, so
+  each such takeover may overdraw by one attempt; real runs never may;
 - *a finished task never runs again*: the executions the tasks logged themselves match
   the model (at-least-once must not become "again after success");
 - *dead letters are exactly the failed tasks*: `dead_letters()` hides none, invents none;
@@ -31,6 +31,14 @@ updating the model to match:
   and with the expected outcomes: analysis and plots read that history;
 - *no attempt starts before it is due*: neither before its scheduled time, nor before
   the previous attempt's end plus the delay it asked for.
+
+Where two answers are both right, the model accepts both and says so: a cancel asked of
+a task a dead worker holds may show at once or at the takeover, and that lost attempt may
+be recorded as "worker_lost" or "cancelled".
+
+Reading a failure: hypothesis prints the shortest sequence of steps it found
+(`state.enqueue(...)`, `state.a_worker_claims_and_dies(limit=1)`, ...) under the
+assertion that broke; `derandomize` makes it the same on every run and machine.
 
 Two example tests at the end pin down crash cases found by adversarial testing (issue 9,
 item 5): a cancel that must survive the death of the task's worker, and two workers
@@ -47,7 +55,7 @@ import tempfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -69,9 +77,7 @@ from sitq import (
     Worker,
 )
 
-T = TypeVar("T")
-
-LEASE = 10.0  # seconds a dying worker's claim lasts before the live worker may take over
+LEASE = 4.0  # seconds a dying worker's claim lasts before the live worker may take over
 ALWAYS = 10**9  # "fail this many times first": a task that never succeeds
 MAX_TASKS = 8  # per example: enough to interleave, few enough to stay fast
 WAITING = frozenset({TaskStatus.QUEUED, TaskStatus.SCHEDULED, TaskStatus.RETRYING})
@@ -123,6 +129,7 @@ class ModelTask:
     due_at: float
     attempts: int = 0  # every attempt ever, lost ones included
     cycle_base: int = 0  # attempts before the last requeue: the budget counts from here
+    requeued_after: set[int] = field(default_factory=set)  # attempt numbers before requeues
     takeovers: int = 0  # dying-worker claims of an expired lease, this cycle
     executions: int = 0  # real runs of the function
     outcomes: list[frozenset[str]] = field(default_factory=list)  # settled attempts
@@ -155,6 +162,7 @@ class ModelTask:
     def requeued(self, now: float) -> None:
         self.status, self.due_at, self.error_type = TaskStatus.QUEUED, now, None
         self.cycle_base, self.takeovers = self.attempts, 0
+        self.requeued_after.add(self.attempts)
 
 
 @dataclass
@@ -303,7 +311,7 @@ class QueueModel(RuleBasedStateMachine):
             else:
                 self.execute(task, now)
 
-    @rule(seconds=st.sampled_from([0.5, 1.0, 2.0, 5.0, LEASE + 1, 30.0]))
+    @rule(seconds=st.sampled_from([0.5, 1.0, 3.0, LEASE + 1, 30.0]))
     def advance_time(self, seconds: float) -> None:
         self._snapshot = None
         self.clock.advance(seconds)
@@ -448,11 +456,14 @@ class QueueModel(RuleBasedStateMachine):
 
     @invariant()
     def no_attempt_starts_before_it_is_due(self) -> None:
-        for records in self.snapshot().history.values():
+        history = self.snapshot().history
+        for task in self.tasks.values():
+            records = history.get(task.task_id, [])
             for record in records:
                 assert record.started_at >= record.scheduled_for, record
             for before, after in itertools.pairwise(records):
-                if before.next_delay is not None:
+                # A retry waits for its delay; a requeue starts afresh, due at once.
+                if before.next_delay is not None and before.attempt not in task.requeued_after:
                     due = before.finished_at + before.next_delay
                     assert after.started_at >= due, (before, after)
 
@@ -470,11 +481,12 @@ def _short(row: TaskInfo) -> str:
 
 
 QueueModel.TestCase.settings = settings(
-    max_examples=40,
-    stateful_step_count=30,
+    max_examples=150,
+    stateful_step_count=40,
     deadline=None,
     derandomize=True,  # the same sequences on every run and machine: a failure reproduces
     database=None,  # and no .hypothesis folder left in the tree
+    report_multiple_bugs=False,  # shrink one failure, not all: a red run ends in ~20 s too
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestQueueModel = QueueModel.TestCase
