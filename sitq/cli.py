@@ -23,72 +23,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import json
 import logging
-import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from contextlib import suppress
-from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from sitq import __version__
-from sitq.backends.sqlite import SQLiteBackend
+from sitq.cli_common import UsageError, open_database, serializer_for
+from sitq.cli_worker import run_worker
 from sitq.errors import SitqError, TaskStateError
-from sitq.json_serialization import JsonSerializer
 from sitq.queue import TaskQueue
-from sitq.serialization import CloudpickleSerializer, Serializer
-from sitq.signing import SignedSerializer
 from sitq.task import TaskStatus
-from sitq.worker import Worker
 
 Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]  # returns the exit code
-SERVER_URL_PREFIXES = ("postgres://", "postgresql://", "mysql://", "redis://")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 CONTINUATION = "    "  # starts every further line of a log record that spans lines
 
 
-class UsageError(Exception):
-    """The command line asks for something impossible: exit code 2."""
-
-
 # -- the commands ---------------------------------------------------------------------------
-
-
-async def run_worker(args: argparse.Namespace) -> int:
-    """Run a worker until SIGTERM/SIGINT, then stop it gracefully."""
-    path = _database_path(args.db)
-    if not args.create:
-        _require_database(path, "or add --create to make a new one")
-    for module in args.imports:
-        _import(module)
-    if args.serializer == "json" and not args.imports:
-        logging.getLogger("sitq.cli").warning(
-            "--serializer json without --import: rows may name any importable function"
-        )
-    worker = Worker(
-        SQLiteBackend(path),
-        _serializer(args),
-        concurrency=args.concurrency,
-        lease_seconds=args.lease,
-        shutdown_grace=args.grace,
-    )
-    stop_requested = asyncio.Event()
-    restore = _on_stop_signals(stop_requested.set)
-    await worker.start()
-    print(f"sitq worker {worker.worker_id} ready on {args.db}", flush=True)
-    try:
-        await stop_requested.wait()
-        logging.getLogger("sitq.cli").info(
-            "stopping: grace %gs for running tasks (signal again to exit at once)", args.grace
-        )
-    finally:
-        await worker.stop(args.grace)
-        restore()
-    print(f"sitq worker {worker.worker_id} stopped after {worker.processed} tasks", flush=True)
-    return 0
 
 
 async def show_status(args: argparse.Namespace) -> int:
@@ -172,74 +127,10 @@ async def plot(args: argparse.Namespace) -> int:
 # -- helpers --------------------------------------------------------------------------------
 
 
-def _on_stop_signals(callback: Callable[[], None]) -> Callable[[], None]:
-    """Call `callback` on the first SIGTERM or SIGINT; exit at once on the second.
-
-    The first signal asks for a graceful stop, which may take up to `--grace` seconds.
-    Someone who signals again will not wait (Celery and RQ workers behave the same), so
-    the second one ends the process. Returns a function that restores the previous
-    handlers, unless a stop was asked for: then a later signal still exits at once.
-    """
-    loop = asyncio.get_running_loop()
-    signums = (signal.SIGTERM, signal.SIGINT)
-    previous = {signum: signal.getsignal(signum) for signum in signums}
-    received: list[int] = []
-
-    def on_signal(signum: int) -> None:
-        received.append(signum)
-        if len(received) == 1:
-            callback()
-        else:
-            _exit_now(signum)
-
-    try:
-        for signum in signums:
-            loop.add_signal_handler(signum, on_signal, signum)
-    except NotImplementedError:  # Windows: no loop signal handlers, so plain ones
-        for signum in signums:
-            signal.signal(signum, lambda s, _: loop.call_soon_threadsafe(on_signal, s))
-
-    def restore() -> None:
-        for signum, handler in previous.items():
-            with suppress(NotImplementedError):
-                loop.remove_signal_handler(signum)
-            signal.signal(signum, (lambda s, _: _exit_now(s)) if received else handler)
-
-    return restore
-
-
-def _exit_now(signum: int) -> NoReturn:
-    """End the process without waiting for anything: exit code 128 + signum, like a shell.
-
-    `sys.exit` would not do: the interpreter waits at exit for every task thread to end
-    (a thread cannot be stopped). Tasks still running stay claimed in the database; once
-    their lease expires another worker runs them again, which counts as an attempt.
-    """
-    name = signal.Signals(signum).name
-    logging.getLogger("sitq.cli").warning(
-        "%s again: exiting now; running tasks run again once their lease expires", name
-    )
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(128 + signum)
-
-
-def _database_path(db: str) -> str:
-    """The SQLite path to open; server URLs are refused with a usage error."""
-    if db.lower().startswith(SERVER_URL_PREFIXES):
-        scheme = db.split(":", 1)[0]
-        raise UsageError(
-            f"{scheme} URLs are not supported in this version: sitq stores tasks in SQLite. "
-            "Give the path of a database file, e.g. queue.db"
-        )
-    return db
-
-
 def _open_queue(args: argparse.Namespace) -> TaskQueue:
     """A queue on an existing database: inspecting a typo'd path must not create a file."""
-    path = _database_path(args.db)
-    _require_database(path, "or make one with `sitq worker DB --create`")
-    return TaskQueue(SQLiteBackend(path), _serializer(args))
+    backend = open_database(args.db, "or make one with `sitq worker DB --create`")
+    return TaskQueue(backend, serializer_for(args))
 
 
 def _attempts(attempts: int, budget: int | None) -> str:
@@ -274,45 +165,6 @@ def _duration(text: str) -> float:
 
 def _dead_letters(n: int) -> str:
     return f"{n} dead letter" if n == 1 else f"{n} dead letters"
-
-
-def _require_database(path: str, hint: str) -> None:
-    """Refuse a path with no database file: a typo must not start an empty new queue."""
-    if not path.startswith("file:") and path != ":memory:" and not Path(path).is_file():
-        raise UsageError(f"no database at {path!r} (check the path, {hint})")
-
-
-def _serializer(args: argparse.Namespace) -> Serializer:
-    inner: Serializer = CloudpickleSerializer()
-    if args.serializer == "json":  # a worker runs only functions of the modules it imports
-        inner = JsonSerializer(getattr(args, "imports", None) or None)
-    if args.signing_key_env is None:
-        return inner
-    key = os.environ.get(args.signing_key_env)
-    if not key:
-        raise UsageError(
-            f"--signing-key-env {args.signing_key_env}: that environment variable is not set "
-            "or empty; export the shared key there (never pass it on the command line)"
-        )
-    try:
-        return SignedSerializer(key, inner)
-    except ValueError as exc:
-        raise UsageError(f"--signing-key-env {args.signing_key_env}: {exc}") from exc
-
-
-def _import(module: str) -> None:
-    """Import a module of task functions, so their import paths resolve in this process."""
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())  # like `python -m`: modules next to you are found
-    try:
-        importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and (module + ".").startswith(exc.name + "."):
-            raise UsageError(
-                f"--import {module}: no module named {exc.name!r} (is its folder on "
-                "PYTHONPATH, or the current directory?)"
-            ) from exc
-        raise
 
 
 def _positive_int(text: str) -> int:

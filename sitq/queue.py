@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sitq import state
+from sitq.backends import as_backend
 from sitq.backends.base import Backend, NewTask, first_of
 from sitq.calls import (
     as_calls,
@@ -50,13 +51,13 @@ class TaskQueue:
 
     def __init__(
         self,
-        backend: Backend,
+        backend: Backend | str,
         serializer: Serializer | None = None,
         *,
         clock: Clock | None = None,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
     ) -> None:
-        self.backend = backend
+        self.backend = as_backend(backend)
         self.serializer = serializer or CloudpickleSerializer()
         self.clock = clock or SystemClock()
         self.max_payload_bytes = max_payload_bytes

@@ -105,7 +105,7 @@ class SyncTaskQueue:
 
     def __init__(
         self,
-        backend: Backend,
+        backend: Backend | str,
         serializer: Serializer | None = None,
         *,
         clock: Clock | None = None,

@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from contextlib import suppress
 
 from sitq import state
+from sitq.backends import as_backend
 from sitq.backends.base import Backend, ClaimedTask, Signal, first_of
 from sitq.breaker import CircuitBreaker
 from sitq.clock import Clock, SystemClock
@@ -59,7 +60,7 @@ class Worker:
 
     def __init__(
         self,
-        backend: Backend,
+        backend: Backend | str,
         serializer: Serializer | None = None,
         *,
         concurrency: int | None = None,
@@ -86,7 +87,7 @@ class Worker:
         self.retention = _seconds("retention", retention, optional=True)
         if processes is not None:
             _count("processes", processes)
-        self.backend = backend
+        self.backend = as_backend(backend)
         self.serializer = serializer or CloudpickleSerializer()
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.clock = clock or SystemClock()

@@ -21,6 +21,7 @@ from types import ModuleType
 
 import pytest
 import reliability_tasks as rt
+from backends import drop_schema, fresh_schema, postgres_url, skip_without_postgres
 from worker_processes import WorkerProcess, wait_until, workers
 
 import sitq
@@ -186,12 +187,12 @@ def test_inspecting_a_missing_database_creates_nothing(
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["postgresql://db.example/jobs"], "postgresql URLs are not supported"),
+        (["mysql://db.example/jobs"], "unsupported database URL scheme 'mysql'"),
         (["{db}"], "no database at '{db}' (check the path, or add --create"),
         (["{db}", "--create", "--import", "no_such_module_xyz"], "no module named"),
         (["{db}", "--create", "--signing-key-env", "SITQ_UNSET_VAR_XYZ"], "is not set or empty"),
     ],
-    ids=["postgres url", "missing database", "missing module", "unset key variable"],
+    ids=["unsupported url", "missing database", "missing module", "unset key variable"],
 )
 def test_worker_usage_errors_exit_2(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str], db_path: Path
@@ -360,6 +361,28 @@ def test_prune_deletes_finished_tasks_older_than_the_age_given(
     with pytest.raises(SystemExit) as exit_:
         main(["prune", str(db_path), "--older-than", "soon"])
     assert exit_.value.code == 2 and "not a duration" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["sqlite-url", "postgres"])
+def test_commands_take_a_database_url(
+    kind: str, db_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`sqlite:///path` and `postgresql://...` name a database anywhere a path does."""
+    if kind == "postgres":
+        skip_without_postgres()
+        schema = fresh_schema()
+        url = postgres_url(schema)
+    else:
+        prepare(db_path)
+        url = f"sqlite:///{db_path}"
+    try:
+        code, out, err = run(capsys, "status", url, "--json")
+        assert (code, err) == (0, "")
+        expected = 2 if kind == "sqlite-url" else 0  # a new PostgreSQL schema starts empty
+        assert sum(json.loads(out).values()) == expected
+    finally:
+        if kind == "postgres":
+            asyncio.run(drop_schema(schema))
 
 
 async def add_dead_letter(db_path: Path) -> None:

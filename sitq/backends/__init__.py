@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from sitq.backends.base import Backend, ClaimedTask, NewTask, Settlement
 from sitq.errors import InvalidOptionError
 
-__all__ = ["Backend", "ClaimedTask", "NewTask", "Settlement", "open_backend"]
+__all__ = ["Backend", "ClaimedTask", "NewTask", "Settlement", "as_backend", "open_backend"]
 
 SUPPORTED = "sqlite:///PATH, a plain file path, postgresql://... or postgres://..."
 
@@ -47,6 +47,14 @@ def open_backend(url: str | os.PathLike[str]) -> Backend:
     raise InvalidOptionError(
         f"unsupported database URL scheme {scheme!r} in {text!r}: sitq supports {SUPPORTED}"
     )
+
+
+def as_backend(backend: Backend | str | os.PathLike[str]) -> Backend:
+    """A backend object as it is; a URL or path opened with `open_backend`. So
+    `TaskQueue("sqlite:///tasks.db")` and `Worker(os.environ["SITQ_DATABASE_URL"])` work."""
+    if isinstance(backend, str | os.PathLike):
+        return open_backend(backend)
+    return backend
 
 
 def _sqlite(path: str) -> Backend:

@@ -128,6 +128,9 @@ class SQLiteBackend:
                 self.synchronous,
                 self.busy_timeout,
             )
+            await conn._execute(  # type: ignore[no-untyped-call]
+                ops.wait_for_lock_up_to, conn._conn, self.busy_timeout
+            )
         except BaseException:
             await conn.close()
             raise

@@ -10,6 +10,8 @@ and sitq's dataclasses.
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -22,10 +24,39 @@ T = TypeVar("T")
 MAX_VARIABLES = 900  # stay well under SQLite's limit on ? placeholders per statement
 
 
+#: How this connection's thread waits for the write lock (set once by `wait_for_lock_up_to`).
+#: SQLite's own busy handler sleeps up to 100 ms between looks, so a writer that releases
+#: the lock for a moment may never be seen; we look every few milliseconds instead.
+_lock_wait = threading.local()
+LOCK_POLL_FIRST, LOCK_POLL_CAP = 0.0005, 0.005  # seconds between two tries for the lock
+
+
+def wait_for_lock_up_to(conn: sqlite3.Connection, seconds: float) -> None:
+    """Runs in the connection's thread: writes wait for the lock up to `seconds`, looking
+    every few ms (SQLite itself is told to wait only a moment: we do the waiting)."""
+    _lock_wait.seconds = seconds
+    conn.execute("PRAGMA busy_timeout = 1")
+
+
+def with_the_lock(action: Callable[[], T]) -> T:
+    """Run `action` (BEGIN IMMEDIATE, or one autocommit write), trying again while another
+    connection holds the write lock, up to the connection's busy timeout."""
+    deadline = time.monotonic() + getattr(_lock_wait, "seconds", 0.0)
+    pause = LOCK_POLL_FIRST
+    while True:
+        try:
+            return action()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, LOCK_POLL_CAP)
+
+
 def in_transaction(conn: sqlite3.Connection, work: Callable[[], T]) -> T:
     """BEGIN IMMEDIATE (take the write lock up front, so two processes never deadlock
     upgrading a read), run `work`, COMMIT; on any error ROLLBACK and re-raise."""
-    conn.execute("BEGIN IMMEDIATE")
+    with_the_lock(lambda: conn.execute("BEGIN IMMEDIATE"))
     try:
         result = work()
     except BaseException:
@@ -41,12 +72,12 @@ def fetchall(conn: sqlite3.Connection, statement: str, params: Sequence[Any]) ->
 
 def write(conn: sqlite3.Connection, statement: str, params: Sequence[Any]) -> int:
     """One statement in autocommit: atomic by itself. Returns the rows it changed."""
-    return conn.execute(statement, params).rowcount
+    return with_the_lock(lambda: conn.execute(statement, params).rowcount)
 
 
 def add_tasks(conn: sqlite3.Connection, rows: list[NewTask]) -> None:
     if len(rows) == 1:
-        conn.execute(sql.INSERT_TASK, rows[0])  # autocommit: one statement is atomic
+        with_the_lock(lambda: conn.execute(sql.INSERT_TASK, rows[0]))  # autocommit: atomic
         return
     in_transaction(conn, lambda: conn.executemany(sql.INSERT_TASK, rows))
 
