@@ -317,8 +317,10 @@ class QueueModel(RuleBasedStateMachine):
         self.clock.advance(seconds)
 
     @precondition(lambda self: not self.cancel_awaits_takeover())
-    @rule(limit=st.integers(1, 3))
-    def a_worker_claims_and_dies(self, limit: int) -> None:
+    @rule(limit=st.integers(1, 3), lease_runs_out=st.booleans())
+    def a_worker_claims_and_dies(self, limit: int, lease_runs_out: bool) -> None:
+        """Claim like a worker, never report; `lease_runs_out` then moves time past the lease
+        (advance_time can too, but a takeover needs it so often that it gets a shortcut)."""
         now = self.clock.now()
         candidates = {t.task_id: t for t in self.claimable(now)}
         self.dead_workers += 1
@@ -333,6 +335,8 @@ class QueueModel(RuleBasedStateMachine):
             task.attempts += 1
             task.lost.append(task.attempts)
             task.status, task.lease_until = TaskStatus.RUNNING, now + LEASE
+        if lease_runs_out:
+            self.clock.advance(LEASE + 1)
 
     @precondition(lambda self: self.tasks)
     @rule(index=st.integers(0, MAX_TASKS - 1))
