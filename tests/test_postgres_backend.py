@@ -116,6 +116,27 @@ async def test_many_processes_creating_one_schema_at_once_all_succeed(pg_url: st
     await asyncio.gather(*(b.close() for b in backends))
 
 
+async def test_connecting_beside_a_busy_writer_takes_no_table_lock(
+    pg: PostgresBackend, pg_url: str
+) -> None:
+    """A worker starting while others write must not run DDL (CREATE INDEX IF NOT EXISTS
+    takes a SHARE lock on the table and can deadlock with a running claim)."""
+    writer = await asyncpg.connect(POSTGRES_URL)
+    busy = writer.transaction()
+    await busy.start()
+    await writer.execute(  # holds ROW EXCLUSIVE on sitq_tasks until rollback
+        f'UPDATE "{pg.schema}".sitq_tasks SET priority = priority WHERE false'
+    )
+    late = open_backend(pg_url)
+    try:
+        await asyncio.wait_for(late.connect(), 5)
+        assert await late.counts() == await pg.counts()
+    finally:
+        await busy.rollback()
+        await writer.close()
+        await late.close()
+
+
 async def test_a_newer_schema_version_is_refused(
     pg: PostgresBackend, pg_url: str, admin: asyncpg.Connection
 ) -> None:

@@ -171,22 +171,40 @@ class PostgresBackend:
         }
 
     async def _set_up(self, conn: Connection) -> None:
-        """Create (or check) the schema. The advisory lock makes workers that start at the
-        same instant take turns: CREATE ... IF NOT EXISTS alone can still collide."""
+        """Create (or check) the schema.
+
+        A schema already at this version needs no DDL at all, so a worker starting beside
+        busy ones takes no table lock (CREATE INDEX IF NOT EXISTS would, and deadlock with
+        a running claim). Otherwise the advisory lock makes starters take turns: the first
+        creates everything, the others then find the version written and do nothing.
+        """
+        if await self._stored_version(conn) == sql.SCHEMA_VERSION:
+            return
         async with conn.transaction():
             await conn.execute(
                 "SELECT pg_advisory_xact_lock(hashtext($1))", sql.SETUP_LOCK_KEY + self.schema
             )
+            if await self._stored_version(conn) == sql.SCHEMA_VERSION:
+                return  # another process made it while we waited for the lock
             await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
-            await conn.execute(sql.SCHEMA.split(";", 1)[0])  # sitq_meta, to read the version
-            found = await conn.fetchval(sql.READ_VERSION)
-            if found is not None and _version(found, self.schema) > sql.SCHEMA_VERSION:
-                raise SchemaVersionError(
-                    f"schema {self.schema!r} has sitq schema version {found}, but this sitq "
-                    f"knows version {sql.SCHEMA_VERSION} at most: upgrade sitq to use it"
-                )
             await conn.execute(sql.SCHEMA)
             await conn.execute(sql.WRITE_VERSION, str(sql.SCHEMA_VERSION))
+
+    async def _stored_version(self, conn: Connection) -> int | None:
+        """The schema version sitq wrote here (None: no sitq schema yet); a newer one than
+        this sitq knows is refused."""
+        if await conn.fetchval("SELECT to_regclass($1)", f'"{self.schema}".sitq_meta') is None:
+            return None
+        found = await conn.fetchval(sql.READ_VERSION)
+        if found is None:
+            return None
+        version = _version(found, self.schema)
+        if version > sql.SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"schema {self.schema!r} has sitq schema version {found}, but this sitq "
+                f"knows version {sql.SCHEMA_VERSION} at most: upgrade sitq to use it"
+            )
+        return version
 
     async def _shut(self) -> None:
         pool, self._pool = self._pool, None
