@@ -33,6 +33,8 @@ from sitq import (
 )
 from sitq.backends.sqlite_sql import SCHEMA_VERSION
 
+pytestmark = pytest.mark.every_backend  # the conformance suite: SQLite and PostgreSQL
+
 
 async def add(a: int, b: int) -> int:
     return a + b

@@ -18,6 +18,8 @@ from sitq import (
     Worker,
 )
 
+pytestmark = pytest.mark.every_backend  # the conformance suite: SQLite and PostgreSQL
+
 
 async def square(n: int) -> int:
     return n * n

@@ -30,6 +30,8 @@ from sitq.backends.base import Settlement
 from sitq.context import current_task
 from sitq.task import Attempt
 
+pytestmark = pytest.mark.every_backend  # the conformance suite: SQLite and PostgreSQL
+
 LEASE = 30.0
 
 
@@ -320,6 +322,7 @@ def trips(backend: SQLiteBackend) -> Iterator[Counter[str]]:
     conn._execute = real  # type: ignore[method-assign]
 
 
+@pytest.mark.sqlite_only  # counts trips into aiosqlite's thread
 async def test_one_trip_per_enqueue_claim_and_settle_batch(
     backend: SQLiteBackend, queue: TaskQueue, clock: FakeClock, trips: Counter[str]
 ) -> None:
@@ -360,6 +363,7 @@ async def test_one_trip_per_enqueue_claim_and_settle_batch(
     assert len(await queue.history()) == 10
 
 
+@pytest.mark.sqlite_only  # counts trips into aiosqlite's thread
 async def test_a_worker_pass_costs_one_claim_and_one_trip_per_settle_batch(
     backend: SQLiteBackend, queue: TaskQueue, clock: FakeClock, trips: Counter[str]
 ) -> None:

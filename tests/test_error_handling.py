@@ -38,6 +38,8 @@ from sitq import (
     task,
 )
 
+pytestmark = pytest.mark.every_backend  # the conformance suite: SQLite and PostgreSQL
+
 # --- module-level tasks and the state tests watch them through ---------------------------
 
 VIRTUAL: dict[str, FakeClock] = {}  # the test's clock, so a task can spend virtual time

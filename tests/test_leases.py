@@ -18,6 +18,8 @@ from worker_processes import wait_until
 from sitq import FakeClock, RetryPolicy, SQLiteBackend, TaskQueue, TaskStatus, Worker
 from sitq.backends.base import ClaimedTask, Settlement
 
+pytestmark = pytest.mark.every_backend  # the conformance suite: SQLite and PostgreSQL
+
 
 async def double(x: int) -> int:
     return 2 * x

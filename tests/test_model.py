@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from backends import Database, discard, make_database, postgres_unavailable
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -68,7 +69,6 @@ from sitq import (
     FakeClock,
     Result,
     RetryPolicy,
-    SQLiteBackend,
     TaskInfo,
     TaskNotFoundError,
     TaskQueue,
@@ -178,13 +178,16 @@ class Snapshot:
 class QueueModel(RuleBasedStateMachine):
     """sitq against the model: one fresh database, clock, queue and worker per example."""
 
+    KIND = "sqlite"  # the backend; PostgresQueueModel below runs the same model on PostgreSQL
+
     def __init__(self) -> None:
         super().__init__()
         EXECUTIONS.clear()
         self.loop = asyncio.new_event_loop()  # the state machine is sync: drive it by hand
         self.tmp = tempfile.mkdtemp(prefix="sitq-model-")
         self.clock = FakeClock()
-        self.backend = SQLiteBackend(Path(self.tmp) / "queue.db")
+        self.store = make_database(self.KIND, Path(self.tmp))
+        self.backend = self.store.backend()
         self.queue = TaskQueue(self.backend, clock=self.clock)
         self.worker = Worker(
             self.backend, clock=self.clock, worker_id="live", rng=random.Random(0), concurrency=64
@@ -198,6 +201,7 @@ class QueueModel(RuleBasedStateMachine):
         try:
             self.act(self.worker.stop())
             self.act(self.queue.close())
+            self.act(discard(self.store))
         finally:
             self.loop.close()
             shutil.rmtree(self.tmp, ignore_errors=True)
@@ -496,17 +500,31 @@ QueueModel.TestCase.settings = settings(
 TestQueueModel = QueueModel.TestCase
 
 
+class PostgresQueueModel(QueueModel):
+    """The same model on PostgreSQL (a fresh schema per example): the conformance suite."""
+
+    KIND = "postgres"
+
+
+PostgresQueueModel.TestCase.settings = settings(
+    QueueModel.TestCase.settings, max_examples=25
+)  # a schema per example costs more than a file: fewer examples, the same rules
+TestPostgresQueueModel = pytest.mark.skipif(
+    postgres_unavailable() is not None, reason=str(postgres_unavailable())
+)(PostgresQueueModel.TestCase)
+
+
 # -- the known crash cases, one example each ----------------------------------------------
 
 
 async def test_a_cancel_survives_the_death_of_the_worker_running_the_task(
-    tmp_path: Path,
+    database: Database,
 ) -> None:
     """Given a running task (with retries) whose cancel was asked, when its worker dies and
     another takes the expired lease over, then the task ends cancelled and never runs, and
     the lost attempt is in its history."""
     clock = FakeClock()
-    backend = SQLiteBackend(tmp_path / "queue.db")
+    backend = database.backend()
     async with TaskQueue(backend, clock=clock) as queue:
         retry = RetryPolicy.fixed(0, max_attempts=3)
         task_id = await queue.with_options(retry=retry).enqueue(fail_then_succeed, 0)
@@ -526,12 +544,14 @@ async def test_a_cancel_survives_the_death_of_the_worker_running_the_task(
     assert history[0].outcome in LOST_OR_CANCELLED
 
 
-async def test_two_workers_dying_in_a_row_leave_two_lost_attempts(tmp_path: Path) -> None:
+async def test_two_workers_dying_in_a_row_leave_two_lost_attempts(
+    database: Database,
+) -> None:
     """Given a task whose worker died, taken over by a second worker that died too, when a
     live worker takes it over, then both lost attempts are in the history before the run
     that succeeds."""
     clock = FakeClock()
-    backend = SQLiteBackend(tmp_path / "queue.db")
+    backend = database.backend()
     async with TaskQueue(backend, clock=clock) as queue:
         retry = RetryPolicy.fixed(0, max_attempts=3)
         task_id = await queue.with_options(retry=retry).enqueue(fail_then_succeed, 0)

@@ -23,6 +23,8 @@ from sitq import (
     task,
 )
 
+pytestmark = pytest.mark.every_backend  # the conformance suite: SQLite and PostgreSQL
+
 
 async def add(a: int, b: int) -> int:
     return a + b

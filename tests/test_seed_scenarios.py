@@ -22,6 +22,8 @@ import pytest
 import sitq
 from sitq import FakeClock, RetryPolicy, SQLiteBackend, TaskQueue, TaskStatus, Worker
 
+pytestmark = pytest.mark.every_backend  # the conformance suite: SQLite and PostgreSQL
+
 logger = logging.getLogger(__name__)
 VIRTUAL: dict[str, FakeClock] = {}
 FLAKY_NETWORK = random.Random()  # reseeded by the test that uses it

@@ -19,6 +19,8 @@ from sitq import (
     Worker,
 )
 
+pytestmark = pytest.mark.every_backend  # the conformance suite: SQLite and PostgreSQL
+
 # Tasks run in this process and reach module-level state by reference (see test_worker.py):
 # a test holds a task in the middle of its run with these events, made fresh per test
 # because an asyncio.Event belongs to the loop that first waits on it.
@@ -167,9 +169,10 @@ async def test_counts_lists_every_state(queue: TaskQueue, worker: Worker) -> Non
 
 async def test_counts_while_a_task_runs(queue: TaskQueue, worker: Worker) -> None:
     await queue.enqueue(held_task, 10)
-    await queue.enqueue(quick)
+    quick_id = await queue.enqueue(quick)
     run = asyncio.create_task(worker.run_once())
     await asyncio.wait_for(GATE["started"].wait(), timeout=5)
+    assert await queue.get_result(quick_id, timeout=5) is not None  # the other one is done
 
     counts = await queue.counts()
     assert counts[TaskStatus.RUNNING] == 1

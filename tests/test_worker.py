@@ -10,6 +10,8 @@ import pytest
 
 from sitq import FakeClock, SQLiteBackend, TaskQueue, TaskStatus, Worker, current_task
 
+pytestmark = pytest.mark.every_backend  # the conformance suite: SQLite and PostgreSQL
+
 # Tasks receive pickled copies of what they use; module-level state is sent by reference,
 # which is what lets these in-process tests watch their tasks.
 RUNS: collections.Counter[int] = collections.Counter()
