@@ -16,7 +16,8 @@ import pytest
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 LESSONS = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 PRACTICE = sorted(NOTEBOOKS.glob("exercises/*.ipynb")) + sorted(NOTEBOOKS.glob("solutions/*.ipynb"))
-EXPECTED_LESSONS = [f"{n:02d}" for n in range(1, 13)]
+EXPECTED_LESSONS = [f"{n:02d}" for n in range(1, 14)]
+README = NOTEBOOKS.parent / "README.md"
 
 
 def _load(path: Path) -> dict:
@@ -37,6 +38,21 @@ def _name(path: Path) -> str:
 
 def test_one_lesson_per_tutorial_section() -> None:
     assert [p.name[:2] for p in LESSONS] == EXPECTED_LESSONS
+
+
+def test_readme_lists_every_lesson_in_order() -> None:
+    """The README's "The lessons" table names each notebook once, in the course's order."""
+    section = README.read_text().split("## The lessons", 1)[1].split("\n## ", 1)[0]
+    listed = re.findall(r"^\| `(\d\d_\w+)` \|", section, re.M)
+    assert listed == [p.stem for p in LESSONS]
+
+
+@pytest.mark.parametrize("path", LESSONS[:-1], ids=_name)
+def test_each_lesson_links_to_the_next(path: Path) -> None:
+    """A student who finishes a lesson finds the next one under "## Next"."""
+    following = LESSONS[LESSONS.index(path) + 1].name
+    next_section = _markdown(_load(path)).split("## Next", 1)[1]
+    assert f"({following})" in next_section
 
 
 @pytest.mark.parametrize("path", LESSONS + PRACTICE, ids=_name)
