@@ -17,61 +17,34 @@ from typing import Any
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from sitq import analysis
-from sitq.task import OUTCOMES, Attempt
+from sitq.plot_style import (
+    BREAKER_COLORS,
+    EDGE,
+    OUTCOME_COLORS,
+    SERIES_COLORS,
+    TIME_LABEL,
+    new_axes,
+    no_data,
+    outcome_order,
+    short,
+    time_origin,
+)
+from sitq.plots_policies import (
+    breaker_timeline,
+    latency_distribution,
+    policy_preview,
+    shade_breaker,
+)
+from sitq.task import Attempt
 
-#: One colour per outcome, shared by every plot so a colour means the same thing everywhere.
-OUTCOME_COLORS: dict[str, str] = {
-    "succeeded": "#2ca02c",  # green
-    "retrying": "#ff7f0e",  # orange
-    "failed": "#d62728",  # red
-    "worker_lost": "#9467bd",  # purple
-    "cancelled": "#7f7f7f",  # grey
-}
-#: Circuit-breaker states: closed lets calls through, open blocks them, half_open probes.
-BREAKER_COLORS: dict[str, str] = {"closed": "#2ca02c", "half_open": "#ffbf00", "open": "#d62728"}
-#: Colours for compared series (policies) that avoid the outcome colours' meanings.
-SERIES_COLORS = ("#1f77b4", "#8c564b", "#e377c2", "#bcbd22", "#17becf", "#393b79")
-TIME_LABEL = "time since first enqueue (s)"
-#: A thin outline keeps touching bars apart.
-_EDGE: dict[str, Any] = {"edgecolor": "black", "linewidth": 0.5}
-
-
-def _axes(ax: Axes | None, title: str, xlabel: str, ylabel: str, size: Any = None) -> Axes:
-    """The given Axes (or a new figure's), with its title and axis labels set.
-
-    A new figure uses the constrained layout, so long tick labels and a legend placed
-    outside the axes fit inside the saved image instead of being cut off.
-    """
-    if ax is None:
-        _, ax = plt.subplots(figsize=size, layout="constrained")
-    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
-    return ax
-
-
-def _no_data(ax: Axes) -> Axes:
-    """Mark an empty plot: a blank frame alone looks like a bug."""
-    ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center", color="0.5")
-    return ax
-
-
-def _origin(attempts: Iterable[Attempt]) -> float:
-    """The earliest time in the data: the zero of every time axis."""
-    return min(min(a.scheduled_for, a.started_at) for a in attempts)
-
-
-def _outcome_order(outcome: str) -> tuple[int, str]:
-    return (OUTCOMES.index(outcome) if outcome in OUTCOMES else len(OUTCOMES), outcome)
-
-
-def _short(name: str, limit: int = 24) -> str:
-    """A name cut to fit a tick label."""
-    return name if len(name) <= limit else name[: limit - 1] + "…"
-
+__all__ = [
+    "BREAKER_COLORS", "OUTCOME_COLORS", "SERIES_COLORS", "attempts_histogram", "breaker_timeline",
+    "dashboard", "failure_distribution", "failure_rate_over_time", "latency_distribution",
+    "policy_preview", "retry_timeline",
+]  # fmt: skip
 
 #: The narrowest backoff gap (a fraction of the plot's time span) that gets a text label.
 MIN_LABELLED_GAP = 0.07
@@ -80,7 +53,7 @@ MIN_LABELLED_GAP = 0.07
 def _task_label(task: analysis.TaskTimeline) -> str:
     """Row label "fetch · 3f2a9c" for task pkg.mod.fetch: the short id tells repeats apart."""
     name = task.task_name.replace(":", ".").rsplit(".", 1)[-1] or task.task_name
-    return f"{_short(name)} · {task.task_id[:6]}"
+    return f"{short(name)} · {task.task_id[:6]}"
 
 
 def _gap_label(attempt: int, gap: float, backoff: float | None) -> str:
@@ -116,11 +89,11 @@ def retry_timeline(
     if len(shown) < len(tasks):
         title += f" (first {len(shown)} of {len(tasks)} tasks)"
     size = (10, 1.6 + 0.5 * max(len(shown), 3))
-    ax = _axes(ax, title, TIME_LABEL, "task (name · id)", size)
+    ax = new_axes(ax, title, TIME_LABEL, "task (name · id)", size)
     if not shown:
-        return _no_data(ax)
+        return no_data(ax)
     records = [a for t in shown for a in t.attempts]
-    t0 = _origin(records) if origin is None else origin
+    t0 = time_origin(records) if origin is None else origin
     span = max(a.finished_at for a in records) - t0 or 1.0
     bars: dict[str, list[tuple[int, float, float]]] = defaultdict(list)
     for row, task in enumerate(shown):
@@ -142,13 +115,13 @@ def retry_timeline(
         for a in task.attempts:
             width = max(a.finished_at - a.started_at, span * 0.008)
             bars[a.outcome].append((row, a.started_at - t0, width))
-    for outcome in sorted(bars, key=_outcome_order):
+    for outcome in sorted(bars, key=outcome_order):
         rows, lefts, widths = zip(*bars[outcome], strict=True)
         color = OUTCOME_COLORS.get(outcome, "black")
-        ax.barh(rows, widths, left=lefts, height=0.45, color=color, label=outcome, **_EDGE)
+        ax.barh(rows, widths, left=lefts, height=0.45, color=color, label=outcome, **EDGE)
     ax.set_yticks(range(len(shown)), [_task_label(t) for t in shown])
     ax.set_ylim(len(shown) - 0.4, -0.7)  # first task on top, room for the labels
-    ax.set_xlim(min(0.0, _origin(records) - t0) - 0.02 * span, 1.05 * span)
+    ax.set_xlim(min(0.0, time_origin(records) - t0) - 0.02 * span, 1.05 * span)
     ax.legend(title="outcome", loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
     return ax
 
@@ -164,9 +137,9 @@ def failure_distribution(
         counts = dict(sorted(data.items(), key=lambda item: (-item[1], item[0])))
     else:
         counts = analysis.failures_by_error_type(data)
-    ax = _axes(ax, "Failures by error type", "failed attempts (count)", "error type")
+    ax = new_axes(ax, "Failures by error type", "failed attempts (count)", "error type")
     if not counts:
-        return _no_data(ax)
+        return no_data(ax)
     bars = ax.barh(list(counts), list(counts.values()), color=OUTCOME_COLORS["failed"])
     ax.bar_label(bars, padding=3)
     ax.invert_yaxis()
@@ -183,9 +156,9 @@ def attempts_histogram(attempts: Iterable[Attempt], *, ax: Axes | None = None) -
     tasks = analysis.timelines(attempts)
     took = Counter(t.total_attempts for t in tasks if t.final_outcome == "succeeded")
     gave_up = sum(t.gave_up for t in tasks)
-    ax = _axes(ax, "Attempts until success", "attempts per task (count)", "tasks (count)")
+    ax = new_axes(ax, "Attempts until success", "attempts per task (count)", "tasks (count)")
     if not took and not gave_up:
-        return _no_data(ax)
+        return no_data(ax)
     top = max(took, default=0)
     ticks: list[float]  # whole attempt counts, then the "gave up" bar set apart at top + 1.5
     ticks, labels = list(range(1, top + 1)), [str(k) for k in range(1, top + 1)]
@@ -236,10 +209,10 @@ def failure_rate_over_time(
     if threshold is not None and not 0 <= threshold <= 1:
         raise ValueError(f"threshold is a rate between 0 and 1, got {threshold!r}")
     records = list(attempts)
-    ax = _axes(ax, "Failure rate over time", TIME_LABEL, "failure rate (%)", (9, 4.5))
+    ax = new_axes(ax, "Failure rate over time", TIME_LABEL, "failure rate (%)", (9, 4.5))
     if not records:
-        return _no_data(ax)
-    t0 = _origin(records)
+        return no_data(ax)
+    t0 = time_origin(records)
     if window is None:
         window = _nice_window(max(a.finished_at for a in records) - t0)
     windows = analysis.failure_rate(records, window, start=t0)
@@ -248,7 +221,7 @@ def failure_rate_over_time(
     rates = [100 * w.rate for w in windows]
     extra: list[Any] = []
     if transitions is not None:
-        extra += _shade_breaker(ax, transitions, t0, windows[-1].end)
+        extra += shade_breaker(ax, transitions, t0, windows[-1].end)
     if show_counts:
         twin = ax.twinx()
         counts, label = [w.attempts for w in windows], "attempts per window"
@@ -274,147 +247,6 @@ def failure_rate_over_time(
     ax.set_xlim(edges[0], edges[-1])
     handles = ax.get_legend_handles_labels()[0] + extra
     ax.legend(handles=handles, loc="upper left", ncols=2, fontsize=8)
-    return ax
-
-
-def _shade_breaker(ax: Axes, transitions: Iterable[Any], t0: float, end: float) -> list[Patch]:
-    """Shade spans where a breaker was not closed; return legend handles for them."""
-    items = list(transitions)
-    states = set()
-    for name in dict.fromkeys(t.name for t in items):
-        for span in analysis.breaker_states(items, start=t0, end=end, name=name):
-            if span.state != "closed":
-                color = BREAKER_COLORS.get(span.state, "0.8")
-                ax.axvspan(span.start - t0, span.end - t0, color=color, alpha=0.2, lw=0)
-                states.add(span.state)
-    return [
-        Patch(color=BREAKER_COLORS.get(s, "0.8"), alpha=0.2, label=f"breaker {s}")
-        for s in sorted(states)
-    ]
-
-
-#: How a probe (a move to half open) is drawn on a breaker timeline.
-_PROBE_STYLE: dict[str, Any] = {
-    "marker": "D",
-    "markersize": 7,
-    "markerfacecolor": BREAKER_COLORS["half_open"],
-    "markeredgecolor": "black",
-    "zorder": 3,
-}
-
-
-def _is_probe(transition: Any, start: float, end: float) -> bool:
-    """True for a move to half open inside [start, end]: the moment a probe call is let in."""
-    return str(transition.to_state) == "half_open" and start <= transition.at <= end
-
-
-def breaker_timeline(
-    transitions: Iterable[Any],
-    *,
-    start: float | None = None,
-    end: float | None = None,
-    ax: Axes | None = None,
-) -> Axes:
-    """Each breaker's state over time as coloured spans, one row per breaker name.
-
-    A diamond marks every probe (a move to half open, when one call is let through):
-    half open often lasts an instant, so its span alone would be invisible. The span
-    after a diamond tells how the probe went (red: failed, the breaker opened again;
-    green: it closed). Without `end` the plot runs a little past the last transition so
-    the final state shows. Times are seconds since `start` (default: the first transition).
-    """
-    items = sorted(transitions, key=lambda t: t.at)
-    names = list(dict.fromkeys(t.name for t in items))
-    xlabel = f"time since {'first transition' if start is None else 'start'} (s)"
-    size = (9, 1.6 + 0.5 * max(len(names), 2))
-    ax = _axes(ax, "Circuit breaker state over time", xlabel, "breaker", size)
-    if not items:
-        return _no_data(ax)
-    start = items[0].at if start is None else start
-    if end is None:
-        end = items[-1].at + max(0.1 * (items[-1].at - start), 1.0)
-    present: set[str] = set()
-    for row, name in enumerate(names):
-        spans = analysis.breaker_states(items, start=start, end=end, name=name)
-        for span in spans:
-            present.add(span.state)
-            color = BREAKER_COLORS.get(span.state, "0.8")
-            xrange = (span.start - start, span.end - span.start)
-            ax.broken_barh([xrange], (row - 0.3, 0.6), facecolors=color, **_EDGE)
-        probes = [t.at - start for t in items if t.name == name and _is_probe(t, start, end)]
-        if probes:
-            ax.plot(probes, [row] * len(probes), linestyle="none", **_PROBE_STYLE)
-    order = [s for s in BREAKER_COLORS if s in present] + sorted(present - set(BREAKER_COLORS))
-    handles: list[Any] = [Patch(facecolor=BREAKER_COLORS.get(s, "0.8"), label=s) for s in order]
-    if any(_is_probe(t, start, end) for t in items):
-        handles.append(Line2D([], [], linestyle="none", label="probe (half open)", **_PROBE_STYLE))
-    ax.legend(handles=handles, title="state", loc="upper left", bbox_to_anchor=(1.01, 1))
-    ax.set_yticks(range(len(names)), [_short(str(n)) for n in names])
-    ax.set_ylim(len(names) - 0.5, -0.5)
-    ax.set_xlim(0, end - start)
-    return ax
-
-
-def latency_distribution(
-    attempts: Iterable[Attempt], *, ax: Axes | None = None, bins: int = 20
-) -> Axes:
-    """Histograms of queue wait (first attempts) and run time (all attempts), shared bins.
-
-    Shown in milliseconds when everything is under a second, else in seconds.
-    """
-    records = list(attempts)
-    waits, runs = analysis.queue_waits(records), analysis.run_durations(records)
-    scale, unit = (1000.0, "ms") if max([*waits, *runs], default=0) < 1 else (1.0, "s")
-    ax = _axes(ax, "Queue wait and run time", f"duration ({unit})", "frequency (count)")
-    if not records:
-        return _no_data(ax)
-    values = [v * scale for v in [*waits, *runs]]
-    lo, hi = min(values), max(values)
-    if hi == lo:  # e.g. a FakeClock: no time passes while a task runs
-        lo, hi, bins = lo - 0.5, lo + 0.5, bins | 1  # an odd count centres the one bar
-        note = f"every value is {values[0]:g} {unit}"
-        ax.text(0.97, 0.6, note, transform=ax.transAxes, ha="right", color="0.3")
-    edges = [lo + (hi - lo) * i / bins for i in range(bins + 1)]
-    for data, color, label in (
-        (waits, "#1f77b4", f"queue wait, first attempts (n={len(waits)})"),
-        (runs, "#8c564b", f"run time, all attempts (n={len(runs)})"),
-    ):
-        if data:
-            scaled = [v * scale for v in data]
-            ax.hist(scaled, bins=edges, color=color, alpha=0.55, edgecolor=color, label=label)
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.legend(fontsize=8)
-    return ax
-
-
-def policy_preview(
-    policies: Mapping[str, Any], *, n: int = 5, seed: int = 0, ax: Axes | None = None
-) -> Axes:
-    """Grouped bars of the delay before retry k (k = 1..n) for each named retry policy.
-
-    Each policy's `preview(n, seed=seed)` gives its delays in seconds; a policy that
-    gives up sooner returns fewer (a None ends the list). The same seed gives the same
-    jitter, so the comparison is reproducible.
-    """
-    series: dict[str, list[float]] = {}
-    for name, policy in policies.items():
-        delays = list(policy.preview(n, seed=seed))[:n]
-        cut = delays.index(None) if None in delays else len(delays)
-        series[name] = [float(d) for d in delays[:cut]]
-    title = f"Delay before each retry, by policy (seed={seed})"
-    xlabel, ylabel = "retry number (1 = first retry)", "delay before retry (s)"
-    ax = _axes(ax, title, xlabel, ylabel, (8, 4.5))
-    if not any(series.values()):
-        return _no_data(ax)
-    width = 0.8 / len(series)
-    for i, (name, delays) in enumerate(series.items()):
-        xs = [k + 1 - 0.4 + width * (i + 0.5) for k in range(len(delays))]
-        color = SERIES_COLORS[i % len(SERIES_COLORS)]
-        ax.bar(xs, delays, width, label=name, color=color, **_EDGE)
-    ax.set_xticks(range(1, n + 1))
-    top = max(max(delays, default=0) for delays in series.values())
-    ax.set_ylim(0, top * 1.35 or 1)  # headroom: the legend sits above the bars, not on them
-    ax.legend(title="policy", loc="upper left", ncols=2, fontsize=8)
     return ax
 
 
@@ -445,7 +277,7 @@ def dashboard(
     timeline_ax.sharex(rate_ax)
     failure_distribution(records, ax=axes[0, 0])
     attempts_histogram(records, ax=axes[1, 0])
-    origin = _origin(records) if records else None  # one time zero for both time axes
+    origin = time_origin(records) if records else None  # one time zero for both time axes
     shown, title = _failed_tasks(records)
     retry_timeline(shown, ax=timeline_ax, max_tasks=max_tasks, origin=origin)
     timeline_range = timeline_ax.get_xlim()
