@@ -1,9 +1,10 @@
-"""sitq workers as real processes: `python -m sitq worker DB --import _tasks`.
+"""sitq workers as real processes: `python -m sitq worker URL --create --import _tasks`.
 
 What only separate processes show: how fast an idle worker notices work enqueued by
 another process, what an idle worker costs in CPU, and whether four worker processes on
-one file drain it faster than one. Each contender starts its processes once, in its own
-temp folder, and stops them (SIGTERM, a graceful stop) in `close`.
+one queue drain it faster than one. Each contender starts its processes once, on a store
+of its own (a SQLite file or a PostgreSQL schema, see _databases.py), and stops them
+(SIGTERM, a graceful stop) in `close`, then removes the store.
 """
 
 from __future__ import annotations
@@ -16,14 +17,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import _tasks
+from _databases import SQLiteStore, Store
 from _runner import Reading
 from _sitq import IDLE_CLI_WORKER, TIMEOUT, pickup_ms, pickup_readings
 
 import sitq
-from sitq import SQLiteBackend, TaskQueue, TaskStatus
+from sitq import TaskQueue, TaskStatus
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -31,30 +35,37 @@ READY_TIMEOUT = 60.0
 POLL = 0.01  # seconds between looks at the queue's counts while processes drain it
 
 
-class WorkerProcesses:
-    """`count` worker processes on one database file in a temp folder of their own."""
+MakeStore = Callable[[], Store]
 
-    def __init__(self, count: int, concurrency: int = 10) -> None:
-        self.count, self.concurrency = count, concurrency
-        self.folder = Path()  # made by start(), so an unused contender leaves nothing behind
+
+class WorkerProcesses:
+    """`count` worker processes on a store of their own; their output in a temp folder."""
+
+    def __init__(self, count: int, make_store: MakeStore = SQLiteStore) -> None:
+        self.count, self.make_store = count, make_store
+        # made by start(), so an unused contender leaves nothing behind
+        self.store: Store | None = None
+        self.folder = Path()
         self.procs: list[subprocess.Popen[bytes]] = []
 
     @property
-    def path(self) -> Path:
-        return self.folder / "q.db"
+    def url(self) -> str:
+        assert self.store is not None, "start() the workers first"
+        return self.store.url
 
     async def start(self) -> None:
         """Start the processes and return once each has said it is ready."""
+        self.store = self.make_store()
         self.folder = Path(tempfile.mkdtemp(prefix="sitq-bench-procs-"))
-        async with TaskQueue(SQLiteBackend(self.path)):
-            pass  # create the file and schema before several processes race to
+        async with TaskQueue(self.url):
+            pass  # create the tables before several processes race to
         for i in range(self.count):
             self.procs.append(self._spawn(self.folder / f"worker-{i}.out"))
         await self._wait_ready()
 
     def _spawn(self, out: Path) -> subprocess.Popen[bytes]:
-        command = [sys.executable, "-m", "sitq", "worker", str(self.path)]
-        command += ["--import", "_tasks", "--concurrency", str(self.concurrency)]
+        command = [sys.executable, "-m", "sitq", "worker", self.url, "--create"]
+        command += ["--import", "_tasks", "--concurrency", "10"]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), str(REPO)]))
         with out.open("wb") as stdout:
             return subprocess.Popen(
@@ -96,27 +107,31 @@ class WorkerProcesses:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        if self.procs:
+        if self.store is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
+            await self.store.discard()
 
 
 class ProcessPickup:
     """Pickup latency of an idle worker in another process: enqueue here, start there."""
 
-    def __init__(self, gaps: list[float]) -> None:
-        self.gaps = gaps
-        self.workers = WorkerProcesses(1)
+    def __init__(
+        self, gaps: list[float], make_store: MakeStore = SQLiteStore, where: str = ""
+    ) -> None:
+        self.gaps, self.where = gaps, where
+        self.workers = WorkerProcesses(1, make_store)
         self.queue: TaskQueue | None = None
 
     async def run(self, workdir: Path) -> list[Reading]:
         queue = await self._ready_queue()
         samples = await pickup_ms(queue, self.gaps)
-        return pickup_readings("processes", IDLE_CLI_WORKER, "across processes", samples)
+        where = f"across processes{self.where}"
+        return pickup_readings("processes", IDLE_CLI_WORKER, where, samples)
 
     async def _ready_queue(self) -> TaskQueue:
         if self.queue is None:
             await self.workers.start()
-            self.queue = await TaskQueue(SQLiteBackend(self.workers.path)).connect()
+            self.queue = await TaskQueue(self.workers.url).connect()
             await pickup_ms(self.queue, [0.0])  # warm-up, not counted
         return self.queue
 
@@ -149,12 +164,29 @@ class IdleCpu:
             await self.workers.close()
 
 
-class ProcessThroughput:
-    """`n` no-op tasks enqueued in one batch, drained by `count` worker processes."""
+def processes(count: int) -> str:
+    return f"{count} worker process{'es' if count > 1 else ''}"
 
-    def __init__(self, count: int, n: int) -> None:
-        self.count, self.n = count, n
-        self.workers = WorkerProcesses(count)
+
+class ProcessThroughput:
+    """`n` tasks enqueued in one batch, drained by `count` worker processes.
+
+    `task` is a function of _tasks (no-op, or `io_wait`); `key` names the reading (the
+    count is added to it) and `work` its row. The clock runs from the enqueue to the last
+    task's success.
+    """
+
+    def __init__(
+        self,
+        count: int,
+        n: int,
+        task: Callable[[], Any],
+        key: str,
+        make_store: MakeStore,
+        work: str,
+    ) -> None:
+        self.count, self.n, self.task, self.key, self.work = count, n, task, key, work
+        self.workers = WorkerProcesses(count, make_store)
         self.queue: TaskQueue | None = None
         self.succeeded = 0
 
@@ -162,16 +194,17 @@ class ProcessThroughput:
         queue = await self._ready_queue()
         self.succeeded += self.n
         started = time.perf_counter()
-        await queue.enqueue_many([sitq.call(_tasks.noop) for _ in range(self.n)])
+        await queue.enqueue_many([sitq.call(self.task) for _ in range(self.n)])
         await self._wait_until_succeeded(queue)
         elapsed = time.perf_counter() - started
-        label = f"sitq, {self.count} worker process{'es' if self.count > 1 else ''}"
-        return [Reading(f"sitq.{self.count}", label, self.n / elapsed, "tasks/s")]
+        label = f"sitq, {processes(self.count)}"
+        key = f"{self.key}.{self.count}"
+        return [Reading(key, label, self.n / elapsed, "tasks/s", self.work)]
 
     async def _ready_queue(self) -> TaskQueue:
         if self.queue is None:
             await self.workers.start()
-            self.queue = await TaskQueue(SQLiteBackend(self.workers.path)).connect()
+            self.queue = await TaskQueue(self.workers.url).connect()
         return self.queue
 
     async def _wait_until_succeeded(self, queue: TaskQueue) -> None:
@@ -180,6 +213,39 @@ class ProcessThroughput:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{self.count} worker processes: not drained in {TIMEOUT}s")
             await asyncio.sleep(POLL)
+
+    async def close(self) -> None:
+        if self.queue is not None:
+            await self.queue.close()
+        await self.workers.close()
+
+
+class ProcessEndToEnd:
+    """Enqueue `n` tasks one by one, then wait for every result; `count` worker processes
+    run them (on PostgreSQL: other processes' settles wake the waiting queue by NOTIFY)."""
+
+    def __init__(self, count: int, n: int, make_store: MakeStore) -> None:
+        self.count, self.n = count, n
+        self.workers = WorkerProcesses(count, make_store)
+        self.queue: TaskQueue | None = None
+
+    async def run(self, workdir: Path) -> list[Reading]:
+        queue = await self._ready_queue()
+        started = time.perf_counter()
+        ids = [await queue.enqueue(_tasks.one) for _ in range(self.n)]
+        results = await queue.gather(ids, timeout=TIMEOUT, progress=False)
+        elapsed = time.perf_counter() - started
+        if any(r is None or r.value != 1 for r in results):
+            raise RuntimeError(f"end to end, {processes(self.count)}: a task did not return 1")
+        label = f"sitq, {processes(self.count)}"
+        return [Reading(f"{self.count}", label, self.n / elapsed, "tasks/s")]
+
+    async def _ready_queue(self) -> TaskQueue:
+        if self.queue is None:
+            await self.workers.start()
+            self.queue = await TaskQueue(self.workers.url).connect()
+            await self.queue.get_result(await self.queue.enqueue(_tasks.one), timeout=TIMEOUT)
+        return self.queue
 
     async def close(self) -> None:
         if self.queue is not None:

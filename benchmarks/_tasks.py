@@ -94,6 +94,19 @@ def one_sync() -> int:
     return 1
 
 
+#: How long `io_wait` awaits: a call to a nearby service (an API, another database).
+IO_SECONDS = 0.020
+
+
+async def io_wait() -> None:
+    """Await IO_SECONDS doing nothing, as a task waiting on the network does: it holds one
+    of the worker's concurrency slots but little CPU. One worker process then runs at most
+    concurrency / IO_SECONDS tasks a second (500/s at 10 and 20 ms), so more processes can
+    run more, as long as the queue keeps up: the task that shows whether scale-out scales.
+    No-op tasks measure only the database (and, on one machine, its CPU and disk)."""
+    await asyncio.sleep(IO_SECONDS)
+
+
 async def stamp() -> float:
     """Return the wall-clock time at which the task started: pickup latency, even when
     the task runs in another process (same machine, same clock)."""

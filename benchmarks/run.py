@@ -1,4 +1,5 @@
-"""sitq against raw SQLite and huey, in one run: the table of issue 10 with its targets.
+"""sitq against raw SQLite and huey, and on PostgreSQL, in one run: the table of issues 10
+and 11 with their targets.
 
 Every group of contenders runs in interleaved rounds (A, B, C, A, B, C...), so noise on a
 shared machine hits all of them alike; the table gives the median of the rounds with min and
@@ -10,7 +11,9 @@ in temp folders; the full results go to a JSON file (a temp path unless --json i
     .venv/bin/python benchmarks/run.py --only enqueue,drain --json /tmp/bench.json
 
 Needs the `bench` extra (huey): `pip install -e .[bench]`. Linux only for the idle-CPU and
-RSS readings (they read /proc).
+RSS readings (they read /proc). The PostgreSQL rows (issue 11) run on the server at
+SITQ_BENCH_POSTGRES_URL, else postgresql://postgres@127.0.0.1:5432/test, each contender in
+a fresh schema dropped afterwards; with no server there, they are skipped, saying why.
 """
 
 from __future__ import annotations
@@ -35,6 +38,9 @@ from pathlib import Path
 import _peers as peers
 import _procs as procs
 import _sitq as sitq_bench
+import _tasks as tasks
+from _databases import PostgresStore, SQLiteStore, postgres_version
+from _procs import MakeStore
 from _runner import Contender, Group, Series, run_groups
 
 
@@ -50,7 +56,9 @@ class Sizes:
     pickups: int = 30  # samples per round
     depths: tuple[int, ...] = (1_000, 10_000, 100_000)
     first: int = 1_000  # tasks drained at each depth
-    process_tasks: int = 5_000
+    process_tasks: int = 5_000  # no-op tasks per round, in each group of worker processes
+    io_tasks: int = 2_000  # tasks awaiting I/O per round, in the same groups
+    process_end_to_end: int = 1_000
     idle_rounds: int = 3
     idle_seconds: float = 3.0
     rss_tasks: int = 100_000
@@ -64,6 +72,8 @@ QUICK = Sizes(
     pickups=5,
     first=150,
     process_tasks=600,
+    io_tasks=600,
+    process_end_to_end=200,
     idle_rounds=1,
     idle_seconds=2.0,
     rss_tasks=3_000,
@@ -81,6 +91,10 @@ class Target:
     bound: float = 0.0
 
 
+IO = f"tasks awaiting {tasks.IO_SECONDS * 1000:g} ms (I/O-like)"
+POSTGRES = "pg-"  # the keys of the groups that need the PostgreSQL server
+PG_P50 = "pg-pickup.processes.p50"
+
 TARGETS = [
     Target("enqueue 1 by 1: sitq / raw aiosqlite", "enqueue.sitq", "enqueue.aiosqlite", ">=", 0.7),
     Target("enqueue 1 by 1: sitq / huey FULL", "enqueue.sitq", "enqueue.huey_full", ">=", 1.0),
@@ -96,7 +110,12 @@ TARGETS = [
     Target("pickup p50 in-process (ms)", "pickup.in.p50", None, "<=", 2.0),
     Target("pickup p50 across processes (ms)", "pickup.processes.p50", None, "<=", 20.0),
     Target("idle worker CPU (% of a core)", "idle.sitq", None, "<=", 2.0),
-    Target("4 / 1 worker processes", "procs.sitq.4", "procs.sitq.1"),
+    Target("SQLite drain, 4 / 1 processes, no-op tasks", "procs.noop.4", "procs.noop.1"),
+    Target(f"SQLite drain, 4 / 1 processes, {IO}", "procs.io.4", "procs.io.1"),
+    Target(f"PostgreSQL drain, 4 / 1 processes, {IO}", "pg-drain.io.4", "pg-drain.io.1", ">=", 2.5),
+    Target("PostgreSQL drain, 4 / 1 processes, no-op tasks", "pg-drain.noop.4", "pg-drain.noop.1"),
+    Target("PostgreSQL end to end, 4 / 1 processes", "pg-e2e.4", "pg-e2e.1"),
+    Target("PostgreSQL pickup p50 across processes (ms)", PG_P50, None, "<=", 10.0),
     Target("RSS growth over the tasks (MB)", "memory.rss", None, "<=", 20.0),
 ]  # fmt: skip
 
@@ -133,9 +152,17 @@ def plan(sizes: Sizes) -> list[Group]:
             Contender.keeping("processes", procs.ProcessPickup(gaps)),
         ], s.rounds),
         Group("depth", f"first {s.first:,} drained at a depth", _depth_contenders(s), s.rounds),
-        Group("procs", f"{s.process_tasks:,} no-op tasks, worker processes", [
-            Contender.keeping("one", procs.ProcessThroughput(1, s.process_tasks)),
-            Contender.keeping("four", procs.ProcessThroughput(4, s.process_tasks)),
+        Group("procs", "SQLite, worker processes", _drain_contenders(s, SQLiteStore, "SQLite"),
+              s.rounds),
+        Group("pg-drain", "PostgreSQL, worker processes",
+              _drain_contenders(s, PostgresStore, "PostgreSQL"), s.rounds),
+        Group("pg-e2e", f"PostgreSQL end to end: enqueue, run, result ({s.process_end_to_end:,})", [
+            Contender.keeping(
+                f"e2e-{count}", procs.ProcessEndToEnd(count, s.process_end_to_end, PostgresStore)
+            ) for count in (1, 4)
+        ], s.rounds),
+        Group("pg-pickup", "PostgreSQL pickup", [
+            Contender.keeping("processes", procs.ProcessPickup(gaps, PostgresStore, PG_PICKUP)),
         ], s.rounds),
         Group("idle", f"idle worker CPU over {s.idle_seconds:g}s", [
             Contender.keeping("idle", procs.IdleCpu(s.idle_seconds)),
@@ -144,6 +171,30 @@ def plan(sizes: Sizes) -> list[Group]:
             Contender("sitq", sitq_bench.memory_and_storage(s.rss_tasks)),
         ], 1),
     ]  # fmt: skip
+
+
+PG_PICKUP = ", PostgreSQL (LISTEN/NOTIFY)"
+
+
+def _drain_contenders(s: Sizes, store: MakeStore, where: str) -> list[Contender]:
+    """One and four worker processes draining no-op tasks, then tasks awaiting I/O.
+
+    No-op tasks measure only the database: every process waits on the same store. Tasks
+    that await (as most real tasks do, on the network) leave each process's concurrency
+    slots busy but its CPU free, so a second machine's worth of slots should run more.
+    """
+    kinds = [
+        ("noop", tasks.noop, s.process_tasks, "no-op tasks"),
+        ("io", tasks.io_wait, s.io_tasks, IO),
+    ]
+    return [
+        Contender.keeping(
+            f"{key}-{count}",
+            procs.ProcessThroughput(count, n, func, key, store, f"drain {n:,} {what}, {where}"),
+        )
+        for key, func, n, what in kinds
+        for count in (1, 4)
+    ]
 
 
 def _depth_contenders(s: Sizes) -> list[Contender]:
@@ -171,6 +222,7 @@ def machine() -> dict[str, str]:
         "sitq": _version("sitq"),
         "aiosqlite": _version("aiosqlite"),
         "huey": _version("huey"),
+        "asyncpg": _version("asyncpg"),
         "commit": _git_commit(),
     }
 
@@ -266,6 +318,8 @@ def report(series: dict[str, Series], info: dict[str, str], mode: str, rounds: i
         f"rounds; {info['cores']} cores {info['cpu']}, Python {info['python']}, "
         f"SQLite {info['sqlite']}, huey {info['huey']}, aiosqlite {info['aiosqlite']}"
     )
+    if "postgresql" in info:
+        header += f", PostgreSQL {info['postgresql']}, asyncpg {info['asyncpg']}"
     ratios_title = "ratios of the medians, same run"
     return [header, "", *table(series), "", ratios_title, *ratio_lines(judged)]
 
@@ -299,6 +353,21 @@ def chosen_groups(args: argparse.Namespace, sizes: Sizes) -> list[Group]:
     return groups
 
 
+def without_postgres(groups: list[Group], info: dict[str, str]) -> tuple[list[Group], str]:
+    """The groups that can run, and why the PostgreSQL ones cannot ("" if they can).
+
+    The server is asked only when a PostgreSQL group is wanted; its version goes in `info`.
+    """
+    if not any(g.key.startswith(POSTGRES) for g in groups):
+        return groups, ""
+    try:
+        info["postgresql"] = asyncio.run(postgres_version())
+    except ConnectionError as exc:
+        info["postgresql"] = "not reachable"
+        return [g for g in groups if not g.key.startswith(POSTGRES)], str(exc)
+    return groups, ""
+
+
 def log(line: str) -> None:
     """Progress goes to stderr, so stdout holds only the report."""
     print(line, file=sys.stderr, flush=True)
@@ -312,11 +381,16 @@ def main(argv: list[str] | None = None) -> int:
     mode = "quick" if args.quick else "full"
     info = machine()
     log(f"sitq benchmarks, {mode} mode")
+    groups, skipped = without_postgres(chosen_groups(args, sizes), info)
+    if skipped:
+        log(f"PostgreSQL rows skipped: {skipped}")
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="sitq-bench-") as tmp:
-        series = asyncio.run(run_groups(chosen_groups(args, sizes), Path(tmp), log))
+        series = asyncio.run(run_groups(groups, Path(tmp), log))
     log(f"done in {time.perf_counter() - started:.0f}s")
     print("\n".join(report(series, info, mode, sizes.rounds)))
+    if skipped:
+        print(f"\nPostgreSQL rows skipped: {skipped}")
     out = args.json or Path(tempfile.mkstemp(prefix="sitq-bench-", suffix=".json")[1])
     document = {
         "mode": mode,
