@@ -11,10 +11,12 @@ from __future__ import annotations
 import inspect
 import os
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
+from sitq import state
 from sitq.errors import InvalidTaskError, TaskNotFoundError
-from sitq.options import TaskOptions
+from sitq.options import TaskOptions, options_of, task_name
 from sitq.serialization import TaskCall
 
 
@@ -85,3 +87,32 @@ def new_task_id() -> str:
     h = os.urandom(16).hex()
     variant = "89ab"[int(h[16], 16) & 3]
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant}{h[17:20]}-{h[20:]}"
+
+
+def with_options(call: TaskCall, options: TaskOptions | None) -> TaskCall:
+    """The call with the options the worker needs (the same object when nothing changes)."""
+    if options == call.options:
+        return call
+    return TaskCall(call.func, call.args, call.kwargs, options)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What every call of one function in one enqueue shares: its options, merged once
+    (the call's over the function's), what the worker needs of them, its name and budget."""
+
+    func: Any
+    options: TaskOptions
+    run_options: TaskOptions | None
+    name: str
+    budget: tuple[int | None, str | None]
+
+    @classmethod
+    def of(cls, func: Any, options: TaskOptions) -> Plan:
+        check_callable(func)
+        effective = options.merged_over(options_of(func))
+        budget: tuple[int | None, str | None] = (None, None)  # None: the worker's default
+        if effective.retry is not None:
+            budget = state.budget_of(effective.retry)
+        name = task_name(func, effective)
+        return cls(func, effective, run_options(effective), name, budget)

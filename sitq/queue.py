@@ -8,19 +8,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from sitq import state
 from sitq.backends import as_backend
 from sitq.backends.base import Backend, NewTask, first_of
 from sitq.calls import (
+    Plan,
     as_calls,
-    check_callable,
     check_task_id,
     describe,
     new_task_id,
-    run_options,
+    with_options,
 )
 from sitq.clock import Clock, SystemClock
 from sitq.errors import (
@@ -32,7 +31,7 @@ from sitq.errors import (
     TaskNotFoundError,
     TaskStateError,
 )
-from sitq.options import TaskOptions, options_of, task_name
+from sitq.options import TaskOptions
 from sitq.serialization import CloudpickleSerializer, Serializer, TaskCall
 from sitq.task import TERMINAL, History, QueueSummary, Result, TaskInfo, TaskStatus, to_datetime
 
@@ -127,12 +126,12 @@ class TaskQueue:
         await self._ready()
         now = self.clock.now()
         rows: list[NewTask] = []
-        plans: dict[int, _Plan] = {}  # by id(func): a batch repeats a few functions
+        plans: dict[int, Plan] = {}  # by id(func): a batch repeats a few functions
         try:
             for one in calls:
                 plan = plans.get(id(one.func))
                 if plan is None or plan.func is not one.func:
-                    plan = plans[id(one.func)] = _Plan.of(one.func, options)
+                    plan = plans[id(one.func)] = Plan.of(one.func, options)
                 rows.append(self._new_task(one, plan, now))
         except (InvalidTaskError, InvalidOptionError, PayloadTooLargeError,
                 SerializationError) as exc:  # fmt: skip
@@ -146,12 +145,10 @@ class TaskQueue:
             await self.backend.add_tasks(rows)
         return [row.task_id for row in rows]
 
-    def _new_task(self, call: TaskCall, plan: _Plan, now: float) -> NewTask:
+    def _new_task(self, call: TaskCall, plan: Plan, now: float) -> NewTask:
         """Serialize one call (its options already merged in `plan`) and choose its state."""
         task_id = new_task_id()  # before encoding: a signed payload is bound to its id
-        payload = self.serializer.encode_call(
-            _with_options(call, plan.run_options), task_id=task_id
-        )
+        payload = self.serializer.encode_call(with_options(call, plan.run_options), task_id=task_id)
         if len(payload) > self.max_payload_bytes:
             raise PayloadTooLargeError(
                 f"task {plan.name!r} serializes to {len(payload):,} bytes, over the "
@@ -352,32 +349,3 @@ class OptionsView:
 
     async def enqueue_many(self, calls: Iterable[TaskCall | tuple[Any, ...]]) -> list[str]:
         return await self._queue._enqueue_calls(as_calls(calls), self.options)
-
-
-def _with_options(call: TaskCall, options: TaskOptions | None) -> TaskCall:
-    """The call with the options the worker needs (the same object when nothing changes)."""
-    if options == call.options:
-        return call
-    return TaskCall(call.func, call.args, call.kwargs, options)
-
-
-@dataclass(frozen=True)
-class _Plan:
-    """What every call of one function in one enqueue shares: its options, merged once
-    (the call's over the function's), what the worker needs of them, its name and budget."""
-
-    func: Any
-    options: TaskOptions
-    run_options: TaskOptions | None
-    name: str
-    budget: tuple[int | None, str | None]
-
-    @classmethod
-    def of(cls, func: Any, options: TaskOptions) -> _Plan:
-        check_callable(func)
-        effective = options.merged_over(options_of(func))
-        budget: tuple[int | None, str | None] = (None, None)  # None: the worker's default
-        if effective.retry is not None:
-            budget = state.budget_of(effective.retry)
-        name = task_name(func, effective)
-        return cls(func, effective, run_options(effective), name, budget)
