@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any, NamedTuple
 
+from sitq.summary import Stats as Stats  # re-exported: analysis is the one place to look
+from sitq.summary import summary_stats as summary_stats
 from sitq.task import OUTCOMES, Attempt
 
 #: Outcomes that count as a failed attempt. A cancellation is a choice, not a failure.
@@ -295,46 +297,6 @@ def retry_lateness(attempts: Iterable[Attempt]) -> list[RetryLateness]:
                 )
             )
     return late
-
-
-@dataclass(frozen=True)
-class Stats:
-    """A five-number summary; every value but count is NaN when there are no values."""
-
-    count: int
-    mean: float
-    p50: float
-    p95: float
-    max: float
-
-
-def summary_stats(values: Iterable[float]) -> Stats:
-    """Count, mean, median, 95th percentile and max: enough to compare two runs.
-
-    Percentiles interpolate linearly between sorted values (numpy's default), so
-    p50 of [1, 2] is 1.5.
-    """
-    data = sorted(values)
-    if not data:
-        nan = math.nan
-        return Stats(count=0, mean=nan, p50=nan, p95=nan, max=nan)
-    return Stats(
-        count=len(data),
-        mean=statistics.fmean(data),
-        p50=_percentile(data, 50),
-        p95=_percentile(data, 95),
-        max=data[-1],
-    )
-
-
-def _percentile(data: Sequence[float], q: float) -> float:
-    position = (len(data) - 1) * q / 100
-    lower = math.floor(position)
-    upper = min(lower + 1, len(data) - 1)
-    return data[lower] + (data[upper] - data[lower]) * (position - lower)
-
-
-# --- circuit breaker ----------------------------------------------------------------
 
 
 class StateSpan(NamedTuple):
