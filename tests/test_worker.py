@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 from pathlib import Path
 
 import pytest
@@ -170,3 +171,19 @@ async def test_worker_loop_survives_a_locked_database(db_path: Path, caplog) -> 
             await worker.stop()
         await backend.close()
     assert result is not None and result.value == 7
+
+
+async def test_one_info_line_when_a_task_starts_and_one_when_it_ends(
+    queue: TaskQueue, worker: Worker, clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What an operator greps for: the task's name, id, attempt, outcome and duration."""
+    caplog.set_level(logging.INFO, logger="sitq.worker")
+    task_id = await queue.enqueue(note, 3)
+    await worker.run_until_idle()
+    lines = [r for r in caplog.records if getattr(r, "task_id", None) == task_id]
+    assert [r.levelno for r in lines] == [logging.INFO, logging.INFO]
+    started, ended = (r.getMessage() for r in lines)
+    assert started == f"task {task_id} (note) started, attempt 1"
+    assert ended.startswith(f"task {task_id} (note) succeeded on attempt 1 in ")
+    assert ended.endswith("s") and float(ended.rsplit(" ", 1)[1][:-1]) >= 0
+    assert all(r.task_name == "note" and r.attempt == 1 for r in lines)
