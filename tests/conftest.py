@@ -4,8 +4,9 @@ The conformance suite: in a module marked `pytestmark = pytest.mark.every_backen
 test that uses the `backend` fixture (or `queue`/`worker`, built on it) runs twice, on a
 fresh SQLite file and on a fresh PostgreSQL schema (skipped, saying how to enable it, when
 no server answers). A test that also asks for `db_path` works on the SQLite file itself,
-so it runs on SQLite only, and so does a test marked `sqlite_only`. `database`/`any_backend` (tests/backends.py) do the same for
-tests that want the store's URL, e.g. for worker processes.
+so it runs on SQLite only, and so does a test marked `sqlite_only`. `database` and
+`any_backend` (tests/backends.py) do the same for tests that want the store's URL, e.g. for
+worker processes.
 """
 
 from __future__ import annotations
