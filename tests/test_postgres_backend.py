@@ -108,9 +108,15 @@ async def test_each_connect_needs_one_close(pg_url: str) -> None:
         await backend.counts()
 
 
-async def test_many_processes_creating_one_schema_at_once_all_succeed(pg_url: str) -> None:
+async def test_many_processes_creating_one_schema_at_once_all_succeed(
+    pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Six starters at once: one creates the schema, the others find it made (and run no
+    DDL, which would lock tables under workers that already run)."""
     backends = [open_backend(pg_url) for _ in range(6)]
-    await asyncio.gather(*(b.connect() for b in backends))
+    with caplog.at_level("INFO", logger="sitq.backends.postgres"):
+        await asyncio.gather(*(b.connect() for b in backends))
+    assert sum("creating sitq schema" in r.getMessage() for r in caplog.records) == 1
     await backends[0].add_tasks([new("t1")])
     assert [(await b.counts())[TaskStatus.QUEUED] for b in backends] == [1] * 6
     await asyncio.gather(*(b.close() for b in backends))

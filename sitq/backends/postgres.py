@@ -180,15 +180,21 @@ class PostgresBackend:
         """
         if await self._stored_version(conn) == sql.SCHEMA_VERSION:
             return
-        async with conn.transaction():
-            await conn.execute(
-                "SELECT pg_advisory_xact_lock(hashtext($1))", sql.SETUP_LOCK_KEY + self.schema
-            )
-            if await self._stored_version(conn) == sql.SCHEMA_VERSION:
-                return  # another process made it while we waited for the lock
-            await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
-            await conn.execute(sql.SCHEMA)
-            await conn.execute(sql.WRITE_VERSION, str(sql.SCHEMA_VERSION))
+        key = sql.SETUP_LOCK_KEY + self.schema
+        await conn.execute("SELECT pg_advisory_lock(hashtext($1))", key)
+        try:
+            # Begun once the lock is ours, so it sees what the previous holder committed
+            # (a transaction begun before would look at the catalogs as they were then).
+            async with conn.transaction():
+                if await self._stored_version(conn) == sql.SCHEMA_VERSION:
+                    return  # another process made it while we waited for the lock
+                logger.info("creating sitq schema %r (version %d)", self.schema,
+                            sql.SCHEMA_VERSION)  # fmt: skip
+                await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+                await conn.execute(sql.SCHEMA)
+                await conn.execute(sql.WRITE_VERSION, str(sql.SCHEMA_VERSION))
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", key)
 
     async def _stored_version(self, conn: Connection) -> int | None:
         """The schema version sitq wrote here (None: no sitq schema yet); a newer one than
