@@ -3,11 +3,12 @@ and 11 with their targets.
 
 Every group of contenders runs in interleaved rounds (A, B, C, A, B, C...), so noise on a
 shared machine hits all of them alike; the table gives the median of the rounds with min and
-max, then the ratios the issue sets targets for, each marked pass or fail. All databases live
-in temp folders; the full results go to a JSON file (a temp path unless --json is given).
+max, then the ratios the issues set targets for, each marked pass or fail. SQLite databases
+live in temp folders, PostgreSQL ones in fresh schemas; the full results go to a JSON file
+(a temp path unless --json is given).
 
     .venv/bin/python benchmarks/run.py            # the full run (a few minutes)
-    .venv/bin/python benchmarks/run.py --quick    # under a minute, for checks while developing
+    .venv/bin/python benchmarks/run.py --quick    # about a minute, for checks while developing
     .venv/bin/python benchmarks/run.py --only enqueue,drain --json /tmp/bench.json
 
 Needs the `bench` extra (huey): `pip install -e .[bench]`. Linux only for the idle-CPU and
@@ -333,7 +334,7 @@ def _present(target: Target, series: dict[str, Series]) -> bool:
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes: under a minute")
+    parser.add_argument("--quick", action="store_true", help="small sizes: about a minute")
     parser.add_argument("--json", type=Path, help="where to write the results (default: temp)")
     parser.add_argument("--rounds", type=int, help="override the rounds per group")
     parser.add_argument("--only", help="comma-separated group keys, e.g. enqueue,drain")
