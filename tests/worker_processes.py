@@ -1,8 +1,6 @@
 """Real worker processes for tests: `python -m sitq worker ...`, as a user would start them.
 
-On SQLite a worker is `python -m sitq worker DB`. On PostgreSQL it is this module run as a
-script, `python -m worker_processes URL`, a stand-in for the CLI (same options, same
-"ready"/"stopped" lines, SIGTERM stops it gracefully) until `sitq worker` accepts URLs.
+A worker is `python -m sitq worker DB`, DB a SQLite file or a postgresql:// URL.
 
 A test starts workers, waits for each one's "ready" line (never a fixed sleep), enqueues
 from its own process, waits for a condition with a deadline, and kills leftovers in a
@@ -12,9 +10,7 @@ because tests/ is put on its PYTHONPATH.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import logging
 import os
 import selectors
 import signal
@@ -26,9 +22,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from reliability_tasks import LOG_ENV
-
-from sitq import Worker
-from sitq.backends import open_backend
 
 TESTS_DIR = Path(__file__).resolve().parent
 READY_TIMEOUT = 30.0  # seconds: a cold interpreter start on a busy 2-core machine
@@ -100,9 +93,7 @@ class WorkerProcess:
 
 
 def worker_command(db: str) -> list[str]:
-    """`sitq worker DB` for a SQLite file; this module's stand-in for a PostgreSQL URL."""
-    if db.startswith(("postgresql://", "postgres://")):
-        return [sys.executable, "-m", "worker_processes", db]
+    """`sitq worker DB`, for a SQLite file or a PostgreSQL URL alike."""
     return [sys.executable, "-m", "sitq", "worker", db]
 
 
@@ -131,44 +122,3 @@ async def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(step)  # the pause between two looks, not a synchronisation
-
-
-# -- the stand-in worker command (`python -m worker_processes URL`) -------------------------
-
-
-async def run_worker(args: argparse.Namespace) -> None:
-    """Like `sitq worker`: ready line, run until SIGTERM/SIGINT, stop with a grace period,
-    "stopped after N tasks" line; a second signal exits at once."""
-    worker = Worker(open_backend(args.url), concurrency=args.concurrency,
-                    lease_seconds=args.lease, shutdown_grace=args.grace)  # fmt: skip
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(
-            signum, lambda s=signum: os._exit(128 + s) if stop.is_set() else stop.set()
-        )
-    await worker.start()
-    print(f"sitq worker {worker.worker_id} ready on {args.url}", flush=True)
-    await stop.wait()
-    await worker.stop(args.grace)
-    print(f"sitq worker {worker.worker_id} stopped after {worker.processed} tasks", flush=True)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m worker_processes")
-    parser.add_argument("url")
-    parser.add_argument("--import", dest="imports", action="append", default=[])
-    parser.add_argument("--create", action="store_true", help="accepted; the schema is always made")
-    parser.add_argument("--concurrency", type=int, default=10)
-    parser.add_argument("--lease", type=float, default=30.0)
-    parser.add_argument("--grace", type=float, default=30.0)
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
-    for module in args.imports:
-        __import__(module)
-    asyncio.run(run_worker(args))
-
-
-if __name__ == "__main__":
-    main()
