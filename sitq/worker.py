@@ -250,8 +250,10 @@ class Worker:
         claimed = await self._claim(free)
         for task in claimed:
             self._spawn(task)
-        if claimed:
-            return
+        if len(claimed) == free:
+            return  # maybe more is due: look again at once
+        # Fewer than asked: nothing else is due now. Wait (the tickets were taken before the
+        # claim, so work enqueued meanwhile is not missed) instead of asking again.
         await self._prune_now_and_then()
         next_due = await self.backend.next_due_at()
         await first_of(

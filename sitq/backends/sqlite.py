@@ -241,22 +241,26 @@ class SQLiteBackend:
         return rows[0][0] if rows else None
 
     async def wait_for_change(self, timeout: float | None) -> None:
-        """Look at `PRAGMA data_version` (it moves when another connection commits) every
-        1 ms, backing off to 20 ms, until it moves or `timeout` passes."""
+        """Look at `PRAGMA data_version` (it moves when another connection commits) after
+        1 ms, then backing off to every 20 ms, until it moves or `timeout` passes.
+
+        The first look waits a moment too: a waiter in this process is usually woken by
+        the in-process signal first, and then no trip to the database was spent.
+        """
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        pause = CHANGE_POLL_FIRST
+        pause = 0.0 if self._data_version is None else CHANGE_POLL_FIRST  # a baseline first
         while True:
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                return
+            await asyncio.sleep(pause if remaining is None else min(pause, remaining))
             version = (await self._fetch("PRAGMA data_version"))[0][0]
             if self._data_version is not None and version != self._data_version:
                 self._data_version = version
                 return
             self._data_version = version
-            remaining = None if deadline is None else deadline - loop.time()
-            if remaining is not None and remaining <= 0:
-                return
-            await asyncio.sleep(pause if remaining is None else min(pause, remaining))
-            pause = min(pause * 2, CHANGE_POLL_CAP)
+            pause = min(max(pause * 2, CHANGE_POLL_FIRST), CHANGE_POLL_CAP)
 
     async def get_tasks(self, task_ids: Collection[str]) -> dict[str, TaskInfo]:
         rows = await self._run(
