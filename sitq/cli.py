@@ -196,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name: str, handler: Command, text: str) -> Any:
         sub = commands.add_parser(name, help=text, description=text)
-        sub.add_argument("db", metavar="DB", help="the SQLite database file")
+        sub.add_argument("db", metavar="DB", help="the database: a SQLite file (queue.db, sqlite:///queue.db) or a postgresql:// URL")
         sub.add_argument(
             "--serializer",
             choices=("pickle", "json"),
