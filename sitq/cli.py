@@ -40,6 +40,7 @@ from sitq.task import TaskStatus
 
 Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]  # returns the exit code
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+DB_HELP = "a SQLite file (queue.db, sqlite:///queue.db) or a postgresql:// URL"
 CONTINUATION = "    "  # starts every further line of a log record that spans lines
 
 
@@ -196,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name: str, handler: Command, text: str) -> Any:
         sub = commands.add_parser(name, help=text, description=text)
-        sub.add_argument("db", metavar="DB", help="the database: a SQLite file (queue.db, sqlite:///queue.db) or a postgresql:// URL")
+        sub.add_argument("db", metavar="DB", help=DB_HELP)
         sub.add_argument(
             "--serializer",
             choices=("pickle", "json"),
