@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -49,6 +49,8 @@ class TaskRunner:
     process_count: int | None = None
     stop_reasons: dict[str, str] = field(default_factory=dict)  # task id -> why cancelled
     processes: ProcessPoolExecutor | None = None
+    #: Called when a task has run and its outcome goes to be stored: its slot is free.
+    ran: Callable[[str], None] = lambda task_id: None
 
     async def process(self, claimed: ClaimedTask) -> None:
         """Run one claimed task end to end; never raises (errors become outcomes)."""
@@ -181,6 +183,7 @@ class TaskRunner:
             traceback=outcome.traceback,
             attempt=record,
         )
+        self.ran(claimed.task_id)
         if not await self.settler.settle(settlement):
             logger.warning(
                 "task %s: lease lost before settling; outcome discarded (another "

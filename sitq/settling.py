@@ -5,6 +5,9 @@ and whatever finishes while that flush is in the database goes together in the n
 (one transaction, one round trip, however many). Under load that batches naturally; when
 idle, each outcome is written immediately.
 
+A busy worker sends its next claim along with the flush (`settle_and_claim`): what finished
+goes back and what is next comes out in the same round trip.
+
 A flush runs in its own asyncio task, so a caller that is cancelled while waiting (the
 worker stopping, a Ctrl-C) does not cancel the write: the outcome is stored all the same.
 """
@@ -13,8 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
-from sitq.backends.base import Backend, Settlement
+from sitq.backends.base import Backend, ClaimedTask, ClaimRequest, Settlement
 
 logger = logging.getLogger("sitq.worker")
 
@@ -23,8 +27,17 @@ class Settler:
     """Collects settlements and writes them in batches; `settle` says whether the backend
     accepted one (False: its fencing token was stale, another worker owns the task)."""
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        next_claim: Callable[[int], ClaimRequest | None] = lambda settled: None,
+        on_claimed: Callable[[list[ClaimedTask]], None] = lambda claimed: None,
+    ) -> None:
         self.backend = backend
+        #: Asked before each flush with the number of outcomes in it: a claim to send along
+        #: (the worker's next tasks, in the same round trip), or None.
+        self.next_claim = next_claim
+        self.on_claimed = on_claimed
         self._pending: list[tuple[Settlement, asyncio.Future[bool]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self.batches = 0  # flushes so far: lets tests and benchmarks see the batching
@@ -47,7 +60,7 @@ class Settler:
             batch, self._pending = self._pending, []
             self.batches += 1
             try:
-                accepted = await self.backend.settle([s for s, _ in batch])
+                accepted = await self._write([s for s, _ in batch])
             except Exception as exc:  # every waiter learns of it; the worker logs it
                 for _, future in batch:
                     if not future.done():
@@ -56,6 +69,17 @@ class Settler:
             for (_, future), ok in zip(batch, accepted, strict=True):
                 if not future.done():
                     future.set_result(ok)
+
+    async def _write(self, settlements: list[Settlement]) -> list[bool]:
+        claim = self.next_claim(len(settlements))
+        if claim is None:
+            return await self.backend.settle(settlements)
+        claimed: list[ClaimedTask] = []
+        try:
+            accepted, claimed = await self.backend.settle_and_claim(settlements, claim)
+        finally:
+            self.on_claimed(claimed)  # also when it failed: the slots held for it free up
+        return accepted
 
 
 def _retrieve(future: asyncio.Future[bool]) -> None:

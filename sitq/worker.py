@@ -26,7 +26,7 @@ from contextlib import suppress
 
 from sitq import state
 from sitq.backends import as_backend
-from sitq.backends.base import Backend, ClaimedTask, Signal, first_of
+from sitq.backends.base import Backend, ClaimedTask, ClaimRequest, Signal, first_of
 from sitq.breaker import CircuitBreaker
 from sitq.clock import Clock, SystemClock
 from sitq.errors import InvalidOptionError
@@ -97,6 +97,8 @@ class Worker:
         self.rng = rng or random.Random()
         self._process_count = processes
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._settling: set[str] = set()  # ran; outcome being stored: their slots are free
+        self._reserved = 0  # slots held for a claim sent along with a settle
         self._loop_task: asyncio.Task[None] | None = None
         self._wake = Signal()
         self._stopping = False
@@ -155,7 +157,7 @@ class Worker:
                 self.worker_id,
                 self.backend,
                 self.serializer,
-                Settler(self.backend),
+                Settler(self.backend, self._next_claim, self._on_claimed),
                 self.clock,
                 self.rng,
                 self.retry,
@@ -163,6 +165,7 @@ class Worker:
                 self.breakers,
                 threads,
                 self._process_count,
+                ran=self._ran,
             )
         return self._runner
 
@@ -242,7 +245,7 @@ class Worker:
 
     async def _loop_step(self) -> None:
         """One turn of the main loop: claim what fits, or wait for a reason to look again."""
-        free = self.concurrency - len(self._running)
+        free = self._free_slots()
         work_ticket, wake_ticket = self.backend.work_signal.ticket(), self._wake.ticket()
         if free <= 0:
             await first_of([wake_ticket.wait()], None)
@@ -288,6 +291,33 @@ class Worker:
             default_budget=state.budget_of(self.retry),
         )
 
+    def _free_slots(self) -> int:
+        """Slots not taken by a task still running (one whose outcome is being stored has
+        finished running: its slot is free)."""
+        return self.concurrency - len(self._running) + len(self._settling) - self._reserved
+
+    def _ran(self, task_id: str) -> None:
+        if task_id in self._running:
+            self._settling.add(task_id)
+
+    def _next_claim(self, settling: int) -> ClaimRequest | None:
+        """A started worker claims its next tasks along with a settle. (Not in run_once,
+        which runs exactly what it claimed.)"""
+        if self._loop_task is None or self._stopping:
+            return None
+        free = self._free_slots()
+        if free <= 0:
+            return None
+        self._reserved += free  # held until the claim comes back: no second claim for them
+        return ClaimRequest(self.worker_id, free, self.clock.now, self.lease_seconds,
+                            list(self.keeper.tokens), state.budget_of(self.retry))  # fmt: skip
+
+    def _on_claimed(self, claimed: list[ClaimedTask]) -> None:
+        self._reserved = 0
+        for task in claimed:
+            self._spawn(task)
+        self._wake.ring()  # slots the claim did not fill are the main loop's again
+
     def _spawn(self, claimed: ClaimedTask) -> asyncio.Task[None]:
         self.keeper.hold(claimed.task_id, claimed.token)
         running = asyncio.create_task(self.runner.process(claimed))
@@ -297,6 +327,7 @@ class Worker:
 
     def _forget(self, task_id: str) -> None:
         self._running.pop(task_id, None)
+        self._settling.discard(task_id)
         if self._keeper is not None:
             self._keeper.release(task_id)
         if self._runner is not None:

@@ -164,6 +164,11 @@ async def test_c_sigterm_finishes_or_hands_back_running_tasks(
 
             await wait_until(four_running, 20, "4 running tasks")
             w1.send(signal.SIGTERM)
+
+            async def stopping() -> bool:  # logged once the worker claims no more
+                return "stopping: grace" in w1.stderr()
+
+            await wait_until(stopping, 20, "the worker to start stopping")
             soon.touch()  # these two finish inside the 3 s grace period; "later" ones do not
             assert w1.wait(20) == 0
             assert w1.read_line(5).endswith("stopped after 4 tasks")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import sitq
 from sitq import FakeClock, SQLiteBackend, TaskQueue, TaskStatus, Worker, current_task
 
 pytestmark = pytest.mark.every_backend  # the conformance suite: SQLite and PostgreSQL
@@ -187,3 +188,27 @@ async def test_one_info_line_when_a_task_starts_and_one_when_it_ends(
     assert ended.startswith(f"task {task_id} (note) succeeded on attempt 1 in ")
     assert ended.endswith("s") and float(ended.rsplit(" ", 1)[1][:-1]) >= 0
     assert all(r.task_name == "note" and r.attempt == 1 for r in lines)
+
+
+RUNNING_NOW = {"now": 0, "most": 0}
+
+
+async def counts_overlap() -> None:
+    RUNNING_NOW["now"] += 1
+    RUNNING_NOW["most"] = max(RUNNING_NOW["most"], RUNNING_NOW["now"])
+    await asyncio.sleep(0.001)  # a real await: other tasks may start meanwhile
+    RUNNING_NOW["now"] -= 1
+
+
+async def test_a_started_worker_never_runs_more_than_its_concurrency(
+    queue: TaskQueue, backend
+) -> None:
+    """Claims sent along with settles (the busy path) still respect `concurrency`."""
+    RUNNING_NOW.update(now=0, most=0)
+    ids = await queue.enqueue_many([sitq.call(counts_overlap) for _ in range(60)])
+    worker = Worker(backend, concurrency=3)
+    await worker.start()
+    results = await queue.gather(ids, timeout=30)
+    await worker.stop()
+    assert all(r is not None and r.is_success() for r in results)
+    assert RUNNING_NOW["most"] == 3

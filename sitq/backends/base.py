@@ -109,6 +109,18 @@ class Settlement:
     refund_attempt: bool = False
 
 
+@dataclass(frozen=True)
+class ClaimRequest:
+    """The arguments of a claim (see `Backend.claim`), to send along with a settle."""
+
+    worker_id: str
+    limit: int
+    now: Now
+    lease_seconds: float
+    held: Collection[str] = ()
+    default_budget: tuple[int, str] | None = None
+
+
 class Signal:
     """An in-process "something changed" bell that never loses a ring.
 
@@ -196,6 +208,13 @@ class Backend(Protocol):
     async def settle(self, settlements: Sequence[Settlement]) -> list[bool]:
         """Store outcomes in one transaction; each is refused (False) if its fencing token
         is stale. The check is part of the UPDATE itself."""
+        ...
+
+    async def settle_and_claim(
+        self, settlements: Sequence[Settlement], claim: ClaimRequest
+    ) -> tuple[list[bool], list[ClaimedTask]]:
+        """`settle`, then `claim`, in one round trip where the database allows it: a busy
+        worker hands back what finished and takes what is next in one go."""
         ...
 
     async def renew_leases(

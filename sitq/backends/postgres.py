@@ -31,6 +31,7 @@ from sitq.backends import postgres_rows as convert
 from sitq.backends import postgres_sql as sql
 from sitq.backends.base import (
     ClaimedTask,
+    ClaimRequest,
     NewTask,
     Now,
     Settlement,
@@ -96,6 +97,18 @@ class PostgresBackend(PostgresLink):
             return [convert.claimed(row, moment) for row in rows]
 
         return await self._run(claim)
+
+    async def settle_and_claim(
+        self, settlements: Sequence[Settlement], claim: ClaimRequest
+    ) -> tuple[list[bool], list[ClaimedTask]]:
+        """Two round trips here: the settle's rounds, then a claim (PostgreSQL's trips are
+        cheap beside its commits, and a claim never waits for another)."""
+        accepted = await self.settle(settlements)
+        claimed = await self.claim(
+            claim.worker_id, claim.limit, claim.now, claim.lease_seconds,
+            held=claim.held, default_budget=claim.default_budget,
+        )  # fmt: skip
+        return accepted, claimed
 
     async def settle(self, settlements: Sequence[Settlement]) -> list[bool]:
         if not settlements:

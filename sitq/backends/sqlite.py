@@ -32,6 +32,7 @@ from sitq.backends import sqlite_schema as schema
 from sitq.backends import sqlite_sql as sql
 from sitq.backends.base import (
     ClaimedTask,
+    ClaimRequest,
     NewTask,
     Now,
     Settlement,
@@ -177,23 +178,29 @@ class SQLiteBackend:
         held: Collection[str] = (),
         default_budget: tuple[int, str] | None = None,
     ) -> list[ClaimedTask]:
-        budget = default_budget or (None, None)
-        params = {
-            "worker_id": worker_id,
-            "held": json.dumps(list(held)),
-            "default_max": budget[0],
-            "default_policy": budget[1],
-        }
-        return await self._run(ops.claim, params, limit, now, lease_seconds)
+        request = ClaimRequest(worker_id, limit, now, lease_seconds, held, default_budget)
+        return await self._run(ops.claim, *_claim_args(request))
 
     async def settle(self, settlements: Sequence[Settlement]) -> list[bool]:
         if not settlements:
             return []
         accepted = await self._run(ops.settle, list(settlements))
+        self._ring_after_settle(settlements, accepted)
+        return accepted
+
+    async def settle_and_claim(
+        self, settlements: Sequence[Settlement], claim: ClaimRequest
+    ) -> tuple[list[bool], list[ClaimedTask]]:
+        accepted, claimed = await self._run(
+            ops.settle_and_claim, list(settlements), *_claim_args(claim)
+        )
+        self._ring_after_settle(settlements, accepted)
+        return accepted, claimed
+
+    def _ring_after_settle(self, settlements: Sequence[Settlement], accepted: list[bool]) -> None:
         if any(ok and s.status in WAITING for s, ok in zip(settlements, accepted, strict=True)):
             self.work_signal.ring()
         self.settle_signal.ring()
-        return accepted
 
     async def renew_leases(
         self, leases: Sequence[tuple[str, int]], now: Now, lease_seconds: float
@@ -295,6 +302,18 @@ class SQLiteBackend:
             params = (task_id,)
         rows = await self._fetch(query + " ORDER BY seq", params)
         return [Attempt(*row) for row in rows]
+
+
+def _claim_args(request: ClaimRequest) -> tuple[Any, ...]:
+    """A ClaimRequest as the arguments of `sqlite_ops.claim` (after the connection)."""
+    budget = request.default_budget or (None, None)
+    params = {
+        "worker_id": request.worker_id,
+        "held": json.dumps(list(request.held)),
+        "default_max": budget[0],
+        "default_policy": budget[1],
+    }
+    return params, request.limit, request.now, request.lease_seconds
 
 
 def _is_uri(path: str) -> bool:

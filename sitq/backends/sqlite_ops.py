@@ -85,30 +85,50 @@ def add_tasks(conn: sqlite3.Connection, rows: list[NewTask]) -> None:
 def claim(
     conn: sqlite3.Connection, params: dict[str, Any], limit: int, now: Now, lease: float
 ) -> list[ClaimedTask]:
-    def work() -> list[ClaimedTask]:
-        moment = read_now(now)  # after BEGIN IMMEDIATE: the lock is ours
-        values = {**params, "now": moment, "lease_until": moment + lease, "limit": limit}
-        taken = conn.execute(sql.TAKE_OVER, values).fetchall()
-        for row in taken:
-            conn.execute(sql.INSERT_ATTEMPT, lost_attempt_params(row))
-        values["limit"] = limit - len(taken)
-        due = conn.execute(sql.CLAIM_DUE, values).fetchall() if values["limit"] > 0 else []
-        return [claimed(row, moment) for row in taken + due]
+    return in_transaction(conn, lambda: claim_in(conn, params, limit, now, lease))
 
-    return in_transaction(conn, work)
+
+def claim_in(
+    conn: sqlite3.Connection, params: dict[str, Any], limit: int, now: Now, lease: float
+) -> list[ClaimedTask]:
+    """The claim's statements, inside a transaction that holds the write lock."""
+    moment = read_now(now)  # after BEGIN IMMEDIATE: the lock is ours
+    values = {**params, "now": moment, "lease_until": moment + lease, "limit": limit}
+    taken = conn.execute(sql.TAKE_OVER, values).fetchall()
+    for row in taken:
+        conn.execute(sql.INSERT_ATTEMPT, lost_attempt_params(row))
+    values["limit"] = limit - len(taken)
+    due = conn.execute(sql.CLAIM_DUE, values).fetchall() if values["limit"] > 0 else []
+    return [claimed(row, moment) for row in taken + due]
 
 
 def settle(conn: sqlite3.Connection, settlements: list[Settlement]) -> list[bool]:
-    def work() -> list[bool]:
-        accepted = []
-        for s in settlements:
-            ok = conn.execute(sql.SETTLE, settle_params(s)).rowcount == 1
-            if ok and s.attempt is not None:
-                conn.execute(sql.INSERT_ATTEMPT, attempt_params(s.attempt))
-            accepted.append(ok)
-        return accepted
+    return in_transaction(conn, lambda: [settle_one(conn, s) for s in settlements])
+
+
+def settle_and_claim(
+    conn: sqlite3.Connection,
+    settlements: list[Settlement],
+    params: dict[str, Any],
+    limit: int,
+    now: Now,
+    lease: float,
+) -> tuple[list[bool], list[ClaimedTask]]:
+    """A batch of outcomes, then the next claim, in one transaction (one round trip)."""
+
+    def work() -> tuple[list[bool], list[ClaimedTask]]:
+        accepted = [settle_one(conn, s) for s in settlements]
+        return accepted, claim_in(conn, params, limit, now, lease)
 
     return in_transaction(conn, work)
+
+
+def settle_one(conn: sqlite3.Connection, s: Settlement) -> bool:
+    """One UPDATE, fenced by the token, and its history record if it was accepted."""
+    accepted: bool = conn.execute(sql.SETTLE, settle_params(s)).rowcount == 1
+    if accepted and s.attempt is not None:
+        conn.execute(sql.INSERT_ATTEMPT, attempt_params(s.attempt))
+    return accepted
 
 
 def renew(
