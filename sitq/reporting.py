@@ -39,6 +39,8 @@ def _fields(claimed: ClaimedTask, attempt: int, error: BaseException | None) -> 
 
 
 def started(claimed: ClaimedTask) -> None:
+    if not logger.isEnabledFor(logging.INFO):
+        return  # the usual case in a notebook or a benchmark: build no record at all
     logger.info(
         "task %s (%s) started, attempt %d",
         claimed.task_id,

@@ -48,7 +48,7 @@ class Settler:
         self._pending.append((settlement, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_all(), name="sitq-settle")
-        return await asyncio.shield(future)
+        return await future  # cancelling the caller cancels only its wait, not the write
 
     async def drain(self) -> None:
         """Wait until everything handed in so far is written."""
