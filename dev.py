@@ -2,7 +2,8 @@
 """The project's two commands, on any machine with Python 3.11+ (no make, no conda needed).
 
     python3 dev.py lab    start JupyterLab on notebooks/ (the lessons; SQLite, embedded)
-    python3 dev.py test   run every test: unit, reliability, and the notebooks (nbval)
+    python3 dev.py test   run every check: ruff, mypy --strict, the tests (SQLite and, when a
+                          server answers, PostgreSQL), and the notebooks (nbval)
 
 Both create the virtual environment `.venv` and install sitq into it (editable, with its
 `dev` extra) when it is missing or when pyproject.toml has changed since.
