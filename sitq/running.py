@@ -199,23 +199,21 @@ class TaskRunner:
         """The previous worker died holding this task (its lost attempt is already in the
         history). True if that ends the run here; False to run the task now."""
         now = self.clock.now()
-        try:
-            decision = state.after_lost_lease(
+
+        def judged_by(chosen: RetryPolicy) -> state.Decision:
+            return state.after_lost_lease(
                 claimed.try_number - 1,
-                policy,
+                chosen,
                 now,
                 self.rng,
                 cancel_requested=claimed.cancel_requested,
                 previous_delay=claimed.last_delay,
             )
-        except Exception:
-            decision = state.after_lost_lease(
-                claimed.try_number - 1,
-                NO_RETRY,
-                now,
-                self.rng,
-                cancel_requested=claimed.cancel_requested,
-            )
+
+        try:
+            decision = judged_by(policy)
+        except Exception:  # a policy that raises while judging: the task fails, never sticks
+            decision = judged_by(NO_RETRY)
         assert claimed.lost_attempt is not None
         error = WorkerLost(f"worker {claimed.lost_attempt.worker_id} stopped renewing its lease")
         lost_run = claimed.attempt - 1

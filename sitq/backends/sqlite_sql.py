@@ -99,24 +99,28 @@ RETURNING id, name, payload, attempts, attempts - retry_base, lease_token, due_a
           cancel_requested, max_attempts
 """
 
-# Take over tasks whose worker stopped renewing its lease (it died or stalled). The SET
-# expressions see the old row, so the lost attempt's worker and times are kept for the
-# history. A pending cancel request is kept too: it must survive the crash.
-TAKE_OVER = f"""
-UPDATE sitq_tasks SET
+#: What every claim writes: a new attempt under a new lease and fencing token, owned by
+#: this worker, with the worker's default retry budget where the task brought none.
+LEASE_SET = """
     attempts = attempts + 1,
     lease_token = lease_token + 1,
     lease_expires_at = :lease_until,
-    lost_worker_id = worker_id,
-    lost_started_at = started_at,
-    lost_scheduled_for = due_at,
-    due_at = lease_expires_at,
     worker_id = :worker_id,
     started_at = :now,
     max_attempts = COALESCE(max_attempts, :default_max),
     retry_policy = COALESCE(retry_policy, :default_policy),
     progress = NULL,
-    progress_message = NULL
+    progress_message = NULL"""
+
+# Take over tasks whose worker stopped renewing its lease (it died or stalled). The SET
+# expressions see the old row, so the lost attempt's worker and times are kept for the
+# history. A pending cancel request is kept too: it must survive the crash.
+TAKE_OVER = f"""
+UPDATE sitq_tasks SET
+    lost_worker_id = worker_id,
+    lost_started_at = started_at,
+    lost_scheduled_for = due_at,
+    due_at = lease_expires_at,{LEASE_SET}
 WHERE seq IN (
     SELECT seq FROM sitq_tasks INDEXED BY sitq_tasks_leased
      WHERE status = 'running' AND lease_expires_at < :now AND id NOT IN (SELECT value FROM json_each(:held))
@@ -130,18 +134,9 @@ WHERE seq IN (
 CLAIM_DUE = f"""
 UPDATE sitq_tasks SET
     status = 'running',
-    attempts = attempts + 1,
-    lease_token = lease_token + 1,
-    lease_expires_at = :lease_until,
     lost_worker_id = NULL,
     lost_started_at = NULL,
-    lost_scheduled_for = NULL,
-    worker_id = :worker_id,
-    started_at = :now,
-    max_attempts = COALESCE(max_attempts, :default_max),
-    retry_policy = COALESCE(retry_policy, :default_policy),
-    progress = NULL,
-    progress_message = NULL
+    lost_scheduled_for = NULL,{LEASE_SET}
 WHERE seq IN (
     SELECT seq FROM sitq_tasks INDEXED BY sitq_tasks_claim
      WHERE status IN ({WAITING_SQL}) AND due_at <= :now
