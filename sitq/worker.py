@@ -297,10 +297,11 @@ class Worker:
         return self.concurrency - len(self._running) + len(self._settling) - self._reserved
 
     def _ran(self, task_id: str) -> None:
+        """The task has run; only its outcome is left to store, so its slot is free."""
         if task_id in self._running:
             self._settling.add(task_id)
 
-    def _next_claim(self, settling: int) -> ClaimRequest | None:
+    def _next_claim(self) -> ClaimRequest | None:
         """A started worker claims its next tasks along with a settle. (Not in run_once,
         which runs exactly what it claimed.)"""
         if self._loop_task is None or self._stopping:
