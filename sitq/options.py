@@ -106,13 +106,19 @@ def _check_priority(priority: object) -> None:
 
 
 def _check_seconds(name: str, value: float | None, *, allow_zero: bool = True) -> None:
-    if value is None:
-        return
+    if value is not None:
+        seconds_setting(name, value, allow_zero=allow_zero)
+
+
+def seconds_setting(name: str, value: object, *, allow_zero: bool = False) -> float:
+    """A setting in seconds as a float: a finite number > 0 (>= 0 with `allow_zero`), or an
+    InvalidOptionError naming the setting. Shared by task options and the backends."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidOptionError(f"{name} must be a number of seconds, got {value!r}")
     if math.isnan(value) or math.isinf(value) or value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise InvalidOptionError(f"{name} must be a finite number of seconds {bound}, got {value}")
+    return float(value)
 
 
 def _eta_timestamp(eta: dt.datetime | float) -> float:

@@ -28,6 +28,7 @@ from sitq.backends.base import (
     Signal,
 )
 from sitq.errors import BackendError, InvalidOptionError, QueueClosedError, SchemaVersionError
+from sitq.options import seconds_setting
 
 logger = logging.getLogger("sitq.backends.postgres")
 T = TypeVar("T")
@@ -75,9 +76,9 @@ class PostgresLink:
         self.dsn = dsn
         self.schema = schema
         self.pool_size = pool_size
-        self.poll_interval = _positive_seconds("poll_interval", poll_interval)
-        self.connect_timeout = _positive_seconds("connect_timeout", connect_timeout)
-        self.reconnect_timeout = _positive_seconds("reconnect_timeout", reconnect_timeout)
+        self.poll_interval = seconds_setting("poll_interval", poll_interval)
+        self.connect_timeout = seconds_setting("connect_timeout", connect_timeout)
+        self.reconnect_timeout = seconds_setting("reconnect_timeout", reconnect_timeout)
         #: Shown in pg_stat_activity, so an administrator sees whose sessions these are.
         self.application_name = f"sitq:{schema}"
         self.work_signal = Signal()
@@ -317,11 +318,3 @@ async def _release(pool: asyncpg.Pool, conn: Connection) -> None:
         await pool.release(conn)
     except (*CONNECTION_LOST, asyncpg.exceptions.InternalClientError) as exc:
         logger.info("a connection ended as it was given back to the pool (%s)", exc)
-
-
-def _positive_seconds(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidOptionError(f"{name} must be a number of seconds, got {value!r}")
-    if not value > 0 or value == float("inf"):
-        raise InvalidOptionError(f"{name} must be a finite number of seconds > 0, got {value}")
-    return float(value)

@@ -126,6 +126,20 @@ CLAIM_RETURNING = """
               cancel_requested, max_attempts, priority, seq
 """
 
+#: What both halves of a claim write: a new attempt under a new lease and fencing token,
+#: owned by this worker ($1, at $2, until $3), with the default budget ($6, $7) where the
+#: task brought none. The SET expressions see the old row (SQL's rule), as in SQLite.
+LEASE_SET = """
+        attempts = attempts + 1,
+        lease_token = lease_token + 1,
+        lease_expires_at = $3,
+        worker_id = $1,
+        started_at = $2,
+        max_attempts = COALESCE(max_attempts, $6),
+        retry_policy = COALESCE(retry_policy, $7),
+        progress = NULL,
+        progress_message = NULL"""
+
 # The whole claim is this one statement (one transaction, one round trip):
 # 1. `expired`/`taken`: take over tasks whose worker stopped renewing its lease (it died or
 #    stalled), except those this worker holds itself ($5). The SET expressions see the old
@@ -145,19 +159,10 @@ WITH expired AS (
        FOR UPDATE SKIP LOCKED
 ), taken AS (
     UPDATE sitq_tasks SET
-        attempts = attempts + 1,
-        lease_token = lease_token + 1,
-        lease_expires_at = $3,
         lost_worker_id = worker_id,
         lost_started_at = started_at,
         lost_scheduled_for = due_at,
-        due_at = lease_expires_at,
-        worker_id = $1,
-        started_at = $2,
-        max_attempts = COALESCE(max_attempts, $6),
-        retry_policy = COALESCE(retry_policy, $7),
-        progress = NULL,
-        progress_message = NULL
+        due_at = lease_expires_at,{LEASE_SET}
     WHERE seq IN (SELECT seq FROM expired)
     {CLAIM_RETURNING}
 ), lost AS (
@@ -176,18 +181,9 @@ WITH expired AS (
 ), claimed AS (
     UPDATE sitq_tasks SET
         status = 'running',
-        attempts = attempts + 1,
-        lease_token = lease_token + 1,
-        lease_expires_at = $3,
         lost_worker_id = NULL,
         lost_started_at = NULL,
-        lost_scheduled_for = NULL,
-        worker_id = $1,
-        started_at = $2,
-        max_attempts = COALESCE(max_attempts, $6),
-        retry_policy = COALESCE(retry_policy, $7),
-        progress = NULL,
-        progress_message = NULL
+        lost_scheduled_for = NULL,{LEASE_SET}
     WHERE seq IN (SELECT seq FROM due)
     {CLAIM_RETURNING}
 )

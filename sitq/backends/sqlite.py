@@ -39,6 +39,7 @@ from sitq.backends.base import (
     Signal,
 )
 from sitq.errors import BackendError, InvalidOptionError, QueueClosedError
+from sitq.options import seconds_setting
 from sitq.state import CancelAction, on_cancel, on_requeue
 from sitq.task import WAITING, Attempt, TaskInfo, TaskStatus
 
@@ -70,8 +71,8 @@ class SQLiteBackend:
         self.path = os.fspath(path)
         if not isinstance(self.path, str):
             raise InvalidOptionError(f"path must be a str or path, got {path!r}")
-        self.busy_timeout = _positive_seconds("busy_timeout", busy_timeout, allow_zero=True)
-        self.poll_interval = _positive_seconds("poll_interval", poll_interval)
+        self.busy_timeout = seconds_setting("busy_timeout", busy_timeout, allow_zero=True)
+        self.poll_interval = seconds_setting("poll_interval", poll_interval)
         if not isinstance(synchronous, str) or synchronous.upper() not in SYNCHRONOUS_MODES:
             raise InvalidOptionError(
                 f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)} (SQLite's "
@@ -318,12 +319,3 @@ def _claim_args(request: ClaimRequest) -> tuple[Any, ...]:
 
 def _is_uri(path: str) -> bool:
     return path.startswith("file:")
-
-
-def _positive_seconds(name: str, value: object, *, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidOptionError(f"{name} must be a number of seconds, got {value!r}")
-    if not (value >= 0 if allow_zero else value > 0) or value != value or value == float("inf"):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise InvalidOptionError(f"{name} must be a finite number of seconds {bound}, got {value}")
-    return float(value)
