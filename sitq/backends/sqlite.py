@@ -8,7 +8,9 @@ How it talks to the file: aiosqlite runs one thread per connection and hands it 
 function at a time. Every operation here is *one* such function (`_run`): it opens the
 transaction, does all its statements and commits or rolls back before returning. So:
 
-- one round trip per operation (a thread wake-up costs more than most statements);
+- one round trip per operation (a thread wake-up costs more than most statements), and
+  writes queued while a trip is out share the next one, in one transaction (group
+  commit, `sitq.backends.group_commit`): an enqueue and a worker's settle travel together;
 - a cancelled caller (a timeout, `worker.stop()`, Ctrl-C) can never leave a transaction
   open or the write lock held: the function still finishes in the thread;
 - `now` is read inside the transaction, after the write lock is held, so a wait for the
@@ -38,6 +40,7 @@ from sitq.backends.base import (
     Settlement,
     Signal,
 )
+from sitq.backends.group_commit import GroupCommit
 from sitq.errors import BackendError, InvalidOptionError, QueueClosedError
 from sitq.options import seconds_setting
 from sitq.state import CancelAction, on_cancel, on_requeue
@@ -82,6 +85,7 @@ class SQLiteBackend:
         self.work_signal = Signal()
         self.settle_signal = Signal()
         self._conn: aiosqlite.Connection | None = None
+        self._writes = GroupCommit(lambda group: self._run(ops.run_together, group))
         self._users = 0
         self._data_version: int | None = None
 
@@ -142,6 +146,7 @@ class SQLiteBackend:
         if self._users > 0:
             self._users -= 1
         if self._users == 0 and self._conn is not None:
+            await self._writes.drain()  # writes already queued are kept, not dropped
             conn, self._conn = self._conn, None
             await conn.close()
 
@@ -149,14 +154,25 @@ class SQLiteBackend:
 
     async def _run(self, operation: Callable[..., T], *args: Any) -> T:
         """Run `operation(sqlite3_connection, *args)` in aiosqlite's thread: one trip."""
-        conn = self._conn
-        if conn is None:
+        conn = self._connection()
+        # aiosqlite's _execute has no type hints, so what it returns is Any to mypy
+        return await conn._execute(operation, conn._conn, *args)  # type: ignore[no-untyped-call, no-any-return]
+
+    async def _write(self, operation: Callable[..., T], *args: Any) -> T:
+        """Run a write operation like `_run`, grouped with the writes queued beside it
+        (`sitq.backends.group_commit`): one transaction and one trip for all of them.
+        Reads go straight to `_run`: they never wait behind queued writes."""
+        self._connection()
+        result: T = await self._writes.write(operation, *args)
+        return result
+
+    def _connection(self) -> aiosqlite.Connection:
+        if self._conn is None:
             raise QueueClosedError(
                 f"{self!r} is not connected: call `await queue.connect()` (or use "
                 "`async with queue:`) before using it, and not after `close()`"
             )
-        # aiosqlite's _execute has no type hints, so what it returns is Any to mypy
-        return await conn._execute(operation, conn._conn, *args)  # type: ignore[no-untyped-call, no-any-return]
+        return self._conn
 
     async def _fetch(self, statement: str, params: Sequence[Any] = ()) -> list[Any]:
         return await self._run(ops.fetchall, statement, params)
@@ -166,7 +182,7 @@ class SQLiteBackend:
     async def add_tasks(self, tasks: Sequence[NewTask]) -> None:
         if not tasks:
             return
-        await self._run(ops.add_tasks, list(tasks))  # NewTask is a tuple in INSERT_TASK order
+        await self._write(ops.add_tasks, list(tasks))  # NewTask is a tuple in INSERT_TASK order
         self.work_signal.ring()
 
     async def claim(
@@ -180,19 +196,19 @@ class SQLiteBackend:
         default_budget: tuple[int, str] | None = None,
     ) -> list[ClaimedTask]:
         request = ClaimRequest(worker_id, limit, now, lease_seconds, held, default_budget)
-        return await self._run(ops.claim, *_claim_args(request))
+        return await self._write(ops.claim, *_claim_args(request))
 
     async def settle(self, settlements: Sequence[Settlement]) -> list[bool]:
         if not settlements:
             return []
-        accepted = await self._run(ops.settle, list(settlements))
+        accepted = await self._write(ops.settle, list(settlements))
         self._ring_after_settle(settlements, accepted)
         return accepted
 
     async def settle_and_claim(
         self, settlements: Sequence[Settlement], claim: ClaimRequest
     ) -> tuple[list[bool], list[ClaimedTask]]:
-        accepted, claimed = await self._run(
+        accepted, claimed = await self._write(
             ops.settle_and_claim, list(settlements), *_claim_args(claim)
         )
         self._ring_after_settle(settlements, accepted)
@@ -208,10 +224,10 @@ class SQLiteBackend:
     ) -> set[str]:
         if not leases:
             return set()
-        return await self._run(ops.renew, list(leases), now, lease_seconds)
+        return await self._write(ops.renew, list(leases), now, lease_seconds)
 
     async def set_progress(self, task_id: str, token: int, progress: float, message: str) -> None:
-        await self._run(
+        await self._write(
             ops.write,
             "UPDATE sitq_tasks SET progress = ?, progress_message = ? "
             "WHERE id = ? AND lease_token = ? AND status = 'running'",
@@ -219,13 +235,13 @@ class SQLiteBackend:
         )
 
     async def cancel(self, task_id: str, now: float) -> TaskStatus | None:
-        old = await self._run(ops.cancel, task_id, now)
+        old = await self._write(ops.cancel, task_id, now)
         if on_cancel(old) is CancelAction.CANCEL_NOW:
             self.settle_signal.ring()
         return old
 
     async def requeue(self, task_id: str, now: float) -> TaskStatus | None:
-        old = await self._run(ops.requeue, task_id, now)
+        old = await self._write(ops.requeue, task_id, now)
         if on_requeue(old) is not None:
             self.work_signal.ring()
         return old
@@ -235,12 +251,12 @@ class SQLiteBackend:
         if not names:
             return 0
         marks = ", ".join("?" for _ in names)
-        return await self._run(
+        return await self._write(
             ops.write, f"DELETE FROM sitq_tasks WHERE status IN ({marks})", names
         )
 
     async def prune(self, finished_before: float, limit: int) -> int:
-        return await self._run(ops.prune, finished_before, limit)
+        return await self._write(ops.prune, finished_before, limit)
 
     # -- reading -------------------------------------------------------------------------
 

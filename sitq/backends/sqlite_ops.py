@@ -55,7 +55,11 @@ def with_the_lock(action: Callable[[], T]) -> T:
 
 def in_transaction(conn: sqlite3.Connection, work: Callable[[], T]) -> T:
     """BEGIN IMMEDIATE (take the write lock up front, so two processes never deadlock
-    upgrading a read), run `work`, COMMIT; on any error ROLLBACK and re-raise."""
+    upgrading a read), run `work`, COMMIT; on any error ROLLBACK and re-raise.
+
+    Inside a group's transaction (`run_together`) the work simply joins it."""
+    if conn.in_transaction:
+        return work()
     with_the_lock(lambda: conn.execute("BEGIN IMMEDIATE"))
     try:
         result = work()
@@ -64,6 +68,33 @@ def in_transaction(conn: sqlite3.Connection, work: Callable[[], T]) -> T:
         raise
     conn.execute("COMMIT")
     return result
+
+
+def run_together(
+    conn: sqlite3.Connection, group: list[tuple[Callable[..., Any], tuple[Any, ...]]]
+) -> list[tuple[bool, Any]]:
+    """A group of writes (see `sitq.backends.group_commit`) in one transaction: one lock,
+    one commit. If any of them fails, none of it is kept and each runs again on its own,
+    so every write gets its own outcome: (True, value) or (False, exception)."""
+    if len(group) > 1:
+        with_the_lock(lambda: conn.execute("BEGIN IMMEDIATE"))
+        try:
+            values = [operation(conn, *args) for operation, args in group]
+            conn.execute("COMMIT")
+            return [(True, value) for value in values]
+        except Exception:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+    return [_outcome(conn, operation, args) for operation, args in group]
+
+
+def _outcome(
+    conn: sqlite3.Connection, operation: Callable[..., Any], args: tuple[Any, ...]
+) -> tuple[bool, Any]:
+    try:
+        return True, operation(conn, *args)
+    except Exception as exc:
+        return False, exc
 
 
 def fetchall(conn: sqlite3.Connection, statement: str, params: Sequence[Any]) -> list[Any]:
@@ -94,7 +125,9 @@ def claim_in(
     """The claim's statements, inside a transaction that holds the write lock."""
     moment = read_now(now)  # after BEGIN IMMEDIATE: the lock is ours
     values = {**params, "now": moment, "lease_until": moment + lease, "limit": limit}
-    taken = conn.execute(sql.TAKE_OVER, values).fetchall()
+    taken = []
+    if conn.execute(sql.ANY_LEASE_EXPIRED, values).fetchone() is not None:
+        taken = conn.execute(sql.TAKE_OVER, values).fetchall()
     for row in taken:
         conn.execute(sql.INSERT_ATTEMPT, lost_attempt_params(row))
     values["limit"] = limit - len(taken)

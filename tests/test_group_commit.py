@@ -1,0 +1,143 @@
+"""Group commit on SQLite: writes queued while a trip is out travel together in the next.
+
+Real files, a real aiosqlite thread; trips are counted by wrapping aiosqlite's `_execute`
+(the one way into its thread). Each write must keep its own outcome, nothing queued may be
+lost at close, and a group is one transaction (all of it or, after a failure, one by one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sitq import FakeClock, SQLiteBackend, TaskQueue, TaskStatus, Worker
+from sitq.backends.base import NewTask
+from sitq.backends.group_commit import GroupCommit
+
+pytestmark = pytest.mark.sqlite_only
+
+
+async def quick(i: int) -> int:
+    return i
+
+
+def row_count(db: Path) -> int:
+    conn = sqlite3.connect(db)
+    try:
+        return int(conn.execute("SELECT COUNT(*) FROM sitq_tasks").fetchone()[0])
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def trips(backend: SQLiteBackend) -> Iterator[Counter[str]]:
+    """Count the functions handed to aiosqlite's thread."""
+    conn = backend._conn
+    assert conn is not None
+    real = conn._execute
+    counted: Counter[str] = Counter()
+
+    async def counting(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        counted[getattr(fn, "__name__", repr(fn))] += 1
+        return await real(fn, *args, **kwargs)
+
+    conn._execute = counting  # type: ignore[method-assign]
+    yield counted
+    conn._execute = real  # type: ignore[method-assign]
+
+
+async def test_concurrent_enqueues_share_trips_and_each_gets_its_own_id(
+    backend: SQLiteBackend, queue: TaskQueue, trips: Counter[str], db_path: Path
+) -> None:
+    ids = await asyncio.gather(*(queue.enqueue(quick, i) for i in range(50)))
+    assert len(set(ids)) == 50
+    assert sum(trips.values()) <= 2, trips  # one group (two if the first left alone)
+    assert row_count(db_path) == 50
+    results = await backend.get_tasks(ids)
+    assert [r.status for r in results.values()] == [TaskStatus.QUEUED] * 50
+
+
+async def test_one_failing_write_in_a_group_fails_alone(
+    backend: SQLiteBackend, queue: TaskQueue, db_path: Path
+) -> None:
+    taken = await queue.enqueue(quick, 0)
+    info = await queue.get_task(taken)
+    duplicate = NewTask(taken, "quick", b"x", TaskStatus.QUEUED, info.due_at, info.due_at)
+    outcomes = await asyncio.gather(
+        queue.enqueue(quick, 1),
+        backend.add_tasks([duplicate]),  # the same id again: a UNIQUE constraint fails
+        queue.enqueue(quick, 2),
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[1], sqlite3.IntegrityError), outcomes
+    assert isinstance(outcomes[0], str) and isinstance(outcomes[2], str)
+    assert row_count(db_path) == 3  # the two good writes landed, the bad one alone failed
+    assert (await queue.get_task(taken)).name == info.name  # the original row is untouched
+
+
+async def test_closing_keeps_every_write_already_queued(db_path: Path) -> None:
+    queue = TaskQueue(SQLiteBackend(db_path))
+    await queue.connect()
+    pending = [asyncio.ensure_future(queue.enqueue(quick, i)) for i in range(20)]
+    await asyncio.sleep(0)  # they are queued, none has come back yet
+    await queue.close()
+    assert all(p.done() for p in pending)
+    assert row_count(db_path) == 20
+
+
+async def test_a_cancelled_caller_does_not_cancel_its_write(
+    queue: TaskQueue, db_path: Path
+) -> None:
+    writes = [asyncio.ensure_future(queue.enqueue(quick, i)) for i in range(5)]
+    await asyncio.sleep(0)
+    writes[2].cancel()
+    await asyncio.gather(*writes, return_exceptions=True)
+    await queue.counts()  # a read after the group came back
+    assert writes[2].cancelled()
+    assert row_count(db_path) == 5  # the write itself was kept: never lost half-way
+
+
+async def test_a_worker_settle_travels_with_the_next_enqueue(
+    backend: SQLiteBackend, queue: TaskQueue, trips: Counter[str]
+) -> None:
+    """End to end with the worker in this process: about one trip per task, not two."""
+    async with Worker(backend, concurrency=10):
+        first = await queue.enqueue(quick, -1)
+        assert await queue.get_result(first, timeout=30) is not None
+        trips.clear()
+        ids = [await queue.enqueue(quick, i) for i in range(200)]
+        results = await queue.gather(ids, timeout=30)
+    assert [r.value for r in results if r is not None] == list(range(200))
+    grouped = trips["run_together"]
+    assert grouped < 1.5 * 200, trips  # one trip per task alone would be 400 (enqueue+settle)
+
+
+async def test_a_trip_that_fails_reaches_every_write_of_its_group() -> None:
+    async def broken(group: list[Any]) -> list[Any]:
+        raise OSError("disk I/O error")
+
+    commit = GroupCommit(broken)
+    outcomes = await asyncio.gather(
+        commit.write(print), commit.write(print), return_exceptions=True
+    )
+    assert [type(o) for o in outcomes] == [OSError, OSError]
+
+
+async def test_queue_and_worker_stay_correct_under_a_fake_clock(
+    backend: SQLiteBackend, queue: TaskQueue, clock: FakeClock
+) -> None:
+    """The deterministic drivers see grouped writes exactly like single ones."""
+    ids = await asyncio.gather(*(queue.enqueue(quick, i) for i in range(25)))
+    worker = Worker(backend, clock=clock, concurrency=10)
+    try:
+        assert await worker.run_until_idle() == 25
+    finally:
+        await worker.stop()
+    results = await queue.gather(list(ids), timeout=5)
+    assert sorted(r.value for r in results if r is not None) == list(range(25))
