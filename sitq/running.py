@@ -22,6 +22,7 @@ from sitq.clock import Clock
 from sitq.context import TaskContext, reset_current, set_current
 from sitq.execution import Outcome, run_call
 from sitq.hooks import WorkerHooks
+from sitq.leases import CANCELLED
 from sitq.options import TaskOptions
 from sitq.retry import NO_RETRY, RetryPolicy, WorkerLost
 from sitq.serialization import Serializer, TaskCall
@@ -59,13 +60,17 @@ class TaskRunner:
         except asyncio.CancelledError:
             reason = self.stop_reasons.get(claimed.task_id)
             if reason == SHUTDOWN:
-                await self._hand_back(claimed)
+                await self.hand_back(claimed)
             elif reason is None:
                 raise
         except Exception:
             logger.exception("worker %s failed to process task %s", self.worker_id, claimed.task_id)
 
     async def _process(self, claimed: ClaimedTask) -> None:
+        if self.stop_reasons.get(claimed.task_id) == CANCELLED:  # before it ever started
+            cancelled = Outcome.failed(asyncio.CancelledError())
+            await self._finish(claimed, cancelled, NO_RETRY, self.clock.now())
+            return
         try:
             call = self.serializer.decode_call(claimed.payload, task_id=claimed.task_id)
         except Exception as exc:  # corrupted, tampered or unimportable: fail, never run
@@ -121,7 +126,7 @@ class TaskRunner:
             await context.flush_progress()  # a last report must land before the outcome
             return outcome
         except asyncio.CancelledError as exc:
-            if self.stop_reasons.get(claimed.task_id) == "cancelled":
+            if self.stop_reasons.get(claimed.task_id) == CANCELLED:
                 asyncio.current_task().uncancel()  # type: ignore[union-attr]
                 return Outcome.failed(exc)
             raise
@@ -251,8 +256,9 @@ class TaskRunner:
             breaker.name,
         )
 
-    async def _hand_back(self, claimed: ClaimedTask) -> None:
-        """Shutdown: return a running task to the queue, its attempt refunded."""
+    async def hand_back(self, claimed: ClaimedTask) -> None:
+        """Shutdown: return a running (or claimed, not started) task to the queue, its
+        attempt refunded."""
         now = self.clock.now()
         await self._store(claimed, state.hand_back(now), now)
         logger.info("task %s handed back to the queue at shutdown", claimed.task_id)

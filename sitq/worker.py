@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
 import random
 import socket
@@ -28,10 +27,12 @@ from sitq import state
 from sitq.backends import as_backend
 from sitq.backends.base import Backend, ClaimedTask, ClaimRequest, Signal, first_of
 from sitq.breaker import CircuitBreaker
+from sitq.claim_ahead import ClaimAhead
 from sitq.clock import Clock, SystemClock
 from sitq.errors import InvalidOptionError
 from sitq.hooks import WorkerHooks
-from sitq.leases import LeaseKeeper
+from sitq.leases import CANCELLED, LeaseKeeper
+from sitq.options import seconds_setting
 from sitq.pools import DaemonThreadPool
 from sitq.retry import NO_RETRY, RetryPolicy
 from sitq.running import SHUTDOWN, TaskRunner
@@ -81,10 +82,10 @@ class Worker:
             raise InvalidOptionError("give concurrency= or its alias max_concurrency=, not both")
         chosen = concurrency if concurrency is not None else max_concurrency
         self.concurrency = _count("concurrency", 10 if chosen is None else chosen)
-        self.lease_seconds = _seconds("lease_seconds", lease_seconds)
-        self.poll_interval = _seconds("poll_interval", poll_interval, optional=True)
-        self.shutdown_grace = _seconds("shutdown_grace", shutdown_grace, optional=True, zero=True)
-        self.retention = _seconds("retention", retention, optional=True)
+        self.lease_seconds = seconds_setting("lease_seconds", lease_seconds)
+        self.poll_interval = _optional("poll_interval", poll_interval)
+        self.shutdown_grace = _optional("shutdown_grace", shutdown_grace, allow_zero=True)
+        self.retention = _optional("retention", retention)
         if processes is not None:
             _count("processes", processes)
         self.backend = as_backend(backend)
@@ -99,6 +100,7 @@ class Worker:
         self._running: dict[str, asyncio.Task[None]] = {}
         self._settling: set[str] = set()  # ran; outcome being stored: their slots are free
         self._reserved = 0  # slots held for a claim sent along with a settle
+        self._ahead = ClaimAhead(self.concurrency)  # claimed, waiting for a slot
         self._loop_task: asyncio.Task[None] | None = None
         self._wake = Signal()
         self._stopping = False
@@ -139,6 +141,7 @@ class Worker:
             with suppress(asyncio.CancelledError):
                 await self._loop_task
             self._loop_task = None
+        await self._hand_back_waiting()
         grace = self.shutdown_grace if grace is None else grace
         if self._running:
             await asyncio.wait(list(self._running.values()), timeout=grace)
@@ -147,6 +150,9 @@ class Worker:
             running.cancel()
         if self._running:
             await asyncio.wait(list(self._running.values()))
+        if self._runner is not None:
+            await self._runner.settler.drain()  # a claim still out may bring tasks in hand
+        await self._hand_back_waiting()
         await self._close()
 
     @property
@@ -251,8 +257,7 @@ class Worker:
             await first_of([wake_ticket.wait()], None)
             return
         claimed = await self._claim(free)
-        for task in claimed:
-            self._spawn(task)
+        self._take(claimed)
         if len(claimed) == free:
             return  # maybe more is due: look again at once
         # Fewer than asked: nothing else is due now. Wait (the tickets were taken before the
@@ -292,14 +297,41 @@ class Worker:
         )
 
     def _free_slots(self) -> int:
-        """Slots not taken by a task still running (one whose outcome is being stored has
-        finished running: its slot is free)."""
-        return self.concurrency - len(self._running) + len(self._settling) - self._reserved
+        """How many tasks to claim now: slots free to run (one whose outcome is being
+        stored has finished running: its slot is free) and room to claim ahead."""
+        room = self._ahead.capacity - len(self._ahead.waiting)
+        return self._free_to_run() + room - self._reserved
+
+    def _free_to_run(self) -> int:
+        return self.concurrency - len(self._running) + len(self._settling)
+
+    def _take(self, claimed: list[ClaimedTask]) -> None:
+        """Start what fits in a free slot; the rest waits in hand (`sitq.claim_ahead`)."""
+        for task in claimed:
+            if self._free_to_run() > 0 and not self._stopping:
+                self._spawn(task)
+            else:
+                self.keeper.hold(task.task_id, task.token)
+                self._ahead.waiting.append(task)
+
+    def _start_waiting(self) -> None:
+        while self._ahead.waiting and self._free_to_run() > 0 and not self._stopping:
+            self._spawn(self._ahead.waiting.popleft())
+
+    async def _hand_back_waiting(self) -> None:
+        """Stopping: tasks claimed ahead go back to the queue, their attempt refunded."""
+        waiting = self._ahead.drain()
+        if waiting:
+            await asyncio.gather(*(self.runner.hand_back(task) for task in waiting))
+        for task in waiting:
+            self.keeper.release(task.task_id)
 
     def _ran(self, task_id: str) -> None:
         """The task has run; only its outcome is left to store, so its slot is free."""
         if task_id in self._running:
             self._settling.add(task_id)
+            self._ahead.ran(task_id)
+            self._start_waiting()
 
     def _next_claim(self) -> ClaimRequest | None:
         """A started worker claims its next tasks along with a settle. (Not in run_once,
@@ -315,12 +347,12 @@ class Worker:
 
     def _on_claimed(self, claimed: list[ClaimedTask]) -> None:
         self._reserved = 0
-        for task in claimed:
-            self._spawn(task)
+        self._take(claimed)
         self._wake.ring()  # slots the claim did not fill are the main loop's again
 
     def _spawn(self, claimed: ClaimedTask) -> asyncio.Task[None]:
         self.keeper.hold(claimed.task_id, claimed.token)
+        self._ahead.started(claimed.task_id)
         running = asyncio.create_task(self.runner.process(claimed))
         self._running[claimed.task_id] = running
         running.add_done_callback(lambda _: self._forget(claimed.task_id))
@@ -329,15 +361,25 @@ class Worker:
     def _forget(self, task_id: str) -> None:
         self._running.pop(task_id, None)
         self._settling.discard(task_id)
+        self._ahead.forget(task_id)
         if self._keeper is not None:
             self._keeper.release(task_id)
         if self._runner is not None:
             self._runner.stop_reasons.pop(task_id, None)
         self.processed += 1
+        self._start_waiting()
         self._wake.ring()
 
     def _lease_ended(self, task_id: str, reason: str) -> None:
         """The heartbeat found a lease lost or a cancel requested: stop that task."""
+        waiting = self._ahead.remove(task_id)
+        if waiting is not None:  # it never started: a cancel settles it, a loss drops it
+            if reason == CANCELLED:
+                self.runner.stop_reasons[task_id] = reason
+                self._spawn(waiting)
+            else:
+                self.keeper.release(task_id)
+            return
         running = self._running.get(task_id)
         if running is not None:
             self.runner.stop_reasons[task_id] = reason
@@ -350,12 +392,5 @@ def _count(name: str, value: object) -> int:
     return value
 
 
-def _seconds(name: str, value: object, *, optional: bool = False, zero: bool = False) -> float:
-    """A finite number of seconds (> 0, or >= 0 with `zero`); None only when `optional`."""
-    if value is None and optional:
-        return None  # type: ignore[return-value]
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise InvalidOptionError(f"{name} must be a finite number of seconds, got {value!r}")
-    if value < 0 or (value == 0 and not zero):
-        raise InvalidOptionError(f"{name} must be {'>= 0' if zero else '> 0'}, got {value!r}")
-    return float(value)
+def _optional(name: str, value: object, *, allow_zero: bool = False) -> float | None:
+    return None if value is None else seconds_setting(name, value, allow_zero=allow_zero)

@@ -135,10 +135,10 @@ async def test_an_unpicklable_argument_in_a_batch_names_the_call(queue: TaskQueu
     [
         ({"concurrency": True}, r"concurrency must be a whole number.*True"),
         ({"concurrency": 0}, r"concurrency must be a whole number >= 1"),
-        ({"lease_seconds": "30"}, r"lease_seconds must be a finite number.*'30'"),
+        ({"lease_seconds": "30"}, r"lease_seconds must be a number of seconds, got '30'"),
         ({"lease_seconds": float("inf")}, r"lease_seconds must be a finite number.*inf"),
         ({"lease_seconds": float("nan")}, r"lease_seconds must be a finite number"),
-        ({"lease_seconds": 0}, r"lease_seconds must be > 0"),
+        ({"lease_seconds": 0}, r"lease_seconds must be a finite number of seconds > 0"),
     ],
 )
 def test_impossible_worker_options_are_refused_at_construction(

@@ -1,0 +1,136 @@
+"""Claiming ahead: a worker with short tasks keeps the next ones in hand, under lease.
+
+The tasks in hand must never be lost or run twice: they are handed back at stop (their
+attempt refunded), a cancel request settles them as cancelled without running them, and a
+lost lease drops them. Real SQLite files and real workers; the worker's internal steps
+(`_claim`, `_take`) are driven directly so that what is in hand is known, not raced for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from sitq import FakeClock, RetryPolicy, SQLiteBackend, TaskQueue, TaskStatus, Worker
+from sitq.claim_ahead import AHEAD_WHEN_UNDER, ClaimAhead
+
+pytestmark = pytest.mark.every_backend
+
+RAN: list[int] = []
+GATE: dict[str, asyncio.Event] = {}
+
+
+async def record(i: int) -> int:
+    RAN.append(i)
+    return i
+
+
+async def blocker() -> str:
+    await GATE["open"].wait()
+    return "done"
+
+
+@pytest.fixture(autouse=True)
+def fresh() -> None:
+    RAN.clear()
+    GATE["open"] = asyncio.Event()
+
+
+class Ticks:
+    """A timer for ClaimAhead that the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_worker_claims_ahead_only_while_its_tasks_are_short() -> None:
+    ticks = Ticks()
+    ahead = ClaimAhead(4, timer=ticks)
+    assert ahead.capacity == 0  # nothing has run yet: no reason to hold more
+    for i in range(5):
+        ahead.started(f"t{i}")
+        ticks.now += AHEAD_WHEN_UNDER / 10
+        ahead.ran(f"t{i}")
+    assert ahead.capacity == 4
+    for i in range(5, 30):  # tasks turn long: the worker stops holding extra ones
+        ahead.started(f"t{i}")
+        ticks.now += AHEAD_WHEN_UNDER * 20
+        ahead.ran(f"t{i}")
+    assert ahead.capacity == 0
+
+
+@pytest.fixture
+async def worker(backend: SQLiteBackend, clock: FakeClock) -> AsyncIterator[Worker]:
+    """A worker with one slot, connected but not started: the test drives it."""
+    w = Worker(backend, clock=clock, concurrency=1, lease_seconds=30, worker_id="ahead")
+    await w._ensure_connected()
+    yield w
+    GATE["open"].set()
+    await w.stop()
+
+
+async def in_hand(queue: TaskQueue, worker: Worker) -> tuple[str, str]:
+    """Enqueue a blocking task and a recorded one; the worker runs the first and holds the
+    second in hand (claimed ahead, waiting for its one slot). Both may run again if their
+    worker is lost."""
+    retried = queue.with_options(retry=RetryPolicy.fixed(0, max_attempts=3))
+    first = await retried.enqueue(blocker)
+    second = await retried.enqueue(record, 2)
+    claimed = await worker._claim(2)
+    worker._take(claimed)
+    await asyncio.sleep(0)  # the first one starts and blocks on the gate
+    assert [t.task_id for t in worker._ahead.waiting] == [second]
+    assert (await queue.get_task(second)).status is TaskStatus.RUNNING  # leased to us
+    return first, second
+
+
+async def test_stopping_hands_back_the_tasks_in_hand_with_their_attempt_refunded(
+    queue: TaskQueue, worker: Worker
+) -> None:
+    first, second = await in_hand(queue, worker)
+    await worker.stop(grace=0)
+    for task_id in (first, second):
+        info = await queue.get_task(task_id)
+        assert info.status is TaskStatus.QUEUED, info
+        assert info.attempts == 0, info  # handed back, not used up
+    assert RAN == []  # the task in hand never ran
+    assert await queue.history(second) == []
+
+
+async def test_a_cancelled_task_in_hand_is_settled_cancelled_without_running(
+    queue: TaskQueue, worker: Worker
+) -> None:
+    first, second = await in_hand(queue, worker)
+    await queue.cancel(second)  # a request: the task is leased to a worker
+    await worker.keeper.renew()  # the heartbeat finds the request
+    result = await queue.get_result(second, timeout=10)
+    assert result is not None and result.status is TaskStatus.CANCELLED
+    assert RAN == []
+    GATE["open"].set()
+    done = await queue.get_result(first, timeout=10)
+    assert done is not None and done.value == "done"
+
+
+async def test_a_task_in_hand_whose_lease_was_lost_is_dropped_and_runs_once_elsewhere(
+    backend: SQLiteBackend, queue: TaskQueue, worker: Worker, clock: FakeClock
+) -> None:
+    first, second = await in_hand(queue, worker)
+    clock.advance(31)  # our leases expire (the heartbeat was not let run)
+    other = Worker(backend, clock=clock, concurrency=5, worker_id="other")
+    try:
+        taken = await other._claim(5)  # takes both over
+        assert {t.task_id for t in taken} == {first, second}
+        await worker.keeper.renew()  # ours were lost: the one in hand leaves, unrun
+        assert list(worker._ahead.waiting) == []
+        GATE["open"].set()  # our blocker ends; its outcome is refused (the lease moved on)
+        await asyncio.gather(*(other._spawn(task) for task in taken))
+    finally:
+        await other.stop()
+    assert RAN == [2]  # once, by the other worker
+    result = await queue.get_result(second, timeout=10)
+    assert result is not None and result.value == 2
