@@ -164,6 +164,30 @@ async def test_claim_uses_its_index_and_never_sorts(queue: TaskQueue, db_path: P
     whole = {**params, "lease_until": 3e9, "worker_id": "w1", "default_max": None}
     whole_plan = query_plan(db_path, sqlite_sql.CLAIM_DUE, {**whole, "default_policy": None})
     assert "USE TEMP B-TREE" not in whole_plan, whole_plan
+    # the two-step claim (a few rows, updated by key) reads the same index the same way
+    steps = query_plan(db_path, sqlite_sql.DUE_SEQS, params)
+    assert "USE TEMP B-TREE" not in steps and "sitq_tasks_claim" in steps, steps
+    by_key = {**whole, "default_policy": None, "seq": 1}
+    key_plan = query_plan(db_path, sqlite_sql.CLAIM_BY_SEQ, by_key)
+    assert "INTEGER PRIMARY KEY" in key_plan, key_plan
+
+
+async def test_claims_of_one_two_and_many_take_the_same_tasks_in_the_same_order(
+    backend: SQLiteBackend, queue: TaskQueue, clock: FakeClock
+) -> None:
+    """A claim of a few rows (by key) and of many (one statement) agree on what is due."""
+    low = await queue.with_options(priority=0).enqueue(quick, 0)
+    high = [await queue.with_options(priority=5).enqueue(quick, i) for i in (1, 2)]
+    later = await queue.with_options(delay=60).enqueue(quick, 3)
+    rest = await queue.enqueue_many([(quick, (i,)) for i in range(4, 9)])
+    first = await backend.claim("w1", 1, clock.now, LEASE)
+    assert [t.task_id for t in first] == high[:1]
+    two = await backend.claim("w1", 2, clock.now, LEASE)
+    assert [t.task_id for t in two] == [high[1], low]
+    many = await backend.claim("w1", 10, clock.now, LEASE)
+    assert [t.task_id for t in many] == rest  # the delayed one is not due
+    assert later not in {t.task_id for t in first + two + many}
+    assert {t.attempt for t in first + two + many} == {1}
 
 
 async def test_takeover_finds_expired_leases_by_their_index(

@@ -22,6 +22,7 @@ from sitq.task import TERMINAL, Attempt, TaskInfo, TaskStatus
 
 T = TypeVar("T")
 MAX_VARIABLES = 900  # stay well under SQLite's limit on ? placeholders per statement
+BY_KEY_UP_TO = 2  # a claim of this many rows or fewer updates them one by one, by key
 
 
 #: How this connection's thread waits for the write lock (set once by `wait_for_lock_up_to`).
@@ -131,8 +132,19 @@ def claim_in(
     for row in taken:
         conn.execute(sql.INSERT_ATTEMPT, lost_attempt_params(row))
     values["limit"] = limit - len(taken)
-    due = conn.execute(sql.CLAIM_DUE, values).fetchall() if values["limit"] > 0 else []
+    due = claim_due(conn, values) if values["limit"] > 0 else []
     return [claimed(row, moment) for row in taken + due]
+
+
+def claim_due(conn: sqlite3.Connection, values: dict[str, Any]) -> list[Any]:
+    """Lease the due tasks (up to values["limit"]), in claim order. A claim that finds one
+    or two (an idle worker picking up new work) updates them by key: SQLite then changes
+    the row in one pass, measurably cheaper than the general statement, which a claim of
+    many uses (one statement for all of them)."""
+    seqs = [seq for (seq,) in conn.execute(sql.DUE_SEQS, values)]
+    if len(seqs) > BY_KEY_UP_TO:
+        return conn.execute(sql.CLAIM_DUE, values).fetchall()
+    return [conn.execute(sql.CLAIM_BY_SEQ, {**values, "seq": seq}).fetchone() for seq in seqs]
 
 
 def settle(conn: sqlite3.Connection, settlements: list[Settlement]) -> list[bool]:

@@ -151,6 +151,15 @@ WHERE seq IN (
 {CLAIM_RETURNING}
 """
 
+# The same claim in two steps (under the same write lock): which tasks are due, in claim
+# order, then each one leased by its key.
+DUE_SEQS = f"""
+SELECT seq FROM sitq_tasks INDEXED BY sitq_tasks_claim
+ WHERE status IN ({WAITING_SQL}) AND due_at <= :now
+ ORDER BY priority DESC, due_at, seq LIMIT :limit
+"""
+CLAIM_BY_SEQ = CLAIM_DUE[: CLAIM_DUE.index("WHERE seq IN")] + "WHERE seq = :seq" + CLAIM_RETURNING
+
 # Store a decided outcome. The fencing check is in the WHERE: a stale token changes nothing.
 SETTLE = """
 UPDATE sitq_tasks SET
