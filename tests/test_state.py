@@ -260,7 +260,17 @@ def test_budget_of_a_policy_is_its_attempts_and_a_description(
 # -- nobody else decides a next state -------------------------------------------------------
 
 ENGINE_FILES = sorted(
-    [SITQ / name for name in ("queue.py", "worker.py", "running.py", "settling.py", "leases.py")]
+    [
+        SITQ / name
+        for name in (
+            "queue.py",
+            "worker.py",
+            "running.py",
+            "settling.py",
+            "leases.py",
+            "claim_ahead.py",
+        )
+    ]
     + list((SITQ / "backends").glob("*.py"))
 )
 
@@ -347,7 +357,14 @@ def test_no_state_rule_lives_in_sql() -> None:
 BACKEND_MODULES = sorted(
     f"sitq.backends.{p.stem}" for p in (SITQ / "backends").glob("*.py") if p.stem != "__init__"
 )
-ENGINE_MODULES = ["sitq.queue", "sitq.worker", "sitq.state", "sitq.backends", *BACKEND_MODULES]
+ENGINE_MODULES = [
+    "sitq.queue",
+    "sitq.worker",
+    "sitq.claim_ahead",
+    "sitq.state",
+    "sitq.backends",
+    *BACKEND_MODULES,
+]
 FORBIDDEN = ("sitq.notebook", "sitq.plots", "sitq.teaching", "sitq.sync", "sitq.cli")
 
 # `import sitq.queue` would first run sitq/__init__.py, which re-exports everything (the

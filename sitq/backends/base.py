@@ -169,8 +169,8 @@ class Backend(Protocol):
     `work_signal` rings when tasks become due through this object (enqueue, requeue,
     release); `settle_signal` rings when a task reaches a new state. Other processes cannot
     hear them: `wait_for_change` tells a waiter when another connection committed (SQLite:
-    `PRAGMA data_version`; PostgreSQL: LISTEN/NOTIFY), and `poll_interval` is the longest
-    a waiter sleeps without looking.
+    the WAL-index header, or `PRAGMA data_version`; PostgreSQL: LISTEN/NOTIFY), and
+    `poll_interval` is the longest a waiter sleeps without looking.
     """
 
     work_signal: Signal

@@ -41,6 +41,7 @@ from sitq.backends.base import (
     Signal,
 )
 from sitq.backends.group_commit import GroupCommit
+from sitq.backends.sqlite_watch import CommitWatch
 from sitq.errors import BackendError, InvalidOptionError, QueueClosedError
 from sitq.options import seconds_setting
 from sitq.state import CancelAction, on_cancel, on_requeue
@@ -50,7 +51,7 @@ logger = logging.getLogger("sitq.backends.sqlite")
 T = TypeVar("T")
 MAX_VARIABLES = 900  # stay well under SQLite's limit on ? placeholders per statement
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
-#: Idle waiters look at `PRAGMA data_version` this often at first, then less, up to the cap.
+#: Idle waiters look for other connections' commits this often at first, then less, up to the cap.
 CHANGE_POLL_FIRST, CHANGE_POLL_CAP = 0.001, 0.02
 
 
@@ -60,7 +61,7 @@ class SQLiteBackend:
     One backend object holds one connection. Queue and worker can share it (as in the
     tutorial), and then a worker wakes the moment a task is enqueued. Workers in other
     processes open their own backend on the same file and notice new work within a few
-    milliseconds (`PRAGMA data_version`), with `poll_interval` as the longest look-away.
+    milliseconds (`sqlite_watch`), with `poll_interval` as the longest look-away.
     """
 
     def __init__(
@@ -86,6 +87,7 @@ class SQLiteBackend:
         self.settle_signal = Signal()
         self._conn: aiosqlite.Connection | None = None
         self._writes = GroupCommit(lambda group: self._run(ops.run_together, group))
+        self._watch: CommitWatch | None = None  # set once the file is open in WAL mode
         self._users = 0
         self._data_version: int | None = None
 
@@ -111,6 +113,8 @@ class SQLiteBackend:
         except BaseException:
             self._users -= 1
             raise
+        if not self.is_memory and not _is_uri(self.path):
+            self._watch = CommitWatch(self.path)
 
     async def _open(self) -> aiosqlite.Connection:
         schema.prepare_file(self.path, self.is_memory)
@@ -147,6 +151,9 @@ class SQLiteBackend:
             self._users -= 1
         if self._users == 0 and self._conn is not None:
             await self._writes.drain()  # writes already queued are kept, not dropped
+            if self._watch is not None:
+                self._watch.close()
+                self._watch = None
             conn, self._conn = self._conn, None
             await conn.close()
 
@@ -265,26 +272,33 @@ class SQLiteBackend:
         return rows[0][0] if rows else None
 
     async def wait_for_change(self, timeout: float | None) -> None:
-        """Look at `PRAGMA data_version` (it moves when another connection commits) after
-        1 ms, then backing off to every 20 ms, until it moves or `timeout` passes.
+        """Wait until another connection commits (or `timeout` passes), looking after 1 ms,
+        then backing off to every 20 ms.
 
-        The first look waits a moment too: a waiter in this process is usually woken by
-        the in-process signal first, and then no trip to the database was spent.
+        A look reads the WAL-index header from the `-shm` file (`sqlite_watch`: a memory
+        read, no trip); without one (in memory) it asks `PRAGMA data_version`, a trip. The
+        first look waits a moment too: a waiter in this process is usually woken by the
+        in-process signal first.
         """
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        pause = 0.0 if self._data_version is None else CHANGE_POLL_FIRST  # a baseline first
+        watch = self._watch if self._watch is not None and self._watch.open() else None
+        pause = 0.0 if watch is None and self._data_version is None else CHANGE_POLL_FIRST
         while True:
             remaining = None if deadline is None else deadline - loop.time()
             if remaining is not None and remaining <= 0:
                 return
             await asyncio.sleep(pause if remaining is None else min(pause, remaining))
-            version = (await self._fetch("PRAGMA data_version"))[0][0]
-            if self._data_version is not None and version != self._data_version:
-                self._data_version = version
+            if watch.changed() if watch is not None else await self._data_version_moved():
                 return
-            self._data_version = version
             pause = min(max(pause * 2, CHANGE_POLL_FIRST), CHANGE_POLL_CAP)
+
+    async def _data_version_moved(self) -> bool:
+        """`PRAGMA data_version` moves when another connection commits (a trip to ask)."""
+        version = (await self._fetch("PRAGMA data_version"))[0][0]
+        moved = self._data_version is not None and version != self._data_version
+        self._data_version = version
+        return moved
 
     async def get_tasks(self, task_ids: Collection[str]) -> dict[str, TaskInfo]:
         rows = await self._run(

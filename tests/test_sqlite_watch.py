@@ -1,0 +1,92 @@
+"""An idle worker notices other processes' commits without trips to its connection.
+
+`CommitWatch` reads the WAL-index header SQLite keeps in the `-shm` file (real files, a
+second real connection standing for another process); `wait_for_change` uses it and makes
+no round trip to aiosqlite's thread while it waits, and falls back to `PRAGMA data_version`
+where there is no such file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sitq import SQLiteBackend, TaskQueue
+from sitq.backends.sqlite_watch import CommitWatch
+
+pytestmark = pytest.mark.sqlite_only
+
+
+async def quick() -> None:
+    pass
+
+
+def other_process_enqueues(db: Path) -> None:
+    """A commit from another connection (as another process's enqueue would make)."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        conn.execute("UPDATE sitq_meta SET value = value WHERE key = 'schema_version'")
+        conn.execute("INSERT OR REPLACE INTO sitq_meta (key, value) VALUES ('poke', 'x')")
+    finally:
+        conn.close()
+
+
+async def test_the_watch_sees_a_commit_and_nothing_else(db_path: Path) -> None:
+    async with TaskQueue(SQLiteBackend(db_path)) as queue:
+        await queue.enqueue(quick)
+        watch = CommitWatch(str(db_path))
+        assert watch.open()
+        assert not watch.changed()
+        await queue.counts()  # a read commits nothing
+        assert not watch.changed()
+        other_process_enqueues(db_path)
+        assert watch.changed()
+        assert not watch.changed()  # seen: quiet again
+        watch.close()
+
+
+def test_without_a_wal_index_the_watch_says_it_cannot_work(tmp_path: Path) -> None:
+    assert not CommitWatch(str(tmp_path / "never-created.db")).open()
+
+
+async def test_waiting_for_a_change_makes_no_trip_and_returns_on_a_commit(
+    db_path: Path,
+) -> None:
+    backend = SQLiteBackend(db_path)
+    async with TaskQueue(backend) as queue:
+        await queue.enqueue(quick)
+        conn = backend._conn
+        assert conn is not None
+        real = conn._execute
+        trips: Counter[str] = Counter()
+
+        async def counting(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+            trips[getattr(fn, "__name__", repr(fn))] += 1
+            return await real(fn, *args, **kwargs)
+
+        conn._execute = counting  # type: ignore[method-assign]
+        try:
+            await backend.wait_for_change(0.1)  # nothing happens: times out
+            assert sum(trips.values()) == 0, trips
+            waiter = asyncio.ensure_future(backend.wait_for_change(30))
+            await asyncio.sleep(0.05)
+            assert not waiter.done()
+            other_process_enqueues(db_path)
+            await asyncio.wait_for(waiter, 5)  # noticed within a look or two
+            assert sum(trips.values()) == 0, trips
+        finally:
+            conn._execute = real  # type: ignore[method-assign]
+
+
+async def test_in_memory_waiting_falls_back_to_asking_sqlite() -> None:
+    backend = SQLiteBackend(":memory:")
+    async with TaskQueue(backend) as queue:
+        await queue.enqueue(quick)
+        await backend.wait_for_change(0.05)  # asks PRAGMA data_version; times out quietly
+        assert backend._data_version is not None
