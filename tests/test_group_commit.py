@@ -141,3 +141,27 @@ async def test_queue_and_worker_stay_correct_under_a_fake_clock(
         await worker.stop()
     results = await queue.gather(list(ids), timeout=5)
     assert sorted(r.value for r in results if r is not None) == list(range(25))
+
+
+async def test_a_lone_write_goes_at_once_and_what_comes_meanwhile_goes_together() -> None:
+    sent: list[int] = []
+    gate = asyncio.Event()
+
+    async def send(group: list[Any]) -> list[Any]:
+        sent.append(len(group))
+        if len(sent) == 1:
+            await gate.wait()  # the first trip stays out until the test lets it back
+        return [(True, i) for i in range(len(group))]
+
+    commit = GroupCommit(send)
+    first = asyncio.ensure_future(commit.write(print))
+    await asyncio.sleep(0)  # one turn: the lone write is out, from its caller
+    assert sent == [1]
+    others = [asyncio.ensure_future(commit.write(print)) for _ in range(5)]
+    await asyncio.sleep(0)
+    assert sent == [1]  # they wait for the trip that is out
+    gate.set()
+    assert await first == 0
+    assert sorted(await asyncio.gather(*others)) == [0, 1, 2, 3, 4]
+    assert sent == [1, 5]  # the five went together, in one trip
+    await commit.drain()

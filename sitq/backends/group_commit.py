@@ -7,9 +7,9 @@ finishes a task and has an outcome to store. Sent one by one, those would queue 
 other in aiosqlite's thread anyway. Here they wait together instead, and when the trip
 comes back they leave in the next one: one transaction, one commit, one wake-up.
 
-Nothing waits on purpose (no fixed delay): a write queued while the connection is idle
-leaves on the event loop's next turn, taking along whatever else was queued in the same
-turn. Under load the groups grow by themselves; when idle, each write goes alone.
+Nothing waits on purpose (no fixed delay): a write made while the connection is idle
+leaves at once, straight from its caller. Under load the groups grow by themselves; when
+idle, each write goes alone.
 
 Each write keeps its own outcome: if one of a group fails (a duplicate id, a constraint),
 the whole transaction is rolled back and the group is run again one write at a time, so
@@ -44,21 +44,54 @@ class GroupCommit:
         self._send = send
         self._queued: list[Queued] = []
         self._sender: asyncio.Task[None] | None = None
+        self._alone: asyncio.Future[None] | None = None  # done when a lone write is back
         self.trips = 0  # groups sent so far: lets tests see the grouping
 
     async def write(self, operation: Callable[..., Any], *args: Any) -> Any:
         """Queue `operation(connection, *args)` and wait for its group to be committed."""
+        if self._idle():
+            return await self._write_alone(operation, args)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         future.add_done_callback(_retrieve)  # a caller cancelled meanwhile reads it no more
         self._queued.append((operation, args, future))
+        if self._alone is None:  # else the lone write starts the sender when it is back
+            self._start_sender()
+        return await future  # cancelling the caller cancels only its wait, not the write
+
+    def _idle(self) -> bool:
+        sending = self._sender is not None and not self._sender.done()
+        return not sending and self._alone is None and not self._queued
+
+    async def _write_alone(self, operation: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        """Nothing else is out or waiting: send this write at once, from the caller, with
+        no task between (a lone producer pays no more than a plain trip). The function is
+        in aiosqlite's queue before this can be cancelled, so it runs either way."""
+        self._alone = asyncio.get_running_loop().create_future()
+        self.trips += 1
+        try:
+            [(ok, value)] = await self._send([(operation, args)])
+        finally:
+            self._alone.set_result(None)
+            self._alone = None
+            if self._queued:  # what queued up meanwhile goes next, together
+                self._start_sender()
+        if not ok:
+            raise value
+        return value
+
+    def _start_sender(self) -> None:
         if self._sender is None or self._sender.done():
             self._sender = asyncio.create_task(self._send_all(), name="sitq-group-commit")
-        return await future  # cancelling the caller cancels only its wait, not the write
 
     async def drain(self) -> None:
         """Wait until every write queued so far has been sent and answered."""
-        while self._sender is not None and not self._sender.done():
-            await asyncio.shield(self._sender)
+        while not self._idle():
+            if self._alone is not None:
+                await asyncio.shield(self._alone)
+            elif self._sender is not None and not self._sender.done():
+                await asyncio.shield(self._sender)
+            else:  # queued, its sender about to start
+                await asyncio.sleep(0)
 
     async def _send_all(self) -> None:
         while self._queued:
