@@ -22,6 +22,7 @@ from sitq.task import TERMINAL, Attempt, TaskInfo, TaskStatus
 
 T = TypeVar("T")
 MAX_VARIABLES = 900  # stay well under SQLite's limit on ? placeholders per statement
+PLAIN_COLUMNS = 6  # NewTask's first fields: what INSERT_PLAIN_TASK writes
 BY_KEY_UP_TO = 2  # a claim of this many rows or fewer updates them one by one, by key
 
 
@@ -108,10 +109,18 @@ def write(conn: sqlite3.Connection, statement: str, params: Sequence[Any]) -> in
 
 
 def add_tasks(conn: sqlite3.Connection, rows: list[NewTask]) -> None:
-    if len(rows) == 1:
-        with_the_lock(lambda: conn.execute(sql.INSERT_TASK, rows[0]))  # autocommit: atomic
+    """Insert new tasks: one autocommit INSERT for one (atomic by itself), else one
+    transaction. When every row has the default priority and no retry budget of its own
+    (the common case), those three columns are left to their defaults: binding fewer
+    values makes a big insert about a fifth faster."""
+    statement: str = sql.INSERT_TASK
+    params: list[Any] = rows  # NewTask is a tuple in INSERT_TASK order
+    if all(r.priority == 0 and r.max_attempts is None and r.retry_policy is None for r in rows):
+        statement, params = sql.INSERT_PLAIN_TASK, [row[:PLAIN_COLUMNS] for row in rows]
+    if len(params) == 1:
+        with_the_lock(lambda: conn.execute(statement, params[0]))  # autocommit: atomic
         return
-    in_transaction(conn, lambda: conn.executemany(sql.INSERT_TASK, rows))
+    in_transaction(conn, lambda: conn.executemany(statement, params))
 
 
 def claim(

@@ -92,6 +92,12 @@ INSERT INTO sitq_tasks (id, name, payload, status, due_at, enqueued_at, priority
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 
+#: The same for a task at the default priority with no retry budget of its own.
+INSERT_PLAIN_TASK = """
+INSERT INTO sitq_tasks (id, name, payload, status, due_at, enqueued_at)
+VALUES (?, ?, ?, ?, ?, ?)
+"""
+
 #: What a claim hands back, for `ClaimedTask`.
 CLAIM_RETURNING = """
 RETURNING id, name, payload, attempts, attempts - retry_base, lease_token, due_at,
