@@ -19,6 +19,7 @@ from sitq.calls import (
     check_task_id,
     describe,
     new_task_id,
+    no_cycle_collection,
     with_options,
 )
 from sitq.clock import Clock, SystemClock
@@ -128,11 +129,12 @@ class TaskQueue:
         rows: list[NewTask] = []
         plans: dict[int, Plan] = {}  # by id(func): a batch repeats a few functions
         try:
-            for one in calls:
-                plan = plans.get(id(one.func))
-                if plan is None or plan.func is not one.func:
-                    plan = plans[id(one.func)] = Plan.of(one.func, options)
-                rows.append(self._new_task(one, plan, now))
+            with no_cycle_collection(len(calls)):
+                for one in calls:
+                    plan = plans.get(id(one.func))
+                    if plan is None or plan.func is not one.func:
+                        plan = plans[id(one.func)] = Plan.of(one.func, options)
+                    rows.append(self._new_task(one, plan, now))
         except (InvalidTaskError, InvalidOptionError, PayloadTooLargeError,
                 SerializationError) as exc:  # fmt: skip
             if len(calls) == 1:
