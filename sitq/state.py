@@ -17,9 +17,9 @@ The transition table (what happens, from which state, to which state, and who de
 | running                       | it was cancelled while running         | cancelled                                   | `after_attempt`       |
 | running, lease expired        | another worker takes it over           | lost attempt recorded, then: running again (retry now), retrying, failed, or cancelled if a cancel was asked | `after_lost_lease` |
 | running                       | its circuit breaker is open            | scheduled at the breaker's probe time; attempt refunded | `deferral` |
-| running                       | the worker stops (grace over)          | queued now; attempt refunded                | `hand_back`           |
+| running                       | the worker stops (grace over), or it was claimed ahead and never started | queued now; attempt refunded | `hand_back` |
 | queued, scheduled, retrying   | cancel                                 | cancelled                                   | `on_cancel`           |
-| running                       | cancel                                 | running, cancel requested (the worker stops it at its next heartbeat; survives a crash) | `on_cancel` |
+| running                       | cancel                                 | running, cancel requested (the worker stops it at its next heartbeat, or settles it cancelled unrun if it was claimed ahead; survives a crash) | `on_cancel` |
 | failed, cancelled             | requeue                                | queued, a fresh retry budget                | `on_requeue`          |
 | failed                        | purge                                  | deleted (history kept)                      | `PURGEABLE`           |
 | succeeded, cancelled          | older than the retention time          | deleted with its history                    | `PRUNABLE`            |
