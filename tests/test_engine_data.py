@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from trip_counting import counting_trips
 
 import sitq
 from sitq import FakeClock, RetryPolicy, SQLiteBackend, TaskQueue, TaskStatus, Worker, state
@@ -332,18 +333,8 @@ async def test_outcomes_of_concurrent_tasks_are_settled_in_batches(
 @pytest.fixture
 def trips(backend: SQLiteBackend) -> Iterator[Counter[str]]:
     """Count the functions handed to aiosqlite's thread (the connection is real)."""
-    conn = backend._conn
-    assert conn is not None
-    real = conn._execute
-    counted: Counter[str] = Counter()
-
-    async def counting(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        counted[getattr(fn, "__name__", repr(fn))] += 1
-        return await real(fn, *args, **kwargs)
-
-    conn._execute = counting  # type: ignore[method-assign]
-    yield counted
-    conn._execute = real  # type: ignore[method-assign]
+    with counting_trips(backend) as counted:
+        yield counted
 
 
 @pytest.mark.sqlite_only  # counts trips into aiosqlite's thread

@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from trip_counting import counting_trips
 
 from sitq import FakeClock, SQLiteBackend, TaskQueue, TaskStatus, Worker
 from sitq.backends.base import NewTask
@@ -37,19 +38,9 @@ def row_count(db: Path) -> int:
 
 @pytest.fixture
 def trips(backend: SQLiteBackend) -> Iterator[Counter[str]]:
-    """Count the functions handed to aiosqlite's thread."""
-    conn = backend._conn
-    assert conn is not None
-    real = conn._execute
-    counted: Counter[str] = Counter()
-
-    async def counting(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        counted[getattr(fn, "__name__", repr(fn))] += 1
-        return await real(fn, *args, **kwargs)
-
-    conn._execute = counting  # type: ignore[method-assign]
-    yield counted
-    conn._execute = real  # type: ignore[method-assign]
+    """Count the functions handed to aiosqlite's thread (the connection is real)."""
+    with counting_trips(backend) as counted:
+        yield counted
 
 
 async def test_concurrent_enqueues_share_trips_and_each_gets_its_own_id(

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
+from trip_counting import counting_trips
 
 from sitq import SQLiteBackend, TaskQueue
 from sitq.backends.sqlite_watch import CommitWatch
@@ -61,17 +59,7 @@ async def test_waiting_for_a_change_makes_no_trip_and_returns_on_a_commit(
     backend = SQLiteBackend(db_path)
     async with TaskQueue(backend) as queue:
         await queue.enqueue(quick)
-        conn = backend._conn
-        assert conn is not None
-        real = conn._execute
-        trips: Counter[str] = Counter()
-
-        async def counting(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-            trips[getattr(fn, "__name__", repr(fn))] += 1
-            return await real(fn, *args, **kwargs)
-
-        conn._execute = counting  # type: ignore[method-assign]
-        try:
+        with counting_trips(backend) as trips:
             await backend.wait_for_change(0.1)  # nothing happens: times out
             assert sum(trips.values()) == 0, trips
             waiter = asyncio.ensure_future(backend.wait_for_change(30))
@@ -80,8 +68,6 @@ async def test_waiting_for_a_change_makes_no_trip_and_returns_on_a_commit(
             other_process_enqueues(db_path)
             await asyncio.wait_for(waiter, 5)  # noticed within a look or two
             assert sum(trips.values()) == 0, trips
-        finally:
-            conn._execute = real  # type: ignore[method-assign]
 
 
 async def test_in_memory_waiting_falls_back_to_asking_sqlite() -> None:
