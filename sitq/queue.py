@@ -18,7 +18,7 @@ from sitq.calls import (
     as_calls,
     check_task_id,
     describe,
-    new_task_id,
+    new_task_ids,
     no_cycle_collection,
     with_options,
 )
@@ -130,11 +130,11 @@ class TaskQueue:
         plans: dict[int, Plan] = {}  # by id(func): a batch repeats a few functions
         try:
             with no_cycle_collection(len(calls)):
-                for one in calls:
+                for one, task_id in zip(calls, new_task_ids(len(calls)), strict=True):
                     plan = plans.get(id(one.func))
                     if plan is None or plan.func is not one.func:
                         plan = plans[id(one.func)] = Plan.of(one.func, options)
-                    rows.append(self._new_task(one, plan, now))
+                    rows.append(self._new_task(one, plan, now, task_id))
         except (InvalidTaskError, InvalidOptionError, PayloadTooLargeError,
                 SerializationError) as exc:  # fmt: skip
             if len(calls) == 1:
@@ -147,9 +147,9 @@ class TaskQueue:
             await self.backend.add_tasks(rows)
         return [row.task_id for row in rows]
 
-    def _new_task(self, call: TaskCall, plan: Plan, now: float) -> NewTask:
-        """Serialize one call (its options already merged in `plan`) and choose its state."""
-        task_id = new_task_id()  # before encoding: a signed payload is bound to its id
+    def _new_task(self, call: TaskCall, plan: Plan, now: float, task_id: str) -> NewTask:
+        """Serialize one call (its options already merged in `plan`) and choose its state.
+        The id comes first: a signed payload is bound to its id."""
         payload = self.serializer.encode_call(with_options(call, plan.run_options), task_id=task_id)
         if len(payload) > self.max_payload_bytes:
             raise PayloadTooLargeError(

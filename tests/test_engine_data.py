@@ -441,3 +441,14 @@ async def test_an_idle_worker_in_another_process_picks_up_work_at_once(
             f"{statistics.median(measured) * 1000:.1f} ms, max {max(measured) * 1000:.1f} ms"
         )
     assert max(measured) < 0.5, measured
+
+
+def test_task_ids_made_in_a_batch_are_distinct_version_4_uuids() -> None:
+    import uuid
+
+    from sitq.calls import new_task_ids
+
+    ids = new_task_ids(2000)
+    assert len(set(ids)) == 2000
+    assert all(uuid.UUID(i).version == 4 and str(uuid.UUID(i)) == i for i in ids)
+    assert new_task_ids(0) == []
