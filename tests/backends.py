@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -122,3 +123,17 @@ async def any_backend(database: Database) -> AsyncIterator[Backend]:
     await backend.connect()
     yield backend
     await backend.close()
+
+
+def write_lock_is_free(db_path: Path, wait: float = 0.0) -> bool:
+    """True if a fresh connection can take SQLite's write lock on the file within `wait`
+    seconds (0: right now), that is if no process holds it."""
+    conn = sqlite3.connect(db_path, timeout=wait, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ROLLBACK")
+        return True
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        conn.close()

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import collections
 import signal
-import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -32,7 +31,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 import reliability_tasks as rt
-from backends import POSTGRES_URL, Database
+from backends import POSTGRES_URL, Database, write_lock_is_free
 from worker_processes import WorkerProcess, wait_until, workers
 
 from sitq import TaskQueue, TaskStatus, call
@@ -240,19 +239,6 @@ async def test_d_a_task_longer_than_its_lease_runs_once_while_its_worker_lives(
 def is_stopped(pid: int) -> bool:
     """True once the kernel has stopped the process (state T in /proc/PID/stat)."""
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
-
-
-def write_lock_is_free(db_path: Path) -> bool:
-    """True if no process holds SQLite's write lock on the file right now."""
-    conn = sqlite3.connect(db_path, timeout=0, isolation_level=None)
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("ROLLBACK")
-        return True
-    except sqlite3.OperationalError:
-        return False
-    finally:
-        conn.close()
 
 
 async def outside_transactions(database: Database) -> bool:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import sqlite3
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from backends import write_lock_is_free
 
 from sitq import SQLiteBackend, TaskQueue, TaskStatus, Worker
 
@@ -63,19 +63,6 @@ class LockHolder:
         self.process.wait(timeout=60)
 
 
-def nobody_holds_the_lock(db: Path) -> bool:
-    """True if a fresh connection can take the write lock within a second."""
-    conn = sqlite3.connect(db, isolation_level=None, timeout=1)
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("ROLLBACK")
-        return True
-    except sqlite3.OperationalError:
-        return False
-    finally:
-        conn.close()
-
-
 async def add(a: int, b: int) -> int:
     return a + b
 
@@ -93,7 +80,7 @@ async def test_an_enqueue_cancelled_while_waiting_for_the_lock_leaves_nothing_op
         # the next call works (no "cannot start a transaction within a transaction")
         task_id = await queue.enqueue(add, 2, 3)
         assert await queue.status(task_id) is TaskStatus.QUEUED
-        assert nobody_holds_the_lock(db_path)  # other processes are not locked out
+        assert write_lock_is_free(db_path, wait=1)  # other processes are not locked out
         # nothing half-done: the timed-out enqueue either landed whole or not at all
         counts = await queue.counts()
         assert counts[TaskStatus.QUEUED] in (2, 3)
@@ -131,7 +118,7 @@ async def test_stop_during_a_settle_waiting_for_the_lock_keeps_the_outcome(
         result = await queue.get_result(task_id, timeout=5)
     assert result is not None and result.status is TaskStatus.SUCCEEDED
     assert result.value == "done"
-    assert nobody_holds_the_lock(db_path)
+    assert write_lock_is_free(db_path, wait=1)
 
 
 SYNC_INTERRUPT = """
@@ -176,7 +163,7 @@ def test_ctrl_c_in_sync_task_queue_leaves_the_queue_usable(db_path: Path) -> Non
     last = child.stdout.readline().split()
     assert child.wait(timeout=30) == 0
     assert last[0] == "counts" and int(last[1]) in (2, 3)
-    assert nobody_holds_the_lock(db_path)
+    assert write_lock_is_free(db_path, wait=1)
 
 
 async def sleeps(seconds: float) -> float:

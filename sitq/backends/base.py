@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
-from sitq.task import Attempt, TaskInfo, TaskStatus
+from sitq.task import TERMINAL, Attempt, TaskInfo, TaskStatus
 
 #: A time source for a backend operation: a timestamp, or a function read once the
 #: operation holds the database's write lock (so a wait for the lock never shortens a lease).
@@ -77,6 +77,19 @@ class ClaimedTask:
     cancel_requested: bool = False
     max_attempts: int | None = None
 
+    @classmethod
+    def from_row(cls, row: Sequence[Any], now: float) -> ClaimedTask:
+        """A claim's returned columns, in both backends' CLAIM_RETURNING order: id, name,
+        payload, attempt, try number, token, due_at, enqueued_at, the lost attempt's
+        worker, start and schedule, last delay, cancel requested, max attempts."""
+        (task_id, name, payload, attempt, try_number, token, due_at, enqueued_at,
+         lost_worker, lost_started, lost_scheduled, last_delay, cancel, budget) = row  # fmt: skip
+        lost = None
+        if lost_worker is not None:
+            lost = LostAttempt(lost_worker, lost_started, lost_scheduled)
+        return cls(task_id, name, payload, attempt, try_number, token, due_at, enqueued_at,
+                   now, lost, last_delay, bool(cancel), budget)  # fmt: skip
+
 
 @dataclass(frozen=True)
 class LostAttempt:
@@ -107,6 +120,28 @@ class Settlement:
     traceback: str | None = None
     attempt: Attempt | None = None
     refund_attempt: bool = False
+
+    # What both backends store besides the fields above, derived in one place:
+
+    @property
+    def finished_at(self) -> float | None:
+        return self.now if self.status in TERMINAL else None
+
+    @property
+    def keeps_error(self) -> bool:
+        """A refund that brings no error of its own (a hand-back, a deferral) keeps the
+        last error on the row."""
+        return self.refund_attempt and self.error_type is None
+
+    @property
+    def keeps_last_delay(self) -> bool:
+        """Decorrelated jitter grows from the delay chosen last time: only a retry stores
+        a new one."""
+        return self.status is not TaskStatus.RETRYING
+
+    @property
+    def next_delay(self) -> float | None:
+        return None if self.attempt is None else self.attempt.next_delay
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,9 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from sitq.backends.base import ClaimedTask, LostAttempt, NewTask, Settlement
+from sitq.backends.base import ClaimedTask, NewTask, Settlement
 from sitq.errors import SchemaVersionError
-from sitq.task import TERMINAL, Attempt, TaskInfo, TaskStatus
+from sitq.task import Attempt, TaskInfo, TaskStatus
 
 
 def task_row(t: NewTask) -> tuple[Any, ...]:
@@ -20,33 +20,16 @@ def task_row(t: NewTask) -> tuple[Any, ...]:
 
 def claimed(row: Any, now: float) -> ClaimedTask:
     """A row of sql.CLAIM: a "taken first" flag, CLAIM_RETURNING's columns, two for order."""
-    (_, task_id, name, payload, attempt, try_number, token, due_at, enqueued_at, lost_worker,
-     lost_started, lost_scheduled, last_delay, cancel_requested, max_attempts,
-     *_) = row  # fmt: skip
-    lost = None
-    if lost_worker is not None:
-        lost = LostAttempt(lost_worker, lost_started, lost_scheduled)
-    return ClaimedTask(task_id, name, payload, attempt, try_number, token, due_at, enqueued_at,
-                       now, lost, last_delay, bool(cancel_requested), max_attempts)  # fmt: skip
+    return ClaimedTask.from_row(row[1:15], now)
 
 
 def settle_row(s: Settlement) -> tuple[Any, ...]:
-    """One settlement as a row of sql.SETTLE's batch: what to store, then its record.
-
-    finished_at, keep_error and keep_last_delay follow the SQLite backend exactly.
-    """
+    """One settlement as a row of sql.SETTLE's batch: what to store, then its record."""
     a = s.attempt
     return (
-        s.task_id, s.token, str(s.status), s.due_at, int(s.refund_attempt),
-        s.now if s.status in TERMINAL else None,
-        s.result,
-        # a refund that brings no error of its own (a hand-back, a deferral) keeps the last
-        s.refund_attempt and s.error_type is None,
-        s.error, s.error_type, s.traceback,
-        # decorrelated jitter grows from the delay chosen last time: keep it for the next
-        s.status is not TaskStatus.RETRYING,
-        None if a is None else a.next_delay,
-        *(attempt_row(a) if a is not None else (None,) * 10),
+        s.task_id, s.token, str(s.status), s.due_at, int(s.refund_attempt), s.finished_at,
+        s.result, s.keeps_error, s.error, s.error_type, s.traceback, s.keeps_last_delay,
+        s.next_delay, *(attempt_row(a) if a is not None else (None,) * 10),
     )  # fmt: skip
 
 

@@ -289,7 +289,8 @@ class SQLiteBackend:
             if remaining is not None and remaining <= 0:
                 return
             await asyncio.sleep(pause if remaining is None else min(pause, remaining))
-            if watch.changed() if watch is not None else await self._data_version_moved():
+            changed = watch.changed() if watch is not None else await self._data_version_moved()
+            if changed:
                 return
             pause = min(max(pause * 2, CHANGE_POLL_FIRST), CHANGE_POLL_CAP)
 

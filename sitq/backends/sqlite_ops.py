@@ -16,9 +16,9 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from sitq.backends import sqlite_sql as sql
-from sitq.backends.base import ClaimedTask, LostAttempt, NewTask, Now, Settlement, read_now
+from sitq.backends.base import ClaimedTask, NewTask, Now, Settlement, read_now
 from sitq.state import CancelAction, on_cancel, on_requeue
-from sitq.task import TERMINAL, Attempt, TaskInfo, TaskStatus
+from sitq.task import Attempt, TaskInfo, TaskStatus
 
 T = TypeVar("T")
 MAX_VARIABLES = 900  # stay well under SQLite's limit on ? placeholders per statement
@@ -142,7 +142,7 @@ def claim_in(
         conn.execute(sql.INSERT_ATTEMPT, lost_attempt_params(row))
     values["limit"] = limit - len(taken)
     due = claim_due(conn, values) if values["limit"] > 0 else []
-    return [claimed(row, moment) for row in taken + due]
+    return [ClaimedTask.from_row(row, moment) for row in taken + due]
 
 
 def claim_due(conn: sqlite3.Connection, values: dict[str, Any]) -> list[Any]:
@@ -254,43 +254,6 @@ def select_in(conn: sqlite3.Connection, select: str, ids: list[str]) -> list[Any
 # -- row conversions ---------------------------------------------------------------------
 
 
-def claimed(row: Any, now: float) -> ClaimedTask:
-    (
-        task_id,
-        name,
-        payload,
-        attempt,
-        try_number,
-        token,
-        due_at,
-        enqueued_at,
-        lost_worker,
-        lost_started,
-        lost_scheduled,
-        last_delay,
-        cancel_requested,
-        max_attempts,
-    ) = row
-    lost = None
-    if lost_worker is not None:
-        lost = LostAttempt(lost_worker, lost_started, lost_scheduled)
-    return ClaimedTask(
-        task_id,
-        name,
-        payload,
-        attempt,
-        try_number,
-        token,
-        due_at,
-        enqueued_at,
-        now,
-        lost,
-        last_delay,
-        bool(cancel_requested),
-        max_attempts,
-    )
-
-
 def lost_attempt_params(row: Any) -> dict[str, Any]:
     """The history record of the attempt a dead worker held (taken from a TAKE_OVER row)."""
     task_id, name, _, attempts, _, _, expired_at, _, worker, started, scheduled = row[:11]
@@ -323,16 +286,14 @@ def settle_params(s: Settlement) -> dict[str, Any]:
         "status": str(s.status),
         "due_at": s.due_at,
         "refund": int(s.refund_attempt),
-        "finished_at": s.now if s.status in TERMINAL else None,
+        "finished_at": s.finished_at,
         "result": s.result,
-        # a refund that brings no error of its own (a hand-back, a deferral) keeps the last
-        "keep_error": int(s.refund_attempt and s.error_type is None),
+        "keep_error": int(s.keeps_error),
         "error": s.error,
         "error_type": s.error_type,
         "traceback": s.traceback,
-        # decorrelated jitter grows from the delay chosen last time: keep it for the next
-        "keep_last_delay": int(s.status is not TaskStatus.RETRYING),
-        "next_delay": None if s.attempt is None else s.attempt.next_delay,
+        "keep_last_delay": int(s.keeps_last_delay),
+        "next_delay": s.next_delay,
     }
 
 
