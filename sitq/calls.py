@@ -20,6 +20,7 @@ from sitq import state
 from sitq.errors import InvalidTaskError, TaskNotFoundError
 from sitq.options import TaskOptions, options_of, task_name
 from sitq.serialization import TaskCall
+from sitq.task import TaskStatus
 
 
 def call(func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> TaskCall:
@@ -83,16 +84,25 @@ def run_options(effective: TaskOptions) -> TaskOptions | None:
     return TaskOptions(retry=retry, timeout=timeout, executor=executor, name=name)
 
 
+#: Byte tables for `bytes.translate`: byte 6 of a version-4 UUID starts with the bits 0100
+#: (the version), byte 8 with 10 (the RFC 4122 variant); the other bits stay random.
+VERSION_4_BYTE = bytes((byte & 0x0F) | 0x40 for byte in range(256))
+RFC_VARIANT_BYTE = bytes((byte & 0x3F) | 0x80 for byte in range(256))
+
+
 def new_task_ids(count: int) -> list[str]:
     """`count` random (version 4) UUIDs as text, from one read of the system's randomness:
-    enqueue_many makes one per task, and a read per id would cost twice as much."""
-    random_hex = os.urandom(16 * count).hex()
-    ids = []
-    for start in range(0, 32 * count, 32):
-        h = random_hex[start : start + 32]
-        variant = "89ab"[int(h[16], 16) & 3]
-        ids.append(f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant}{h[17:20]}-{h[20:]}")
-    return ids
+    enqueue_many makes one per task, and a read per id would cost twice as much. The
+    version and variant bits are set for all ids at once, through the tables above."""
+    raw = bytearray(os.urandom(16 * count))
+    raw[6::16] = raw[6::16].translate(VERSION_4_BYTE)
+    raw[8::16] = raw[8::16].translate(RFC_VARIANT_BYTE)
+    h = raw.hex()
+    return [
+        f"{h[at : at + 8]}-{h[at + 8 : at + 12]}-{h[at + 12 : at + 16]}-"
+        f"{h[at + 16 : at + 20]}-{h[at + 20 : at + 32]}"
+        for at in range(0, 32 * count, 32)
+    ]
 
 
 def with_options(call: TaskCall, options: TaskOptions | None) -> TaskCall:
@@ -105,23 +115,27 @@ def with_options(call: TaskCall, options: TaskOptions | None) -> TaskCall:
 @dataclass(frozen=True)
 class Plan:
     """What every call of one function in one enqueue shares: its options, merged once
-    (the call's over the function's), what the worker needs of them, its name and budget."""
+    (the call's over the function's), what the worker needs of them, its name, and the
+    columns its rows have in common (state, due time, enqueue time, priority, budget)."""
 
     func: Any
     options: TaskOptions
     run_options: TaskOptions | None
     name: str
-    budget: tuple[int | None, str | None]
+    shared_columns: tuple[TaskStatus, float, float, int, int | None, str | None]
 
     @classmethod
-    def of(cls, func: Any, options: TaskOptions) -> Plan:
+    def of(cls, func: Any, options: TaskOptions, now: float) -> Plan:
+        """The plan for calls of `func` enqueued at `now` with `options`."""
         check_callable(func)
         effective = options.merged_over(options_of(func))
         budget: tuple[int | None, str | None] = (None, None)  # None: the worker's default
         if effective.retry is not None:
             budget = state.budget_of(effective.retry)
+        due_at = effective.due_at(now)
+        shared = (state.on_enqueue(due_at, now), due_at, now, effective.priority or 0, *budget)
         name = task_name(func, effective)
-        return cls(func, effective, run_options(effective), name, budget)
+        return cls(func, effective, run_options(effective), name, shared)
 
 
 @contextmanager

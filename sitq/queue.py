@@ -133,8 +133,8 @@ class TaskQueue:
                 for one, task_id in zip(calls, new_task_ids(len(calls)), strict=True):
                     plan = plans.get(id(one.func))
                     if plan is None or plan.func is not one.func:
-                        plan = plans[id(one.func)] = Plan.of(one.func, options)
-                    rows.append(self._new_task(one, plan, now, task_id))
+                        plan = plans[id(one.func)] = Plan.of(one.func, options, now)
+                    rows.append(self._new_task(one, plan, task_id))
         except (InvalidTaskError, InvalidOptionError, PayloadTooLargeError,
                 SerializationError) as exc:  # fmt: skip
             if len(calls) == 1:
@@ -147,8 +147,8 @@ class TaskQueue:
             await self.backend.add_tasks(rows)
         return [row.task_id for row in rows]
 
-    def _new_task(self, call: TaskCall, plan: Plan, now: float, task_id: str) -> NewTask:
-        """Serialize one call (its options already merged in `plan`) and choose its state.
+    def _new_task(self, call: TaskCall, plan: Plan, task_id: str) -> NewTask:
+        """Serialize one call (its options already merged in `plan`) into a row.
         The id comes first: a signed payload is bound to its id."""
         payload = self.serializer.encode_call(with_options(call, plan.run_options), task_id=task_id)
         if len(payload) > self.max_payload_bytes:
@@ -157,9 +157,7 @@ class TaskQueue:
                 f"limit of {self.max_payload_bytes:,}: store big data in a file or database "
                 "and pass its path or key, or raise TaskQueue(max_payload_bytes=...)"
             )
-        due_at = plan.options.due_at(now)
-        return NewTask(task_id, plan.name, payload, state.on_enqueue(due_at, now), due_at, now,
-                       plan.options.priority or 0, *plan.budget)  # fmt: skip
+        return NewTask._make((task_id, plan.name, payload, *plan.shared_columns))
 
     # -- results ---------------------------------------------------------------------------
 

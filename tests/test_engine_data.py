@@ -451,4 +451,5 @@ def test_task_ids_made_in_a_batch_are_distinct_version_4_uuids() -> None:
     ids = new_task_ids(2000)
     assert len(set(ids)) == 2000
     assert all(uuid.UUID(i).version == 4 and str(uuid.UUID(i)) == i for i in ids)
+    assert all(uuid.UUID(i).variant == uuid.RFC_4122 for i in ids)
     assert new_task_ids(0) == []
