@@ -142,7 +142,8 @@ SELECT 1 FROM sitq_tasks INDEXED BY sitq_tasks_leased
 """
 
 # Lease due tasks, highest priority first, then oldest due, then FIFO. INDEXED BY makes
-# SQLite walk sitq_tasks_claim in order and stop after :limit rows.
+# SQLite walk sitq_tasks_claim in order and stop after :limit rows. RETURNING gives rows in
+# no set order, so each row ends with its priority and seq: the caller sorts by them.
 CLAIM_DUE = f"""
 UPDATE sitq_tasks SET
     status = 'running',
@@ -154,17 +155,8 @@ WHERE seq IN (
      WHERE status IN ({WAITING_SQL}) AND due_at <= :now
      ORDER BY priority DESC, due_at, seq LIMIT :limit
 )
-{CLAIM_RETURNING}
+{CLAIM_RETURNING.rstrip()}, priority, seq
 """
-
-# The same claim in two steps (under the same write lock): which tasks are due, in claim
-# order, then each one leased by its key.
-DUE_SEQS = f"""
-SELECT seq FROM sitq_tasks INDEXED BY sitq_tasks_claim
- WHERE status IN ({WAITING_SQL}) AND due_at <= :now
- ORDER BY priority DESC, due_at, seq LIMIT :limit
-"""
-CLAIM_BY_SEQ = CLAIM_DUE[: CLAIM_DUE.index("WHERE seq IN")] + "WHERE seq = :seq" + CLAIM_RETURNING
 
 # Store a decided outcome. The fencing check is in the WHERE: a stale token changes nothing.
 SETTLE = """
