@@ -18,7 +18,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from sitq.backends.base import Backend, ClaimedTask, ClaimRequest, Settlement
+from sitq.backends.base import Backend, ClaimedTask, ClaimRequest, Settlement, set_failed
 
 logger = logging.getLogger("sitq.worker")
 
@@ -44,7 +44,6 @@ class Settler:
 
     async def settle(self, settlement: Settlement) -> bool:
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        future.add_done_callback(_retrieve)  # a caller cancelled meanwhile reads it no more
         self._pending.append((settlement, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_all(), name="sitq-settle")
@@ -64,7 +63,7 @@ class Settler:
             except Exception as exc:  # every waiter learns of it; the worker logs it
                 for _, future in batch:
                     if not future.done():
-                        future.set_exception(exc)
+                        set_failed(future, exc)
                 continue
             for (_, future), ok in zip(batch, accepted, strict=True):
                 if not future.done():
@@ -80,8 +79,3 @@ class Settler:
         finally:
             self.on_claimed(claimed)  # also when it failed: the slots held for it free up
         return accepted
-
-
-def _retrieve(future: asyncio.Future[bool]) -> None:
-    if not future.cancelled():
-        future.exception()

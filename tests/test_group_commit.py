@@ -189,3 +189,30 @@ async def test_a_big_enqueue_many_pauses_the_cycle_collector_and_always_restores
             await queue.enqueue_many(bad)
         assert gc.isenabled()
     assert row_count(db_path) == 1510
+
+
+def test_a_failed_write_nobody_reads_any_more_is_not_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A write's error goes to its caller's future with `set_failed`. If the caller was
+    cancelled in the moment between, nobody reads it: asyncio must not log "exception was
+    never retrieved" for it (it does for a plain set_exception: the control)."""
+    import gc
+
+    from sitq.backends.base import set_failed
+
+    loop = asyncio.new_event_loop()
+    try:
+        for fail, logged in ((set_failed, False), (asyncio.Future.set_exception, True)):
+            caplog.clear()
+            future: asyncio.Future[None] = loop.create_future()
+            fail(future, sqlite3.IntegrityError("UNIQUE constraint failed: sitq_tasks.id"))
+            del future
+            gc.collect()
+            assert ("never retrieved" in caplog.text) is logged, caplog.text
+        awaited: asyncio.Future[None] = loop.create_future()
+        set_failed(awaited, ValueError("the caller still gets it"))
+        with pytest.raises(ValueError, match="still gets it"):
+            loop.run_until_complete(awaited)
+    finally:
+        loop.close()

@@ -186,6 +186,14 @@ class Signal:
         return True
 
 
+def set_failed(future: asyncio.Future[Any], error: BaseException) -> None:
+    """Fail `future` with `error`, marked as read already. Its caller still gets the error
+    when it awaits; but if the caller is cancelled in the moment between, nobody ever reads
+    it, and asyncio would log "exception was never retrieved" for a write it did not lose."""
+    future.set_exception(error)
+    future.exception()
+
+
 async def first_of(waits: Sequence[Awaitable[Any]], timeout: float | None) -> None:
     """Wait until the first of these awaitables finishes (or `timeout`); cancel the rest."""
     futures = [asyncio.ensure_future(w) for w in waits]

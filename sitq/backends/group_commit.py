@@ -26,6 +26,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from sitq.backends.base import set_failed
+
 #: One queued write: the operation (run in the connection's thread as
 #: `operation(connection, *args)`), its arguments, and the future its caller awaits.
 Queued = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]"]
@@ -52,7 +54,6 @@ class GroupCommit:
         if self._idle():
             return await self._write_alone(operation, args)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        future.add_done_callback(_retrieve)  # a caller cancelled meanwhile reads it no more
         self._queued.append((operation, args, future))
         if self._alone is None:  # else the lone write starts the sender when it is back
             self._start_sender()
@@ -106,7 +107,7 @@ class GroupCommit:
             except Exception as exc:  # the trip itself failed: every write learns of it
                 for _, _, future in group:
                     if not future.done():
-                        future.set_exception(exc)
+                        set_failed(future, exc)
                 continue
             for (_, _, future), (ok, value) in zip(group, outcomes, strict=True):
                 if future.done():
@@ -114,13 +115,8 @@ class GroupCommit:
                 if ok:
                     future.set_result(value)
                 else:
-                    future.set_exception(value)
+                    set_failed(future, value)
             # One turn of the event loop before the next group: the callers this trip woke
             # usually write again at once (the next enqueue, the next settle), and those
             # writes should join the next group, not follow it in a trip of their own.
             await asyncio.sleep(0)
-
-
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
