@@ -4,6 +4,7 @@ submission order, None on timeout) and the progress bar for waiting on many task
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 
@@ -126,6 +127,34 @@ async def test_a_batch_of_many_runs_in_one_go(backend, clock: FakeClock) -> None
         results = await queue.gather(ids, timeout=5)
     await worker.stop()
     assert [r.value for r in results if r] == [n * n for n in range(500)]
+
+
+async def test_a_big_batch_pauses_the_cycle_collector_and_always_restores_it(backend) -> None:
+    """Building 10k rows would run Python's cycle collector again and again (it may walk
+    every object of the program); it is paused meanwhile, and on again afterwards, also
+    when a call in the batch is refused."""
+    import gc
+
+    seen: list[bool] = []
+
+    class Watching(sitq.CloudpickleSerializer):
+        def encode_call(self, call: Any, *, task_id: str | None = None) -> bytes:
+            seen.append(gc.isenabled())
+            return super().encode_call(call, task_id=task_id)
+
+    async with TaskQueue(backend, Watching()) as queue:
+        await queue.enqueue_many([sitq.call(square, n) for n in range(1500)])
+        assert seen and not any(seen)  # paused while the rows were built
+        assert gc.isenabled()
+        seen.clear()
+        await queue.enqueue_many([sitq.call(square, n) for n in range(10)])
+        assert all(seen)  # a small batch leaves it alone
+        bad: list[Any] = [(square, (n,)) for n in range(1500)]
+        bad[1200] = (42, ())
+        with pytest.raises(InvalidTaskError, match="call #1200"):
+            await queue.enqueue_many(bad)
+        assert gc.isenabled()
+        assert await total_tasks(queue) == 1510
 
 
 # -- the progress bar ---------------------------------------------------------------------

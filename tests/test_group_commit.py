@@ -158,39 +158,6 @@ async def test_a_lone_write_goes_at_once_and_what_comes_meanwhile_goes_together(
     await commit.drain()
 
 
-async def test_a_big_enqueue_many_pauses_the_cycle_collector_and_always_restores_it(
-    db_path: Path,
-) -> None:
-    """Building 10k rows would run Python's cycle collector again and again (it may walk
-    every object of the program); it is paused meanwhile, and on again afterwards, also
-    when a call in the batch is refused."""
-    import gc
-
-    from sitq import CloudpickleSerializer
-    from sitq.errors import InvalidTaskError
-
-    seen: list[bool] = []
-
-    class Watching(CloudpickleSerializer):
-        def encode_call(self, call: Any, *, task_id: str | None = None) -> bytes:
-            seen.append(gc.isenabled())
-            return super().encode_call(call, task_id=task_id)
-
-    async with TaskQueue(SQLiteBackend(db_path), Watching()) as queue:
-        await queue.enqueue_many([(quick, (i,)) for i in range(1500)])
-        assert seen and not any(seen)  # paused while the rows were built
-        assert gc.isenabled()
-        seen.clear()
-        await queue.enqueue_many([(quick, (i,)) for i in range(10)])
-        assert all(seen)  # a small batch leaves it alone
-        bad: list[Any] = [(quick, (i,)) for i in range(1500)]
-        bad[1200] = (42, ())
-        with pytest.raises(InvalidTaskError, match="call #1200"):
-            await queue.enqueue_many(bad)
-        assert gc.isenabled()
-    assert row_count(db_path) == 1510
-
-
 def test_a_failed_write_nobody_reads_any_more_is_not_logged(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
