@@ -45,6 +45,9 @@ class Outcome:
 
 def is_async(func: Any) -> bool:
     """True for `async def` functions (also behind functools.partial or a callable object)."""
+    code = getattr(func, "__code__", None)
+    if code is not None and code.co_flags & inspect.CO_COROUTINE:
+        return True  # a plain `async def` function, the usual case: nothing to unwrap
     while isinstance(func, functools.partial):
         func = func.func
     return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(

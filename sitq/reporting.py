@@ -63,6 +63,9 @@ def finished(
     """Log the stored outcome of one attempt and call the matching hooks."""
     number = claimed.attempt if attempt is None else attempt
     event = TaskEvent(claimed.task_id, claimed.name, number, worker_id)
+    if error is None and not logger.isEnabledFor(logging.INFO):
+        call_hook(hooks, "on_success", event, value)  # the usual case: no record to build
+        return
     fields = _fields(claimed, number, error)
     took = "" if duration is None else f" in {duration:.3f}s"
     head = f"task {claimed.task_id} ({claimed.name})"

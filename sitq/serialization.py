@@ -178,6 +178,8 @@ class CloudpickleSerializer:
         return TaskCall(func, tuple(args), dict(kwargs), options)
 
     def encode_value(self, value: Any, *, task_id: str | None = None) -> bytes:
+        if type(value) in PLAIN_TYPES:  # None, a number, a string: what most tasks return
+            return pickle.dumps(value, protocol=self.protocol)
         try:
             data: bytes = cloudpickle.dumps(value, protocol=self.protocol)
             return data
