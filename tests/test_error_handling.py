@@ -657,3 +657,23 @@ async def test_a_retry_predicate_that_raises_fails_the_task_not_the_worker(
     assert result is not None and result.is_failed() and result.error_type == "ValueError"
     assert result.attempts == 1
     assert (await queue.get_result(other, timeout=1)).value == "ok on attempt 1"
+
+
+async def test_a_success_calls_its_hook_also_when_info_is_not_logged(
+    backend: SQLiteBackend, queue: TaskQueue, clock: FakeClock, caplog: pytest.LogCaptureFixture
+):
+    """With INFO off (the default), the worker builds no record for a success but still
+    calls the hook; with INFO on, the record is there too."""
+    hooks = Recorder()
+    worker = worker_for(backend, clock, hooks=hooks)
+    for level, logged in ((logging.WARNING, False), (logging.INFO, True)):
+        caplog.set_level(level, logger="sitq.worker")
+        caplog.clear()
+        hooks.calls.clear()
+        task_id = await queue.enqueue(flaky, 0)
+        await worker.run_until_idle()
+        assert hooks.calls == [("success", 1, "ok on attempt 1")]
+        succeeded = [r for r in caplog.records if "succeeded" in r.getMessage()]
+        assert bool(succeeded) is logged
+        assert all(r.task_id == task_id for r in succeeded)
+    await worker.stop()
