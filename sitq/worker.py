@@ -306,13 +306,12 @@ class Worker:
         return self.concurrency - len(self._running) + len(self._settling)
 
     def _take(self, claimed: list[ClaimedTask]) -> None:
-        """Start what fits in a free slot; the rest waits in hand (`sitq.claim_ahead`)."""
+        """Claimed tasks join those in hand, under lease, and start in claim order as far as
+        slots are free; the rest wait (`sitq.claim_ahead`)."""
         for task in claimed:
-            if self._free_to_run() > 0 and not self._stopping:
-                self._spawn(task)
-            else:
-                self.keeper.hold(task.task_id, task.token)
-                self._ahead.waiting.append(task)
+            self.keeper.hold(task.task_id, task.token)
+        self._ahead.waiting.extend(claimed)
+        self._start_waiting()
 
     def _start_waiting(self) -> None:
         while self._ahead.waiting and self._free_to_run() > 0 and not self._stopping:
