@@ -132,7 +132,8 @@ def _stored_version(conn: sqlite3.Connection, path: str) -> int | None:
 
 
 def _create_or_upgrade(conn: sqlite3.Connection) -> None:
-    """Create missing tables, add columns newer than the file, then create the indexes."""
+    """Create missing tables, add columns newer than the file, then create the indexes
+    (rebuilding any an older sitq defined differently)."""
     statements = [s.strip() for s in sql.SCHEMA.split(";") if s.strip()]
     tables = [s for s in statements if s.startswith("CREATE TABLE")]
     indexes = [s for s in statements if not s.startswith("CREATE TABLE")]
@@ -143,7 +144,21 @@ def _create_or_upgrade(conn: sqlite3.Connection) -> None:
         if column not in have:
             conn.execute(f"ALTER TABLE sitq_tasks ADD COLUMN {column} {kind}")
     for statement in indexes:
+        _drop_if_changed(conn, statement)
         conn.execute(statement)
+
+
+def _drop_if_changed(conn: sqlite3.Connection, create_index: str) -> None:
+    """Drop an index whose stored definition differs from `create_index` (a file made by
+    an older sitq), so that it is built again as this sitq's queries expect it."""
+    create_index = create_index[create_index.index("CREATE INDEX") :]  # past any comment
+    name = create_index.split()[5]  # CREATE INDEX IF NOT EXISTS <name> ON ...
+    row = conn.execute(
+        "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?", (name,)
+    ).fetchone()
+    wanted = " ".join(create_index.replace(" IF NOT EXISTS", "").split())
+    if row is not None and " ".join(row[0].split()) != wanted:
+        conn.execute(f"DROP INDEX {name}")
 
 
 def _open_error(path: str, exc: sqlite3.OperationalError) -> BackendError:

@@ -11,15 +11,22 @@ from sitq.state import CLAIMABLE, PRUNABLE
 from sitq.task import TaskStatus
 
 
-def _in(statuses: frozenset[TaskStatus]) -> str:
-    """`'a', 'b'` for an IN list; sorted so the text (and index matching) never varies."""
-    return ", ".join(f"'{s.value}'" for s in sorted(statuses))
+def _status_is_one_of(statuses: frozenset[TaskStatus]) -> str:
+    """`(status = 'a' OR status = 'b')`, sorted so the text (and index matching) never varies.
+
+    Why not `status IN ('a', 'b', 'c')`: for a list of three or more constants SQLite builds
+    a small temporary table at every run of a statement, and that includes checking a
+    partial index's WHERE on every insert and update. Each such table takes and gives back
+    about 90 KB of memory, and handing memory back to the system and faulting it in again
+    cost more than the statement itself (a claim: 300 us instead of 75). The ORs are checked
+    in place. The queries use the same text as the indexes, so SQLite sees they match."""
+    return "(" + " OR ".join(f"status = '{s.value}'" for s in sorted(statuses)) + ")"
 
 
-WAITING_SQL = _in(CLAIMABLE)
-PRUNABLE_SQL = _in(PRUNABLE)
+IS_WAITING = _status_is_one_of(CLAIMABLE)
+IS_PRUNABLE = _status_is_one_of(PRUNABLE)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: partial indexes say (status = ... OR ...), see _status_is_one_of
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS sitq_meta (
@@ -58,13 +65,13 @@ CREATE TABLE IF NOT EXISTS sitq_tasks (
 );
 -- The claim reads this index in its own order: no sort, however deep the backlog.
 CREATE INDEX IF NOT EXISTS sitq_tasks_claim
-    ON sitq_tasks (priority DESC, due_at) WHERE status IN ({WAITING_SQL});
+    ON sitq_tasks (priority DESC, due_at) WHERE {IS_WAITING};
 CREATE INDEX IF NOT EXISTS sitq_tasks_waiting
-    ON sitq_tasks (due_at) WHERE status IN ({WAITING_SQL});
+    ON sitq_tasks (due_at) WHERE {IS_WAITING};
 CREATE INDEX IF NOT EXISTS sitq_tasks_leased
     ON sitq_tasks (lease_expires_at) WHERE status = 'running';
 CREATE INDEX IF NOT EXISTS sitq_tasks_finished
-    ON sitq_tasks (finished_at) WHERE status IN ({PRUNABLE_SQL});
+    ON sitq_tasks (finished_at) WHERE {IS_PRUNABLE};
 CREATE INDEX IF NOT EXISTS sitq_tasks_status ON sitq_tasks (status);
 CREATE TABLE IF NOT EXISTS sitq_attempts (
     seq           INTEGER PRIMARY KEY,
@@ -152,7 +159,7 @@ UPDATE sitq_tasks SET
     lost_scheduled_for = NULL,{LEASE_SET}
 WHERE seq IN (
     SELECT seq FROM sitq_tasks INDEXED BY sitq_tasks_claim
-     WHERE status IN ({WAITING_SQL}) AND due_at <= :now
+     WHERE {IS_WAITING} AND due_at <= :now
      ORDER BY priority DESC, due_at, seq LIMIT :limit
 )
 {CLAIM_RETURNING.rstrip()}, priority, seq
@@ -203,10 +210,10 @@ WHERE id = ?
 
 PRUNE_IDS = f"""
 SELECT id FROM sitq_tasks INDEXED BY sitq_tasks_finished
- WHERE status IN ({PRUNABLE_SQL}) AND finished_at < ? LIMIT ?
+ WHERE {IS_PRUNABLE} AND finished_at < ? LIMIT ?
 """
 
-NEXT_DUE = f"SELECT MIN(due_at) FROM sitq_tasks WHERE status IN ({WAITING_SQL})"
+NEXT_DUE = f"SELECT MIN(due_at) FROM sitq_tasks WHERE {IS_WAITING}"
 
 TASK_COLUMNS = (
     "id, name, status, attempts, enqueued_at, due_at, priority, started_at, finished_at, "
