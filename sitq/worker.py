@@ -254,7 +254,7 @@ class Worker:
         free = self._free_slots()
         work_ticket, wake_ticket = self.backend.work_signal.ticket(), self._wake.ticket()
         if free <= 0:
-            await wake_ticket.wait()  # a slot frees, a claim comes back, or stop()
+            await first_of([wake_ticket.wait()], None)
             return
         claimed = await self._claim(free)
         self._take(claimed)
