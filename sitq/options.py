@@ -121,6 +121,18 @@ def seconds_setting(name: str, value: object, *, allow_zero: bool = False) -> fl
     return float(value)
 
 
+def optional_seconds(name: str, value: object, *, allow_zero: bool = False) -> float | None:
+    """`seconds_setting` for a setting that may be None (off, or "use the default")."""
+    return None if value is None else seconds_setting(name, value, allow_zero=allow_zero)
+
+
+def count_setting(name: str, value: object) -> int:
+    """A whole number >= 1 (a concurrency, a number of processes), or an InvalidOptionError."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidOptionError(f"{name} must be a whole number >= 1, got {value!r}")
+    return value
+
+
 def _eta_timestamp(eta: dt.datetime | float) -> float:
     if isinstance(eta, dt.datetime):
         if eta.tzinfo is None:

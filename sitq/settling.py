@@ -49,6 +49,12 @@ class Settler:
             self._flusher = asyncio.create_task(self._flush_all(), name="sitq-settle")
         return await future  # cancelling the caller cancels only its wait, not the write
 
+    @property
+    def flushing(self) -> bool:
+        """True while outcomes are on their way (or about to be): a flush that leaves
+        from now on asks for the worker's next claim itself."""
+        return self._flusher is not None and not self._flusher.done()
+
     async def drain(self) -> None:
         """Wait until everything handed in so far is written."""
         while self._flusher is not None and not self._flusher.done():

@@ -32,7 +32,7 @@ from sitq.clock import Clock, SystemClock
 from sitq.errors import InvalidOptionError
 from sitq.hooks import WorkerHooks
 from sitq.leases import CANCELLED, LeaseKeeper
-from sitq.options import seconds_setting
+from sitq.options import count_setting, optional_seconds, seconds_setting
 from sitq.pools import DaemonThreadPool
 from sitq.retry import NO_RETRY, RetryPolicy
 from sitq.running import SHUTDOWN, TaskRunner
@@ -81,13 +81,13 @@ class Worker:
         if concurrency is not None and max_concurrency is not None:
             raise InvalidOptionError("give concurrency= or its alias max_concurrency=, not both")
         chosen = concurrency if concurrency is not None else max_concurrency
-        self.concurrency = _count("concurrency", 10 if chosen is None else chosen)
+        self.concurrency = count_setting("concurrency", 10 if chosen is None else chosen)
         self.lease_seconds = seconds_setting("lease_seconds", lease_seconds)
-        self.poll_interval = _optional("poll_interval", poll_interval)
-        self.shutdown_grace = _optional("shutdown_grace", shutdown_grace, allow_zero=True)
-        self.retention = _optional("retention", retention)
+        self.poll_interval = optional_seconds("poll_interval", poll_interval)
+        self.shutdown_grace = optional_seconds("shutdown_grace", shutdown_grace, allow_zero=True)
+        self.retention = optional_seconds("retention", retention)
         if processes is not None:
-            _count("processes", processes)
+            count_setting("processes", processes)
         self.backend = as_backend(backend)
         self.serializer = serializer or CloudpickleSerializer()
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -100,6 +100,7 @@ class Worker:
         self._running: dict[str, asyncio.Task[None]] = {}
         self._settling: set[str] = set()  # ran; outcome being stored: their slots are free
         self._reserved = 0  # slots held for a claim sent along with a settle
+        self._dry = False  # the last claim found fewer tasks due than it asked for
         self._ahead = ClaimAhead(self.concurrency)  # claimed, waiting for a slot
         self._loop_task: asyncio.Task[None] | None = None
         self._wake = Signal()
@@ -253,12 +254,13 @@ class Worker:
         """One turn of the main loop: claim what fits, or wait for a reason to look again."""
         free = self._free_slots()
         work_ticket, wake_ticket = self.backend.work_signal.ticket(), self._wake.ticket()
-        if free <= 0:
-            await first_of([wake_ticket.wait()], None)
+        if free <= 0 or self._leave_claim_to_settles():
+            await wake_ticket.wait()  # a slot frees, a claim comes back, or stop()
             return
         claimed = await self._claim(free)
         self._take(claimed)
-        if len(claimed) == free:
+        self._dry = len(claimed) < free
+        if not self._dry:
             return  # maybe more is due: look again at once
         # Fewer than asked: nothing else is due now. Wait (the tickets were taken before the
         # claim, so work enqueued meanwhile is not missed) instead of asking again.
@@ -273,6 +275,14 @@ class Worker:
             ],
             None,
         )
+
+    def _leave_claim_to_settles(self) -> bool:
+        """Outcomes on their way to the database claim the next tasks in the same trip
+        (`_next_claim`). When the last claim came back short (the queue is nearly dry), a
+        claim from here as well would mostly find nothing and cost a trip, then a look at
+        the next due time: the main loop leaves it to them. While claims come back full,
+        it claims too, and more tasks travel per trip."""
+        return self._dry and self._runner is not None and self._runner.settler.flushing
 
     async def _prune_now_and_then(self) -> None:
         """Retention: now and then, delete a small batch of long-finished tasks."""
@@ -345,6 +355,7 @@ class Worker:
                             list(self.keeper.tokens), state.budget_of(self.retry))  # fmt: skip
 
     def _on_claimed(self, claimed: list[ClaimedTask]) -> None:
+        self._dry = len(claimed) < self._reserved
         self._reserved = 0
         self._take(claimed)
         self._wake.ring()  # slots the claim did not fill are the main loop's again
@@ -383,13 +394,3 @@ class Worker:
         if running is not None:
             self.runner.stop_reasons[task_id] = reason
             running.cancel()
-
-
-def _count(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidOptionError(f"{name} must be a whole number >= 1, got {value!r}")
-    return value
-
-
-def _optional(name: str, value: object, *, allow_zero: bool = False) -> float | None:
-    return None if value is None else seconds_setting(name, value, allow_zero=allow_zero)
