@@ -20,7 +20,6 @@ from sitq import state
 from sitq.errors import InvalidTaskError, TaskNotFoundError
 from sitq.options import TaskOptions, options_of, task_name
 from sitq.serialization import TaskCall
-from sitq.task import TaskStatus
 
 
 def call(func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> TaskCall:
@@ -122,7 +121,7 @@ class Plan:
     options: TaskOptions
     run_options: TaskOptions | None
     name: str
-    shared_columns: tuple[TaskStatus, float, float, int, int | None, str | None]
+    shared_columns: tuple[str, float, float, int, int | None, str | None]
 
     @classmethod
     def of(cls, func: Any, options: TaskOptions, now: float) -> Plan:
@@ -133,7 +132,8 @@ class Plan:
         if effective.retry is not None:
             budget = state.budget_of(effective.retry)
         due_at = effective.due_at(now)
-        shared = (state.on_enqueue(due_at, now), due_at, now, effective.priority or 0, *budget)
+        status = state.on_enqueue(due_at, now).value  # see NewTask.status
+        shared = (status, due_at, now, effective.priority or 0, *budget)
         name = task_name(func, effective)
         return cls(func, effective, run_options(effective), name, shared)
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import re
 import sqlite3
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from sitq import BackendError, SchemaVersionError, SQLiteBackend, TaskQueue, Worker
+from sitq import BackendError, SchemaVersionError, SQLiteBackend, TaskQueue, TaskStatus, Worker
 from sitq.backends import sqlite_sql
+from sitq.backends.base import NewTask
 from sitq.backends.sqlite_sql import SCHEMA_VERSION
 
 
@@ -107,3 +109,22 @@ async def test_indexes_an_older_sitq_defined_otherwise_are_rebuilt_on_open(
 
 async def double(x: int) -> int:
     return 2 * x
+
+
+async def test_new_rows_carry_their_state_as_plain_text(db_path: Path) -> None:
+    """sqlite3 binds a str subclass (the TaskStatus enum) through its adapter lookup, about
+    0.35 us a row slower than a plain str: enqueue hands the backend plain text."""
+    seen: list[NewTask] = []
+
+    class Watching(SQLiteBackend):
+        async def add_tasks(self, tasks: Sequence[NewTask]) -> None:
+            seen.extend(tasks)
+            await super().add_tasks(tasks)
+
+    async with TaskQueue(Watching(db_path)) as queue:
+        await queue.enqueue_many([(double, (i,)) for i in range(3)])
+        await queue.with_options(delay=60).enqueue(double, 1)
+        counts = await queue.counts()
+    assert [type(task.status) for task in seen] == [str] * 4
+    assert [task.status for task in seen] == ["queued"] * 3 + ["scheduled"]
+    assert (counts[TaskStatus.QUEUED], counts[TaskStatus.SCHEDULED]) == (3, 1)
