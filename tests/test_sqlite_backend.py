@@ -128,3 +128,32 @@ async def test_new_rows_carry_their_state_as_plain_text(db_path: Path) -> None:
     assert [type(task.status) for task in seen] == [str] * 4
     assert [task.status for task in seen] == ["queued"] * 3 + ["scheduled"]
     assert (counts[TaskStatus.QUEUED], counts[TaskStatus.SCHEDULED]) == (3, 1)
+
+
+def new_rows(count: int, priority: int = 0, start: int = 0) -> list[NewTask]:
+    return [
+        NewTask(f"task-{start + i:05d}", "job", b"payload", "queued", 1.0, 1.0, priority)
+        for i in range(count)
+    ]
+
+
+async def test_a_batch_of_many_statements_keeps_every_row_in_order_or_none(
+    db_path: Path,
+) -> None:
+    """A big batch is inserted ~150 rows per statement (fewer with all nine columns); every
+    row lands in order with its own columns, and one bad row keeps the whole batch out."""
+    backend = SQLiteBackend(db_path)
+    await backend.connect()
+    try:
+        plain, with_priority = new_rows(301), new_rows(201, priority=5, start=301)
+        await backend.add_tasks(plain)
+        await backend.add_tasks(with_priority)
+        spoiled = new_rows(305, start=600)
+        spoiled[250] = spoiled[250]._replace(task_id=plain[7].task_id)  # a duplicate id
+        with pytest.raises(sqlite3.IntegrityError):
+            await backend.add_tasks(spoiled)
+    finally:
+        await backend.close()
+    with sqlite3.connect(db_path) as conn:
+        stored = conn.execute("SELECT id, priority FROM sitq_tasks ORDER BY seq").fetchall()
+    assert stored == [(t.task_id, t.priority) for t in plain + with_priority]
