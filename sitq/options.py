@@ -50,8 +50,8 @@ class TaskOptions:
     name: str | None = None
 
     def __post_init__(self) -> None:
-        _check_seconds("delay", self.delay)
-        _check_seconds("timeout", self.timeout, allow_zero=False)
+        optional_seconds("delay", self.delay, allow_zero=True)
+        optional_seconds("timeout", self.timeout)
         if self.delay is not None and self.eta is not None:
             raise InvalidOptionError("give either delay= or eta=, not both")
         if self.eta is not None:
@@ -103,11 +103,6 @@ def _check_priority(priority: object) -> None:
             f"priority {priority} is out of range: it must fit in 64 bits ({low} to {high}); "
             "small numbers such as 0, 1, 10 are plenty"
         )
-
-
-def _check_seconds(name: str, value: float | None, *, allow_zero: bool = True) -> None:
-    if value is not None:
-        seconds_setting(name, value, allow_zero=allow_zero)
 
 
 def seconds_setting(name: str, value: object, *, allow_zero: bool = False) -> float:

@@ -49,7 +49,6 @@ from sitq.task import WAITING, Attempt, TaskInfo, TaskStatus
 
 logger = logging.getLogger("sitq.backends.sqlite")
 T = TypeVar("T")
-MAX_VARIABLES = 900  # stay well under SQLite's limit on ? placeholders per statement
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 #: Idle waiters look for other connections' commits this often at first, then less, up to the cap.
 CHANGE_POLL_FIRST, CHANGE_POLL_CAP = 0.001, 0.02

@@ -134,7 +134,7 @@ def _stored_version(conn: sqlite3.Connection, path: str) -> int | None:
 def _create_or_upgrade(conn: sqlite3.Connection) -> None:
     """Create missing tables, add columns newer than the file, then create the indexes
     (rebuilding any an older sitq defined differently)."""
-    statements = [s.strip() for s in sql.SCHEMA.split(";") if s.strip()]
+    statements = [_without_comment_lines(s) for s in sql.SCHEMA.split(";") if s.strip()]
     tables = [s for s in statements if s.startswith("CREATE TABLE")]
     indexes = [s for s in statements if not s.startswith("CREATE TABLE")]
     for statement in tables:
@@ -151,7 +151,6 @@ def _create_or_upgrade(conn: sqlite3.Connection) -> None:
 def _drop_if_changed(conn: sqlite3.Connection, create_index: str) -> None:
     """Drop an index whose stored definition differs from `create_index` (a file made by
     an older sitq), so that it is built again as this sitq's queries expect it."""
-    create_index = create_index[create_index.index("CREATE INDEX") :]  # past any comment
     name = create_index.split()[5]  # CREATE INDEX IF NOT EXISTS <name> ON ...
     row = conn.execute(
         "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?", (name,)
@@ -159,6 +158,12 @@ def _drop_if_changed(conn: sqlite3.Connection, create_index: str) -> None:
     wanted = " ".join(create_index.replace(" IF NOT EXISTS", "").split())
     if row is not None and " ".join(row[0].split()) != wanted:
         conn.execute(f"DROP INDEX {name}")
+
+
+def _without_comment_lines(statement: str) -> str:
+    """The statement without its whole-line `--` comments (the schema explains itself)."""
+    lines = [line for line in statement.splitlines() if not line.lstrip().startswith("--")]
+    return "\n".join(lines).strip()
 
 
 def _open_error(path: str, exc: sqlite3.OperationalError) -> BackendError:
