@@ -128,6 +128,14 @@ def count_setting(name: str, value: object) -> int:
     return value
 
 
+def concurrency_setting(concurrency: object, max_concurrency: object, default: int = 10) -> int:
+    """A worker's concurrency, given as `concurrency` or its alias `max_concurrency`."""
+    if concurrency is not None and max_concurrency is not None:
+        raise InvalidOptionError("give concurrency= or its alias max_concurrency=, not both")
+    chosen = concurrency if concurrency is not None else max_concurrency
+    return count_setting("concurrency", default if chosen is None else chosen)
+
+
 def _eta_timestamp(eta: dt.datetime | float) -> float:
     if isinstance(eta, dt.datetime):
         if eta.tzinfo is None:

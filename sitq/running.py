@@ -263,6 +263,14 @@ class TaskRunner:
         await self._store(claimed, state.hand_back(now), now)
         logger.info("task %s handed back to the queue at shutdown", claimed.task_id)
 
+    async def close(self) -> None:
+        """Store the outcomes still on their way, then let the pools go (their threads and
+        processes end with their last task; a stopping worker does not wait for them)."""
+        await self.settler.drain()
+        self.threads.shutdown(wait=False)
+        if self.processes is not None:
+            self.processes.shutdown(wait=False, cancel_futures=True)
+
     async def _store(self, claimed: ClaimedTask, decision: state.Decision, now: float) -> bool:
         return await self.settler.settle(
             Settlement(

@@ -27,23 +27,19 @@ from sitq import state
 from sitq.backends import as_backend
 from sitq.backends.base import Backend, ClaimedTask, ClaimRequest, Signal, first_of
 from sitq.breaker import CircuitBreaker
-from sitq.claim_ahead import ClaimAhead
 from sitq.clock import Clock, SystemClock
-from sitq.errors import InvalidOptionError
 from sitq.hooks import WorkerHooks
 from sitq.leases import CANCELLED, LeaseKeeper
-from sitq.options import count_setting, optional_seconds, seconds_setting
+from sitq.options import concurrency_setting, count_setting, optional_seconds, seconds_setting
 from sitq.pools import DaemonThreadPool
+from sitq.retention import DEFAULT_RETENTION, Pruner
 from sitq.retry import NO_RETRY, RetryPolicy
 from sitq.running import SHUTDOWN, TaskRunner
 from sitq.serialization import CloudpickleSerializer, Serializer
 from sitq.settling import Settler
+from sitq.slots import Slots
 
 logger = logging.getLogger("sitq.worker")
-
-DEFAULT_RETENTION = 7 * 24 * 3600.0  # finished tasks are kept a week, then pruned
-PRUNE_EVERY = 60.0  # seconds between two retention sweeps of one worker
-PRUNE_BATCH = 500  # tasks deleted per sweep: small, so a sweep never holds the lock long
 
 
 class Worker:
@@ -78,10 +74,7 @@ class Worker:
         poll_interval: float | None = None,
         retention: float | None = DEFAULT_RETENTION,
     ) -> None:
-        if concurrency is not None and max_concurrency is not None:
-            raise InvalidOptionError("give concurrency= or its alias max_concurrency=, not both")
-        chosen = concurrency if concurrency is not None else max_concurrency
-        self.concurrency = count_setting("concurrency", 10 if chosen is None else chosen)
+        self.concurrency = concurrency_setting(concurrency, max_concurrency)
         self.lease_seconds = seconds_setting("lease_seconds", lease_seconds)
         self.poll_interval = optional_seconds("poll_interval", poll_interval)
         self.shutdown_grace = optional_seconds("shutdown_grace", shutdown_grace, allow_zero=True)
@@ -97,16 +90,13 @@ class Worker:
         self.hooks = hooks or WorkerHooks()
         self.rng = rng or random.Random()
         self._process_count = processes
-        self._running: dict[str, asyncio.Task[None]] = {}
-        self._settling: set[str] = set()  # ran; outcome being stored: their slots are free
-        self._reserved = 0  # slots held for a claim sent along with a settle
+        self._slots = Slots(self.concurrency)  # running, settling, claimed ahead
         self._dry = False  # the last claim found fewer tasks due than it asked for
-        self._ahead = ClaimAhead(self.concurrency)  # claimed, waiting for a slot
         self._loop_task: asyncio.Task[None] | None = None
         self._wake = Signal()
         self._stopping = False
         self._connected = False
-        self._next_prune = 0.0
+        self._pruner = Pruner(self.backend, self.clock, self.worker_id)
         self._runner: TaskRunner | None = None
         self._keeper: LeaseKeeper | None = None
         self.processed = 0
@@ -144,13 +134,14 @@ class Worker:
             self._loop_task = None
         await self._hand_back_waiting()
         grace = self.shutdown_grace if grace is None else grace
-        if self._running:
-            await asyncio.wait(list(self._running.values()), timeout=grace)
-        for task_id, running in list(self._running.items()):
+        running_now = self._slots.running
+        if running_now:
+            await asyncio.wait(list(running_now.values()), timeout=grace)
+        for task_id, running in list(running_now.items()):
             self.runner.stop_reasons[task_id] = SHUTDOWN
             running.cancel()
-        if self._running:
-            await asyncio.wait(list(self._running.values()))
+        if running_now:
+            await asyncio.wait(list(running_now.values()))
         if self._runner is not None:
             await self._runner.settler.drain()  # a claim still out may bring tasks in hand
         await self._hand_back_waiting()
@@ -159,7 +150,6 @@ class Worker:
     @property
     def runner(self) -> TaskRunner:
         if self._runner is None:
-            threads = DaemonThreadPool(self.concurrency)
             self._runner = TaskRunner(
                 self.worker_id,
                 self.backend,
@@ -170,7 +160,7 @@ class Worker:
                 self.retry,
                 self.hooks,
                 self.breakers,
-                threads,
+                DaemonThreadPool(self.concurrency),
                 self._process_count,
                 ran=self._ran,
             )
@@ -192,10 +182,7 @@ class Worker:
     async def _close(self) -> None:
         if self._runner is not None:
             runner, self._runner = self._runner, None
-            await runner.settler.drain()
-            runner.threads.shutdown(wait=False)
-            if runner.processes is not None:
-                runner.processes.shutdown(wait=False, cancel_futures=True)
+            await runner.close()
         if self._keeper is not None:
             await self._keeper.close()
             self._keeper = None
@@ -252,7 +239,7 @@ class Worker:
 
     async def _loop_step(self) -> None:
         """One turn of the main loop: claim what fits, or wait for a reason to look again."""
-        free = self._free_slots()
+        free = self._slots.free_to_claim()
         work_ticket, wake_ticket = self.backend.work_signal.ticket(), self._wake.ticket()
         if free <= 0 or self._leave_claim_to_settles():
             await wake_ticket.wait()  # a slot frees, a claim comes back, or stop()
@@ -264,7 +251,7 @@ class Worker:
             return  # maybe more is due: look again at once
         # Fewer than asked: nothing else is due now. Wait (the tickets were taken before the
         # claim, so work enqueued meanwhile is not missed) instead of asking again.
-        await self._prune_now_and_then()
+        await self._pruner.now_and_then(self.retention)
         next_due = await self.backend.next_due_at()
         await first_of(
             [
@@ -284,16 +271,6 @@ class Worker:
         it claims too, and more tasks travel per trip."""
         return self._dry and self._runner is not None and self._runner.settler.flushing
 
-    async def _prune_now_and_then(self) -> None:
-        """Retention: now and then, delete a small batch of long-finished tasks."""
-        now = self.clock.now()
-        if self.retention is None or now < self._next_prune:
-            return
-        self._next_prune = now + PRUNE_EVERY
-        pruned = await self.backend.prune(now - self.retention, PRUNE_BATCH)
-        if pruned:
-            logger.info("worker %s pruned %d finished tasks", self.worker_id, pruned)
-
     # -- claim and spawn ------------------------------------------------------------------
 
     async def _claim(self, limit: int) -> list[ClaimedTask]:
@@ -306,30 +283,21 @@ class Worker:
             default_budget=state.budget_of(self.retry),
         )
 
-    def _free_slots(self) -> int:
-        """How many tasks to claim now: slots free to run (one whose outcome is being
-        stored has finished running: its slot is free) and room to claim ahead."""
-        room = self._ahead.capacity - len(self._ahead.waiting)
-        return self._free_to_run() + room - self._reserved
-
-    def _free_to_run(self) -> int:
-        return self.concurrency - len(self._running) + len(self._settling)
-
     def _take(self, claimed: list[ClaimedTask]) -> None:
         """Claimed tasks join those in hand, under lease, and start in claim order as far as
         slots are free; the rest wait (`sitq.claim_ahead`)."""
         for task in claimed:
             self.keeper.hold(task.task_id, task.token)
-        self._ahead.waiting.extend(claimed)
+        self._slots.ahead.waiting.extend(claimed)
         self._start_waiting()
 
     def _start_waiting(self) -> None:
-        while self._ahead.waiting and self._free_to_run() > 0 and not self._stopping:
-            self._spawn(self._ahead.waiting.popleft())
+        while not self._stopping and (task := self._slots.next_to_start()) is not None:
+            self._spawn(task)
 
     async def _hand_back_waiting(self) -> None:
         """Stopping: tasks claimed ahead go back to the queue, their attempt refunded."""
-        waiting = self._ahead.drain()
+        waiting = self._slots.ahead.drain()
         if waiting:
             await asyncio.gather(*(self.runner.hand_back(task) for task in waiting))
         for task in waiting:
@@ -337,9 +305,7 @@ class Worker:
 
     def _ran(self, task_id: str) -> None:
         """The task has run; only its outcome is left to store, so its slot is free."""
-        if task_id in self._running:
-            self._settling.add(task_id)
-            self._ahead.ran(task_id)
+        if self._slots.ran(task_id):
             self._start_waiting()
 
     def _next_claim(self) -> ClaimRequest | None:
@@ -347,31 +313,28 @@ class Worker:
         which runs exactly what it claimed.)"""
         if self._loop_task is None or self._stopping:
             return None
-        free = self._free_slots()
+        free = self._slots.free_to_claim()
         if free <= 0:
             return None
-        self._reserved += free  # held until the claim comes back: no second claim for them
+        self._slots.reserved += free  # held until the claim comes back: no second claim for them
         return ClaimRequest(self.worker_id, free, self.clock.now, self.lease_seconds,
                             list(self.keeper.tokens), state.budget_of(self.retry))  # fmt: skip
 
     def _on_claimed(self, claimed: list[ClaimedTask]) -> None:
-        self._dry = len(claimed) < self._reserved
-        self._reserved = 0
+        self._dry = len(claimed) < self._slots.reserved
+        self._slots.reserved = 0
         self._take(claimed)
         self._wake.ring()  # slots the claim did not fill are the main loop's again
 
     def _spawn(self, claimed: ClaimedTask) -> asyncio.Task[None]:
         self.keeper.hold(claimed.task_id, claimed.token)
-        self._ahead.started(claimed.task_id)
         running = asyncio.create_task(self.runner.process(claimed))
-        self._running[claimed.task_id] = running
+        self._slots.started(claimed.task_id, running)
         running.add_done_callback(lambda _: self._forget(claimed.task_id))
         return running
 
     def _forget(self, task_id: str) -> None:
-        self._running.pop(task_id, None)
-        self._settling.discard(task_id)
-        self._ahead.forget(task_id)
+        self._slots.forget(task_id)
         if self._keeper is not None:
             self._keeper.release(task_id)
         if self._runner is not None:
@@ -382,7 +345,7 @@ class Worker:
 
     def _lease_ended(self, task_id: str, reason: str) -> None:
         """The heartbeat found a lease lost or a cancel requested: stop that task."""
-        waiting = self._ahead.remove(task_id)
+        waiting = self._slots.ahead.remove(task_id)
         if waiting is not None:  # it never started: a cancel settles it, a loss drops it
             if reason == CANCELLED:
                 self.runner.stop_reasons[task_id] = reason
@@ -390,7 +353,7 @@ class Worker:
             else:
                 self.keeper.release(task_id)
             return
-        running = self._running.get(task_id)
+        running = self._slots.running.get(task_id)
         if running is not None:
             self.runner.stop_reasons[task_id] = reason
             running.cancel()

@@ -84,7 +84,7 @@ async def in_hand(queue: TaskQueue, worker: Worker) -> tuple[str, str]:
     claimed = await worker._claim(2)
     worker._take(claimed)
     await asyncio.sleep(0)  # the first one starts and blocks on the gate
-    assert [t.task_id for t in worker._ahead.waiting] == [second]
+    assert [t.task_id for t in worker._slots.ahead.waiting] == [second]
     assert (await queue.get_task(second)).status is TaskStatus.RUNNING  # leased to us
     return first, second
 
@@ -126,7 +126,7 @@ async def test_a_task_in_hand_whose_lease_was_lost_is_dropped_and_runs_once_else
         taken = await other._claim(5)  # takes both over
         assert {t.task_id for t in taken} == {first, second}
         await worker.keeper.renew()  # ours were lost: the one in hand leaves, unrun
-        assert list(worker._ahead.waiting) == []
+        assert list(worker._slots.ahead.waiting) == []
         GATE["open"].set()  # our blocker ends; its outcome is refused (the lease moved on)
         await asyncio.gather(*(other._spawn(task) for task in taken))
     finally:

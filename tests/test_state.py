@@ -269,6 +269,8 @@ ENGINE_FILES = sorted(
             "settling.py",
             "leases.py",
             "claim_ahead.py",
+            "slots.py",
+            "retention.py",
         )
     ]
     + list((SITQ / "backends").glob("*.py"))
@@ -361,6 +363,8 @@ ENGINE_MODULES = [
     "sitq.queue",
     "sitq.worker",
     "sitq.claim_ahead",
+    "sitq.slots",
+    "sitq.retention",
     "sitq.state",
     "sitq.backends",
     *BACKEND_MODULES,
@@ -471,7 +475,7 @@ def test_engine_imports_no_presentation_module_statically() -> None:
 
 # -- size: a module a student can read ---------------------------------------------------
 
-MAX_LINES = 400
+MAX_LINES = 360  # "no module over about 350 lines"
 WARN_LINES = 350
 
 
@@ -482,7 +486,7 @@ def _line_counts() -> dict[str, int]:
     }
 
 
-def test_no_module_is_over_400_lines() -> None:
+def test_no_module_is_over_about_350_lines() -> None:
     counts = _line_counts()
     long = {name: n for name, n in counts.items() if n > WARN_LINES}
     print(f"modules over {WARN_LINES} lines: {long}")

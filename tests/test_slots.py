@@ -1,0 +1,99 @@
+"""A worker's slots: how many tasks to claim, and which waiting task may start.
+
+The numbers here decide whether a worker claims too much (tasks sit in one worker's hands
+while another is idle) or too little (a slot stays empty while work is due). No database:
+each test states the situation and reads the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from sitq.backends.base import ClaimedTask
+from sitq.claim_ahead import AHEAD_WHEN_UNDER
+from sitq.slots import Slots
+
+
+def claimed(task_id: str) -> ClaimedTask:
+    return ClaimedTask(task_id, "t", b"", 1, 1, 1, 0.0, 0.0, 0.0)
+
+
+class Ticks:
+    """A timer that moves `step` seconds at every reading: tasks "take" `step` seconds."""
+
+    def __init__(self, step: float) -> None:
+        self.now, self.step = 0.0, step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+@pytest.fixture
+async def tasks() -> AsyncIterator[list[asyncio.Task[None]]]:
+    """Real asyncio tasks standing in for running ones; cancelled at the end."""
+    made: list[asyncio.Task[None]] = []
+    yield made
+    for task in made:
+        task.cancel()
+    await asyncio.gather(*made, return_exceptions=True)
+
+
+async def hold() -> None:
+    await asyncio.Event().wait()
+
+
+def start(slots: Slots, tasks: list[asyncio.Task[None]], *task_ids: str) -> None:
+    for task_id in task_ids:
+        tasks.append(asyncio.create_task(hold()))
+        slots.started(task_id, tasks[-1])
+
+
+async def test_free_slots_count_running_settling_and_reserved(
+    tasks: list[asyncio.Task[None]],
+) -> None:
+    slots = Slots(4)
+    slots.ahead.timer = Ticks(1.0)  # long tasks: no claiming ahead
+    assert (slots.free_to_run(), slots.free_to_claim()) == (4, 4)
+    start(slots, tasks, "a", "b", "c")
+    assert (slots.free_to_run(), slots.free_to_claim()) == (1, 1)
+    assert slots.ran("a")  # its outcome is on its way: the slot is free again
+    assert (slots.free_to_run(), slots.free_to_claim()) == (2, 2)
+    slots.reserved = 2  # a claim for two is out with a settle
+    assert (slots.free_to_run(), slots.free_to_claim()) == (2, 0)
+    slots.forget("a")
+    assert (slots.free_to_run(), slots.free_to_claim()) == (2, 0)
+
+
+async def test_short_tasks_leave_room_to_claim_ahead(tasks: list[asyncio.Task[None]]) -> None:
+    slots = Slots(2)
+    slots.ahead.timer = Ticks(AHEAD_WHEN_UNDER / 10)  # short tasks
+    start(slots, tasks, "a")
+    slots.ran("a")
+    slots.forget("a")
+    assert slots.ahead.capacity == 2
+    assert slots.free_to_claim() == 4  # two to run, two to hold
+    slots.ahead.waiting.extend([claimed("x"), claimed("y")])
+    assert slots.free_to_claim() == 2
+
+
+async def test_a_waiting_task_starts_only_when_a_slot_is_free(
+    tasks: list[asyncio.Task[None]],
+) -> None:
+    slots = Slots(1)
+    slots.ahead.waiting.extend([claimed("x"), claimed("y")])
+    start(slots, tasks, "a")
+    assert slots.next_to_start() is None  # the one slot is taken
+    slots.ran("a")
+    first = slots.next_to_start()
+    assert first is not None and first.task_id == "x"
+    assert [t.task_id for t in slots.ahead.waiting] == ["y"]  # taken out, in claim order
+
+
+def test_ran_is_refused_for_a_task_not_running_here() -> None:
+    slots = Slots(2)
+    assert not slots.ran("stranger")
+    assert (slots.settling, slots.free_to_run()) == (set(), 2)
