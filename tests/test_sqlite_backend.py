@@ -13,6 +13,7 @@ import pytest
 from sitq import BackendError, SchemaVersionError, SQLiteBackend, TaskQueue, TaskStatus, Worker
 from sitq.backends import sqlite_sql
 from sitq.backends.base import NewTask
+from sitq.backends.sqlite_ops import ROWS_PER_INSERT
 from sitq.backends.sqlite_sql import SCHEMA_VERSION
 
 
@@ -140,16 +141,17 @@ def new_rows(count: int, priority: int = 0, start: int = 0) -> list[NewTask]:
 async def test_a_batch_of_many_statements_keeps_every_row_in_order_or_none(
     db_path: Path,
 ) -> None:
-    """A big batch is inserted ~150 rows per statement (fewer with all nine columns); every
-    row lands in order with its own columns, and one bad row keeps the whole batch out."""
+    """A big batch is inserted ROWS_PER_INSERT rows per statement; every row lands in
+    order with its own columns, and one bad row keeps the whole batch out."""
+    per = ROWS_PER_INSERT
     backend = SQLiteBackend(db_path)
     await backend.connect()
     try:
-        plain, with_priority = new_rows(301), new_rows(201, priority=5, start=301)
-        await backend.add_tasks(plain)
-        await backend.add_tasks(with_priority)
-        spoiled = new_rows(305, start=600)
-        spoiled[250] = spoiled[250]._replace(task_id=plain[7].task_id)  # a duplicate id
+        plain, with_priority = new_rows(2 * per + 1), new_rows(per + 1, priority=5, start=5000)
+        await backend.add_tasks(plain)  # three statements, the last of one row
+        await backend.add_tasks(with_priority)  # all nine columns: two statements
+        spoiled = new_rows(per + 5, start=9000)
+        spoiled[per + 2] = spoiled[per + 2]._replace(task_id=plain[7].task_id)  # a duplicate
         with pytest.raises(sqlite3.IntegrityError):
             await backend.add_tasks(spoiled)
     finally:

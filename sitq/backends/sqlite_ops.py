@@ -24,6 +24,9 @@ from sitq.task import Attempt, TaskInfo, TaskStatus
 
 T = TypeVar("T")
 MAX_VARIABLES = 900  # stay well under SQLite's limit on ? placeholders per statement
+#: Rows per multi-row INSERT. Measured on sitq's schema (10,000 rows, plain sqlite3): 150
+#: rows a statement 2.7 us a row, 500 rows 2.3, 1,500 2.3-2.5, 5,000 2.4-2.8.
+ROWS_PER_INSERT = 500
 PLAIN_COLUMNS = 6  # NewTask's first fields: what INSERT_PLAIN_TASK writes
 DUE_AT = 6  # where a claim's row (CLAIM_RETURNING) has the task's due time
 
@@ -126,10 +129,11 @@ def add_tasks(conn: sqlite3.Connection, rows: list[NewTask]) -> None:
 
 
 def insert_in_chunks(conn: sqlite3.Connection, insert: str, rows: Sequence[Any]) -> None:
-    """Insert `rows` with as many per statement as the variable limit allows: `INSERT ...
-    VALUES (?, ?), (?, ?), ...`. executemany runs its statement once per row; here SQLite
-    starts a statement once per ~150 rows, which makes a big batch about a fifth faster."""
-    per_statement = MAX_VARIABLES // len(rows[0])
+    """Insert `rows` ROWS_PER_INSERT at a time, `INSERT ... VALUES (?, ?), (?, ?), ...`,
+    or fewer if this SQLite allows fewer `?` per statement. executemany runs its statement
+    once per row; started once per 500 rows, a big batch goes in about a third faster."""
+    most = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(rows[0])
+    per_statement = max(1, min(ROWS_PER_INSERT, most))
     for start in range(0, len(rows), per_statement):
         chunk = rows[start : start + per_statement]
         conn.execute(rows_of(insert, len(chunk)), list(chain.from_iterable(chunk)))
