@@ -177,3 +177,7 @@ def task_name(func: Any, options: TaskOptions | None = None) -> str:
     if name is None and hasattr(func, "func"):  # functools.partial
         return task_name(func.func)
     return name or type(func).__name__
+
+
+#: Nothing set: what a plain `queue.enqueue(f, ...)` passes (made once; it is immutable).
+NO_OPTIONS = TaskOptions()

@@ -32,7 +32,7 @@ from sitq.errors import (
     TaskNotFoundError,
     TaskStateError,
 )
-from sitq.options import TaskOptions
+from sitq.options import NO_OPTIONS, TaskOptions
 from sitq.serialization import CloudpickleSerializer, Serializer, TaskCall
 from sitq.task import TERMINAL, History, QueueSummary, Result, TaskInfo, TaskStatus, to_datetime
 
@@ -109,7 +109,7 @@ class TaskQueue:
         Every keyword goes to the task. For delay, retry, timeout and other options use
         `queue.with_options(...).enqueue(...)` or the `@sitq.task(...)` decorator.
         """
-        [task_id] = await self._enqueue_calls([TaskCall(func, args, kwargs)], TaskOptions())
+        [task_id] = await self._enqueue_calls([TaskCall(func, args, kwargs)], NO_OPTIONS)
         return task_id
 
     async def enqueue_many(self, calls: Iterable[TaskCall | tuple[Any, ...]]) -> list[str]:
@@ -117,7 +117,7 @@ class TaskQueue:
 
         Each item is `sitq.call(func, *args, **kwargs)` or a tuple (func, args[, kwargs]).
         """
-        return await self._enqueue_calls(as_calls(calls), TaskOptions())
+        return await self._enqueue_calls(as_calls(calls), NO_OPTIONS)
 
     def with_options(self, **options: Any) -> OptionsView:
         """Set options for the next enqueue: `queue.with_options(delay=5).enqueue(f, x)`."""

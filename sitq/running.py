@@ -23,7 +23,7 @@ from sitq.context import TaskContext, reset_current, set_current
 from sitq.execution import Outcome, run_call
 from sitq.hooks import WorkerHooks
 from sitq.leases import CANCELLED
-from sitq.options import TaskOptions
+from sitq.options import NO_OPTIONS, TaskOptions
 from sitq.retry import NO_RETRY, RetryPolicy, WorkerLost
 from sitq.serialization import Serializer, TaskCall
 from sitq.settling import Settler
@@ -77,7 +77,7 @@ class TaskRunner:
             if claimed.lost_attempt is None or not await self._after_lost(claimed, NO_RETRY):
                 await self._finish(claimed, Outcome.failed(exc), NO_RETRY, claimed.claimed_at)
             return
-        options = call.options or TaskOptions()
+        options = call.options or NO_OPTIONS
         policy = options.retry or self.retry
         if claimed.lost_attempt is not None and await self._after_lost(claimed, policy):
             return

@@ -161,19 +161,22 @@ class Signal:
     """An in-process "something changed" bell that never loses a ring.
 
     Take `signal.ticket()` *before* looking at the database, then `await signal.wait(ticket,
-    timeout)`: a ring between the look and the wait is not missed, because each ring
-    replaces the event that earlier tickets hold.
+    timeout)`: a ring between the look and the wait is not missed, because a ring sets the
+    event that earlier tickets hold, and a ticket taken after it gets a fresh one. (The
+    fresh event is made when the next ticket is taken, not at every ring: every enqueue
+    rings, and most rings find nobody holding a ticket.)
     """
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
 
     def ticket(self) -> asyncio.Event:
+        if self._event.is_set():
+            self._event = asyncio.Event()
         return self._event
 
     def ring(self) -> None:
         self._event.set()
-        self._event = asyncio.Event()
 
     @staticmethod
     async def wait(ticket: asyncio.Event, timeout: float | None) -> bool:
