@@ -8,13 +8,16 @@ live in temp folders, PostgreSQL ones in fresh schemas; the full results go to a
 (a temp path unless --json is given).
 
     .venv/bin/python benchmarks/run.py            # the full run (a few minutes)
-    .venv/bin/python benchmarks/run.py --quick    # about a minute, for checks while developing
+    .venv/bin/python benchmarks/run.py --quick    # under a minute, for checks while developing
     .venv/bin/python benchmarks/run.py --only enqueue,drain --json /tmp/bench.json
 
-Needs the `bench` extra (huey): `pip install -e .[bench]`. Linux only for the idle-CPU and
-RSS readings (they read /proc). The PostgreSQL rows (issue 11) run on the server at
-SITQ_BENCH_POSTGRES_URL, else postgresql://postgres@127.0.0.1:5432/test, each contender in
-a fresh schema dropped afterwards; with no server there, they are skipped, saying why.
+Needs the `bench` extra (huey): `pip install -e .[bench]`, part of the `dev` extra that
+`python3 dev.py test` installs in .venv. Started by a Python without them (`python3
+benchmarks/run.py` in a fresh clone), it makes .venv if needed and reruns itself there.
+Linux only for the idle-CPU and RSS readings (they read /proc). The PostgreSQL rows (issue
+11) run on the server at SITQ_BENCH_POSTGRES_URL, else
+postgresql://postgres@127.0.0.1:5432/test, each contender in a fresh schema dropped
+afterwards; with no server there, they are skipped, saying why.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+import _bootstrap  # noqa: F401 - first: without sitq and huey here, reruns this in .venv
 import _peers as peers
 import _procs as procs
 import _sitq as sitq_bench
