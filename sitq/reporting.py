@@ -50,6 +50,12 @@ def started(claimed: ClaimedTask) -> None:
     )
 
 
+def _described(claimed: ClaimedTask, duration: float | None) -> tuple[str, str]:
+    """The log line's subject ("task <id> (<name>)") and how long the attempt took."""
+    took = "" if duration is None else f" in {duration:.3f}s"
+    return f"task {claimed.task_id} ({claimed.name})", took
+
+
 def finished(
     claimed: ClaimedTask,
     worker_id: str,
@@ -63,16 +69,15 @@ def finished(
     """Log the stored outcome of one attempt and call the matching hooks."""
     number = claimed.attempt if attempt is None else attempt
     event = TaskEvent(claimed.task_id, claimed.name, number, worker_id)
-    if error is None and not logger.isEnabledFor(logging.INFO):
-        call_hook(hooks, "on_success", event, value)  # the usual case: no record to build
-        return
-    fields = _fields(claimed, number, error)
-    took = "" if duration is None else f" in {duration:.3f}s"
-    head = f"task {claimed.task_id} ({claimed.name})"
     if error is None:
-        logger.info("%s succeeded on attempt %d%s", head, number, took, extra=fields)
+        if logger.isEnabledFor(logging.INFO):  # else build no record that nobody reads
+            head, took = _described(claimed, duration)
+            fields = _fields(claimed, number, error)
+            logger.info("%s succeeded on attempt %d%s", head, number, took, extra=fields)
         call_hook(hooks, "on_success", event, value)
         return
+    head, took = _described(claimed, duration)
+    fields = _fields(claimed, number, error)
     if decision.status is TaskStatus.CANCELLED:  # a choice, not a failure
         logger.info("%s cancelled on attempt %d%s", head, number, took, extra=fields)
         return
