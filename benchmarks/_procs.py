@@ -24,15 +24,14 @@ from typing import Any
 import _tasks
 from _databases import SQLiteStore, Store
 from _runner import Reading
-from _sitq import IDLE_CLI_WORKER, TIMEOUT, pickup_ms, pickup_readings
+from _sitq import IDLE_CLI_WORKER, TIMEOUT, pickup_ms, pickup_readings, wait_until_succeeded
 
 import sitq
-from sitq import TaskQueue, TaskStatus
+from sitq import TaskQueue
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 READY_TIMEOUT = 60.0
-POLL = 0.01  # seconds between looks at the queue's counts while processes drain it
 
 
 MakeStore = Callable[[], Store]
@@ -173,7 +172,8 @@ class ProcessThroughput:
 
     `task` is a function of _tasks (no-op, or `io_wait`); `key` names the reading (the
     count is added to it) and `work` its row. The clock runs from the enqueue to the last
-    task's success.
+    task's success; the CPU column is the worker processes' CPU in that time (the
+    database server's, for PostgreSQL, is not in it).
     """
 
     def __init__(
@@ -193,26 +193,20 @@ class ProcessThroughput:
     async def run(self, workdir: Path) -> list[Reading]:
         queue = await self._ready_queue()
         self.succeeded += self.n
-        started = time.perf_counter()
+        cpu, started = self.workers.cpu_seconds(), time.perf_counter()
         await queue.enqueue_many([sitq.call(self.task) for _ in range(self.n)])
-        await self._wait_until_succeeded(queue)
+        await wait_until_succeeded(queue, self.succeeded, processes(self.count))
         elapsed = time.perf_counter() - started
+        cpu_per_1000 = 1000 * (self.workers.cpu_seconds() - cpu) / self.n
         label = f"sitq, {processes(self.count)}"
         key = f"{self.key}.{self.count}"
-        return [Reading(key, label, self.n / elapsed, "tasks/s", self.work)]
+        return [Reading(key, label, self.n / elapsed, "tasks/s", self.work, cpu_per_1000)]
 
     async def _ready_queue(self) -> TaskQueue:
         if self.queue is None:
             await self.workers.start()
             self.queue = await TaskQueue(self.workers.url).connect()
         return self.queue
-
-    async def _wait_until_succeeded(self, queue: TaskQueue) -> None:
-        deadline = time.monotonic() + TIMEOUT
-        while (await queue.counts())[TaskStatus.SUCCEEDED] < self.succeeded:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.count} worker processes: not drained in {TIMEOUT}s")
-            await asyncio.sleep(POLL)
 
     async def close(self) -> None:
         if self.queue is not None:
@@ -222,7 +216,8 @@ class ProcessThroughput:
 
 class ProcessEndToEnd:
     """Enqueue `n` tasks one by one, then wait for every result; `count` worker processes
-    run them (on PostgreSQL: other processes' settles wake the waiting queue by NOTIFY)."""
+    run them (on PostgreSQL: other processes' settles wake the waiting queue by NOTIFY).
+    The CPU column is the worker processes' CPU in that time."""
 
     def __init__(self, count: int, n: int, make_store: MakeStore) -> None:
         self.count, self.n = count, n
@@ -231,14 +226,15 @@ class ProcessEndToEnd:
 
     async def run(self, workdir: Path) -> list[Reading]:
         queue = await self._ready_queue()
-        started = time.perf_counter()
+        cpu, started = self.workers.cpu_seconds(), time.perf_counter()
         ids = [await queue.enqueue(_tasks.one) for _ in range(self.n)]
         results = await queue.gather(ids, timeout=TIMEOUT, progress=False)
         elapsed = time.perf_counter() - started
+        cpu_per_1000 = 1000 * (self.workers.cpu_seconds() - cpu) / self.n
         if any(r is None or r.value != 1 for r in results):
             raise RuntimeError(f"end to end, {processes(self.count)}: a task did not return 1")
         label = f"sitq, {processes(self.count)}"
-        return [Reading(f"{self.count}", label, self.n / elapsed, "tasks/s")]
+        return [Reading(f"{self.count}", label, self.n / elapsed, "tasks/s", cpu=cpu_per_1000)]
 
     async def _ready_queue(self) -> TaskQueue:
         if self.queue is None:

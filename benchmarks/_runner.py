@@ -12,7 +12,8 @@ from __future__ import annotations
 import shutil
 import statistics
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -22,13 +23,46 @@ from typing import Protocol
 class Reading:
     """One measured number. `key` names it for ratios and JSON (the runner puts the
     group's key in front); `work` and `contender` are the table's first two columns, and
-    an empty `work` means the group's title."""
+    an empty `work` means the group's title. `cpu`, if measured: CPU seconds (user + system)
+    the process doing the work spent per 1,000 tasks, the table's CPU column."""
 
     key: str
     contender: str
     value: float
     unit: str
     work: str = ""
+    cpu: float | None = None
+
+
+@dataclass
+class Timed:
+    """What `timed()` read: wall-clock seconds, and this process's CPU seconds."""
+
+    seconds: float = 0.0
+    cpu: float = 0.0
+
+
+@contextmanager
+def timed() -> Iterator[Timed]:
+    """Time the block: wall clock, and the CPU (user + system) of this whole process.
+
+    `time.process_time()` counts every thread of the process (aiosqlite's thread, huey's
+    consumer threads) to the nanosecond; the usual utime and stime come in 10 ms ticks.
+    """
+    result = Timed()
+    wall, cpu = time.perf_counter(), time.process_time()
+    try:
+        yield result
+    finally:
+        result.seconds = time.perf_counter() - wall
+        result.cpu = time.process_time() - cpu
+
+
+def rate(
+    key: str, contender: str, n: int, took: Timed, unit: str = "tasks/s", work: str = ""
+) -> Reading:
+    """`n` tasks in the time `took`: tasks a second, and CPU seconds per 1,000 tasks."""
+    return Reading(key, contender, n / took.seconds, unit, work, cpu=1000 * took.cpu / n)
 
 
 Measure = Callable[[Path], Awaitable[list[Reading]]]
@@ -75,12 +109,21 @@ class Series:
     contender: str
     unit: str
     values: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)  # CPU s per 1,000 tasks, if measured
 
     @property
     def median(self) -> float:
         return statistics.median(self.values)
 
+    @property
+    def cpu_median(self) -> float | None:
+        return statistics.median(self.cpu) if self.cpu else None
+
     def as_json(self) -> dict[str, object]:
+        cpu: dict[str, object] | None = None  # None: not measured for this reading
+        if self.cpu:
+            cpu = {"median": self.cpu_median, "min": min(self.cpu), "max": max(self.cpu)}
+            cpu["values"] = self.cpu
         return {
             "work": self.work,
             "contender": self.contender,
@@ -89,6 +132,7 @@ class Series:
             "min": min(self.values),
             "max": max(self.values),
             "values": self.values,
+            "cpu_seconds_per_1000": cpu,
         }
 
 
@@ -127,3 +171,5 @@ def _add(series: dict[str, Series], group: Group, reading: Reading) -> None:
         work = reading.work or group.title
         series[key] = Series(key, work, reading.contender, reading.unit)
     series[key].values.append(reading.value)
+    if reading.cpu is not None:
+        series[key].cpu.append(reading.cpu)

@@ -1,9 +1,16 @@
-"""sitq against raw SQLite and huey, and on PostgreSQL, in one run: the table of issues 10
-and 11 with their targets.
+"""sitq against huey and the raw limits, on SQLite and on PostgreSQL, in one run: the table
+of issues 10, 11 and 23 with their targets.
+
+Every SQLite contender runs at the same durability (WAL, synchronous=NORMAL): sitq, huey
+(through a small subclass: huey's default is FULL, an extra row for reference), and the raw
+limits, plain sqlite3 INSERTs and a minimal queue one by one and in batches of 10. On
+PostgreSQL the limit is the same batch-10 queue in raw asyncpg. So each ratio reads against
+the peer and against the physical limit, in tasks a second and in CPU seconds per 1,000
+tasks (user + system of the process doing the work).
 
 Every group of contenders runs in interleaved rounds (A, B, C, A, B, C...), so noise on a
 shared machine hits all of them alike; the table gives the median of the rounds with min and
-max, then the ratios the issues set targets for, each marked pass or fail. SQLite databases
+max, then the ratios the issues set targets for, each marked pass or FAIL. SQLite databases
 live in temp folders, PostgreSQL ones in fresh schemas; the full results go to a JSON file
 (a temp path unless --json is given).
 
@@ -60,7 +67,8 @@ class Sizes:
     end_to_end: int = 2_000
     pickups: int = 30  # samples per round
     depths: tuple[int, ...] = (1_000, 10_000, 100_000)
-    first: int = 1_000  # tasks drained at each depth
+    first: int = 1_000  # tasks drained at each depth, and with finished tasks kept
+    kept: tuple[int, int] = (1_000, 1_000_000)  # finished tasks in the file: few, many
     process_tasks: int = 5_000  # no-op tasks per round, in each group of worker processes
     io_tasks: int = 2_000  # tasks awaiting I/O per round, in the same groups
     process_end_to_end: int = 1_000
@@ -82,6 +90,7 @@ QUICK = Sizes(
     idle_rounds=1,
     idle_seconds=2.0,
     rss_tasks=3_000,
+    kept=(1_000, 100_000),
 )
 
 
@@ -94,35 +103,65 @@ class Target:
     denominator: str | None = None
     op: str = ""  # ">=" or "<=", empty: no target, shown for information
     bound: float = 0.0
+    cpu: bool = False  # compare the CPU column (CPU s per 1,000 tasks), not the value
 
 
 IO = f"tasks awaiting {tasks.IO_SECONDS * 1000:g} ms (I/O-like)"
 POSTGRES = "pg-"  # the keys of the groups that need the PostgreSQL server
 PG_P50 = "pg-pickup.processes.p50"
 
-TARGETS = [
-    Target("enqueue 1 by 1: sitq / raw aiosqlite", "enqueue.sitq", "enqueue.aiosqlite", ">=", 0.7),
-    Target("enqueue 1 by 1: sitq / huey FULL", "enqueue.sitq", "enqueue.huey_full", ">=", 1.0),
-    Target("enqueue 1 by 1: sitq / huey NORMAL", "enqueue.sitq", "enqueue.huey_normal"),
-    Target("enqueue_many: sitq / raw executemany", "many.sitq", "many.raw_executemany", ">=", 0.6),
-    Target("drain c=10: sitq / huey NORMAL", "drain.sitq.c10", "drain.huey_normal", ">=", 0.5),
-    Target("drain c=10: sitq / huey FULL", "drain.sitq.c10", "drain.huey_full", ">=", 2.0),
-    Target("drain c=10: sitq / raw minimal queue", "drain.sitq.c10", "drain.minimal"),
-    Target("end to end: sitq / huey NORMAL", "e2e.sitq", "e2e.huey_normal", ">=", 0.5),
-    Target("end to end: sitq / huey FULL", "e2e.sitq", "e2e.huey_full"),
-    Target("drain at depth 100k / depth 1k", "depth.sitq.100000", "depth.sitq.1000", ">=", 0.8),
-    Target("depth 100k: sitq / raw minimal queue", "depth.sitq.100000", "depth.minimal.100000"),
-    Target("pickup p50 in-process (ms)", "pickup.in.p50", None, "<=", 2.0),
-    Target("pickup p50 across processes (ms)", "pickup.processes.p50", None, "<=", 20.0),
-    Target("idle worker CPU (% of a core)", "idle.sitq", None, "<=", 2.0),
-    Target("SQLite drain, 4 / 1 processes, no-op tasks", "procs.noop.4", "procs.noop.1"),
-    Target(f"SQLite drain, 4 / 1 processes, {IO}", "procs.io.4", "procs.io.1"),
-    Target(f"PostgreSQL drain, 4 / 1 processes, {IO}", "pg-drain.io.4", "pg-drain.io.1", ">=", 2.5),
-    Target("PostgreSQL drain, 4 / 1 processes, no-op tasks", "pg-drain.noop.4", "pg-drain.noop.1"),
-    Target("PostgreSQL end to end, 4 / 1 processes", "pg-e2e.4", "pg-e2e.1"),
-    Target("PostgreSQL pickup p50 across processes (ms)", PG_P50, None, "<=", 10.0),
-    Target("RSS growth over the tasks (MB)", "memory.rss", None, "<=", 20.0),
-]  # fmt: skip
+
+def targets(s: Sizes) -> list[Target]:
+    """The ratios the issues set targets for, and a few shown for information (no bound).
+
+    Issue 23 compares at equal durability: huey at synchronous=NORMAL is the peer, and the
+    raw queues are the limit ("(limit)" in the label); no target reads against huey FULL.
+    """
+    few, many = s.kept
+    kept = f"{many:,} / {few:,} finished tasks kept"
+    enqueue, enqueue_huey = "enqueue.sitq", "enqueue.huey_normal"
+    drain, drain_huey = "drain.sitq.c10", "drain.huey_normal"
+    e2e, e2e_huey = "e2e.sitq", "e2e.huey_normal"
+    pg_drain, pg_raw = "pg-drain.noop.1", "pg-drain.raw_asyncpg_b10"
+    return [
+        Target("enqueue 1 by 1: sitq / huey NORMAL", enqueue, enqueue_huey, ">=", 1.0),
+        Target("enqueue 1 by 1, CPU a task: sitq / huey NORMAL", enqueue, enqueue_huey,
+               "<=", 1.0, cpu=True),
+        Target("enqueue 1 by 1: sitq / raw sqlite3 INSERT (limit)", enqueue,
+               "enqueue.raw_sqlite3"),
+        Target("enqueue 1 by 1: sitq / raw aiosqlite", enqueue, "enqueue.aiosqlite", ">=", 0.7),
+        Target("enqueue_many: sitq / raw executemany", "many.sitq", "many.raw_executemany",
+               ">=", 0.6),
+        Target("drain c=10: sitq / huey NORMAL", drain, drain_huey, ">=", 1.2),
+        Target("drain c=10, CPU a task: sitq / huey NORMAL", drain, drain_huey, "<=", 1.0,
+               cpu=True),
+        Target("drain c=10: sitq / raw batch-10 queue (limit)", drain, "drain.minimal_b10",
+               ">=", 0.2),
+        Target("drain c=10: sitq / raw minimal queue, one by one", drain, "drain.minimal"),
+        Target("end to end: sitq / huey NORMAL", e2e, e2e_huey, ">=", 1.2),
+        Target("end to end, CPU a task: sitq / huey NORMAL", e2e, e2e_huey, cpu=True),
+        Target("drain at depth 100k / depth 1k", "depth.sitq.100000", "depth.sitq.1000",
+               ">=", 0.8),
+        Target("depth 100k: sitq / raw minimal queue", "depth.sitq.100000",
+               "depth.minimal.100000"),
+        Target(f"counts() time, {kept}", f"kept.counts.{many}", f"kept.counts.{few}",
+               "<=", 1.2),
+        Target(f"drain c=10, {kept}", f"kept.drain.{many}", f"kept.drain.{few}", ">=", 0.8),
+        Target("pickup p50 in-process (ms)", "pickup.in.p50", None, "<=", 2.0),
+        Target("pickup p50 across processes (ms)", "pickup.processes.p50", None, "<=", 20.0),
+        Target("idle worker CPU (% of a core)", "idle.sitq", None, "<=", 2.0),
+        Target("SQLite drain, 4 / 1 processes, no-op tasks", "procs.noop.4", "procs.noop.1"),
+        Target(f"SQLite drain, 4 / 1 processes, {IO}", "procs.io.4", "procs.io.1"),
+        Target("PostgreSQL drain, 1 process: sitq / raw asyncpg batch-10 (limit)", pg_drain,
+               pg_raw, ">=", 0.6),
+        Target(f"PostgreSQL drain, 4 / 1 processes, {IO}", "pg-drain.io.4", "pg-drain.io.1",
+               ">=", 2.5),
+        Target("PostgreSQL drain, 4 / 1 processes, no-op tasks", "pg-drain.noop.4",
+               "pg-drain.noop.1"),
+        Target("PostgreSQL end to end, 4 / 1 processes", "pg-e2e.4", "pg-e2e.1", ">=", 1.5),
+        Target("PostgreSQL pickup p50 across processes (ms)", PG_P50, None, "<=", 10.0),
+        Target("RSS growth over the tasks (MB)", "memory.rss", None, "<=", 20.0),
+    ]  # fmt: skip
 
 
 def plan(sizes: Sizes) -> list[Group]:
@@ -132,9 +171,10 @@ def plan(sizes: Sizes) -> list[Group]:
     return [
         Group("enqueue", f"enqueue one by one ({s.one_by_one:,})", [
             Contender("sitq", sitq_bench.enqueue_one_by_one(s.one_by_one)),
+            Contender("huey-normal", peers.huey_enqueue(s.one_by_one, normal=True)),
+            Contender("raw-sqlite3", peers.raw_sqlite3_one_by_one(s.one_by_one)),
             Contender("raw-aiosqlite", peers.raw_aiosqlite_one_by_one(s.one_by_one)),
             Contender("huey-full", peers.huey_enqueue(s.one_by_one, normal=False)),
-            Contender("huey-normal", peers.huey_enqueue(s.one_by_one, normal=True)),
         ], s.rounds),
         Group("many", f"enqueue_many ({s.many:,})", [
             Contender("sitq", sitq_bench.enqueue_many(s.many)),
@@ -144,8 +184,9 @@ def plan(sizes: Sizes) -> list[Group]:
             Contender("sitq-c1", sitq_bench.drain(s.drain, concurrency=1)),
             Contender("sitq-c10", sitq_bench.drain(s.drain, concurrency=10)),
             Contender("huey-normal", peers.huey_drain(s.drain, normal=True)),
-            Contender("huey-full", peers.huey_drain(s.drain, normal=False)),
+            Contender("minimal-b10", peers.minimal_batch_drain(s.drain)),
             Contender("minimal", peers.minimal_drain(s.drain)),
+            Contender("huey-full", peers.huey_drain(s.drain, normal=False)),
         ], s.rounds),
         Group("e2e", f"end to end: enqueue, run, result ({s.end_to_end:,})", [
             Contender("sitq", sitq_bench.end_to_end(s.end_to_end)),
@@ -157,10 +198,12 @@ def plan(sizes: Sizes) -> list[Group]:
             Contender.keeping("processes", procs.ProcessPickup(gaps)),
         ], s.rounds),
         Group("depth", f"first {s.first:,} drained at a depth", _depth_contenders(s), s.rounds),
+        Group("kept", "finished tasks kept", [
+            Contender.keeping(f"kept-{n}", sitq_bench.KeptRows(n, s.first)) for n in s.kept
+        ], s.rounds),
         Group("procs", "SQLite, worker processes", _drain_contenders(s, SQLiteStore, "SQLite"),
               s.rounds),
-        Group("pg-drain", "PostgreSQL, worker processes",
-              _drain_contenders(s, PostgresStore, "PostgreSQL"), s.rounds),
+        Group("pg-drain", "PostgreSQL, worker processes", _postgres_drain_contenders(s), s.rounds),
         Group("pg-e2e", f"PostgreSQL end to end: enqueue, run, result ({s.process_end_to_end:,})", [
             Contender.keeping(
                 f"e2e-{count}", procs.ProcessEndToEnd(count, s.process_end_to_end, PostgresStore)
@@ -189,17 +232,33 @@ def _drain_contenders(s: Sizes, store: MakeStore, where: str) -> list[Contender]
     slots busy but its CPU free, so a second machine's worth of slots should run more.
     """
     kinds = [
-        ("noop", tasks.noop, s.process_tasks, "no-op tasks"),
+        ("noop", tasks.noop, s.process_tasks, NOOP),
         ("io", tasks.io_wait, s.io_tasks, IO),
     ]
     return [
         Contender.keeping(
             f"{key}-{count}",
-            procs.ProcessThroughput(count, n, func, key, store, f"drain {n:,} {what}, {where}"),
+            procs.ProcessThroughput(count, n, func, key, store, _drain_work(n, what, where)),
         )
         for key, func, n, what in kinds
         for count in (1, 4)
     ]
+
+
+def _postgres_drain_contenders(s: Sizes) -> list[Contender]:
+    """The worker processes on PostgreSQL, with the raw asyncpg batch-10 queue (the limit)
+    right after the no-op rows it is read against."""
+    contenders = _drain_contenders(s, PostgresStore, "PostgreSQL")
+    work = _drain_work(s.process_tasks, NOOP, "PostgreSQL")
+    raw = Contender("raw-asyncpg-b10", peers.asyncpg_batch_drain(s.process_tasks, work))
+    return [*contenders[:2], raw, *contenders[2:]]
+
+
+NOOP = "no-op tasks"
+
+
+def _drain_work(n: int, what: str, where: str) -> str:
+    return f"drain {n:,} {what}, {where}"
 
 
 def _depth_contenders(s: Sizes) -> list[Contender]:
@@ -275,35 +334,43 @@ def ratio_text(value: float) -> str:
 
 
 def table(series: dict[str, Series]) -> list[str]:
-    rows = [("work", "contender", "median", "min", "max", "unit")]
+    """The readings, one row each: median, min, max, unit, then the CPU column (the median
+    CPU seconds per 1,000 tasks of the process doing the work, where it was measured)."""
+    rows = [("work", "contender", "median", "min", "max", "unit", "CPU s/1k")]
     previous = None
     for s in series.values():
         work = "" if s.work == previous else s.work
         previous = s.work
         values = (number(s.median), number(min(s.values)), number(max(s.values)))
-        rows.append((work, s.contender, *values, s.unit))
-    widths = [max(len(row[i]) for row in rows) for i in range(6)]
+        cpu = "" if s.cpu_median is None else f"{s.cpu_median:.3f}"
+        rows.append((work, s.contender, *values, s.unit, cpu))
+    widths = [max(len(row[i]) for row in rows) for i in range(7)]
     return [
         f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  "
         + "  ".join(f"{r[i]:>{widths[i]}}" for i in (2, 3, 4))
-        + f"  {r[5]}"
+        + f"  {r[5]:<{widths[5]}}  {r[6]:>{widths[6]}}"
         for r in rows
     ]
 
 
 def judge(target: Target, series: dict[str, Series]) -> dict[str, object]:
     """The target's value from the medians (None if a reading is missing) and its verdict."""
-    value: float | None = None
-    if target.numerator in series:
-        value = series[target.numerator].median
-        if target.denominator is not None:
-            below = series.get(target.denominator)
-            value = value / below.median if below and below.median else None
+    value = _median(series, target.numerator, target.cpu)
+    if value is not None and target.denominator is not None:
+        below = _median(series, target.denominator, target.cpu)
+        value = value / below if below else None
     verdict = ""
     if target.op and value is not None:
         ok = value >= target.bound if target.op == ">=" else value <= target.bound
         verdict = "pass" if ok else "FAIL"
     return {**dataclasses.asdict(target), "value": value, "verdict": verdict}
+
+
+def _median(series: dict[str, Series], key: str, cpu: bool) -> float | None:
+    """The median of a reading, or of its CPU column; None if it was not measured."""
+    if key not in series:
+        return None
+    return series[key].cpu_median if cpu else series[key].median
 
 
 def ratio_lines(judged: list[dict[str, object]]) -> list[str]:
@@ -316,17 +383,23 @@ def ratio_lines(judged: list[dict[str, object]]) -> list[str]:
     return lines
 
 
-def report(series: dict[str, Series], info: dict[str, str], mode: str, rounds: int) -> list[str]:
-    judged = [judge(t, series) for t in TARGETS if _present(t, series)]
+def report(series: dict[str, Series], info: dict[str, str], mode: str, sizes: Sizes) -> list[str]:
+    judged = [judge(t, series) for t in targets(sizes) if _present(t, series)]
     header = (
-        f"sitq {info['sitq']} ({info['commit']}), {mode} mode, medians of {rounds} interleaved "
-        f"rounds; {info['cores']} cores {info['cpu']}, Python {info['python']}, "
+        f"sitq {info['sitq']} ({info['commit']}), {mode} mode, medians of {sizes.rounds} "
+        f"interleaved rounds; {info['cores']} cores {info['cpu']}, Python {info['python']}, "
         f"SQLite {info['sqlite']}, huey {info['huey']}, aiosqlite {info['aiosqlite']}"
     )
     if "postgresql" in info:
         header += f", PostgreSQL {info['postgresql']}, asyncpg {info['asyncpg']}"
-    ratios_title = "ratios of the medians, same run"
-    return [header, "", *table(series), "", ratios_title, *ratio_lines(judged)]
+    cpu_note = (
+        "CPU s/1k: CPU seconds (user + system) per 1,000 tasks of the process doing the "
+        "work: this one, or the worker processes (not the PostgreSQL server's)"
+    )
+    ratios_title = "ratios of the medians, same run (CPU: of the CPU column; limit: a raw queue)"
+    return [
+        header, "", *table(series), cpu_note, "", ratios_title, *ratio_lines(judged)
+    ]  # fmt: skip
 
 
 def _present(target: Target, series: dict[str, Series]) -> bool:
@@ -393,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="sitq-bench-") as tmp:
         series = asyncio.run(run_groups(groups, Path(tmp), log))
     log(f"done in {time.perf_counter() - started:.0f}s")
-    print("\n".join(report(series, info, mode, sizes.rounds)))
+    print("\n".join(report(series, info, mode, sizes)))
     if skipped:
         print(f"\nPostgreSQL rows skipped: {skipped}")
     out = args.json or Path(tempfile.mkstemp(prefix="sitq-bench-", suffix=".json")[1])
@@ -402,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": info,
         "sizes": dataclasses.asdict(sizes),
         "series": {key: s.as_json() for key, s in series.items()},
-        "targets": [judge(t, series) for t in TARGETS],
+        "targets": [judge(t, series) for t in targets(sizes)],
     }
     out.write_text(json.dumps(document, indent=2))
     print(f"\nJSON: {out}")
