@@ -248,15 +248,15 @@ def forget_unkept(path: Path) -> None:
 
 
 class KeptRows:
-    """What a long history costs: `counts()`, and the first `first` tasks drained at
+    """What a long history costs: `counts()`, and a drain of `n` no-op tasks at
     concurrency 10, with `kept` finished tasks in the file (as a week of retention keeps).
 
-    The file is filled once (`keep_finished`); each round enqueues `first` tasks, drains
-    them, checks they all succeeded, then deletes them, so every round sees `kept` rows.
+    The file is filled once (`keep_finished`); each round enqueues `n` tasks, drains them,
+    checks they all succeeded, then deletes them, so every round sees `kept` rows.
     """
 
-    def __init__(self, kept: int, first: int) -> None:
-        self.kept, self.first = kept, first
+    def __init__(self, kept: int, n: int) -> None:
+        self.kept, self.n = kept, n
         self.folder: Path | None = None
 
     async def run(self, workdir: Path) -> list[Reading]:
@@ -268,16 +268,16 @@ class KeptRows:
                 with timed() as took:
                     await queue.counts()
                 samples.append(took.seconds * 1000)
-            await prefill(path, self.first)
-            drained = await drain_with_worker(path, self.first, concurrency=10)
-            await wait_until_succeeded(queue, self.kept + self.first, "kept rows")
+            await prefill(path, self.n)
+            drained = await drain_with_worker(path, self.n, concurrency=10)
+            await wait_until_succeeded(queue, self.kept + self.n, "kept rows")
         forget_unkept(path)
         label = f"sitq, {self.kept:,} finished tasks kept"
         return [
             Reading(f"counts.{self.kept}", label, percentile(samples, 50), "ms",
                     f"counts() with finished tasks kept (median of {COUNTS_CALLS} calls)"),
-            rate(f"drain.{self.kept}", label, self.first, drained,
-                 work=f"first {self.first:,} drained, concurrency 10, finished tasks kept"),
+            rate(f"drain.{self.kept}", label, self.n, drained,
+                 work=f"drain {self.n:,} no-op tasks, concurrency 10, finished tasks kept"),
         ]  # fmt: skip
 
     async def _prepared(self) -> Path:
