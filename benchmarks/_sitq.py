@@ -212,13 +212,19 @@ async def keep_finished(path: Path, n: int) -> None:
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         conn.execute("BEGIN IMMEDIATE")
-        for table, task_column in TASK_TABLES.items():
+        for table, task_column in _task_tables(conn):
             conn.execute(_copy_sql(conn, table, task_column), {"n": n, "template": template})
         conn.execute("COMMIT")
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         conn.close()
     forget_unkept(path)  # the template itself
+
+
+def _task_tables(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+    """The tables of TASK_TABLES that this schema has, with their task column."""
+    present = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+    return [(table, column) for table, column in TASK_TABLES.items() if table in present]
 
 
 def _copy_sql(conn: sqlite3.Connection, table: str, task_column: str) -> str:
@@ -240,7 +246,7 @@ def forget_unkept(path: Path) -> None:
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         conn.execute("BEGIN IMMEDIATE")
-        for table, task_column in TASK_TABLES.items():
+        for table, task_column in _task_tables(conn):
             conn.execute(f"DELETE FROM {table} WHERE {task_column} NOT LIKE '{KEPT}%'")
         conn.execute("COMMIT")
     finally:
