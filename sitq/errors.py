@@ -50,3 +50,21 @@ class BackendError(SitqError, RuntimeError):
 
 class SignatureError(SitqError, ValueError):
     """A signed payload is unsigned or was changed after signing: it is never unpickled."""
+
+
+#: The name sitq installs under: "sitq" on the package index is another project.
+DISTRIBUTION = "sitq-queue"
+
+
+class MissingExtraError(SitqError, ModuleNotFoundError):
+    """A part of sitq needs a package that only one of its extras installs (plots,
+    notebook, postgres): the core install stays small, and this says which extra to add."""
+
+    @classmethod
+    def needs(cls, extra: str, what: str, exc: ImportError) -> MissingExtraError:
+        """The error for `what` when importing a package of `extra` failed with `exc`."""
+        return cls(
+            f"{what} needs {exc.name or 'a package'!r}, which the core install leaves out: "
+            f'pip install "{DISTRIBUTION}[{extra}]" ({exc})',
+            name=exc.name,
+        )

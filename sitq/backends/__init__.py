@@ -19,7 +19,7 @@ import os
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from sitq.backends.base import Backend, ClaimedTask, NewTask, Settlement
-from sitq.errors import InvalidOptionError
+from sitq.errors import DISTRIBUTION, InvalidOptionError
 
 __all__ = ["Backend", "ClaimedTask", "NewTask", "Settlement", "as_backend", "open_backend"]
 
@@ -69,7 +69,7 @@ def _postgres(url: str) -> Backend:
         from sitq.backends.postgres import PostgresBackend
     except ImportError as exc:  # asyncpg is an optional extra
         raise InvalidOptionError(
-            f"PostgreSQL needs asyncpg: pip install 'sitq[postgres]' ({exc})"
+            f"PostgreSQL needs asyncpg: pip install '{DISTRIBUTION}[postgres]' ({exc})"
         ) from exc
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
