@@ -80,7 +80,5 @@ def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         metavar="DIR",
         help="where to put them; made if missing (default: %(default)s)",
     )
-    lessons.add_argument(
-        "--force", action="store_true", help="replace lesson files already in DIR"
-    )
+    lessons.add_argument("--force", action="store_true", help="replace lesson files already in DIR")
     lessons.set_defaults(handler=copy_lessons)
