@@ -121,7 +121,7 @@ def test(*extra: str) -> int:
         ((str(PYTHON), "-m", "pytest", "-p", "no:cacheprovider", "tests", *extra), unit_test_env()),
     ]
     if any((ROOT / "notebooks").rglob("*.ipynb")):
-        # Exactly what a teacher types: notebooks/pytest.ini and notebooks/conftest.py hold
+        # Exactly what a teacher types: notebooks/.pytest.ini and notebooks/conftest.py hold
         # the nbval settings (current environment, sanitize file), so there are no flags here.
         steps.append(((str(PYTHON), "-m", "pytest", "--nbval", "notebooks"), checkout_env()))
     for command, env in steps:

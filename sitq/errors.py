@@ -12,6 +12,11 @@ class SitqError(Exception):
     """Base class for every error sitq raises on purpose."""
 
 
+class SitqWarning(UserWarning):
+    """Code that runs but almost certainly does not do what it means (e.g. comparing a
+    status with the original sitq's "success")."""
+
+
 class SerializationError(SitqError, TypeError):
     """A task, argument or result cannot be turned into bytes (or back)."""
 
@@ -46,6 +51,10 @@ class SchemaVersionError(SitqError, RuntimeError):
 
 class BackendError(SitqError, RuntimeError):
     """The storage cannot be opened or written (missing folder, read-only file...)."""
+
+
+class IncompleteBackendError(SitqError, TypeError):
+    """An object given as a backend lacks operations of `sitq.backends.Backend`."""
 
 
 class SignatureError(SitqError, ValueError):

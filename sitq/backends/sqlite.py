@@ -30,11 +30,13 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from sitq.backends import sqlite_ops as ops
+from sitq.backends import sqlite_path
 from sitq.backends import sqlite_schema as schema
 from sitq.backends import sqlite_sql as sql
 from sitq.backends.base import (
     ClaimedTask,
     ClaimRequest,
+    Connectable,
     NewTask,
     Now,
     Settlement,
@@ -54,7 +56,7 @@ SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 CHANGE_POLL_FIRST, CHANGE_POLL_CAP = 0.001, 0.02
 
 
-class SQLiteBackend:
+class SQLiteBackend(Connectable):
     """A queue stored in one SQLite file in WAL mode, or in memory with `":memory:"`.
 
     One backend object holds one connection. Queue and worker can share it (as in the
@@ -74,6 +76,7 @@ class SQLiteBackend:
         self.path = os.fspath(path)
         if not isinstance(self.path, str):
             raise InvalidOptionError(f"path must be a str or path, got {path!r}")
+        self.path = sqlite_path(self.path)  # a sqlite:/// or sqlite+aiosqlite:/// URL too
         self.busy_timeout = seconds_setting("busy_timeout", busy_timeout, allow_zero=True)
         self.poll_interval = seconds_setting("poll_interval", poll_interval)
         if not isinstance(synchronous, str) or synchronous.upper() not in SYNCHRONOUS_MODES:
