@@ -174,15 +174,8 @@ class TaskQueue:
         return result
 
     def deserialize_result(self, result: Result) -> Any:
-        """`result.value`, for code written for the original sitq, whose results held bytes
-        to decode. Here get_result has decoded the value already, and a task that did not
-        succeed has None: test `result.is_success()` (status "succeeded", not "success")."""
-        if not isinstance(result, Result):
-            raise InvalidTaskError(
-                f"deserialize_result needs a Result, got {result!r} (get_result returns None "
-                "when the task is unfinished at its timeout or the id is unknown)"
-            )
-        return result.value
+        """`result.value`, for the original sitq's code: see `Result.value_of`."""
+        return Result.value_of(result)
 
     async def gather(
         self,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from sitq.errors import SitqWarning
+from sitq.errors import InvalidTaskError, SitqWarning
 from sitq.html import history_html, result_html, table_html
 
 #: The original sitq's statuses that sitq does not have, and what to write instead: a
@@ -112,6 +112,18 @@ class Result:
     def is_pending(self) -> bool:
         """True while the task may still change: not succeeded, failed or cancelled."""
         return self.status not in TERMINAL
+
+    @staticmethod
+    def value_of(result: Result) -> Any:
+        """`result.value` (`TaskQueue.deserialize_result`): the original sitq's results held
+        bytes to decode, sitq's are decoded already. A task that did not succeed has None:
+        check `result.is_success()` first (the status is "succeeded", never "success")."""
+        if not isinstance(result, Result):
+            raise InvalidTaskError(
+                f"deserialize_result needs a Result, got {result!r} (get_result returns "
+                "None when the task is unfinished at its timeout or the id is unknown)"
+            )
+        return result.value
 
     def _repr_html_(self) -> str:
         return result_html(self)

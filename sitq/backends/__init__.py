@@ -53,6 +53,8 @@ SQLITE_SCHEMES = ("sqlite", "sqlite+aiosqlite")
 
 def sqlite_path(text: str) -> str:
     """The file a sqlite:/// (or sqlite+aiosqlite:///) URL names; anything else as it is."""
+    if not isinstance(text, str):  # bytes from os.fspath: SQLiteBackend refuses them
+        return text
     scheme, found, rest = text.partition("://")
     if not found or scheme.lower() not in SQLITE_SCHEMES:
         return text

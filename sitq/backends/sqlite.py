@@ -73,10 +73,9 @@ class SQLiteBackend(Connectable):
         poll_interval: float = 0.5,
         synchronous: str = "NORMAL",
     ) -> None:
-        self.path = os.fspath(path)
+        self.path = sqlite_path(os.fspath(path))  # a sqlite:/// or sqlite+aiosqlite:/// URL too
         if not isinstance(self.path, str):
             raise InvalidOptionError(f"path must be a str or path, got {path!r}")
-        self.path = sqlite_path(self.path)  # a sqlite:/// or sqlite+aiosqlite:/// URL too
         self.busy_timeout = seconds_setting("busy_timeout", busy_timeout, allow_zero=True)
         self.poll_interval = seconds_setting("poll_interval", poll_interval)
         if not isinstance(synchronous, str) or synchronous.upper() not in SYNCHRONOUS_MODES:
