@@ -20,6 +20,7 @@ import os
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from sitq.backends.base import Backend, ClaimedTask, NewTask, Settlement
+from sitq.backends.urls import SQLITE_SCHEMES, sqlite_path
 from sitq.errors import DISTRIBUTION, IncompleteBackendError, InvalidOptionError
 
 __all__ = [
@@ -45,25 +46,6 @@ def open_backend(url: str | os.PathLike[str]) -> Backend:
     raise InvalidOptionError(
         f"unsupported database URL scheme {scheme!r} in {text!r}: sitq supports {SUPPORTED}"
     )
-
-
-#: URL schemes naming a SQLite file; sqlite+aiosqlite is the original sitq's (SQLAlchemy's).
-SQLITE_SCHEMES = ("sqlite", "sqlite+aiosqlite")
-
-
-def sqlite_path(text: str) -> str:
-    """The file a sqlite:/// (or sqlite+aiosqlite:///) URL names; anything else as it is."""
-    if not isinstance(text, str):  # bytes from os.fspath: SQLiteBackend refuses them
-        return text
-    scheme, found, rest = text.partition("://")
-    if not found or scheme.lower() not in SQLITE_SCHEMES:
-        return text
-    if not rest.startswith("/") or rest == "/":
-        raise InvalidOptionError(
-            f"{text!r}: write {scheme}:///relative/path.db or {scheme}:////absolute/path.db "
-            "(three slashes, then the path)"
-        )
-    return rest[1:]
 
 
 def as_backend(backend: Backend | str | os.PathLike[str]) -> Backend:

@@ -30,7 +30,6 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from sitq.backends import sqlite_ops as ops
-from sitq.backends import sqlite_path
 from sitq.backends import sqlite_schema as schema
 from sitq.backends import sqlite_sql as sql
 from sitq.backends.base import (
@@ -44,6 +43,7 @@ from sitq.backends.base import (
 )
 from sitq.backends.group_commit import GroupCommit
 from sitq.backends.sqlite_watch import CommitWatch
+from sitq.backends.urls import sqlite_path
 from sitq.errors import BackendError, InvalidOptionError, QueueClosedError
 from sitq.options import seconds_setting
 from sitq.state import CancelAction, on_cancel, on_requeue
