@@ -284,7 +284,7 @@ def machine() -> dict[str, str]:
         "os": platform.platform(),
         "python": platform.python_version(),
         "sqlite": sqlite3.sqlite_version,
-        "sitq": _version("sitq"),
+        "sitq": _version("sitq-queue"),  # the distribution's name (imported as sitq)
         "aiosqlite": _version("aiosqlite"),
         "huey": _version("huey"),
         "asyncpg": _version("asyncpg"),

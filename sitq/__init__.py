@@ -11,6 +11,7 @@ async with TaskQueue(backend) as queue, Worker(backend):
 
 import logging
 
+from sitq.backends.base import Backend
 from sitq.backends.sqlite import SQLiteBackend
 from sitq.breaker import BreakerState, BreakerTransition, CircuitBreaker
 from sitq.calls import call
@@ -18,14 +19,17 @@ from sitq.clock import Clock, FakeClock, SystemClock
 from sitq.context import TaskContext, current_task, report_progress
 from sitq.errors import (
     BackendError,
+    IncompleteBackendError,
     InvalidOptionError,
     InvalidTaskError,
+    MissingExtraError,
     PayloadTooLargeError,
     QueueClosedError,
     SchemaVersionError,
     SerializationError,
     SignatureError,
     SitqError,
+    SitqWarning,
     TaskNotFoundError,
     TaskStateError,
 )
@@ -70,11 +74,11 @@ __all__ = [
     "CircuitBreaker", "BreakerState", "BreakerTransition", "WorkerHooks", "TaskEvent",
     "TaskContext", "current_task", "report_progress",
     # storage, serialization, time
-    "SQLiteBackend", "Serializer", "CloudpickleSerializer", "JsonSerializer",
+    "Backend", "SQLiteBackend", "Serializer", "CloudpickleSerializer", "JsonSerializer",
     "SignedSerializer", "Clock", "SystemClock", "FakeClock",
     # errors
     "SitqError", "SerializationError", "PayloadTooLargeError", "TaskNotFoundError",
     "InvalidTaskError", "InvalidOptionError", "QueueClosedError", "TaskStateError",
     "SchemaVersionError", "BackendError", "SignatureError", "TaskImportError",
-    "TaskNotAllowedError",
+    "TaskNotAllowedError", "IncompleteBackendError", "MissingExtraError", "SitqWarning",
 ]  # fmt: skip

@@ -1,4 +1,4 @@
-"""The command line: `sitq worker | status | dead | requeue | purge | prune | plot`.
+"""The command line: `sitq worker | status | dead | requeue | purge | prune | plot | lessons`.
 
 Made for shells and scripts: results go to stdout, messages and logs to stderr, and the exit
 code says what happened: 0 done, 1 a runtime error (no such task, database unusable...),
@@ -12,6 +12,7 @@ database URL, a module that does not exist). `sitq` and `python -m sitq` are the
     sitq purge queue.db                (delete the dead letters)
     sitq prune queue.db --older-than 1h (delete finished tasks; workers do it after 7 days)
     sitq plot queue.db --out dashboard.png
+    sitq lessons [DIR]                 (copy the lessons to open in JupyterLab)
 
 A worker stops gracefully on SIGTERM or SIGINT (Ctrl-C): it stops claiming, lets running
 tasks finish for up to `--grace` seconds, then hands the rest back to the queue without
@@ -33,8 +34,9 @@ from typing import Any
 
 from sitq import __version__
 from sitq.cli_common import UsageError, open_database, serializer_for
+from sitq.cli_lessons import add_command as add_lessons_command
 from sitq.cli_worker import run_worker
-from sitq.errors import SitqError, TaskStateError
+from sitq.errors import MissingExtraError, SitqError, TaskStateError
 from sitq.queue import TaskQueue
 from sitq.task import TaskStatus
 
@@ -105,8 +107,10 @@ async def purge(args: argparse.Namespace) -> int:
 
 async def plot(args: argparse.Namespace) -> int:
     """Save `sitq.plots.dashboard` of the whole attempt history as an image."""
-    import matplotlib
-
+    try:
+        import matplotlib
+    except ImportError as exc:  # the core install has no plotting stack
+        raise MissingExtraError.needs("plots", "sitq plot", exc) from exc
     matplotlib.use("Agg")  # a file, never a window: works on servers and in CI
     import matplotlib.pyplot as plt
 
@@ -270,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--older-than", type=_duration, required=True, metavar="AGE",
         help="how long ago they finished: 90s, 15m, 1h, 7d",
     )  # fmt: skip
+    add_lessons_command(commands)
     plotter = command("plot", plot, "save a dashboard of the attempt history")
     plotter.add_argument("--out", required=True, metavar="FILE", help="e.g. dashboard.png")
     plotter.add_argument(

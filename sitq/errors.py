@@ -12,6 +12,11 @@ class SitqError(Exception):
     """Base class for every error sitq raises on purpose."""
 
 
+class SitqWarning(UserWarning):
+    """Code that runs but almost certainly does not do what it means (e.g. comparing a
+    status with the original sitq's "success")."""
+
+
 class SerializationError(SitqError, TypeError):
     """A task, argument or result cannot be turned into bytes (or back)."""
 
@@ -48,5 +53,27 @@ class BackendError(SitqError, RuntimeError):
     """The storage cannot be opened or written (missing folder, read-only file...)."""
 
 
+class IncompleteBackendError(SitqError, TypeError):
+    """An object given as a backend lacks operations of `sitq.backends.Backend`."""
+
+
 class SignatureError(SitqError, ValueError):
     """A signed payload is unsigned or was changed after signing: it is never unpickled."""
+
+
+#: The name sitq installs under: "sitq" on the package index is another project.
+DISTRIBUTION = "sitq-queue"
+
+
+class MissingExtraError(SitqError, ModuleNotFoundError):
+    """A part of sitq needs a package that only one of its extras installs (plots,
+    notebook, postgres): the core install stays small, and this says which extra to add."""
+
+    @classmethod
+    def needs(cls, extra: str, what: str, exc: ImportError) -> MissingExtraError:
+        """The error for `what` when importing a package of `extra` failed with `exc`."""
+        return cls(
+            f"{what} needs {exc.name or 'a package'!r}, which the core install leaves out: "
+            f'pip install "{DISTRIBUTION}[{extra}]" ({exc})',
+            name=exc.name,
+        )

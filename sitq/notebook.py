@@ -11,6 +11,7 @@ works; `enable_asyncio_run()` is there for scripts pasted from the tutorial that
 
 from __future__ import annotations
 
+from sitq.errors import DISTRIBUTION
 from sitq.html import history_html, result_html, table_html
 from sitq.task import History, QueueSummary
 
@@ -30,7 +31,8 @@ def enable_asyncio_run() -> None:
         import nest_asyncio2
     except ImportError as exc:
         raise ImportError(
-            "enable_asyncio_run() needs nest-asyncio2: pip install 'sitq[notebook]' (or "
-            "nest-asyncio2); or write `await main()` in the cell, which needs nothing"
+            "enable_asyncio_run() needs nest-asyncio2: pip install "
+            f"'{DISTRIBUTION}[notebook]' (or nest-asyncio2); or write `await main()` in the "
+            "cell, which needs nothing"
         ) from exc
     nest_asyncio2.apply()

@@ -6,8 +6,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import matplotlib.pyplot as plt
-from matplotlib.axes import Axes
+try:
+    import matplotlib.pyplot as plt
+    from matplotlib.axes import Axes
+except ImportError as exc:  # the core install has no plotting stack
+    from sitq.errors import MissingExtraError
+
+    raise MissingExtraError.needs("plots", "sitq.plots", exc) from exc
 
 from sitq.task import OUTCOMES, Attempt
 

@@ -14,10 +14,15 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import matplotlib.pyplot as plt
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+try:
+    import matplotlib.pyplot as plt
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+except ImportError as exc:  # the core install has no plotting stack
+    from sitq.errors import MissingExtraError
+
+    raise MissingExtraError.needs("plots", "sitq.plots", exc) from exc
 
 from sitq import analysis
 from sitq.plot_style import (

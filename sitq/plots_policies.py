@@ -7,10 +7,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from matplotlib.axes import Axes
-from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
-from matplotlib.ticker import MaxNLocator
+try:
+    from matplotlib.axes import Axes
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import MaxNLocator
+except ImportError as exc:  # the core install has no plotting stack
+    from sitq.errors import MissingExtraError
+
+    raise MissingExtraError.needs("plots", "sitq.plots_policies", exc) from exc
 
 from sitq import analysis
 from sitq.plot_style import (

@@ -33,7 +33,7 @@ from sitq.errors import (
     TaskStateError,
 )
 from sitq.options import NO_OPTIONS, TaskOptions
-from sitq.serialization import CloudpickleSerializer, Serializer, TaskCall
+from sitq.serialization import DumpsLoads, Serializer, TaskCall, as_serializer
 from sitq.task import TERMINAL, History, QueueSummary, Result, TaskInfo, TaskStatus, to_datetime
 
 DEFAULT_MAX_PAYLOAD = 10 * 1024 * 1024
@@ -44,7 +44,8 @@ class TaskQueue:
     """Enqueue tasks and read their results, status and history.
 
     backend: where tasks live (e.g. `SQLiteBackend("queue.db")`). serializer: how calls
-    and results become bytes (default `CloudpickleSerializer()`). clock: the time source
+    and results become bytes (default `CloudpickleSerializer()`; an object with only dumps
+    and loads, as the original sitq took, is adapted). clock: the time source
     for enqueue times and delays (a `FakeClock` in tests). max_payload_bytes: refuse calls
     whose serialized size exceeds this.
     """
@@ -52,13 +53,13 @@ class TaskQueue:
     def __init__(
         self,
         backend: Backend | str,
-        serializer: Serializer | None = None,
+        serializer: Serializer | DumpsLoads | None = None,
         *,
         clock: Clock | None = None,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
     ) -> None:
         self.backend = as_backend(backend)
-        self.serializer = serializer or CloudpickleSerializer()
+        self.serializer = as_serializer(serializer)
         self.clock = clock or SystemClock()
         self.max_payload_bytes = max_payload_bytes
         self._open = False
@@ -171,6 +172,10 @@ class TaskQueue:
         await self._ready()
         [result] = await self._wait_for([task_id], timeout, True, lambda _: None)
         return result
+
+    def deserialize_result(self, result: Result) -> Any:
+        """`result.value`, for the original sitq's code: see `Result.value_of`."""
+        return Result.value_of(result)
 
     async def gather(
         self,

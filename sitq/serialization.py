@@ -200,3 +200,84 @@ class CloudpickleSerializer:
 
     def __repr__(self) -> str:
         return "CloudpickleSerializer()"
+
+
+class DumpsLoads(Protocol):
+    """A serializer in the original sitq's shape: only `dumps` and `loads` (the `pickle`
+    module, or a class of your own). `as_serializer` adapts it to sitq's `Serializer`."""
+
+    def dumps(self, obj: Any, /) -> bytes | str: ...
+
+    def loads(self, data: Any, /) -> Any: ...
+
+
+class DumpsLoadsSerializer:
+    """sitq's four methods on top of a `DumpsLoads` object.
+
+    A call is stored as the tuple (func, args, kwargs, options), a value as itself. `dumps`
+    may return str (json, yaml...): the first byte of what is stored says which it was, so
+    `loads` gets back exactly the type `dumps` gave, even in another process.
+    """
+
+    TEXT, BYTES = b"s", b"b"
+
+    def __init__(self, inner: DumpsLoads) -> None:
+        self.inner = inner
+
+    def encode_call(self, call: TaskCall, *, task_id: str | None = None) -> bytes:
+        return self._dumps((call.func, call.args, call.kwargs, call.options), "the task call")
+
+    def decode_call(self, data: bytes, *, task_id: str | None = None) -> TaskCall:
+        body = self._loads(data, "task payload")
+        if not isinstance(body, tuple | list) or len(body) != 4:
+            raise SerializationError("task payload is not a sitq call (corrupted row?)")
+        func, args, kwargs, options = body
+        return TaskCall(func, tuple(args), dict(kwargs), options)
+
+    def encode_value(self, value: Any, *, task_id: str | None = None) -> bytes:
+        return self._dumps(value, "the task's return value")
+
+    def decode_value(self, data: bytes, *, task_id: str | None = None) -> Any:
+        return self._loads(data, "result")
+
+    def _dumps(self, obj: Any, what: str) -> bytes:
+        try:
+            data = self.inner.dumps(obj)
+        except Exception as exc:
+            raise SerializationError(f"{self.inner!r} cannot serialize {what}: {exc!r}") from exc
+        if isinstance(data, str):
+            return self.TEXT + data.encode()
+        if isinstance(data, bytes | bytearray):
+            return self.BYTES + bytes(data)
+        raise SerializationError(
+            f"{self.inner!r}.dumps returned {type(data).__name__}; it must return bytes or str"
+        )
+
+    def _loads(self, data: bytes, what: str) -> Any:
+        marker, body = data[:1], data[1:]
+        if marker not in (self.TEXT, self.BYTES):
+            raise SerializationError(f"cannot deserialize {what}: not written by {self!r}")
+        try:
+            return self.inner.loads(body.decode() if marker == self.TEXT else body)
+        except Exception as exc:
+            raise SerializationError(f"cannot deserialize {what}: {exc!r}") from exc
+
+    def __repr__(self) -> str:
+        return f"DumpsLoadsSerializer({self.inner!r})"
+
+
+def as_serializer(serializer: Serializer | DumpsLoads | None) -> Serializer:
+    """The serializer to use: the default for None, a sitq `Serializer` as it is, and an
+    object with only dumps/loads (the original sitq's protocol) through an adapter."""
+    if serializer is None:
+        return CloudpickleSerializer()
+    if isinstance(serializer, Serializer):
+        return serializer
+    if callable(getattr(serializer, "dumps", None)) and callable(
+        getattr(serializer, "loads", None)
+    ):
+        return DumpsLoadsSerializer(serializer)
+    raise SerializationError(
+        f"{serializer!r} is not a serializer: give an object with sitq's encode_call, "
+        "decode_call, encode_value and decode_value, or one with dumps and loads"
+    )

@@ -206,6 +206,10 @@ class SyncTaskQueue:
     def get_result(self, task_id: str, timeout: float | None = None) -> Result | None:
         return self._run(self._queue.get_result(task_id, timeout))
 
+    def deserialize_result(self, result: Result) -> Any:
+        """`result.value` (see TaskQueue.deserialize_result: for the original sitq's code)."""
+        return self._queue.deserialize_result(result)
+
     def gather(
         self,
         task_ids: Sequence[str],

@@ -7,12 +7,21 @@ build tables and plots from it without touching the database.
 from __future__ import annotations
 
 import datetime as dt
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from sitq.errors import InvalidTaskError, SitqWarning
 from sitq.html import history_html, result_html, table_html
+
+#: The original sitq's statuses that sitq does not have, and what to write instead: a
+#: comparison with one of them would be False forever, so it warns (see TaskStatus.__eq__).
+FOREIGN_STATUSES = {
+    "success": 'sitq says "succeeded" (TaskStatus.SUCCEEDED, or result.is_success())',
+    "pending": "sitq has no pending state: use result.is_pending() (not finished yet)",
+}
 
 
 class TaskStatus(StrEnum):
@@ -25,6 +34,27 @@ class TaskStatus(StrEnum):
     SUCCEEDED = "succeeded"  # finished with a value
     FAILED = "failed"  # failed for good: a dead letter
     CANCELLED = "cancelled"  # withdrawn before it finished
+
+    def __eq__(self, other: object) -> bool:
+        """A status equals its text, as any str; `status == "success"` (the original
+        sitq's word) also warns, since it is never true here and hides a silent bug."""
+        _warn_if_foreign(other)
+        return str.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        _warn_if_foreign(other)
+        return str.__ne__(self, other)
+
+    __hash__ = str.__hash__  # defining __eq__ would otherwise make members unhashable
+
+
+def _warn_if_foreign(other: object) -> None:
+    if type(other) is str and other in FOREIGN_STATUSES:
+        warnings.warn(
+            f"a TaskStatus is never {other!r}: {FOREIGN_STATUSES[other]} (see docs/migrating.md)",
+            SitqWarning,
+            stacklevel=3,
+        )
 
 
 #: States a task never leaves on its own (only `requeue` moves a failed task on).
@@ -82,6 +112,18 @@ class Result:
     def is_pending(self) -> bool:
         """True while the task may still change: not succeeded, failed or cancelled."""
         return self.status not in TERMINAL
+
+    @staticmethod
+    def value_of(result: Result) -> Any:
+        """`result.value` (`TaskQueue.deserialize_result`): the original sitq's results held
+        bytes to decode, sitq's are decoded already. A task that did not succeed has None:
+        check `result.is_success()` first (the status is "succeeded", never "success")."""
+        if not isinstance(result, Result):
+            raise InvalidTaskError(
+                f"deserialize_result needs a Result, got {result!r} (get_result returns "
+                "None when the task is unfinished at its timeout or the id is unknown)"
+            )
+        return result.value
 
     def _repr_html_(self) -> str:
         return result_html(self)

@@ -35,7 +35,7 @@ from sitq.pools import DaemonThreadPool
 from sitq.retention import DEFAULT_RETENTION, Pruner
 from sitq.retry import NO_RETRY, RetryPolicy
 from sitq.running import SHUTDOWN, TaskRunner
-from sitq.serialization import CloudpickleSerializer, Serializer
+from sitq.serialization import DumpsLoads, Serializer, as_serializer
 from sitq.settling import Settler
 from sitq.slots import Slots
 
@@ -58,7 +58,7 @@ class Worker:
     def __init__(
         self,
         backend: Backend | str,
-        serializer: Serializer | None = None,
+        serializer: Serializer | DumpsLoads | None = None,
         *,
         concurrency: int | None = None,
         max_concurrency: int | None = None,
@@ -82,7 +82,7 @@ class Worker:
         if processes is not None:
             count_setting("processes", processes)
         self.backend = as_backend(backend)
-        self.serializer = serializer or CloudpickleSerializer()
+        self.serializer = as_serializer(serializer)
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.clock = clock or SystemClock()
         self.retry = retry or NO_RETRY

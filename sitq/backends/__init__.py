@@ -7,6 +7,7 @@ pointed at SQLite or PostgreSQL by a string alone (e.g. from `SITQ_DATABASE_URL`
 |---------------------------------------------|-----------------------------------------|
 | `tasks.db`, `/var/sitq/tasks.db`            | SQLiteBackend on that file (plain path) |
 | `sqlite:///tasks.db`                        | SQLiteBackend, path relative to here    |
+| `sqlite+aiosqlite:///tasks.db`              | the same (the original sitq's form)     |
 | `sqlite:////var/sitq/tasks.db`              | SQLiteBackend, absolute path            |
 | `sqlite:///:memory:`                        | SQLiteBackend in memory                 |
 | `postgresql://user@host:5432/db`            | PostgresBackend, tables in schema sitq  |
@@ -19,9 +20,12 @@ import os
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from sitq.backends.base import Backend, ClaimedTask, NewTask, Settlement
-from sitq.errors import InvalidOptionError
+from sitq.backends.urls import SQLITE_SCHEMES, sqlite_path
+from sitq.errors import DISTRIBUTION, IncompleteBackendError, InvalidOptionError
 
-__all__ = ["Backend", "ClaimedTask", "NewTask", "Settlement", "as_backend", "open_backend"]
+__all__ = [
+    "Backend", "ClaimedTask", "NewTask", "Settlement", "as_backend", "open_backend", "sqlite_path",
+]  # fmt: skip
 
 SUPPORTED = "sqlite:///PATH, a plain file path, postgresql://... or postgres://..."
 
@@ -31,17 +35,12 @@ def open_backend(url: str | os.PathLike[str]) -> Backend:
     text = os.fspath(url)
     if not isinstance(text, str) or not text:
         raise InvalidOptionError(f"a database URL or path is needed, got {url!r}")
-    scheme, found, rest = text.partition("://")
+    scheme, found, _ = text.partition("://")
     if not found:  # a plain path (or SQLite's own file: URI)
         return _sqlite(text)
     scheme = scheme.lower()
-    if scheme == "sqlite":
-        if not rest.startswith("/") or rest == "/":
-            raise InvalidOptionError(
-                f"{text!r}: write sqlite:///relative/path.db or sqlite:////absolute/path.db "
-                "(three slashes, then the path)"
-            )
-        return _sqlite(rest[1:])
+    if scheme in SQLITE_SCHEMES:
+        return _sqlite(sqlite_path(text))
     if scheme in ("postgresql", "postgres"):
         return _postgres(text)
     raise InvalidOptionError(
@@ -51,10 +50,30 @@ def open_backend(url: str | os.PathLike[str]) -> Backend:
 
 def as_backend(backend: Backend | str | os.PathLike[str]) -> Backend:
     """A backend object as it is; a URL or path opened with `open_backend`. So
-    `TaskQueue("sqlite:///tasks.db")` and `Worker(os.environ["SITQ_DATABASE_URL"])` work."""
+    `TaskQueue("sqlite:///tasks.db")` and `Worker(os.environ["SITQ_DATABASE_URL"])` work.
+    An object missing operations of `Backend` is refused here, before it can lose a task."""
     if isinstance(backend, str | os.PathLike):
         return open_backend(backend)
+    missing = missing_operations(backend)
+    if missing:
+        raise IncompleteBackendError(
+            f"{type(backend).__name__} does not implement {', '.join(missing)} of "
+            "sitq.backends.Backend. sitq's backends store whole operations (add_tasks, "
+            "claim, settle...), not the original sitq's enqueue/reserve/mark_success: "
+            "see docs/migrating.md, or use SQLiteBackend or PostgresBackend"
+        )
     return backend
+
+
+def missing_operations(backend: object) -> list[str]:
+    """Names of Backend's members `backend` lacks. A subclass of Backend (the original
+    sitq's way to write one) inherits every method as an empty stub that returns None, so
+    for it an operation counts as missing while it is still Backend's own stub."""
+    members = [name for name in vars(Backend) if not name.startswith("_")]
+    if Backend in type(backend).__mro__:  # (issubclass refuses a protocol with attributes)
+        return [name for name in members if getattr(type(backend), name) is vars(Backend)[name]]
+    expected = [*members, *Backend.__annotations__]
+    return [name for name in dict.fromkeys(expected) if not hasattr(backend, name)]
 
 
 def _sqlite(path: str) -> Backend:
@@ -69,7 +88,7 @@ def _postgres(url: str) -> Backend:
         from sitq.backends.postgres import PostgresBackend
     except ImportError as exc:  # asyncpg is an optional extra
         raise InvalidOptionError(
-            f"PostgreSQL needs asyncpg: pip install 'sitq[postgres]' ({exc})"
+            f"PostgreSQL needs asyncpg: pip install '{DISTRIBUTION}[postgres]' ({exc})"
         ) from exc
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)

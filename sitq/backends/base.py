@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, Self, runtime_checkable
 
 from sitq.task import TERMINAL, Attempt, TaskInfo, TaskStatus
 
@@ -207,6 +207,24 @@ async def first_of(waits: Sequence[Awaitable[Any]], timeout: float | None) -> No
         for future in futures:
             future.cancel()
         await asyncio.gather(*futures, return_exceptions=True)
+
+
+class Connectable:
+    """`async with backend:` connects it and closes it again, as the original sitq's
+    backends did. Optional: a queue or worker given a backend connects it by itself."""
+
+    async def connect(self) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
 
 @runtime_checkable

@@ -25,6 +25,7 @@ import asyncpg
 from sitq.backends import postgres_rows as convert
 from sitq.backends import postgres_sql as sql
 from sitq.backends.base import (
+    Connectable,
     Signal,
 )
 from sitq.errors import BackendError, InvalidOptionError, QueueClosedError, SchemaVersionError
@@ -48,7 +49,7 @@ CONNECTION_LOST: tuple[type[BaseException], ...] = (
 RETRY_FIRST_PAUSE = 0.05
 
 
-class PostgresLink:
+class PostgresLink(Connectable):
     """The connection side of PostgresBackend (see the module docstring); it creates and
     checks sitq's schema when it connects."""
 

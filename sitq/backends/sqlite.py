@@ -35,6 +35,7 @@ from sitq.backends import sqlite_sql as sql
 from sitq.backends.base import (
     ClaimedTask,
     ClaimRequest,
+    Connectable,
     NewTask,
     Now,
     Settlement,
@@ -42,6 +43,7 @@ from sitq.backends.base import (
 )
 from sitq.backends.group_commit import GroupCommit
 from sitq.backends.sqlite_watch import CommitWatch
+from sitq.backends.urls import sqlite_path
 from sitq.errors import BackendError, InvalidOptionError, QueueClosedError
 from sitq.options import seconds_setting
 from sitq.state import CancelAction, on_cancel, on_requeue
@@ -54,7 +56,7 @@ SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 CHANGE_POLL_FIRST, CHANGE_POLL_CAP = 0.001, 0.02
 
 
-class SQLiteBackend:
+class SQLiteBackend(Connectable):
     """A queue stored in one SQLite file in WAL mode, or in memory with `":memory:"`.
 
     One backend object holds one connection. Queue and worker can share it (as in the
@@ -71,7 +73,7 @@ class SQLiteBackend:
         poll_interval: float = 0.5,
         synchronous: str = "NORMAL",
     ) -> None:
-        self.path = os.fspath(path)
+        self.path = sqlite_path(os.fspath(path))  # a sqlite:/// or sqlite+aiosqlite:/// URL too
         if not isinstance(self.path, str):
             raise InvalidOptionError(f"path must be a str or path, got {path!r}")
         self.busy_timeout = seconds_setting("busy_timeout", busy_timeout, allow_zero=True)

@@ -11,7 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
+try:
+    import numpy as np
+except ImportError as exc:  # the core install has no plotting stack
+    from sitq.errors import MissingExtraError
+
+    raise MissingExtraError.needs("plots", "sitq.teaching's dashboard checker", exc) from exc
 
 from sitq.task import Attempt
 from sitq.teaching import Feedback, attempt, not_yet, passed
