@@ -2,6 +2,7 @@
 """The project's two commands, on any machine with Python 3.11+ (no make, no conda needed).
 
     python3 dev.py lab    start JupyterLab on notebooks/ (the lessons; SQLite, embedded)
+    python3 dev.py docs   build the website into site/ (`docs serve`: preview it)
     python3 dev.py test   run every check: ruff, mypy --strict, the tests (SQLite and, when a
                           server answers, PostgreSQL), and the notebooks (nbval)
 
@@ -97,8 +98,14 @@ def test(*extra: str) -> int:
     return 0
 
 
+def docs(*extra: str) -> int:
+    """The website (mkdocs.yml) into site/; `docs serve` previews it with live reload."""
+    action = list(extra) or ["build", "--site-dir", str(ROOT / "site")]
+    return run(str(BIN / "mkdocs"), *action, env={**checkout_env(), "NO_MKDOCS_2_WARNING": "1"})
+
+
 def main() -> int:
-    commands = {"lab": lab, "test": test}
+    commands = {"lab": lab, "docs": docs, "test": test}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         print(__doc__)
         return 2
