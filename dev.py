@@ -3,6 +3,7 @@
 
     python3 dev.py lab    start JupyterLab on your copy of the lessons, in my-lessons/
                           (made from notebooks/ on first use; git ignores it)
+    python3 dev.py docs   build the website into site/ (`docs serve`: preview it)
     python3 dev.py test   run every check: ruff, mypy --strict, the tests (SQLite and, when a
                           server answers, PostgreSQL), and the notebooks (nbval)
 
@@ -131,8 +132,14 @@ def test(*extra: str) -> int:
     return 0
 
 
+def docs(*extra: str) -> int:
+    """The website (mkdocs.yml) into site/; `docs serve` previews it with live reload."""
+    action = list(extra) or ["build", "--site-dir", str(ROOT / "site")]
+    return run(str(BIN / "mkdocs"), *action, env={**checkout_env(), "NO_MKDOCS_2_WARNING": "1"})
+
+
 def main() -> int:
-    commands = {"lab": lab, "test": test}
+    commands = {"lab": lab, "docs": docs, "test": test}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         print(__doc__)
         return 2
