@@ -54,7 +54,16 @@ from sitq.serialization import (
 )
 from sitq.signing import SignedSerializer
 from sitq.sync import SyncTaskQueue, SyncWorker
-from sitq.task import TERMINAL, Attempt, History, QueueSummary, Result, TaskInfo, TaskStatus
+from sitq.task import (
+    TERMINAL,
+    Attempt,
+    History,
+    QueueSummary,
+    Result,
+    TaskId,
+    TaskInfo,
+    TaskStatus,
+)
 from sitq.worker import Worker
 
 __version__ = "0.1.0"
@@ -65,7 +74,8 @@ logging.getLogger("sitq").addHandler(logging.NullHandler())
 
 __all__ = [
     # the client, the worker and what they exchange
-    "TaskQueue", "Worker", "Result", "TaskStatus", "TERMINAL", "TaskInfo", "Attempt", "call",
+    "TaskQueue", "Worker", "Result", "TaskId", "TaskStatus", "TERMINAL", "TaskInfo", "Attempt",
+    "call",
     "History", "QueueSummary", "SyncTaskQueue", "SyncWorker",
     # options and retries
     "task", "TaskOptions", "RetryPolicy", "NO_RETRY", "Retry", "TransientError",

@@ -14,10 +14,11 @@ A per-call option beats the function's, which beats the worker's.
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar, Unpack, overload
 
 from sitq.errors import InvalidOptionError
 
@@ -71,6 +72,21 @@ class TaskOptions:
                 f"retry must be a sitq.RetryPolicy, got {type(self.retry).__name__}"
             )
 
+    @classmethod
+    def from_keywords(cls, options: Mapping[str, Any]) -> TaskOptions:
+        """Options given as keywords (`with_options(...)`, `@task(...)`), with a clear
+        error for a name that is not an option: `retries=3` says to write `retry=`."""
+        known = [f.name for f in fields(cls)]
+        for name in options:
+            if name not in known:
+                close = difflib.get_close_matches(name, known, n=1)
+                hint = f"did you mean {close[0]}=? " if close else ""
+                raise InvalidOptionError(
+                    f"{name}= is not a task option; {hint}the options are {', '.join(known)}. "
+                    "(A task's own arguments go to enqueue(func, *args, **kwargs).)"
+                )
+        return cls(**options)
+
     def merged_over(self, base: TaskOptions | None) -> TaskOptions:
         """These options, with anything unset taken from `base`."""
         if base is None:
@@ -84,6 +100,21 @@ class TaskOptions:
         if self.eta is not None:
             return _eta_timestamp(self.eta)
         return now + (self.delay or 0.0)
+
+
+class OptionValues(TypedDict, total=False):
+    """The keywords `with_options(...)` and `@task(...)` take, for the type checker: a
+    misspelt option (`retries=3`, `dealy=5`) is flagged in the editor, not only when the
+    line runs. Each means what the `TaskOptions` field of the same name means; None, as
+    there, means "not set here"."""
+
+    delay: float | None
+    eta: dt.datetime | float | None
+    priority: int | None
+    retry: RetryPolicy | None
+    timeout: float | None
+    executor: Executor | None
+    name: str | None
 
 
 #: Priorities are stored as 64-bit integers (SQLite INTEGER, PostgreSQL BIGINT).
@@ -149,15 +180,21 @@ def _eta_timestamp(eta: dt.datetime | float) -> float:
     return float(eta)
 
 
-def task(func: F | None = None, **options: Any) -> Any:
+@overload
+def task(func: F, /, **options: Unpack[OptionValues]) -> F: ...
+@overload
+def task(func: None = None, /, **options: Unpack[OptionValues]) -> Callable[[F], F]: ...
+def task(func: F | None = None, /, **options: Unpack[OptionValues]) -> F | Callable[[F], F]:
     """Attach default options to a task function: `@task(retry=..., timeout=30)`.
 
-    The function is returned unchanged (callable directly, as before); the options ride
-    along as an attribute, which cloudpickle carries with notebook-defined functions too.
+    The function is returned unchanged (callable directly, as before, with its own
+    signature for the type checker); the options ride along as an attribute, which
+    cloudpickle carries with notebook-defined functions too.
     """
+    chosen = TaskOptions.from_keywords(options)
 
     def attach(f: F) -> F:
-        setattr(f, OPTIONS_ATTRIBUTE, TaskOptions(**options))
+        setattr(f, OPTIONS_ATTRIBUTE, chosen)
         return f
 
     return attach(func) if func is not None else attach

@@ -7,8 +7,8 @@ share one backend object (as in the tutorial) a worker hears about new work at o
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, ParamSpec, TypeVar, Unpack, overload
 
 from sitq import state
 from sitq.backends import as_backend
@@ -32,12 +32,23 @@ from sitq.errors import (
     TaskNotFoundError,
     TaskStateError,
 )
-from sitq.options import NO_OPTIONS, TaskOptions
+from sitq.options import NO_OPTIONS, OptionValues, TaskOptions
 from sitq.serialization import DumpsLoads, Serializer, TaskCall, as_serializer
-from sitq.task import TERMINAL, History, QueueSummary, Result, TaskInfo, TaskStatus, to_datetime
+from sitq.task import (
+    TERMINAL,
+    History,
+    QueueSummary,
+    Result,
+    TaskId,
+    TaskInfo,
+    TaskStatus,
+    to_datetime,
+)
 
 DEFAULT_MAX_PAYLOAD = 10 * 1024 * 1024
 FIRST_POLL = 0.02  # seconds; waits for results double this up to the backend's poll interval
+P = ParamSpec("P")  # a task function's parameters: enqueue checks the arguments against them
+R = TypeVar("R")  # what it returns: the id it gets remembers it, so its Result does too
 
 
 class TaskQueue:
@@ -104,14 +115,24 @@ class TaskQueue:
 
     # -- enqueueing ------------------------------------------------------------------------
 
-    async def enqueue(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> str:
+    @overload
+    async def enqueue(
+        self, func: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> TaskId[R]: ...
+    @overload
+    async def enqueue(
+        self, func: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> TaskId[R]: ...
+    async def enqueue(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> TaskId[Any]:
         """Queue `func(*args, **kwargs)` and return its task id.
 
         Every keyword goes to the task. For delay, retry, timeout and other options use
-        `queue.with_options(...).enqueue(...)` or the `@sitq.task(...)` decorator.
+        `queue.with_options(...).enqueue(...)` or the `@sitq.task(...)` decorator. A type
+        checker checks the arguments against `func`'s signature, and the id remembers what
+        `func` returns (an `async def` function's awaited value).
         """
         [task_id] = await self._enqueue_calls([TaskCall(func, args, kwargs)], NO_OPTIONS)
-        return task_id
+        return TaskId(task_id)
 
     async def enqueue_many(self, calls: Iterable[TaskCall | tuple[Any, ...]]) -> list[str]:
         """Queue many calls in one transaction (all or none); ids come back in order.
@@ -120,9 +141,12 @@ class TaskQueue:
         """
         return await self._enqueue_calls(as_calls(calls), NO_OPTIONS)
 
-    def with_options(self, **options: Any) -> OptionsView:
-        """Set options for the next enqueue: `queue.with_options(delay=5).enqueue(f, x)`."""
-        return OptionsView(self, TaskOptions(**options))
+    def with_options(self, **options: Unpack[OptionValues]) -> OptionsView:
+        """Set options for the next enqueue: `queue.with_options(delay=5).enqueue(f, x)`.
+
+        A name that is not an option (`retries=3`) raises InvalidOptionError naming the
+        option meant (`retry`); a type checker flags it before the code runs."""
+        return OptionsView(self, TaskOptions.from_keywords(options))
 
     async def _enqueue_calls(self, calls: Sequence[TaskCall], options: TaskOptions) -> list[str]:
         await self._ready()
@@ -162,7 +186,15 @@ class TaskQueue:
 
     # -- results ---------------------------------------------------------------------------
 
-    async def get_result(self, task_id: str, timeout: float | None = None) -> Result | None:
+    @overload
+    async def get_result(
+        self, task_id: TaskId[R], timeout: float | None = None
+    ) -> Result[R] | None: ...
+    @overload
+    async def get_result(
+        self, task_id: str, timeout: float | None = None
+    ) -> Result[Any] | None: ...
+    async def get_result(self, task_id: str, timeout: float | None = None) -> Result[Any] | None:
         """Wait up to `timeout` seconds (None: forever) for the task to finish.
 
         Returns the Result once the task succeeded, failed or was cancelled; returns None
@@ -173,7 +205,7 @@ class TaskQueue:
         [result] = await self._wait_for([task_id], timeout, True, lambda _: None)
         return result
 
-    def deserialize_result(self, result: Result) -> Any:
+    def deserialize_result(self, result: Result[Any]) -> Any:
         """`result.value`, for the original sitq's code: see `Result.value_of`."""
         return Result.value_of(result)
 
@@ -184,7 +216,7 @@ class TaskQueue:
         *,
         missing_ok: bool = False,
         progress: bool | None = None,
-    ) -> list[Result | None]:
+    ) -> list[Result[Any] | None]:
         """Wait for many tasks; results come back in the order of `task_ids`.
 
         A task unfinished at the timeout gives None in its place. An unknown id raises
@@ -206,10 +238,10 @@ class TaskQueue:
         timeout: float | None,
         missing_ok: bool,
         on_done: Callable[[int], None],
-    ) -> list[Result | None]:
+    ) -> list[Result[Any] | None]:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        done: dict[str, Result] = {}
+        done: dict[str, Result[Any]] = {}
         pending = [i for i in dict.fromkeys(ids) if isinstance(i, str)]
         missing = set(dict.fromkeys(ids)) - set(pending)
         poll = FIRST_POLL
@@ -232,7 +264,7 @@ class TaskQueue:
             raise TaskNotFoundError(f"no task with id(s) {sorted(map(str, missing))}")
         return [done.get(i) if isinstance(i, str) else None for i in ids]
 
-    def _result(self, info: TaskInfo) -> Result:
+    def _result(self, info: TaskInfo) -> Result[Any]:
         value = None
         if info.status is TaskStatus.SUCCEEDED and info.result is not None:
             value = self.serializer.decode_value(info.result, task_id=info.task_id)
@@ -290,7 +322,7 @@ class TaskQueue:
 
     # -- dead letters and control -----------------------------------------------------------
 
-    async def dead_letters(self) -> list[Result]:
+    async def dead_letters(self) -> list[Result[Any]]:
         """Tasks that failed for good, with their error, traceback and attempt count."""
         await self._ready()
         rows = await self.backend.list_tasks(state.DEAD_LETTERS)
@@ -348,9 +380,17 @@ class OptionsView:
         self._queue = queue
         self.options = options
 
-    async def enqueue(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> str:
+    @overload
+    async def enqueue(
+        self, func: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> TaskId[R]: ...
+    @overload
+    async def enqueue(
+        self, func: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> TaskId[R]: ...
+    async def enqueue(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> TaskId[Any]:
         [task_id] = await self._queue._enqueue_calls([TaskCall(func, args, kwargs)], self.options)
-        return task_id
+        return TaskId(task_id)
 
     async def enqueue_many(self, calls: Iterable[TaskCall | tuple[Any, ...]]) -> list[str]:
         return await self._queue._enqueue_calls(as_calls(calls), self.options)

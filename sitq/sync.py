@@ -24,18 +24,18 @@ from __future__ import annotations
 import asyncio
 import itertools
 import threading
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from concurrent.futures import Future
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack, overload
 
 from sitq.backends.base import Backend
 from sitq.clock import Clock
 from sitq.errors import QueueClosedError
-from sitq.options import TaskOptions
+from sitq.options import OptionValues, TaskOptions
 from sitq.progress import ProgressBar
-from sitq.queue import DEFAULT_MAX_PAYLOAD, OptionsView, TaskQueue
+from sitq.queue import DEFAULT_MAX_PAYLOAD, OptionsView, P, R, TaskQueue
 from sitq.serialization import Serializer, TaskCall
-from sitq.task import History, QueueSummary, Result, TaskInfo, TaskStatus
+from sitq.task import History, QueueSummary, Result, TaskId, TaskInfo, TaskStatus
 from sitq.worker import Worker
 
 T = TypeVar("T")
@@ -194,19 +194,29 @@ class SyncTaskQueue:
 
     # Each method does what TaskQueue's method of the same name does (see its docstring).
 
-    def enqueue(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> str:
+    @overload
+    def enqueue(
+        self, func: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> TaskId[R]: ...
+    @overload
+    def enqueue(self, func: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> TaskId[R]: ...
+    def enqueue(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> TaskId[Any]:
         return self._run(self._queue.enqueue(func, *args, **kwargs))
 
     def enqueue_many(self, calls: Iterable[TaskCall | tuple[Any, ...]]) -> list[str]:
         return self._run(self._queue.enqueue_many(list(calls)))
 
-    def with_options(self, **options: Any) -> SyncOptionsView:
+    def with_options(self, **options: Unpack[OptionValues]) -> SyncOptionsView:
         return SyncOptionsView(self, self._queue.with_options(**options))
 
-    def get_result(self, task_id: str, timeout: float | None = None) -> Result | None:
+    @overload
+    def get_result(self, task_id: TaskId[R], timeout: float | None = None) -> Result[R] | None: ...
+    @overload
+    def get_result(self, task_id: str, timeout: float | None = None) -> Result[Any] | None: ...
+    def get_result(self, task_id: str, timeout: float | None = None) -> Result[Any] | None:
         return self._run(self._queue.get_result(task_id, timeout))
 
-    def deserialize_result(self, result: Result) -> Any:
+    def deserialize_result(self, result: Result[Any]) -> Any:
         """`result.value` (see TaskQueue.deserialize_result: for the original sitq's code)."""
         return self._queue.deserialize_result(result)
 
@@ -217,7 +227,7 @@ class SyncTaskQueue:
         *,
         missing_ok: bool = False,
         progress: bool | None = None,
-    ) -> list[Result | None]:
+    ) -> list[Result[Any] | None]:
         """Wait for many tasks; results in the order of `task_ids`, None where unfinished.
 
         The progress bar is made here, in the calling thread, so Jupyter shows it in the
@@ -246,7 +256,7 @@ class SyncTaskQueue:
     def history(self, task_id: str | None = None) -> History:
         return self._run(self._queue.history(task_id))
 
-    def dead_letters(self) -> list[Result]:
+    def dead_letters(self) -> list[Result[Any]]:
         return self._run(self._queue.dead_letters())
 
     def requeue(self, task_id: str) -> None:
@@ -287,7 +297,13 @@ class SyncOptionsView:
     def options(self) -> TaskOptions:
         return self._view.options
 
-    def enqueue(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> str:
+    @overload
+    def enqueue(
+        self, func: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> TaskId[R]: ...
+    @overload
+    def enqueue(self, func: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> TaskId[R]: ...
+    def enqueue(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> TaskId[Any]:
         return self._queue._run(self._view.enqueue(func, *args, **kwargs))
 
     def enqueue_many(self, calls: Iterable[TaskCall | tuple[Any, ...]]) -> list[str]:

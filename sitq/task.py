@@ -11,7 +11,7 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from sitq.errors import InvalidTaskError, SitqWarning
 from sitq.html import history_html, result_html, table_html
@@ -67,6 +67,23 @@ WAITING: frozenset[TaskStatus] = frozenset(
 )
 
 
+#: What a task returns, for the type checker: `TaskId[int]` names a task whose function
+#: returns an int, and `get_result` of it gives a `Result[int]`.
+R_co = TypeVar("R_co", covariant=True)
+
+
+class TaskId(str, Generic[R_co]):
+    """A task's id: a plain string (store it, print it, pass it between programs), that
+    also remembers, for mypy and pyright only, what its task returns.
+
+    `enqueue` gives one; `get_result(task_id)` then knows the type of `Result.value`. An id
+    read back from a file or the command line is a plain `str` and works the same way, with
+    `Result[Any]`.
+    """
+
+    __slots__ = ()
+
+
 def to_datetime(timestamp: float | None) -> dt.datetime | None:
     """Turn a stored epoch timestamp into an aware UTC datetime (None stays None)."""
     if timestamp is None:
@@ -75,17 +92,18 @@ def to_datetime(timestamp: float | None) -> dt.datetime | None:
 
 
 @dataclass(frozen=True)
-class Result:
+class Result(Generic[R_co]):
     """The outcome of one task, as `TaskQueue.get_result` returns it.
 
-    `value` is the task's return value (deserialized); `error`, `error_type` and
+    `value` is the task's return value (deserialized; None unless it succeeded), typed
+    `R_co | None` when the id came from `enqueue`; `error`, `error_type` and
     `traceback` describe the last failure. Times are aware UTC datetimes from the
     queue's clock, so a FakeClock gives reproducible results.
     """
 
     task_id: str
     status: TaskStatus
-    value: Any = None
+    value: R_co | None = None
     error: str | None = None
     error_type: str | None = None
     traceback: str | None = None
@@ -114,7 +132,7 @@ class Result:
         return self.status not in TERMINAL
 
     @staticmethod
-    def value_of(result: Result) -> Any:
+    def value_of(result: Result[Any]) -> Any:
         """`result.value` (`TaskQueue.deserialize_result`): the original sitq's results held
         bytes to decode, sitq's are decoded already. A task that did not succeed has None:
         check `result.is_success()` first (the status is "succeeded", never "success")."""

@@ -65,7 +65,7 @@ class Run:
     """What a run left behind: each job's Result and every attempt, oldest first."""
 
     start: float
-    results: dict[str, Result | None]
+    results: dict[str, Result[Any] | None]
     history: list[Attempt]
     finished: bool = True
     ids: dict[str, str] = field(default_factory=dict)
@@ -94,7 +94,7 @@ async def run_jobs(jobs: Sequence[Job], policy: RetryPolicy | None, *, seed: int
     """Enqueue `jobs` with `policy`, run them all in virtual time, return what happened."""
     async with sandbox(seed) as box:
         start = box.clock.now()
-        ids = {}
+        ids: dict[str, str] = {}
         for job in jobs:
             view = box.queue.with_options(retry=policy, delay=job.delay)
             ids[job.label] = await view.enqueue(job.func, *job.args)
