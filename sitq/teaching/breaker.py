@@ -1,4 +1,4 @@
-"""Checker for notebook 06's breaker exercise: a circuit breaker written by hand.
+"""Checker for the breaker exercise (exercises/06_edge_cases): a circuit breaker by hand.
 
 The student writes a class (or a function returning an object) with sitq's own protocol,
 `Breaker(failure_threshold, recovery_timeout, clock)` with `allow()`, `record_success()`

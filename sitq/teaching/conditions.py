@@ -1,4 +1,4 @@
-"""Checker for notebook 05's retry conditions: `is_transient(exc)` and the policy using it.
+"""Checker for the retry conditions exercise: `is_transient(exc)` and the policy using it.
 
 Both halves are judged: the student's `is_transient` is called on nineteen errors, each
 one picked for a mistake it reveals (a 400 and a 401 for `status != 404`, a 500 and a 502

@@ -1,4 +1,4 @@
-"""Checkers for notebook 05's edge-case exercises: many retries, dead letters, a partition.
+"""Checkers for exercises/06_edge_cases: many retries, dead letters, a partition.
 
 Each one runs the student's task *and* policy through a real queue in virtual time and
 reads the attempt history, so a task that does not do what the scenario says (one that

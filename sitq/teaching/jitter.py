@@ -1,4 +1,4 @@
-"""Checkers for notebook 05's jitter exercises: a full-jitter delay, then a jitter policy.
+"""Checkers for exercises/05_retry_strategies' jitter: a full-jitter delay, then a jitter policy.
 
 Full jitter waits uniform(0, ceiling), where the ceiling is the capped exponential wait
 min(20, 1 * 2 ** (attempt - 1)). A range check alone is fooled by waits of only 0 or the

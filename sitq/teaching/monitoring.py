@@ -1,4 +1,4 @@
-"""Checkers for notebook 10's exercises: failure rates, alert rules and a dashboard.
+"""Checkers for exercises/11_monitoring: failure rates, alert rules and a dashboard.
 
 The exercises work on attempt history as data, so every checker here runs the student's
 function on known datasets (no queue, no clock) and compares the answer with what
@@ -242,7 +242,7 @@ def check_alert_rule(unusual: AlertRule) -> Feedback:
         return passed(
             f"your rule fired on all {sum(bool(s.must) for s in SCENARIOS)} outages and stayed "
             f"quiet on {sum(not s.must for s in SCENARIOS)} kinds of normal traffic, a quiet "
-            "night and a noisy service included"
+            "night, a noisy service and a good minute included"
         )
 
     return attempt(check, hint=ALERT_HINT)

@@ -1,4 +1,4 @@
-"""Checkers for notebook 05's exercises: retry strategies and edge cases.
+"""Checkers for the retry exercises (exercises/05_retry_strategies, 06_edge_cases).
 
 A retry policy is only right if the *queue* does the right thing with it, so every checker
 runs the student's policy (and task) through a real sitq queue: SQLite in a temporary
@@ -88,7 +88,10 @@ async def check_linear_backoff(answer: PolicyAnswer) -> Feedback:
             if len(more) == PROBE_ATTEMPTS - 1 and all(
                 abs(d - k) < TOLERANCE for k, d in enumerate(more, 1)
             ):
-                return passed(f"the queue waited {seconds(delays)}: linear backoff, 1 s per step")
+                return passed(
+                    f"the queue waited {seconds(delays)}, and {seconds(more[4:])} when given "
+                    f"{PROBE_ATTEMPTS} attempts: linear backoff, 1 s per step"
+                )
             return not_yet(
                 f"with {PROBE_ATTEMPTS} attempts instead of 5, the queue waited {seconds(more)}: "
                 "your schedule stops growing after the fourth wait",
