@@ -80,3 +80,39 @@ def test_notebook_is_committed_executed_with_outputs(path: Path) -> None:
     cells = _code(_load(path))
     assert all(c.get("execution_count") for c in cells), "run every cell before committing"
     assert sum(bool(c.get("outputs")) for c in cells) >= len(cells) // 2
+
+
+@pytest.mark.parametrize("path", LESSONS + PRACTICE, ids=_name)
+def test_test_plumbing_is_out_of_sight(path: Path) -> None:
+    """nbval's cell tag `nbval-ignore-output` does what a `# NBVAL_IGNORE_OUTPUT` comment
+    does, without showing students a line that is not about the lesson."""
+    for cell in _code(_load(path)):
+        assert "NBVAL" not in "".join(cell["source"]), "use the nbval-ignore-output cell tag"
+
+
+@pytest.mark.parametrize("path", PRACTICE, ids=_name)
+def test_practice_books_are_named_after_their_lesson(path: Path) -> None:
+    """exercises/NN_x.ipynb and solutions/NN_x.ipynb need lesson NN: their title says NN,
+    and their prerequisites link to it."""
+    number = path.name[:2]
+    text = _markdown(_load(path))
+    assert re.search(rf"^# {number} · ", text, re.M), "the title starts with the lesson's number"
+    prerequisites = text.split("**Prerequisites:**", 1)[1].split("\n\n", 1)[0]
+    assert f"(../{number}_" in prerequisites, f"the prerequisites link to lesson {number}"
+
+
+@pytest.mark.parametrize("path", PRACTICE, ids=_name)
+def test_checker_feedback_is_the_cells_value(path: Path) -> None:
+    """Every checker's verdict shows one way: as the cell's value (its HTML, in colour),
+    never through print()."""
+    checks = ["".join(c["source"]) for c in _code(_load(path)) if "check_" in "".join(c["source"])]
+    assert checks
+    for source in checks:
+        assert not re.search(r"print\(\s*(await\s+)?[\w.]*check_", source), source
+
+
+@pytest.mark.parametrize("path", LESSONS + PRACTICE, ids=_name)
+def test_links_to_notebooks_resolve(path: Path) -> None:
+    """A link to a lesson, an exercise book or a solution leads to a file that exists."""
+    for target in re.findall(r"\]\(([^)#\s]+\.ipynb)\)", _markdown(_load(path))):
+        assert (path.parent / target).resolve().is_file(), target

@@ -55,6 +55,9 @@ async def test_right_answers_pass(helper, policy) -> None:
 def test_the_cases_cover_the_tempting_mistakes() -> None:
     names = set(ERROR_CASES)
     assert {"HTTPError(400)", "HTTPError(401)", "HTTPError(500)", "HTTPError(502)"} <= names
+    assert {"HTTPError(431)", "HTTPError(451)", "HTTPError(499)"} <= names  # status >= 429
+    assert {"TypeError", "AttributeError"} <= names  # a blacklist retries bugs
+    assert {"FileNotFoundError", "PermissionError"} <= names  # isinstance(exc, OSError)
     assert "ConnectionResetError" in names  # a subclass: type(exc) == ConnectionError misses it
     judge_is_transient(is_transient)  # the reference answer agrees with every case
 
@@ -90,6 +93,37 @@ def everything(exc: BaseException) -> bool:
     return True
 
 
+def from_429_up(exc: BaseException) -> bool:
+    if isinstance(exc, HTTPError):
+        return exc.status >= 429
+    return isinstance(exc, ConnectionError | TimeoutError)
+
+
+def blacklist(exc: BaseException) -> bool:
+    """What is NOT worth a retry, listed; everything else is retried, bugs included."""
+    if isinstance(exc, HTTPError):
+        return exc.status == 429 or exc.status >= 500
+    return not isinstance(exc, ValueError | KeyError)
+
+
+def any_oserror(exc: BaseException) -> bool:
+    if isinstance(exc, HTTPError):
+        return exc.status == 429 or exc.status >= 500
+    return isinstance(exc, OSError)  # ConnectionError and TimeoutError are OSErrors...
+
+
+def over_500_only(exc: BaseException) -> bool:
+    if isinstance(exc, HTTPError):
+        return exc.status == 429 or exc.status > 500  # off by one: 500 itself is left out
+    return isinstance(exc, ConnectionError | TimeoutError)
+
+
+def reversed_range(exc: BaseException) -> bool:
+    if isinstance(exc, HTTPError):
+        return exc.status == 429 or exc.status <= 500  # the comparison turned around
+    return isinstance(exc, ConnectionError | TimeoutError)
+
+
 def good(f=is_transient) -> RetryPolicy:
     return RetryPolicy.fixed(1.0, max_attempts=3, retry_on=f)
 
@@ -103,7 +137,7 @@ def good(f=is_transient) -> RetryPolicy:
             not_404,
             good(not_404),
             [
-                "2 of 12",
+                "5 of 19",
                 "is_transient(HTTPError(400)) returned True",
                 "HTTPError(401)) returned True",
             ],
@@ -117,7 +151,28 @@ def good(f=is_transient) -> RetryPolicy:
         (no_return_for_false, good(), ["returned None", "True (worth a retry) or False"]),
         # the helper is never called (or wrong), and the policy goes its own way:
         (stub, good(lambda e: is_transient(e)), ["not filled in"]),
-        (everything, good(is_transient), ["5 of 12", "is_transient(HTTPError(400)) returned True"]),
+        (
+            everything,
+            good(is_transient),
+            ["12 of 19", "is_transient(HTTPError(400)) returned True"],
+        ),
+        (
+            from_429_up,
+            good(from_429_up),
+            ["3 of 19", "HTTPError(431)) returned True", "(451)", "(499)", "not exc.status >= 429"],
+        ),
+        (
+            blacklist,
+            good(blacklist),
+            ["is_transient(TypeError) returned True", "AttributeError", "a whitelist"],
+        ),
+        (
+            any_oserror,
+            good(any_oserror),
+            ["FileNotFoundError) returned True", "PermissionError", "not OSError"],
+        ),
+        (over_500_only, good(over_500_only), ["HTTPError(500)) returned False"]),
+        (reversed_range, good(reversed_range), ["HTTPError(400)) returned True", "only 429"]),
         (
             is_transient,
             RetryPolicy.fixed(1.0, max_attempts=3, retry_on=[ConnectionError, TimeoutError]),
@@ -135,6 +190,11 @@ def good(f=is_transient) -> RetryPolicy:
         "returns-None",
         "helper-stub",
         "helper-says-yes",
+        "status-from-429",
+        "blacklist",
+        "any-oserror",
+        "status-over-500",
+        "reversed-range",
         "policy-by-class",
         "policy-retries-all",
         "policy-stub",

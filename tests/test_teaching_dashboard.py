@@ -181,6 +181,26 @@ def zero_bars(history):
     return fig
 
 
+def one_view_three_titles(history):
+    """The same panel drawn three times under three titles."""
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    titles = ("Failures by type", "What fails most", "Error breakdown")
+    for ax, title in zip(axes, titles, strict=True):
+        plots.failure_distribution(history, ax=ax)
+        ax.set_title(title)
+    return fig
+
+
+def two_of_four_alike(history):
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+    plots.failure_distribution(history, ax=axes[0, 0])
+    plots.failure_rate_over_time(history, window=30, ax=axes[0, 1])
+    plots.attempts_histogram(history, ax=axes[1, 0])
+    plots.attempts_histogram(history, ax=axes[1, 1])
+    axes[1, 1].set_title("Retries per task")
+    return fig
+
+
 def nan_points(history):
     fig, axes = three()
     for ax in axes:
@@ -205,6 +225,11 @@ def nan_points(history):
         (the_global_history, ["whatever the history", "outside the function"]),
         (zero_bars, ["'Cancelled' is empty", "a bar"]),
         (nan_points, ["is empty"]),
+        (
+            one_view_three_titles,
+            ["panels 'Failures by type' and 'What fails most' draw the same numbers", "own data"],
+        ),
+        (two_of_four_alike, ["and 'Retries per task' draw the same numbers", "one view"]),
     ],
 )
 def test_wrong_dashboards_get_a_hint(answer, words) -> None:

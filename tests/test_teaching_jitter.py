@@ -83,6 +83,22 @@ def no_jitter(attempt: int, rng: random.Random) -> float:
     return ceiling(attempt)
 
 
+def capped_after_drawing(attempt: int, rng: random.Random) -> float:
+    return min(20.0, rng.uniform(0, 2.0 ** (attempt - 1)))  # the cap cuts, it does not shrink
+
+
+def linear_ceiling(attempt: int, rng: random.Random) -> float:
+    return rng.uniform(0, min(20.0, 1.0 * attempt))  # grows by 1 s: linear, not exponential
+
+
+def jitter_on_top(attempt: int, rng: random.Random) -> float:
+    return ceiling(attempt) + rng.uniform(0, 1)  # can exceed the ceiling and the cap
+
+
+def off_by_one(attempt: int, rng: random.Random) -> float:
+    return rng.uniform(0, min(20.0, 2.0**attempt))
+
+
 @pytest.mark.parametrize(
     ("answer", "words"),
     [
@@ -93,6 +109,10 @@ def no_jitter(attempt: int, rng: random.Random) -> float:
         (uncapped, ["attempt 6", "20s", "min(20"]),
         (unseeded, ["same seed", "`rng` argument"]),
         (no_jitter, ["every one was 1s", "random"]),
+        (capped_after_drawing, ["attempt 6", "spread evenly over [0, 20s]"]),
+        (linear_ceiling, ["attempt 3", "none was above 3", "linear, not exponential"]),
+        (jitter_on_top, ["attempt 1", "ran from 1", "between 0 and 1s"]),
+        (off_by_one, ["attempt 1", "to 2s", "between 0 and 1s"]),
         (stub, ["not filled in"]),
         (lambda attempt, rng: None, ["returned None", "float"]),
         (lambda attempt, rng: rng.uniform(0, 1) / (attempt - 1), ["raised ZeroDivisionError"]),
@@ -139,6 +159,14 @@ def first_wait_only(attempt: int, exc: BaseException | None) -> float:
 baked = random.Random(0)  # pickled with each task: every copy draws the same numbers
 
 
+def cap_cuts_the_draw(attempt: int, exc: BaseException | None) -> float:
+    return min(20.0, random.uniform(0, 2.0 ** (attempt - 1)))
+
+
+def over_the_cap(attempt: int, exc: BaseException | None) -> float:
+    return random.uniform(0, 2.0 ** (attempt - 1))  # no cap: fine for 4 retries, not after
+
+
 @pytest.mark.parametrize(
     ("answer", "words"),
     [
@@ -160,6 +188,20 @@ baked = random.Random(0)  # pickled with each task: every copy draws the same nu
             ["above the ceiling of 1s"],
         ),
         (RetryPolicy.exponential_jitter(1.0, cap=20.0, max_attempts=3), ["[3] attempts"]),
+        # the 20 s cap forgotten: the first 4 waits never reach it, later ones must
+        (
+            RetryPolicy.exponential_jitter(1.0, max_attempts=5),
+            ["with 9 attempts instead of 5", "before retry 6", "above the ceiling of 20s", "cap"],
+        ),
+        (RetryPolicy.custom(over_the_cap, max_attempts=5), ["with 9 attempts", "retry 6"]),
+        (
+            RetryPolicy.custom(cap_cuts_the_draw, max_attempts=5),
+            ["with 9 attempts", "before retry 6", "not spread evenly", "cap the exponential"],
+        ),
+        (
+            RetryPolicy.custom(lambda k, e: None if k > 4 else over_the_cap(k, e), max_attempts=5),
+            ["given max_attempts=9", "[5] attempts"],
+        ),
         (stub, ["not filled in"]),
     ],
     ids=[
@@ -172,6 +214,10 @@ baked = random.Random(0)  # pickled with each task: every copy draws the same nu
         "base-4",
         "decorrelated",
         "3-attempts",
+        "no-cap",
+        "custom-no-cap",
+        "custom-cap-cuts",
+        "gives-up-after-4",
         "stub",
     ],
 )

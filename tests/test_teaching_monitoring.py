@@ -167,6 +167,28 @@ def baseline_without_minimum(window, previous):
     return window.rate > max(mean + 3 * spread, mean + 0.10)
 
 
+def two_sided(window, previous):
+    """The baseline rule with abs(): it also fires when failures DROP far below normal."""
+    if window.attempts < 10:
+        return False
+    past = [w.rate for w in previous if w.attempts >= 10]
+    if len(past) < 3:
+        return window.rate > 0.5
+    mean, spread = statistics.fmean(past), statistics.pstdev(past)
+    return abs(window.rate - mean) > max(3 * spread, 0.10)
+
+
+def two_sided_z_score(window, previous):
+    """A z-score test as in a statistics class: |z| > 3."""
+    past = [w.rate for w in previous if w.attempts >= 10]
+    if window.attempts < 10 or len(past) < 3:
+        return False
+    spread = statistics.pstdev(past) or 0.01
+    return abs(window.rate - statistics.fmean(past)) / spread > 3 and (
+        abs(window.rate - statistics.fmean(past)) > 0.10
+    )
+
+
 def never(window, previous):
     return False
 
@@ -188,6 +210,8 @@ def truthy_number(window, previous):
         (over_half, ["a quiet night", "window(s) [9]", "2/3", "few attempts"]),
         (over_half_with_minimum, ["stayed quiet", "a reliable service", "15/50", "own past"]),
         (baseline_without_minimum, ["a quiet night", "1/2", "window.attempts"]),
+        (two_sided, ["a noisy service with a good minute", "window(s) [8]", "0/50", "RISE"]),
+        (two_sided_z_score, ["a good minute", "not abs(window.rate - mean)"]),
         (never, ["stayed quiet", "an outage", "30/50"]),
         (always, ["steady traffic"]),
         (truthy_number, ["returned 4", "True (alert) or False"]),

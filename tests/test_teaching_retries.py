@@ -57,6 +57,37 @@ async def test_linear_backoff_names_exponential_and_wrong_counts() -> None:
     assert_not_yet(await r.check_linear_backoff(RetryPolicy.fixed(1.0, max_attempts=5)), "[1s, 1s")
 
 
+def four_waits_table(attempt: int, exc: BaseException | None) -> float:
+    return [1.0, 2.0, 3.0, 4.0][attempt - 1]  # right for the 5 attempts asked, and no further
+
+
+def capped_at_four(attempt: int, exc: BaseException | None) -> float:
+    return min(attempt, 4.0)
+
+
+def from_zero(attempt: int, exc: BaseException | None) -> float:
+    return 1.0 * (attempt - 1)  # off by one: attempts are numbered from 1
+
+
+@pytest.mark.parametrize(
+    ("policy", "words"),
+    [
+        (RetryPolicy.custom(four_waits_table, max_attempts=5), ["with 9 attempts", "the rule"]),
+        (
+            RetryPolicy.custom(capped_at_four, max_attempts=5),
+            ["with 9 attempts", "[1s, 2s, 3s, 4s, 4s, 4s, 4s, 4s]", "stops growing", "no cap"],
+        ),
+        (RetryPolicy.linear(1.0, cap=4.0, max_attempts=5), ["stops growing after the fourth"]),
+        (RetryPolicy.custom(from_zero, max_attempts=5), ["[0s, 1s, 2s, 3s]"]),
+        (RetryPolicy.linear(1.0, max_attempts=4), ["ran 4 time(s)", "5 attempts = 4 retries"]),
+        (RetryPolicy.linear(1.0, max_attempts=6), ["ran 6 time(s)"]),
+    ],
+    ids=["table", "capped-at-4", "linear-cap-4", "from-zero", "4-attempts", "6-attempts"],
+)
+async def test_linear_backoff_that_stops_growing_or_is_off_by_one(policy, words) -> None:
+    assert_not_yet(await r.check_linear_backoff(policy), *words)
+
+
 async def test_a_stub_or_a_non_policy_is_not_yet() -> None:
     assert_not_yet(await r.check_linear_backoff(stub), "NotImplementedError")  # type: ignore[arg-type]
     assert_not_yet(await r.check_linear_backoff(lambda: 1.0), "got float")  # type: ignore[arg-type]
@@ -98,6 +129,54 @@ async def test_many_retries_checker() -> None:
     uncapped = RetryPolicy.exponential(1.0, max_attempts=8)
     assert_not_yet(await r.check_many_retries(fails_seven_times, uncapped), "127s")
     assert_not_yet(await r.check_many_retries(works_at_once, capped), "attempt 1")
+
+
+async def fails_eight_times() -> str:
+    if sitq.current_task().attempt <= 8:  # off by one: the 8th attempt fails too
+        raise ConnectionError("not yet")
+    return "finally"
+
+
+@pytest.mark.parametrize(
+    ("task", "policy", "words"),
+    [
+        # "keep the waits short": 8 calls to a dead service within 0.13 s is hammering it
+        (
+            fails_seven_times,
+            RetryPolicy.exponential(0.001, max_attempts=8),
+            ["within 0.13s", "hammering", "at least 7 s"],
+        ),
+        (fails_seven_times, RetryPolicy.fixed(0.0, max_attempts=8), ["within 0s", "hammering"]),
+        (fails_seven_times, RetryPolicy.fixed(0.5, max_attempts=8), ["within 3.5s"]),
+        (
+            fails_eight_times,
+            RetryPolicy.exponential(1.0, cap=10.0, max_attempts=8),
+            ["failed on all 8 attempts", "attempt < 8", "not while attempt <= 8"],
+        ),
+        (
+            fails_eight_times,
+            RetryPolicy.exponential(1.0, cap=10.0, max_attempts=10),
+            ["needed 9 attempts", "attempt < 8"],
+        ),
+        (
+            fails_seven_times,
+            RetryPolicy.exponential(1.0, cap=10.0, max_attempts=7),
+            ["gave up after 7", "first included"],
+        ),
+    ],
+    ids=["1ms-backoff", "no-wait", "half-second", "task-off-by-one", "task-9th", "7-attempts"],
+)
+async def test_many_retries_wrong_answers(task, policy, words) -> None:
+    assert_not_yet(await r.check_many_retries(task, policy), *words)
+
+
+async def test_many_retries_right_answers_in_other_styles() -> None:
+    steady = RetryPolicy.fixed(1.0, max_attempts=8)  # 7 s: the least the checker accepts
+    assert_passed(await r.check_many_retries(fails_seven_times, steady))
+    linear = RetryPolicy.linear(1.0, max_attempts=10)  # 28 s; attempts 9, 10 unused
+    assert_passed(await r.check_many_retries(fails_until_the_eighth, linear))
+    jittered = RetryPolicy.exponential_jitter(1.0, cap=10.0, max_attempts=8)
+    assert_passed(await r.check_many_retries(fails_seven_times, jittered))
 
 
 # --- dead letters -------------------------------------------------------------------------
@@ -191,6 +270,12 @@ async def inverted(down_from: float, down_until: float) -> str:
     return "200 OK"
 
 
+async def window_reversed(down_from: float, down_until: float) -> str:
+    if down_until <= sitq.current_task().started_at < down_from:  # never true
+        raise ConnectionError("network unreachable")
+    return "200 OK"
+
+
 async def times_out(down_from: float, down_until: float) -> str:
     if down_from <= sitq.current_task().started_at < down_until:
         raise TimeoutError("no answer")
@@ -217,6 +302,7 @@ IGNORED = ["early job's attempt at t=10s succeeded while the network was down", 
             ["before job's attempt at t=0s failed while the network was up"],
         ),
         (inverted, OUTLASTS, ["before job", "failed while the network was up"]),
+        (window_reversed, OUTLASTS, IGNORED),
         (always_down, OUTLASTS, ["failed while the network was up"]),
         (times_out, OUTLASTS, ["TimeoutError, not ConnectionError"]),
         (call_api, RetryPolicy.exponential(1.0, max_attempts=5), ["gave up", "65s"]),
@@ -231,6 +317,7 @@ IGNORED = ["early job's attempt at t=10s succeeded while the network was down", 
         "wall-clock",
         "fails-first-attempt",
         "inverted",
+        "window-reversed",
         "always-down",
         "wrong-error",
         "gives-up",

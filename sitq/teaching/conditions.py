@@ -1,11 +1,14 @@
-"""Checker for notebook 05's retry conditions: `is_transient(exc)` and the policy using it.
+"""Checker for the retry conditions exercise: `is_transient(exc)` and the policy using it.
 
-Both halves are judged: the student's `is_transient` is called on a dozen errors, each
+Both halves are judged: the student's `is_transient` is called on nineteen errors, each
 one picked for a mistake it reveals (a 400 and a 401 for `status != 404`, a 500 and a 502
-for `status in (429, 503)`, a ConnectionResetError for `type(exc) == ConnectionError`);
-then the policy runs those errors through a real queue, where the attempts each one got,
-and the waits between them, must be what "3 attempts, 1 s apart, retrying only what
-is_transient accepts" means.
+for `status in (429, 503)`, a 431, a 451 and a 499 for `status >= 429`, a
+ConnectionResetError for `type(exc) == ConnectionError`, a TypeError and an
+AttributeError for a blacklist such as `not isinstance(exc, ValueError | KeyError)`, a
+FileNotFoundError and a PermissionError for `isinstance(exc, OSError)`); then the policy
+runs those errors through a real queue, where the attempts each one got, and the waits
+between them, must be what "3 attempts, 1 s apart, retrying only what is_transient
+accepts" means.
 """
 
 from __future__ import annotations
@@ -45,11 +48,30 @@ class ErrorCase:
     make: Callable[[], BaseException]
     transient: bool
     why: str
+    lesson: str = ""  # the hint for the mistake that gets this case wrong ("" = general)
 
 
 def _http(status: int, text: str) -> Callable[[], BaseException]:
     return lambda: HTTPError(status, f"HTTP {status} {text}")
 
+
+#: The hints for the mistakes the cases below reveal (the first wrong case's is given).
+FOUR_XX = (
+    'a 4xx status says the request itself is wrong, and only 429 ("too many requests") '
+    "passes with time: test exc.status == 429 or exc.status >= 500"
+)
+FROM_429 = (
+    'of the 4xx codes only 429 says "try later": test exc.status == 429 or '
+    "exc.status >= 500, not exc.status >= 429 (431, 451 and 499 are the client's own mistakes)"
+)
+BLACKLIST = (
+    "list what is worth a retry (a whitelist: ConnectionError, TimeoutError, 429, 5xx), not "
+    "what is not: a blacklist retries every error you did not think of, bugs included"
+)
+NOT_OSERROR = (
+    "ConnectionError and TimeoutError are OSErrors, but so are FileNotFoundError and "
+    "PermissionError, which waiting never fixes: test the two classes, not OSError"
+)
 
 #: The errors `check_error_conditions` throws at the answer, by name.
 ERROR_CASES: dict[str, ErrorCase] = {
@@ -71,16 +93,54 @@ ERROR_CASES: dict[str, ErrorCase] = {
     ),
     "HTTPError(503)": ErrorCase(_http(503, "service unavailable"), True, "a 5xx passes"),
     "HTTPError(400)": ErrorCase(
-        _http(400, "bad request"), False, "the same request will be just as bad next time"
+        _http(400, "bad request"), False, "the same request will be just as bad next time", FOUR_XX
     ),
     "HTTPError(401)": ErrorCase(
-        _http(401, "unauthorized"), False, "asking again will not log you in"
+        _http(401, "unauthorized"), False, "asking again will not log you in", FOUR_XX
     ),
-    "HTTPError(404)": ErrorCase(_http(404, "not found"), False, "it will not appear by waiting"),
+    "HTTPError(404)": ErrorCase(
+        _http(404, "not found"), False, "it will not appear by waiting", FOUR_XX
+    ),
+    "HTTPError(431)": ErrorCase(
+        _http(431, "request header fields too large"),
+        False,
+        "the headers stay too large however long you wait",
+        FROM_429,
+    ),
+    "HTTPError(451)": ErrorCase(
+        _http(451, "unavailable for legal reasons"), False, "the law will not change", FROM_429
+    ),
+    "HTTPError(499)": ErrorCase(
+        _http(499, "client closed request"), False, "a 4xx is the client's side", FROM_429
+    ),
     "ValueError": ErrorCase(
         lambda: ValueError("invalid literal for int(): 'abc'"), False, "bad data stays bad"
     ),
     "KeyError": ErrorCase(lambda: KeyError("customer_id"), False, "a missing key stays missing"),
+    "TypeError": ErrorCase(
+        lambda: TypeError("unsupported operand type(s) for +: 'int' and 'str'"),
+        False,
+        "it is a bug in the code, which runs the same way next time",
+        BLACKLIST,
+    ),
+    "AttributeError": ErrorCase(
+        lambda: AttributeError("'NoneType' object has no attribute 'email'"),
+        False,
+        "it is a bug in the code, which runs the same way next time",
+        BLACKLIST,
+    ),
+    "FileNotFoundError": ErrorCase(
+        lambda: FileNotFoundError(2, "No such file or directory", "invoice.pdf"),
+        False,
+        "the file will not appear by waiting",
+        NOT_OSERROR,
+    ),
+    "PermissionError": ErrorCase(
+        lambda: PermissionError(13, "Permission denied", "/var/spool/out"),
+        False,
+        "the permissions stay the same",
+        NOT_OSERROR,
+    ),
 }
 
 ATTEMPTS, WAIT = 3, 1.0  # what the exercise asks: 3 attempts, 1 s apart
@@ -98,7 +158,7 @@ async def raise_error(case: str) -> None:
 
 def judge_is_transient(is_transient: Callable[[BaseException], bool]) -> None:
     """Raise NotYet unless `is_transient` classifies every error in ERROR_CASES right."""
-    wrong = []
+    wrong, lessons = [], []
     for name, case in ERROR_CASES.items():
         verdict = is_transient(case.make())
         if not isinstance(verdict, bool):
@@ -108,10 +168,11 @@ def judge_is_transient(is_transient: Callable[[BaseException], bool]) -> None:
             )
         if verdict != case.transient:
             wrong.append(f"is_transient({name}) returned {verdict}, but {case.why}")
+            lessons.append(case.lesson)
     if wrong:
         raise NotYet(
             f"{len(wrong)} of {len(ERROR_CASES)} errors were judged wrong: " + "; ".join(wrong[:3]),
-            CONDITIONS_HINT,
+            next((lesson for lesson in lessons if lesson), CONDITIONS_HINT),
         )
 
 

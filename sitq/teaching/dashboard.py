@@ -1,9 +1,11 @@
-"""Checker for notebook 10's third exercise: a dashboard for failed-task analysis.
+"""Checker for exercises/11_monitoring's third exercise: a dashboard for failed-task analysis.
 
 Titles and labels are easy to check, and easy to fake: panels of made-up numbers, or of
 lines with no points at all, look like a dashboard. So the checker also builds the
 dashboard from a second, different history, and compares what each panel drew: a panel
-that draws the same numbers whatever the history is not showing the history.
+that draws the same numbers whatever the history is not showing the history. And it
+compares the panels with each other: one view drawn three times under three titles is a
+single panel, however different the titles are.
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ def check_dashboard(build_dashboard: Callable[[list[Attempt]], Any]) -> Feedback
             return not_yet(f"you returned {type(fig).__name__}, not a Figure", DASHBOARD_HINT)
         panels = _panels(fig)
         if (problem := _judge_panels(panels)) is not None:
+            return problem
+        if (problem := _judge_copies(panels)) is not None:
             return problem
         other = _drawn_from(build_dashboard, fig)
         for k, group in enumerate(panels):
@@ -127,6 +131,21 @@ def _judge_panels(panels: list[list[Any]]) -> Feedback | None:
         titles.append(title)
     if len(set(titles)) < len(titles):
         return not_yet("two panels have the same title", "each panel answers its own question")
+    return None
+
+
+def _judge_copies(panels: list[list[Any]]) -> Feedback | None:
+    """None unless two panels draw the very same numbers (one view under two titles)."""
+    drawn = [_data(group) for group in panels]
+    for k, one in enumerate(drawn):
+        for j in range(k + 1, len(drawn)):
+            if _same(one, drawn[j]):
+                return not_yet(
+                    f"panels {_title(panels[k])!r} and {_title(panels[j])!r} draw the same "
+                    "numbers: it is one view under two titles",
+                    "each panel shows its own data, answering its own question: e.g. failures "
+                    "by error type, the failure rate over time, attempts per task",
+                )
     return None
 
 

@@ -1,4 +1,4 @@
-"""Checkers for notebook 05's edge-case exercises: many retries, dead letters, a partition.
+"""Checkers for exercises/06_edge_cases: many retries, dead letters, a partition.
 
 Each one runs the student's task *and* policy through a real queue in virtual time and
 reads the attempt history, so a task that does not do what the scenario says (one that
@@ -32,10 +32,15 @@ MANY_HINT = (
     "the task: raise ConnectionError while sitq.current_task().attempt is below 8; the "
     "policy: 8 attempts, and a cap on its waits"
 )
+#: The waits must add up to at least this: 1 s per retry on average. Retrying a service
+#: that is down every few milliseconds only hammers it (8 calls in 0.13 s with a 1 ms
+#: doubling backoff), and "under 60 s" alone would let that pass.
+MIN_TOTAL_WAIT = 7.0
 
 
 async def check_many_retries(task: Callable[[], Any], answer: PolicyAnswer) -> Feedback:
-    """A task failing its first 7 attempts must succeed on the 8th, waiting under 60 s."""
+    """A task failing its first 7 attempts must succeed on the 8th, having waited at least
+    7 s (1 s per retry on average) and under 60 s in total."""
 
     async def check() -> Feedback:
         policy = student_policy(answer, MANY_HINT)
@@ -51,19 +56,35 @@ async def check_many_retries(task: Callable[[], Any], answer: PolicyAnswer) -> F
                 f"the task succeeded on attempt {len(attempts)}; it should fail 7 times first",
                 "sitq.current_task().attempt tells the task which attempt it is (1, 2, ...)",
             )
+        off_by_one = (
+            "attempts are numbered from 1: fail while attempt < 8 (attempts 1 to 7), not "
+            "while attempt <= 8"
+        )
+        if result is not None and not result.is_success() and len(attempts) >= 8:
+            return not_yet(
+                f"the task failed on all {len(attempts)} attempts; it should succeed on the 8th",
+                off_by_one,
+            )
         if result is None or not result.is_success():
             return not_yet(
                 f"the policy gave up after {len(attempts)} attempt(s); the task needs 8",
                 "max_attempts counts every attempt, the first included",
             )
         if len(attempts) > 8:
-            return not_yet(f"the task needed {len(attempts)} attempts, not 8", MANY_HINT)
+            return not_yet(f"the task needed {len(attempts)} attempts, not 8", off_by_one)
         waited = sum(run.delays_of("task"))
         if waited > 60 + TOLERANCE:
             return not_yet(
                 f"it succeeded, but only after waiting {waited:.4g}s in total (limit 60 s)",
                 "cap the backoff: RetryPolicy.exponential(1.0, cap=10.0, max_attempts=8) "
                 "waits 1, 2, 4, 8, 10, 10, 10 s",
+            )
+        if waited < MIN_TOTAL_WAIT - TOLERANCE:
+            return not_yet(
+                f"it succeeded, but the 8 calls came within {waited:.2g}s: against a service "
+                "that is down, that is hammering it, not waiting for it",
+                f"keep the waits short, not tiny: at least {MIN_TOTAL_WAIT:g} s in all (1 s "
+                "per retry on average), e.g. a base of 1 s whose doubling a cap stops",
             )
         return passed(f"succeeded on attempt 8 after {waited:.4g}s of backoff in total")
 

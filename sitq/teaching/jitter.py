@@ -1,4 +1,4 @@
-"""Checkers for notebook 05's jitter exercises: a full-jitter delay, then a jitter policy.
+"""Checkers for exercises/05_retry_strategies' jitter: a full-jitter delay, then a jitter policy.
 
 Full jitter waits uniform(0, ceiling), where the ceiling is the capped exponential wait
 min(20, 1 * 2 ** (attempt - 1)). A range check alone is fooled by waits of only 0 or the
@@ -8,10 +8,12 @@ and test them against that uniform distribution (Kolmogorov-Smirnov, sitq.teachi
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 import random
 from collections.abc import Callable, Sequence
 
+from sitq import RetryPolicy
 from sitq.teaching import Feedback, attempt, not_yet, passed
 from sitq.teaching.sandbox import (
     TOLERANCE,
@@ -30,6 +32,9 @@ from sitq.teaching.stats import ks_uniform
 ALPHA = 1e-4
 SAMPLES = 1000  # waits drawn per attempt number from the student's function
 CLIENTS, ROUNDS = 20, 5  # the jitter policy: 20 tasks fail together, in 5 seeded runs
+#: The policy is also run with this many attempts: its first 4 waits stay below 8 s, so
+#: only later ones show whether the 20 s cap is there (ceilings 16, 20, 20, 20).
+PROBE_ATTEMPTS = 9
 
 
 def ceiling(attempt: int) -> float:
@@ -80,10 +85,11 @@ def _shape(waits: Sequence[float], top: float) -> tuple[str, str]:
             "full jitter draws from 0 up to the ceiling; starting at half the ceiling is "
             '"equal" jitter (jitter="equal" in sitq), another variant'
         )
-    if high <= 0.6 * top:
-        return f"none was above {high:.3g}s", (
+    if high <= 0.9 * top:
+        return f"none was above {high:.3g}s, though the ceiling is {top:g}s", (
             "the waits must reach up to the ceiling, min(20, 1 * 2 ** (attempt - 1)): check "
-            "the base (1 s) and that the ceiling doubles after each failure"
+            "the base (1 s) and that the ceiling doubles after each failure (1, 2, 4, 8 s: "
+            "growing by 1 s each time is linear, not exponential)"
         )
     return f"half of them were below {sorted(waits)[len(waits) // 2]:.3g}s", ""
 
@@ -136,25 +142,16 @@ JITTER_POLICY_HINT = (
 
 async def check_jitter_policy(answer: PolicyAnswer) -> Feedback:
     """20 tasks failing at the same instant must retry at spread-out times, under the cap,
-    and the waits before each retry must be uniform up to the doubling ceiling."""
+    and the waits before each retry must be uniform up to the doubling ceiling; given
+    more attempts, the same policy must stop doubling at the 20 s cap."""
 
     async def check() -> Feedback:
         policy = student_policy(answer, JITTER_POLICY_HINT)
-        jobs = [Job(f"client {i}", always_fails) for i in range(CLIENTS)]
-        rounds = []  # per run: each client's measured waits
-        for seed in range(ROUNDS):
-            run = await run_jobs(jobs, policy, seed=seed)
-            rounds.append([run.delays_of(job.label) for job in jobs])
+        rounds = await _waits(policy)
         if made := sorted({len(d) + 1 for waits in rounds for d in waits} - {5}):
             return not_yet(f"tasks made {made} attempts; the exercise asks for 5", "max_attempts=5")
-        for k in range(4):
-            top, worst = ceiling(k + 1), max(d[k] for waits in rounds for d in waits)
-            if worst > top + TOLERANCE:
-                return not_yet(
-                    f"a wait before retry {k + 1} was {worst:.3g}s, above the ceiling of "
-                    f"{top:g}s (base 1 s, doubling, capped at 20 s)",
-                    JITTER_POLICY_HINT,
-                )
+        if (problem := _judge_waits(rounds, range(4))) is not None:
+            return problem
         distinct = min(len({round(d[0], 3) for d in waits}) for waits in rounds)
         if distinct < 15:
             return not_yet(
@@ -163,14 +160,73 @@ async def check_jitter_policy(answer: PolicyAnswer) -> Feedback:
                 "jitter must be drawn when each retry is scheduled (by the worker's rng), not "
                 "baked into the task: use RetryPolicy.exponential_jitter",
             )
-        for k in range(4):
-            waits = [d[k] for runs in rounds for d in runs]
-            where = f"before retry {k + 1},"
-            if (problem := misfit(waits, ceiling(k + 1), where, JITTER_POLICY_HINT)) is not None:
-                return problem
+        if (problem := _judge_fit(rounds, range(4))) is not None:
+            return problem
+        longer = dataclasses.replace(policy, max_attempts=PROBE_ATTEMPTS)
+        probe = await _waits(longer)
+        if (problem := _judge_cap(probe)) is not None:
+            return problem
         return passed(
             f"{CLIENTS} simultaneous failures retried at {distinct} or more different times "
-            f"in each of {ROUNDS} runs; the waits before retries 1-4 fit uniform(0, 1/2/4/8 s)"
+            f"in each of {ROUNDS} runs; the waits before retries 1-4 fit uniform(0, 1/2/4/8 s), "
+            f"and with {PROBE_ATTEMPTS} attempts those before retries 5-8 fit uniform(0, 16/20 s)"
         )
 
     return await attempt_async(check, JITTER_POLICY_HINT)
+
+
+async def _waits(policy: RetryPolicy) -> list[list[list[float]]]:
+    """Per seeded run, each of the CLIENTS tasks' measured waits (all fail at once)."""
+    jobs = [Job(f"client {i}", always_fails) for i in range(CLIENTS)]
+    rounds = []
+    for seed in range(ROUNDS):
+        run = await run_jobs(jobs, policy, seed=seed)
+        rounds.append([run.delays_of(job.label) for job in jobs])
+    return rounds
+
+
+def _judge_waits(rounds: list[list[list[float]]], retries: range) -> Feedback | None:
+    """ "not yet" if a wait before one of `retries` (0-based) is above its ceiling."""
+    for k in retries:
+        top, worst = ceiling(k + 1), max(d[k] for waits in rounds for d in waits)
+        if worst > top + TOLERANCE:
+            return not_yet(
+                f"a wait before retry {k + 1} was {worst:.3g}s, above the ceiling of "
+                f"{top:g}s (base 1 s, doubling, capped at 20 s)",
+                "the jittered wait is drawn below the capped exponential wait, never added "
+                "on top of it: " + JITTER_POLICY_HINT,
+            )
+    return None
+
+
+def _judge_fit(rounds: list[list[list[float]]], retries: range) -> Feedback | None:
+    """ "not yet" if the waits before one of `retries` (0-based) are not uniform."""
+    for k in retries:
+        waits = [d[k] for runs in rounds for d in runs]
+        where = f"before retry {k + 1},"
+        if (problem := misfit(waits, ceiling(k + 1), where, JITTER_POLICY_HINT)) is not None:
+            return problem
+    return None
+
+
+def _judge_cap(probe: list[list[list[float]]]) -> Feedback | None:
+    """ "not yet" unless the probe's later waits stay under, and fit, the capped ceiling."""
+    made = {len(d) + 1 for waits in probe for d in waits}
+    if made != {PROBE_ATTEMPTS}:
+        return not_yet(
+            f"given max_attempts={PROBE_ATTEMPTS}, your policy made {sorted(made)} attempts",
+            "let max_attempts decide how many attempts there are (a delay function returning "
+            "None gives up early)",
+        )
+    later = range(4, PROBE_ATTEMPTS - 1)
+    problem = _judge_waits(probe, later)  # (a "not yet" Feedback is falsy: no `or` here)
+    if problem is None:
+        problem = _judge_fit(probe, later)
+    if problem is None:
+        return None
+    return not_yet(
+        f"with {PROBE_ATTEMPTS} attempts instead of 5 (the first 4 waits never reach 20 s): "
+        + problem.message,
+        "cap the exponential wait at 20 s before drawing: uniform(0, min(20, 2 ** (attempt - 1))); "
+        "RetryPolicy.exponential_jitter takes cap=20.0",
+    )

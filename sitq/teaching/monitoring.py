@@ -1,4 +1,4 @@
-"""Checkers for notebook 10's exercises: failure rates, alert rules and a dashboard.
+"""Checkers for exercises/11_monitoring: failure rates, alert rules and a dashboard.
 
 The exercises work on attempt history as data, so every checker here runs the student's
 function on known datasets (no queue, no clock) and compares the answer with what
@@ -212,6 +212,11 @@ SCENARIOS = [
              "number"),
     Scenario("a noisy service with an outage", _replace(NOISY, w9=(50, 40)), {9}, set(),
              "only window 9 is unusual here"),
+    Scenario("a noisy service with a good minute", _replace(NOISY, w8=(50, 0)), set(), set(),
+             "window 8 is unusual, but good news: no failures at all. An alert calls someone "
+             "to fix something, so it fires only on a RISE in the failure rate: compare "
+             "window.rate - mean with the spread, not abs(window.rate - mean) (a two-sided "
+             "z-score)"),
     Scenario("a reliable service with a partial outage", _replace(RELIABLE, w8=(50, 15)), {8},
              set(), "only window 8 is unusual here",
              "this service normally fails 0-4% of attempts, so 30% is a big change even though "
@@ -237,7 +242,7 @@ def check_alert_rule(unusual: AlertRule) -> Feedback:
         return passed(
             f"your rule fired on all {sum(bool(s.must) for s in SCENARIOS)} outages and stayed "
             f"quiet on {sum(not s.must for s in SCENARIOS)} kinds of normal traffic, a quiet "
-            "night and a noisy service included"
+            "night, a noisy service and a good minute included"
         )
 
     return attempt(check, hint=ALERT_HINT)
