@@ -35,11 +35,16 @@ from sitq.serialization import PICKLING_HINT, TaskCall
 
 @dataclass(frozen=True)
 class Outcome:
-    """What one attempt produced: a value, or an error with its traceback."""
+    """What one attempt produced: a value, or an error with its traceback.
+
+    `pool_broken`: the error is the process pool's (the child running the call died, and
+    the pool failed every call it held), not something the task raised.
+    """
 
     value: Any = None
     error: BaseException | None = None
     traceback: str | None = None
+    pool_broken: bool = False
 
     @property
     def ok(self) -> bool:
@@ -161,7 +166,7 @@ async def _run_in_process(call: TaskCall, processes: Executor | None) -> Outcome
     except asyncio.CancelledError:
         raise
     except BaseException as exc:  # the pool broke (a child died): BrokenProcessPool
-        return Outcome.failed(exc)
+        return Outcome(error=exc, traceback=traceback_of(exc), pool_broken=True)
     try:
         return cast(Outcome, cloudpickle.loads(packed))
     except BaseException as exc:

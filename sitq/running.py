@@ -16,8 +16,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable, Mapping
-from concurrent.futures import Executor, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 from sitq import reporting, state
@@ -30,6 +29,7 @@ from sitq.execution import Outcome, run_call, text_of, traceback_of
 from sitq.hooks import WorkerHooks
 from sitq.leases import CANCELLED
 from sitq.options import NO_OPTIONS, TaskOptions
+from sitq.pools import ProcessPool
 from sitq.retry import NO_RETRY, RetryPolicy, WorkerLost
 from sitq.serialization import Serializer, TaskCall
 from sitq.settling import Settler
@@ -55,7 +55,7 @@ class TaskRunner:
     threads: Executor
     process_count: int | None = None
     stop_reasons: dict[str, str] = field(default_factory=dict)  # task id -> why cancelled
-    processes: ProcessPoolExecutor | None = None
+    processes: ProcessPool | None = None
     #: Called when a task has run and its outcome goes to be stored: its slot is free.
     ran: Callable[[str], None] = lambda task_id: None
 
@@ -120,22 +120,14 @@ class TaskRunner:
         token = set_current(context)
         try:
             if options.executor == "process" and self.processes is None:
-                self.processes = ProcessPoolExecutor(self.process_count)
+                self.processes = ProcessPool(self.process_count)
             pool = self.processes
-            outcome = await run_call(
-                call,
-                timeout=options.timeout,
-                threads=self.threads,
-                processes=pool,
-                executor=options.executor,
-            )
-            if (
-                isinstance(outcome.error, BrokenProcessPool)
-                and pool is not None
-                and pool is self.processes
-            ):
-                self.processes = None  # a child died (os._exit, a crash): the next task
-                pool.shutdown(wait=False)  # starts a new pool instead of failing too
+            outcome = await self._call(call, options, pool)
+            if outcome.pool_broken:
+                if pool is not None and pool is self.processes:
+                    self.processes = None  # a child died (os._exit, a crash): the next task
+                    pool.kill()  # starts a new pool instead of failing too
+                outcome = await self._run_alone(call, options)
             await context.flush_progress()  # a last report must land before the outcome
             return outcome
         except asyncio.CancelledError as exc:
@@ -145,6 +137,27 @@ class TaskRunner:
             raise
         finally:
             reset_current(token)
+
+    async def _call(
+        self, call: TaskCall, options: TaskOptions, pool: ProcessPool | None
+    ) -> Outcome:
+        return await run_call(
+            call,
+            timeout=options.timeout,
+            threads=self.threads,
+            processes=pool,
+            executor=options.executor,
+        )
+
+    async def _run_alone(self, call: TaskCall, options: TaskOptions) -> Outcome:
+        """A pool process died, and every call in that pool failed with it: the one that
+        killed it and its neighbours alike. Run this call once more in a process of its own:
+        a neighbour now succeeds, and the culprit fails alone, with BrokenProcessPool."""
+        pool = ProcessPool(1)
+        try:
+            return await self._call(call, options, pool)
+        finally:
+            pool.kill()
 
     def _judge(
         self, claimed: ClaimedTask, error: BaseException | None, policy: RetryPolicy, now: float
@@ -280,12 +293,13 @@ class TaskRunner:
         logger.info("task %s handed back to the queue at shutdown", claimed.task_id)
 
     async def close(self) -> None:
-        """Store the outcomes still on their way, then let the pools go (their threads and
-        processes end with their last task; a stopping worker does not wait for them)."""
+        """Store the outcomes still on their way, then let the pools go: threads end with
+        their last task (a stopping worker does not wait for them), processes at once (the
+        tasks they ran were handed back, and the interpreter would wait for them at exit)."""
         await self.settler.drain()
         self.threads.shutdown(wait=False)
         if self.processes is not None:
-            self.processes.shutdown(wait=False, cancel_futures=True)
+            self.processes.kill()
 
     async def _store(self, claimed: ClaimedTask, decision: state.Decision, now: float) -> bool:
         return await self.settler.settle(
