@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 import threading
 from collections.abc import AsyncIterator
@@ -26,6 +27,7 @@ from sitq import (
     TaskStatus,
     Worker,
 )
+from sitq.pools import ProcessPool
 
 # Module-level state is shared by reference with tasks that run in *this* process only.
 TOUCHED: list[int] = []
@@ -272,3 +274,23 @@ async def test_stop_ends_the_process_of_a_task_it_hands_back(
 
     await wait_until(ended, 10, f"pool process {pid} to end")
     assert (await queue.get_task(task_id)).status is TaskStatus.QUEUED
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+async def test_a_pool_process_ends_on_sigterm_under_a_loop_signal_handler() -> None:
+    """Issue 21, point 3: `sitq worker` handles SIGTERM on its event loop; a forked child
+    inherited that handler, which swallows the signal, and ignored SIGTERM for good."""
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, lambda: None)
+    pool = ProcessPool(1)
+    try:
+        pid = await loop.run_in_executor(pool, os.getpid)
+        os.kill(pid, signal.SIGTERM)
+
+        async def ended() -> bool:
+            return not is_running(pid)
+
+        await wait_until(ended, 10, f"pool process {pid} to end on SIGTERM")
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+        pool.kill()
