@@ -120,8 +120,8 @@ class _StartedChildren:
     """A multiprocessing context that remembers the processes started through it.
 
     `ProcessPoolExecutor` keeps its processes to itself (Python 3.14 adds
-    `kill_workers()`); it creates them with `mp_context.Process`, so this stand-in, which
-    passes everything else to the real context, knows them. Documented API only.
+    `kill_workers()`), but it launches them through the context it is given: this
+    stand-in passes everything to the real context and keeps the processes it starts.
     """
 
     def __init__(self, context: DefaultContext) -> None:
@@ -149,5 +149,5 @@ def _prepare_child() -> None:
         parent = os.getppid()
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != parent:  # the parent ended before the request: end now
+        if os.getppid() != parent:  # it ended between the two looks: nothing will kill us
             os._exit(1)

@@ -320,7 +320,9 @@ def unsendable(claimed: ClaimedTask, error: BaseException) -> BaseException:
     SystemExit) is named for what it is, so the task's record shows what failed."""
     if isinstance(error, Exception):
         return error
-    return SerializationError(
+    unsent = SerializationError(
         f"the result of {claimed.name} could not be serialized: pickling raised "
         f"{type(error).__name__}: {text_of(error)}"
     )
+    unsent.__cause__ = error  # its traceback shows where pickling raised
+    return unsent
