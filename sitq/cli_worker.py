@@ -2,8 +2,11 @@
 
 A worker stops gracefully on SIGTERM or SIGINT (Ctrl-C): it stops claiming, lets running
 tasks finish for up to `--grace` seconds, then hands the rest back to the queue without
-using an attempt. A second signal exits at once (exit code 128 + signal number, 130 for
-Ctrl-C): tasks still running are abandoned and run again once their lease expires.
+using an attempt, and exits 0. A second signal exits at once (exit code 128 + signal
+number, 130 for Ctrl-C): tasks still running are abandoned and run again once their lease
+expires. Ctrl-C in a terminal reaches the whole process group; the worker's pool
+processes ignore it (`sitq.pools.ProcessPool`), so it counts once, and they end with the
+worker.
 """
 
 from __future__ import annotations

@@ -3,13 +3,16 @@
 Subclass `WorkerHooks` and override what you need (every method is a documented no-op),
 then pass `Worker(..., hooks=MyHooks())`. Hooks run on the worker's event loop right after
 the outcome is stored, so they see the same state as `queue.status`. A hook that raises is
-logged and ignored: monitoring must never break the work it watches.
+logged and ignored, even with SystemExit (say it printed a task's exception whose __str__
+raises that): monitoring must never break the work it watches.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+
+from sitq.execution import traceback_of
 
 logger = logging.getLogger("sitq.worker")
 
@@ -44,5 +47,7 @@ def call_hook(hooks: WorkerHooks, name: str, *args: object) -> None:
     """Call one hook, logging (not raising) whatever it throws."""
     try:
         getattr(hooks, name)(*args)
-    except Exception:
-        logger.exception("hook %s of %r raised; ignored", name, hooks)
+    except BaseException as exc:
+        # Formatted by traceback_of, not logger.exception: the hook may have re-raised the
+        # task's own exception, whose __str__ may raise past the logging module.
+        logger.error("hook %s of %r raised; ignored:\n%s", name, hooks, traceback_of(exc))

@@ -14,6 +14,7 @@ import logging
 from typing import Any
 
 from sitq.backends.base import ClaimedTask
+from sitq.execution import text_of
 from sitq.hooks import TaskEvent, WorkerHooks, call_hook
 from sitq.state import Decision
 from sitq.task import TaskStatus
@@ -26,7 +27,8 @@ def type_name(error: BaseException | None) -> str | None:
 
 
 def message(error: BaseException | None) -> str | None:
-    return None if error is None else str(error)
+    """The error's text; safe for a task's exception whose __str__ raises (even SystemExit)."""
+    return None if error is None else text_of(error)
 
 
 def _fields(claimed: ClaimedTask, attempt: int, error: BaseException | None) -> dict[str, Any]:
@@ -82,7 +84,7 @@ def finished(
         logger.info("%s cancelled on attempt %d%s", head, number, took, extra=fields)
         return
     call_hook(hooks, "on_failure", event, error)
-    what = f"{type_name(error)}: {error}"
+    what = f"{type_name(error)}: {message(error)}"
     if decision.retries or decision.runs_now:
         delay = decision.delay or 0.0
         logger.warning(

@@ -3,6 +3,11 @@
 `TaskRunner.process` never raises for anything a task does: every ending (success, error,
 time limit, cancel, lost lease, shutdown) becomes a decision from `sitq.state`, stored
 through the one settle path (`sitq.settling`), then logged and passed to the hooks.
+
+Wherever the worker touches an object the task supplied (its payload, its result, its
+exception, a retry predicate), it catches BaseException, not Exception: a result whose
+pickling raises SystemExit, or an exception whose __str__ does, fails that task with an
+error that says so, and the worker and the task's neighbours go on.
 """
 
 from __future__ import annotations
@@ -11,8 +16,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable, Mapping
-from concurrent.futures import Executor, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 from sitq import reporting, state
@@ -20,10 +24,12 @@ from sitq.backends.base import Backend, ClaimedTask, Settlement
 from sitq.breaker import CircuitBreaker
 from sitq.clock import Clock
 from sitq.context import TaskContext, reset_current, set_current
-from sitq.execution import Outcome, run_call
+from sitq.errors import SerializationError
+from sitq.execution import Outcome, run_call, text_of, traceback_of
 from sitq.hooks import WorkerHooks
 from sitq.leases import CANCELLED
 from sitq.options import NO_OPTIONS, TaskOptions
+from sitq.pools import ProcessPool
 from sitq.retry import NO_RETRY, RetryPolicy, WorkerLost
 from sitq.serialization import Serializer, TaskCall
 from sitq.settling import Settler
@@ -49,7 +55,7 @@ class TaskRunner:
     threads: Executor
     process_count: int | None = None
     stop_reasons: dict[str, str] = field(default_factory=dict)  # task id -> why cancelled
-    processes: ProcessPoolExecutor | None = None
+    processes: ProcessPool | None = None
     #: Called when a task has run and its outcome goes to be stored: its slot is free.
     ran: Callable[[str], None] = lambda task_id: None
 
@@ -63,8 +69,15 @@ class TaskRunner:
                 await self.hand_back(claimed)
             elif reason is None:
                 raise
-        except Exception:
-            logger.exception("worker %s failed to process task %s", self.worker_id, claimed.task_id)
+        except KeyboardInterrupt:
+            raise  # a real Ctrl-C on the loop's thread, in the worker's own code: stop
+        except BaseException as exc:  # even SystemExit from a task's object: never fatal
+            logger.error(
+                "worker %s failed to process task %s:\n%s",
+                self.worker_id,
+                claimed.task_id,
+                traceback_of(exc),
+            )
 
     async def _process(self, claimed: ClaimedTask) -> None:
         if self.stop_reasons.get(claimed.task_id) == CANCELLED:  # before it ever started
@@ -73,7 +86,7 @@ class TaskRunner:
             return
         try:
             call = self.serializer.decode_call(claimed.payload, task_id=claimed.task_id)
-        except Exception as exc:  # corrupted, tampered or unimportable: fail, never run
+        except BaseException as exc:  # corrupted, tampered, unimportable: fail, never run
             if claimed.lost_attempt is None or not await self._after_lost(claimed, NO_RETRY):
                 await self._finish(claimed, Outcome.failed(exc), NO_RETRY, claimed.claimed_at)
             return
@@ -107,22 +120,14 @@ class TaskRunner:
         token = set_current(context)
         try:
             if options.executor == "process" and self.processes is None:
-                self.processes = ProcessPoolExecutor(self.process_count)
+                self.processes = ProcessPool(self.process_count)
             pool = self.processes
-            outcome = await run_call(
-                call,
-                timeout=options.timeout,
-                threads=self.threads,
-                processes=pool,
-                executor=options.executor,
-            )
-            if (
-                isinstance(outcome.error, BrokenProcessPool)
-                and pool is not None
-                and pool is self.processes
-            ):
-                self.processes = None  # a child died (os._exit, a crash): the next task
-                pool.shutdown(wait=False)  # starts a new pool instead of failing too
+            outcome = await self._call(call, options, pool)
+            if outcome.pool_broken:
+                if pool is not None and pool is self.processes:
+                    self.processes = None  # a child died (os._exit, a crash): the next task
+                    pool.kill()  # starts a new pool instead of failing too
+                outcome = await self._run_alone(call, options)
             await context.flush_progress()  # a last report must land before the outcome
             return outcome
         except asyncio.CancelledError as exc:
@@ -133,6 +138,27 @@ class TaskRunner:
         finally:
             reset_current(token)
 
+    async def _call(
+        self, call: TaskCall, options: TaskOptions, pool: ProcessPool | None
+    ) -> Outcome:
+        return await run_call(
+            call,
+            timeout=options.timeout,
+            threads=self.threads,
+            processes=pool,
+            executor=options.executor,
+        )
+
+    async def _run_alone(self, call: TaskCall, options: TaskOptions) -> Outcome:
+        """A pool process died, and every call in that pool failed with it: the one that
+        killed it and its neighbours alike. Run this call once more in a process of its own:
+        a neighbour now succeeds, and the culprit fails alone, with BrokenProcessPool."""
+        pool = ProcessPool(1)
+        try:
+            return await self._call(call, options, pool)
+        finally:
+            pool.kill()
+
     def _judge(
         self, claimed: ClaimedTask, error: BaseException | None, policy: RetryPolicy, now: float
     ) -> state.Decision:
@@ -142,12 +168,14 @@ class TaskRunner:
             return state.after_attempt(
                 error, claimed.try_number, policy, now, self.rng, claimed.last_delay
             )
-        except Exception:
-            logger.exception(
-                "task %s (%s): its retry policy raised while judging %r; the task fails for good",
+        except BaseException as exc:  # even SystemExit from a predicate: the task's doing
+            logger.error(
+                "task %s (%s): its retry policy raised while judging %s; the task fails for "
+                "good:\n%s",
                 claimed.task_id,
                 claimed.name,
-                error,
+                reporting.type_name(error),
+                traceback_of(exc),
             )
             return state.after_attempt(error, claimed.try_number, NO_RETRY, now, self.rng)
 
@@ -160,8 +188,9 @@ class TaskRunner:
         if outcome.ok:
             try:
                 result = self.serializer.encode_value(outcome.value, task_id=claimed.task_id)
-            except Exception as exc:  # an unserializable return value fails the task
-                outcome, decision = Outcome.failed(exc), state.unsendable_result()
+            except BaseException as exc:  # an unserializable return value fails the task
+                outcome = Outcome.failed(unsendable(claimed, exc))
+                decision = state.unsendable_result()
         error = outcome.error
         record = Attempt(
             claimed.task_id,
@@ -217,7 +246,7 @@ class TaskRunner:
 
         try:
             decision = judged_by(policy)
-        except Exception:  # a policy that raises while judging: the task fails, never sticks
+        except BaseException:  # a policy that raises while judging: the task fails, never sticks
             decision = judged_by(NO_RETRY)
         assert claimed.lost_attempt is not None
         error = WorkerLost(f"worker {claimed.lost_attempt.worker_id} stopped renewing its lease")
@@ -264,12 +293,13 @@ class TaskRunner:
         logger.info("task %s handed back to the queue at shutdown", claimed.task_id)
 
     async def close(self) -> None:
-        """Store the outcomes still on their way, then let the pools go (their threads and
-        processes end with their last task; a stopping worker does not wait for them)."""
+        """Store the outcomes still on their way, then let the pools go: threads end with
+        their last task (a stopping worker does not wait for them), processes at once (the
+        tasks they ran were handed back, and the interpreter would wait for them at exit)."""
         await self.settler.drain()
         self.threads.shutdown(wait=False)
         if self.processes is not None:
-            self.processes.shutdown(wait=False, cancel_futures=True)
+            self.processes.kill()
 
     async def _store(self, claimed: ClaimedTask, decision: state.Decision, now: float) -> bool:
         return await self.settler.settle(
@@ -282,3 +312,17 @@ class TaskRunner:
                 refund_attempt=decision.refund,
             )
         )
+
+
+def unsendable(claimed: ClaimedTask, error: BaseException) -> BaseException:
+    """The error for a result the serializer could not encode. The serializer's own
+    SerializationError says what and why; anything else (a __reduce__ that raises
+    SystemExit) is named for what it is, so the task's record shows what failed."""
+    if isinstance(error, Exception):
+        return error
+    unsent = SerializationError(
+        f"the result of {claimed.name} could not be serialized: pickling raised "
+        f"{type(error).__name__}: {text_of(error)}"
+    )
+    unsent.__cause__ = error  # its traceback shows where pickling raised
+    return unsent

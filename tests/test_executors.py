@@ -4,11 +4,18 @@ what cannot make the trip to a process fails with an error that says why."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
+import sys
 import threading
 from collections.abc import AsyncIterator
+from pathlib import Path
 
+import pool_tasks
 import pytest
+import reliability_tasks as rt
+from worker_processes import is_running, wait_until
 
 from sitq import (
     FakeClock,
@@ -20,6 +27,7 @@ from sitq import (
     TaskStatus,
     Worker,
 )
+from sitq.pools import ProcessPool
 
 # Module-level state is shared by reference with tasks that run in *this* process only.
 TOUCHED: list[int] = []
@@ -204,3 +212,85 @@ def test_unknown_executor_is_refused() -> None:
 
     with pytest.raises(InvalidOptionError, match="thread, process"):
         TaskOptions(executor="gpu")  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The executions log of tests/reliability_tasks.py, inherited by pool processes."""
+    path = tmp_path / "executions.log"
+    monkeypatch.setenv(rt.LOG_ENV, str(path))
+    return path
+
+
+async def test_a_dead_process_takes_no_neighbour_with_it(
+    queue: TaskQueue, backend: SQLiteBackend, clock: FakeClock, log: Path, tmp_path: Path
+) -> None:
+    """Issue 21, point 3: when one pool process dies, the pool fails every call it holds.
+    Each runs once more in a process of its own: the neighbour succeeds, the task that
+    killed its process fails alone."""
+    release = tmp_path / "release"
+    process = queue.with_options(executor="process")
+    held = await process.enqueue(pool_tasks.hold, "held", str(release), 60)
+    killer = await process.enqueue(pool_tasks.die_when, str(log))  # once "held" has started
+    worker = Worker(backend, clock=clock, worker_id="w1", processes=2)
+    running = asyncio.create_task(worker.run_once())
+
+    async def killer_failed() -> bool:
+        return (await queue.get_task(killer)).status is TaskStatus.FAILED
+
+    await wait_until(killer_failed, 30, "the task that kills its process to fail")
+    release.touch()
+    await running
+    await worker.stop()
+
+    [held_result, killer_result] = await queue.gather([held, killer], timeout=10)
+    assert held_result.status is TaskStatus.SUCCEEDED and held_result.value == "held"
+    assert killer_result.error_type == "BrokenProcessPool"
+    assert rt.tally(log, "start") == {"held": 2}  # the first run died with its neighbour
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+async def test_stop_ends_the_process_of_a_task_it_hands_back(
+    queue: TaskQueue, backend: SQLiteBackend, clock: FakeClock, log: Path, tmp_path: Path
+) -> None:
+    """Issue 21, point 3: a task still running after the grace goes back to the queue, and
+    the process running it ends too, instead of computing on for nobody (and holding the
+    interpreter at exit, which waits for a pool's processes)."""
+    process = queue.with_options(executor="process")
+    task_id = await process.enqueue(pool_tasks.hold, "held", str(tmp_path / "never"), 60)
+    worker = Worker(backend, clock=clock, worker_id="w1", processes=1, shutdown_grace=0.1)
+    running = asyncio.create_task(worker.run_once())
+
+    async def started() -> bool:
+        return bool(rt.tally(log, "start"))
+
+    await wait_until(started, 30, "the task to start in a pool process")
+    [(_, _, pid)] = rt.read_log(log)
+    await worker.stop()
+    await running
+
+    async def ended() -> bool:
+        return not is_running(pid)
+
+    await wait_until(ended, 10, f"pool process {pid} to end")
+    assert (await queue.get_task(task_id)).status is TaskStatus.QUEUED
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+async def test_a_pool_process_ends_on_sigterm_under_a_loop_signal_handler() -> None:
+    """Issue 21, point 3: `sitq worker` handles SIGTERM on its event loop; a forked child
+    inherited that handler, which swallows the signal, and ignored SIGTERM for good."""
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, lambda: None)
+    pool = ProcessPool(1)
+    try:
+        pid = await loop.run_in_executor(pool, os.getpid)
+        os.kill(pid, signal.SIGTERM)
+
+        async def ended() -> bool:
+            return not is_running(pid)
+
+        await wait_until(ended, 10, f"pool process {pid} to end on SIGTERM")
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+        pool.kill()

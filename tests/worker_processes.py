@@ -30,7 +30,11 @@ READY_TIMEOUT = 30.0  # seconds: a cold interpreter start on a busy 2-core machi
 class WorkerProcess:
     """One `python -m sitq worker DB` process; stdout is watched for its ready line."""
 
-    def __init__(self, db: Path | str, log: Path, folder: Path, *options: str) -> None:
+    def __init__(
+        self, db: Path | str, log: Path, folder: Path, *options: str, own_group: bool = False
+    ) -> None:
+        """`own_group`: start it in a process group of its own (as a shell starts a job),
+        so `signal_group` reaches it and its pool processes, as Ctrl-C in a terminal does."""
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS_DIR), env.get("PYTHONPATH")]))
         env[LOG_ENV] = str(log)
@@ -38,7 +42,13 @@ class WorkerProcess:
         command += ["--create", "--import", "reliability_tasks", *options]
         self.stderr_path = folder / f"worker-{time.monotonic_ns()}.stderr"
         with self.stderr_path.open("wb") as stderr:
-            self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, env=env)
+            self.process = subprocess.Popen(
+                command,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                env=env,
+                start_new_session=own_group,
+            )
         self.stdout = b""
         self.worker_id = ""
 
@@ -73,6 +83,10 @@ class WorkerProcess:
 
     def send(self, signum: signal.Signals) -> None:
         os.kill(self.pid, signum)
+
+    def signal_group(self, signum: signal.Signals) -> None:
+        """Signal its whole process group (needs `own_group=True`), like Ctrl-C does."""
+        os.killpg(self.pid, signum)
 
     def wait(self, timeout: float) -> int:
         return self.process.wait(timeout)
@@ -122,3 +136,29 @@ async def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(step)  # the pause between two looks, not a synchronisation
+
+
+def children_of(pid: int) -> set[int]:
+    """The live processes whose parent is `pid`, read from /proc (Linux)."""
+    found = _processes().items()
+    return {child for child, (parent, state) in found if parent == pid and state != "Z"}
+
+
+def is_running(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie (an ended process not yet reaped)."""
+    found = _processes().get(pid)
+    return found is not None and found[1] != "Z"
+
+
+def _processes() -> dict[int, tuple[int, str]]:
+    """{pid: (parent pid, state letter)} for every process in /proc."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # it ended while we looked
+            continue
+        # "pid (command) state ppid ...": the command may hold spaces and parentheses
+        state, parent = text[text.rindex(")") + 2 :].split()[:2]
+        found[int(stat.parent.name)] = (int(parent), state)
+    return found
