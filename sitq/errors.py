@@ -50,3 +50,8 @@ class BackendError(SitqError, RuntimeError):
 
 class SignatureError(SitqError, ValueError):
     """A signed payload is unsigned or was changed after signing: it is never unpickled."""
+
+
+class EventLoopError(SitqError, RuntimeError):
+    """A queue, backend or worker was used from an event loop it cannot move to: the loop
+    that opened it still runs (in another thread), or an in-memory database died with it."""

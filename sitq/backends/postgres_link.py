@@ -18,6 +18,7 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from typing import Any, TypeAlias, TypeVar
 
 import asyncpg
@@ -27,6 +28,7 @@ from sitq.backends import postgres_sql as sql
 from sitq.backends.base import (
     Signal,
 )
+from sitq.backends.loops import LoopOwner
 from sitq.errors import BackendError, InvalidOptionError, QueueClosedError, SchemaVersionError
 from sitq.options import seconds_setting
 
@@ -91,6 +93,7 @@ class PostgresLink:
         self._relisten: asyncio.Task[None] | None = None
         self._users = 0
         self._opening = asyncio.Lock()
+        self._owner = LoopOwner(repr(self), self._move)
 
     def __repr__(self) -> str:
         return f"PostgresBackend({convert.redacted(self.dsn)!r}, schema={self.schema!r})"
@@ -104,10 +107,13 @@ class PostgresLink:
     async def connect(self) -> None:
         self._users += 1
         try:
+            if self._pool is not None:
+                await self._owner.follow()
             async with self._opening:
                 if self._pool is None:
                     self._pool = await self._open_pool()
                     await self._listen()
+                    self._owner.loop = asyncio.get_running_loop()
         except BaseException:
             self._users -= 1
             if self._users == 0:
@@ -187,7 +193,29 @@ class PostgresLink:
             )
         return version
 
+    async def _move(self) -> None:
+        """On a new event loop (`sitq.backends.loops`): the pool and the listening
+        connection belong to the old one, so drop them and open new ones here."""
+        self._drop()
+        self._opening = asyncio.Lock()
+        self._pool = await self._open_pool()
+        await self._listen()
+
+    def _drop(self) -> None:
+        """Forget the connections of a loop that has gone, with no goodbye but the one
+        `terminate()` sends at once (the server ends those sessions); what needs the old
+        loop fails with "Event loop is closed", and the sockets go when collected."""
+        pool, listener, self._pool, self._listener = self._pool, self._listener, None, None
+        self._relisten = None
+        for old in (pool, listener):
+            if old is not None:
+                with suppress(RuntimeError):
+                    old.terminate()
+
     async def _shut(self) -> None:
+        if self._owner.loop not in (None, asyncio.get_running_loop()):
+            self._drop()  # closed from a new event loop: the old one cannot run a goodbye
+            return
         pool, self._pool = self._pool, None
         if self._relisten is not None:
             self._relisten.cancel()
@@ -259,6 +287,7 @@ class PostgresLink:
         pause = RETRY_FIRST_PAUSE
         retrying = False
         while True:
+            await self._owner.follow()
             pool = self._require_pool()
             try:
                 conn = await pool.acquire()
