@@ -32,7 +32,8 @@ from contextlib import suppress
 from typing import Any
 
 from sitq import __version__
-from sitq.cli_common import UsageError, open_database, serializer_for
+from sitq.backends.urls import scrubbed
+from sitq.cli_common import UsageError, open_database, serializer_for, shown
 from sitq.cli_worker import run_worker
 from sitq.errors import SitqError, TaskStateError
 from sitq.queue import TaskQueue
@@ -69,7 +70,7 @@ async def show_dead(args: argparse.Namespace) -> int:
         error = f"{result.error_type}: {result.error}" if result.error_type else result.error
         first_line = (error or "").splitlines()[0] if error else ""
         tries = _attempts(result.attempts, result.max_attempts)
-        print(f"{result.task_id}\t{result.task_name}\t{tries}\t{first_line}")
+        print(f"{shown(result.task_id)}\t{shown(result.task_name)}\t{tries}\t{shown(first_line)}")
     if not dead:
         print("no dead letters", file=sys.stderr)
     return 0
@@ -280,10 +281,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 class IndentedFormatter(logging.Formatter):
     """One log record per block: its further lines (a multi-line error message, a
-    traceback) are indented, so a reader or `grep -A` never mistakes them for records."""
+    traceback) are indented, so a reader or `grep -A` never mistakes them for records,
+    and other control characters are escaped (`shown`)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return super().format(record).replace("\n", "\n" + CONTINUATION)
+        text = shown(super().format(record), keep="\n")  # a task's name or error may be hostile
+        return text.replace("\n", "\n" + CONTINUATION)
 
 
 def _log_to_stderr(level: str) -> None:
@@ -302,11 +305,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Command = args.handler
     try:
         return asyncio.run(handler(args))
-    except UsageError as exc:
-        print(f"sitq: {exc}", file=sys.stderr)
+    except UsageError as exc:  # messages show URLs redacted; scrubbed again to be sure
+        print(f"sitq: {scrubbed(str(exc), args.db)}", file=sys.stderr)
         return 2
     except SitqError as exc:
-        print(f"sitq: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"sitq: {type(exc).__name__}: {scrubbed(str(exc), args.db)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # Ctrl-C during a short command: no traceback
         print("sitq: interrupted", file=sys.stderr)

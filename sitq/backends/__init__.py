@@ -19,6 +19,7 @@ import os
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from sitq.backends.base import Backend, ClaimedTask, NewTask, Settlement
+from sitq.backends.urls import redacted
 from sitq.errors import InvalidOptionError
 
 __all__ = ["Backend", "ClaimedTask", "NewTask", "Settlement", "as_backend", "open_backend"]
@@ -38,14 +39,15 @@ def open_backend(url: str | os.PathLike[str]) -> Backend:
     if scheme == "sqlite":
         if not rest.startswith("/") or rest == "/":
             raise InvalidOptionError(
-                f"{text!r}: write sqlite:///relative/path.db or sqlite:////absolute/path.db "
-                "(three slashes, then the path)"
+                f"{redacted(text)!r}: write sqlite:///relative/path.db or "
+                "sqlite:////absolute/path.db (three slashes, then the path)"
             )
         return _sqlite(rest[1:])
     if scheme in ("postgresql", "postgres"):
         return _postgres(text)
     raise InvalidOptionError(
-        f"unsupported database URL scheme {scheme!r} in {text!r}: sitq supports {SUPPORTED}"
+        f"unsupported database URL scheme {scheme!r} in {redacted(text)!r}: sitq supports "
+        f"{SUPPORTED}"
     )
 
 
@@ -76,5 +78,5 @@ def _postgres(url: str) -> Backend:
     schemas = [value for key, value in query if key == "schema"]
     dsn = urlunsplit(parts._replace(query=urlencode([(k, v) for k, v in query if k != "schema"])))
     if len(schemas) > 1:
-        raise InvalidOptionError(f"{url!r} names schema= more than once")
+        raise InvalidOptionError(f"{redacted(url)!r} names schema= more than once")
     return PostgresBackend(dsn, schema=schemas[0]) if schemas else PostgresBackend(dsn)

@@ -29,6 +29,7 @@ from sitq.backends.base import (
     Signal,
 )
 from sitq.backends.loops import LoopOwner
+from sitq.backends.urls import raw_reserved_in_password, redacted, scrubbed
 from sitq.errors import BackendError, InvalidOptionError, QueueClosedError, SchemaVersionError
 from sitq.options import seconds_setting
 
@@ -65,8 +66,14 @@ class PostgresLink:
         reconnect_timeout: float = 30.0,
     ) -> None:
         if not isinstance(dsn, str) or not dsn.lower().startswith(("postgresql://", "postgres://")):
+            shown = redacted(dsn) if isinstance(dsn, str) else repr(dsn)
             raise InvalidOptionError(
-                f"dsn must be a postgresql:// URL, e.g. postgresql://user@host:5432/db; got {dsn!r}"
+                f"dsn must be a postgresql:// URL, e.g. postgresql://user@host:5432/db; got {shown}"
+            )
+        if raw_reserved_in_password(dsn):
+            raise InvalidOptionError(
+                f"the password in {redacted(dsn)} holds a raw '/', '@', '?' or '#', which a URL "
+                "reserves: percent-encode it, e.g. urllib.parse.quote(password, safe='')"
             )
         if not isinstance(schema, str) or not SCHEMA_NAME.fullmatch(schema):
             raise InvalidOptionError(
@@ -96,7 +103,7 @@ class PostgresLink:
         self._owner = LoopOwner(repr(self), self._move)
 
     def __repr__(self) -> str:
-        return f"PostgresBackend({convert.redacted(self.dsn)!r}, schema={self.schema!r})"
+        return f"PostgresBackend({redacted(self.dsn)!r}, schema={self.schema!r})"
 
     # -- opening and closing -------------------------------------------------------------
 
@@ -131,8 +138,12 @@ class PostgresLink:
             pool = await asyncpg.create_pool(
                 self.dsn, min_size=1, max_size=self.pool_size, **self._connect_options()
             )
-        except (*CONNECTION_LOST, asyncpg.PostgresError, TimeoutError) as exc:
-            raise BackendError(f"cannot connect to {convert.redacted(self.dsn)}: {exc}") from exc
+        except (*CONNECTION_LOST, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError,
+                ValueError) as exc:  # fmt: skip
+            raise BackendError(
+                f"cannot connect to {redacted(self.dsn)}: "
+                f"{type(exc).__name__}: {scrubbed(str(exc), self.dsn)}"
+            ) from None  # the driver's own error may quote the URL
         try:
             async with pool.acquire() as conn:
                 await self._set_up(conn)
@@ -307,8 +318,8 @@ class PostgresLink:
             except CONNECTION_LOST as exc:
                 if time.monotonic() + pause > deadline:
                     raise BackendError(
-                        f"lost the connection to {convert.redacted(self.dsn)} and could not get it "
-                        f"back within {self.reconnect_timeout:g}s: {exc}"
+                        f"lost the connection to {redacted(self.dsn)} and could not get it "
+                        f"back within {self.reconnect_timeout:g}s: {scrubbed(str(exc), self.dsn)}"
                     ) from exc
                 if not retrying:
                     logger.warning("%s: connection lost (%s); reconnecting", self, exc)
