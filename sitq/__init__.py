@@ -18,6 +18,7 @@ from sitq.clock import Clock, FakeClock, SystemClock
 from sitq.context import TaskContext, current_task, report_progress
 from sitq.errors import (
     BackendError,
+    EventLoopError,
     InvalidOptionError,
     InvalidTaskError,
     PayloadTooLargeError,
@@ -76,5 +77,5 @@ __all__ = [
     "SitqError", "SerializationError", "PayloadTooLargeError", "TaskNotFoundError",
     "InvalidTaskError", "InvalidOptionError", "QueueClosedError", "TaskStateError",
     "SchemaVersionError", "BackendError", "SignatureError", "TaskImportError",
-    "TaskNotAllowedError",
+    "TaskNotAllowedError", "EventLoopError",
 ]  # fmt: skip
