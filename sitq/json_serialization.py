@@ -129,9 +129,8 @@ class JsonSerializer:
         if self.modules is not None and module not in self.modules:  # a submodule is not in
             raise TaskNotAllowedError(
                 f"task {path!r} is outside the modules this JsonSerializer may run "
-                f"({', '.join(self.modules)}; their submodules only if listed too); it was "
-                "refused and not imported. If it is yours, add its module to modules= (a CLI "
-                "worker: --import it)."
+                f"({', '.join(self.modules)}); it was refused and not imported. If it is "
+                "yours, add its module to modules= (a CLI worker: --import it)."
             )
         return path
 
