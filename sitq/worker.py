@@ -170,6 +170,7 @@ class Worker(WorkerRun):
         return self._keeper
 
     async def _ensure_connected(self) -> None:
+        self._home = asyncio.get_running_loop()  # a stop() on another loop: sitq.worker_run
         if not self._connected:
             await self.backend.connect()
             self._connected = True

@@ -8,10 +8,11 @@ in `sitq.worker`. Three ways in:
 - `await worker.start()` ... `await worker.stop()` (or `async with worker:`) on a loop that
   keeps running: a notebook, a program with other work. `asyncio.run(worker.start())`
   is the trap: start() returns at once, asyncio.run ends its loop, and the worker ends
-  with it having run nothing. sitq warns (RuntimeWarning) when that happens.
-- `stop()` of a worker whose event loop has gone cannot wait for anything of that loop:
-  it forgets the worker's state at once (its leased tasks are taken over when their
-  leases expire) instead of blocking, and the worker can be started again.
+  with it. sitq warns (RuntimeWarning) when that happens.
+- `stop()` of a worker whose event loop has gone (it was started, or ran `run_until_idle`,
+  in an earlier `asyncio.run()`) cannot wait for anything of that loop: it forgets the
+  worker's state at once (its leased tasks are taken over when their leases expire)
+  instead of blocking, and the worker can be started again.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class WorkerRun:
     _stopping: bool
     _connected: bool
     _stopped: asyncio.Future[None] | None = None  # set while a stop() is under way
+    _home: asyncio.AbstractEventLoop | None = None  # the loop it last started or ran on
 
     async def start(self) -> None:
         raise NotImplementedError
@@ -102,11 +104,12 @@ class WorkerRun:
             self._stopped = None
 
     def _loop_gone(self) -> bool:
-        """Was this worker started on an event loop other than this one, now not running?"""
-        task = self._loop_task
-        if task is None or task.get_loop() is asyncio.get_running_loop():
+        """Did this worker last start or run on an event loop other than this one, now
+        not running (ended by asyncio.run)?"""
+        home = self._home
+        if home is None or home is asyncio.get_running_loop():
             return False
-        if task.get_loop().is_running():
+        if home.is_running():
             raise EventLoopError(
                 f"{self!r} runs on an event loop in another thread: stop it from that loop"
             )
@@ -115,13 +118,15 @@ class WorkerRun:
     async def _forget_dead_loop(self) -> None:
         """Nothing of the old loop can run again, so there is nothing to wait for: drop
         the worker's state, let its pools go, and release the backend."""
-        logger.warning(
-            "worker %s: its event loop ended while it was started, so it cannot stop "
-            "gracefully; tasks it held run again once their leases expire. In a script use "
-            "`asyncio.run(worker.run())`",
-            self.worker_id,
-        )
+        if self._loop_task is not None:
+            logger.warning(
+                "worker %s: its event loop ended while it was started, so it cannot stop "
+                "gracefully; tasks it held run again once their leases expire. In a script "
+                "use `asyncio.run(worker.run())`",
+                self.worker_id,
+            )
         runner, self._runner, self._keeper, self._loop_task = self._runner, None, None, None
+        self._home = None
         self._slots, self._stopping = Slots(self.concurrency), False
         if runner is not None:
             runner.threads.shutdown(wait=False)

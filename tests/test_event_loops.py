@@ -209,3 +209,23 @@ def test_stop_of_a_worker_whose_loop_has_gone_returns_at_once(db_path: Path) -> 
         return None if result is None else result.value
 
     assert asyncio.run(asyncio.wait_for(again(), 20)) == 27
+
+
+def test_a_worker_runs_until_idle_in_several_asyncio_runs_then_stops(db_path: Path) -> None:
+    """Given one queue and worker driven by run_until_idle in three asyncio.run() calls,
+    then each round's tasks succeed, and stop() from a fourth returns at once."""
+    backend = SQLiteBackend(db_path)
+    queue, worker = TaskQueue(backend), Worker(backend)
+
+    async def round_of(n: int) -> list[object]:
+        ids = [await queue.enqueue(pow, n, k) for k in range(3)]
+        await asyncio.wait_for(worker.run_until_idle(), 10)
+        return [r.value if r else None for r in await queue.gather(ids, timeout=5)]
+
+    assert [asyncio.run(round_of(n)) for n in (2, 3, 4)] == [[1, 2, 4], [1, 3, 9], [1, 4, 16]]
+
+    async def end() -> None:
+        await asyncio.wait_for(worker.stop(), 5)
+        await queue.close()
+
+    asyncio.run(end())
