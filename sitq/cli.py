@@ -296,6 +296,12 @@ def _log_to_stderr(level: str) -> None:
     logging.basicConfig(level=level, handlers=[handler])
 
 
+def _message(exc: Exception, db: str) -> str:
+    """An error's text for the terminal: URLs in it are shown redacted already, but the
+    password is scrubbed again to be sure, and stored text in it has its controls escaped."""
+    return shown(scrubbed(str(exc), db), keep="\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return its exit code (0 ok, 1 runtime error, 2 usage error)."""
     parser = build_parser()
@@ -305,11 +311,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Command = args.handler
     try:
         return asyncio.run(handler(args))
-    except UsageError as exc:  # messages show URLs redacted; scrubbed again to be sure
-        print(f"sitq: {scrubbed(str(exc), args.db)}", file=sys.stderr)
+    except UsageError as exc:
+        print(f"sitq: {_message(exc, args.db)}", file=sys.stderr)
         return 2
     except SitqError as exc:
-        print(f"sitq: {type(exc).__name__}: {scrubbed(str(exc), args.db)}", file=sys.stderr)
+        print(f"sitq: {type(exc).__name__}: {_message(exc, args.db)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # Ctrl-C during a short command: no traceback
         print("sitq: interrupted", file=sys.stderr)
