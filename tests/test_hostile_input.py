@@ -79,6 +79,26 @@ def test_reprs_and_errors_of_a_url_hide_its_password() -> None:
             assert_hidden(shown)
 
 
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://app@db:5432/jobs", "postgresql://app@db:5432/jobs"),
+        ("postgresql://db:5432/jobs?schema=a", "postgresql://db:5432/jobs?schema=a"),
+        ("postgresql://app@[::1]:5432/jobs", "postgresql://app@[::1]:5432/jobs"),
+        ("postgresql://app:pw@[::1]:5432/jobs", "postgresql://app:***@[::1]:5432/jobs"),
+        ("postgresql://app:p@ss@db/jobs?sslpassword=k&x=1",
+         "postgresql://app:***@db/jobs?sslpassword=***&x=1"),
+        ("tasks.db", "tasks.db"),
+        ("sqlite:////var/sitq/tasks.db", "sqlite:////var/sitq/tasks.db"),
+    ],
+)  # fmt: skip
+def test_redacted_hides_passwords_and_keeps_the_rest(url: str, shown: str) -> None:
+    """Hosts (an IPv6 one too), ports, users and other parameters stay readable."""
+    from sitq.backends.urls import redacted
+
+    assert redacted(url) == shown
+
+
 async def test_a_failed_connection_names_the_server_but_not_the_password() -> None:
     """Given a URL with a password and a port where no server listens, when the backend
     connects, then the BackendError (message and traceback) hides the password."""

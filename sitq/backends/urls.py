@@ -64,14 +64,14 @@ def raw_reserved_in_password(url: str) -> bool:
 
 
 def _userinfo_password(rest: str) -> tuple[int, int] | None:
-    """Where the password of `user:password@host...` is in `rest` (start, end), if any."""
+    """Where the password of `user:password@host...` is in `rest` (start, end), if any.
+    With no "@" there is no userinfo (`host:5432`, `[::1]:5432`)."""
     user = _USER.match(rest)
     assert user is not None  # the pattern matches the empty string too
-    colon = user.end()
-    if rest[colon : colon + 1] != ":" or _PORT.match(rest, colon):
+    colon, at = user.end(), rest.rfind("@")
+    if at < colon or rest[colon : colon + 1] != ":" or _PORT.match(rest, colon):
         return None
-    at = rest.rfind("@")
-    return (colon + 1, at if at > colon else len(rest))
+    return (colon + 1, at)
 
 
 def _is_secret(key: str) -> bool:
