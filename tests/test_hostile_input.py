@@ -84,6 +84,7 @@ def test_reprs_and_errors_of_a_url_hide_its_password() -> None:
     [
         ("postgresql://app@db:5432/jobs", "postgresql://app@db:5432/jobs"),
         ("postgresql://db:5432/jobs?schema=a", "postgresql://db:5432/jobs?schema=a"),
+        ("postgresql://[::1]:5432/jobs", "postgresql://[::1]:5432/jobs"),
         ("postgresql://app@[::1]:5432/jobs", "postgresql://app@[::1]:5432/jobs"),
         ("postgresql://app:pw@[::1]:5432/jobs", "postgresql://app:***@[::1]:5432/jobs"),
         ("postgresql://app:p@ss@db/jobs?sslpassword=k&x=1",
