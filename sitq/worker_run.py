@@ -23,7 +23,7 @@ import signal
 import warnings
 from collections.abc import Callable
 from contextlib import suppress
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 from sitq.backends.base import Backend, first_of
 from sitq.errors import EventLoopError
@@ -59,7 +59,7 @@ class WorkerRun:
     async def _stop(self, grace: float | None) -> None:
         raise NotImplementedError
 
-    async def __aenter__(self) -> WorkerRun:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
