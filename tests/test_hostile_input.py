@@ -100,6 +100,15 @@ def test_redacted_hides_passwords_and_keeps_the_rest(url: str, shown: str) -> No
     assert redacted(url) == shown
 
 
+def test_a_raw_question_mark_in_the_password_is_refused_not_read_as_a_query() -> None:
+    """Given a password with a raw "?" (before which sitq's own `schema=` handling cut the
+    URL, so the repr showed its first part), then open_backend refuses it, hidden."""
+    pytest.importorskip("asyncpg")
+    with pytest.raises(InvalidOptionError, match="percent-encode") as caught:
+        open_backend("postgresql://app:hid?den@db/jobs?schema=a")
+    assert "hid" not in str(caught.value) and "den" not in str(caught.value)
+
+
 async def test_a_failed_connection_names_the_server_but_not_the_password() -> None:
     """Given a URL with a password and a port where no server listens, when the backend
     connects, then the BackendError (message and traceback) hides the password."""

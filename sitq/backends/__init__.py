@@ -19,7 +19,7 @@ import os
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from sitq.backends.base import Backend, ClaimedTask, NewTask, Settlement
-from sitq.backends.urls import redacted
+from sitq.backends.urls import redacted, require_encoded_password
 from sitq.errors import InvalidOptionError
 
 __all__ = ["Backend", "ClaimedTask", "NewTask", "Settlement", "as_backend", "open_backend"]
@@ -73,6 +73,7 @@ def _postgres(url: str) -> Backend:
         raise InvalidOptionError(
             f"PostgreSQL needs asyncpg: pip install 'sitq[postgres]' ({exc})"
         ) from exc
+    require_encoded_password(url)  # else urlsplit may take a piece of it for the query
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
     schemas = [value for key, value in query if key == "schema"]

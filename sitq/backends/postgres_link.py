@@ -29,7 +29,7 @@ from sitq.backends.base import (
     Signal,
 )
 from sitq.backends.loops import LoopOwner
-from sitq.backends.urls import raw_reserved_in_password, redacted, scrubbed
+from sitq.backends.urls import redacted, require_encoded_password, scrubbed
 from sitq.errors import BackendError, InvalidOptionError, QueueClosedError, SchemaVersionError
 from sitq.options import seconds_setting
 
@@ -70,11 +70,7 @@ class PostgresLink:
             raise InvalidOptionError(
                 f"dsn must be a postgresql:// URL, e.g. postgresql://user@host:5432/db; got {shown}"
             )
-        if raw_reserved_in_password(dsn):
-            raise InvalidOptionError(
-                f"the password in {redacted(dsn)} holds a raw '/', '@', '?' or '#', which a URL "
-                "reserves: percent-encode it, e.g. urllib.parse.quote(password, safe='')"
-            )
+        require_encoded_password(dsn)
         if not isinstance(schema, str) or not SCHEMA_NAME.fullmatch(schema):
             raise InvalidOptionError(
                 "schema must be a name of letters, digits and underscores (at most 50, not "

@@ -14,6 +14,8 @@ from __future__ import annotations
 import re
 from urllib.parse import unquote_plus
 
+from sitq.errors import InvalidOptionError
+
 HIDDEN = "***"
 #: Characters a URL reserves: raw in a password, they make drivers misread the URL.
 RESERVED_IN_PASSWORD = "/@?#"
@@ -53,14 +55,19 @@ def passwords(url: str) -> set[str]:
     return {form for value in found for form in (value, unquote_plus(value)) if form}
 
 
-def raw_reserved_in_password(url: str) -> bool:
-    """Does the userinfo password hold a raw "/", "@", "?" or "#"? Drivers then read
-    part of it as the host or port (and may print that part in their errors)."""
+def require_encoded_password(url: str) -> None:
+    """Refuse a userinfo password holding a raw "/", "@", "?" or "#": URL parsers (sitq's
+    own `schema=` handling, the driver's) then read part of it as the host, port or query,
+    and may show that part in their errors."""
     rest = _PARAMETER.sub(_hide_parameter, url.partition("://")[2])
     password = _userinfo_password(rest)
-    if password is None:
-        return False
-    return any(c in rest[password[0] : password[1]] for c in RESERVED_IN_PASSWORD)
+    if password is not None and any(
+        c in rest[password[0] : password[1]] for c in RESERVED_IN_PASSWORD
+    ):
+        raise InvalidOptionError(
+            f"the password in {redacted(url)} holds a raw '/', '@', '?' or '#', which a URL "
+            "reserves: percent-encode it, e.g. urllib.parse.quote(password, safe='')"
+        )
 
 
 def _userinfo_password(rest: str) -> tuple[int, int] | None:
