@@ -19,6 +19,7 @@ from sitq.clock import Clock, FakeClock, SystemClock
 from sitq.context import TaskContext, current_task, report_progress
 from sitq.errors import (
     BackendError,
+    EventLoopError,
     IncompleteBackendError,
     InvalidOptionError,
     InvalidTaskError,
@@ -91,4 +92,5 @@ __all__ = [
     "InvalidTaskError", "InvalidOptionError", "QueueClosedError", "TaskStateError",
     "SchemaVersionError", "BackendError", "SignatureError", "TaskImportError",
     "TaskNotAllowedError", "IncompleteBackendError", "MissingExtraError", "SitqWarning",
+    "EventLoopError",
 ]  # fmt: skip

@@ -33,7 +33,8 @@ from contextlib import suppress
 from typing import Any
 
 from sitq import __version__
-from sitq.cli_common import UsageError, open_database, serializer_for
+from sitq.backends.urls import scrubbed
+from sitq.cli_common import UsageError, open_database, serializer_for, shown
 from sitq.cli_lessons import add_command as add_lessons_command
 from sitq.cli_worker import run_worker
 from sitq.errors import MissingExtraError, SitqError, TaskStateError
@@ -71,7 +72,7 @@ async def show_dead(args: argparse.Namespace) -> int:
         error = f"{result.error_type}: {result.error}" if result.error_type else result.error
         first_line = (error or "").splitlines()[0] if error else ""
         tries = _attempts(result.attempts, result.max_attempts)
-        print(f"{result.task_id}\t{result.task_name}\t{tries}\t{first_line}")
+        print(f"{shown(result.task_id)}\t{shown(result.task_name)}\t{tries}\t{shown(first_line)}")
     if not dead:
         print("no dead letters", file=sys.stderr)
     return 0
@@ -285,10 +286,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 class IndentedFormatter(logging.Formatter):
     """One log record per block: its further lines (a multi-line error message, a
-    traceback) are indented, so a reader or `grep -A` never mistakes them for records."""
+    traceback) are indented, so a reader or `grep -A` never mistakes them for records,
+    and other control characters are escaped (`shown`)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return super().format(record).replace("\n", "\n" + CONTINUATION)
+        text = shown(super().format(record), keep="\n")  # a task's name or error may be hostile
+        return text.replace("\n", "\n" + CONTINUATION)
 
 
 def _log_to_stderr(level: str) -> None:
@@ -296,6 +299,12 @@ def _log_to_stderr(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(IndentedFormatter(LOG_FORMAT))
     logging.basicConfig(level=level, handlers=[handler])
+
+
+def _message(exc: Exception, db: str) -> str:
+    """An error's text for the terminal: URLs in it are shown redacted already, but the
+    password is scrubbed again to be sure, and stored text in it has its controls escaped."""
+    return shown(scrubbed(str(exc), db), keep="\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -308,10 +317,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return asyncio.run(handler(args))
     except UsageError as exc:
-        print(f"sitq: {exc}", file=sys.stderr)
+        print(f"sitq: {_message(exc, args.db)}", file=sys.stderr)
         return 2
     except SitqError as exc:
-        print(f"sitq: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"sitq: {type(exc).__name__}: {_message(exc, args.db)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # Ctrl-C during a short command: no traceback
         print("sitq: interrupted", file=sys.stderr)

@@ -1,5 +1,6 @@
 """What the CLI's commands share: opening a database from a URL, the serializer the
-options ask for, importing task modules, and the usage error (exit code 2)."""
+options ask for, importing task modules, showing stored text safely, and the usage error
+(exit code 2)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,16 @@ from sitq.signing import SignedSerializer
 
 class UsageError(Exception):
     """The command line asks for something impossible: exit code 2."""
+
+
+def shown(text: str, keep: str = "") -> str:
+    """Stored text (a task name, an error) made safe for one line of a terminal: control
+    characters are escaped as in a repr (a newline as \\n, ESC as \\x1b), so a row cannot
+    forge a line of output or send escape sequences to the terminal. `keep`: characters
+    to leave alone (a log formatter handles newlines itself)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c in keep else repr(c)[1:-1] for c in text)
 
 
 def open_database(url: str, missing_hint: str | None) -> Backend:

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from typing import NoReturn
 
+from sitq.backends.urls import redacted
 from sitq.cli_common import import_task_module, open_database, serializer_for
 from sitq.worker import Worker
 
@@ -44,7 +45,7 @@ async def run_worker(args: argparse.Namespace) -> int:
     stop_requested = asyncio.Event()
     restore = _on_stop_signals(stop_requested.set)
     await worker.start()
-    print(f"sitq worker {worker.worker_id} ready on {args.db}", flush=True)
+    print(f"sitq worker {worker.worker_id} ready on {redacted(args.db)}", flush=True)
     try:
         await stop_requested.wait()
         logging.getLogger("sitq.cli").info(

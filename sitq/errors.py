@@ -77,3 +77,8 @@ class MissingExtraError(SitqError, ModuleNotFoundError):
             f'pip install "{DISTRIBUTION}[{extra}]" ({exc})',
             name=exc.name,
         )
+
+
+class EventLoopError(SitqError, RuntimeError):
+    """A queue, backend or worker was used from an event loop it cannot move to: the loop
+    that opened it still runs (in another thread), or an in-memory database died with it."""

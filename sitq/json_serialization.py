@@ -1,9 +1,14 @@
 """JsonSerializer: data-only payloads, and the allow-list that decides what a row may call.
 
 Reading a JSON row never runs code, but a row still *names* a function to call
-(`myapp.tasks:resize`). With `JsonSerializer(modules=["myapp.tasks"])` a name is resolved
-only to a function *defined* in an allowed module, checked step by step, so a row cannot
-reach what that module merely imported (`myapp.tasks:os.system`).
+(`myapp.tasks:resize`). With `JsonSerializer(modules=["myapp.tasks"])`:
+
+- a module is imported only if it is in the list itself: not a submodule of a listed
+  package (importing `myapp.admin_script` would run its import-time code), checked before
+  anything is imported;
+- a name is resolved only to a *function* (`def` or `async def`) *defined* in that module,
+  checked step by step: not a class (calling one builds an object from a row's arguments),
+  not a callable object, and not what the module merely imported (`myapp.tasks:os.system`).
 """
 
 from __future__ import annotations
@@ -66,7 +71,9 @@ def resolve_defined_function(path: str) -> Any:
             raise _not_defined(path, f"{reached!r} is a module {module_name} imported")
         if i < len(steps) - 1 and not (isinstance(obj, type) and _defined_in(obj, module_name)):
             raise _not_defined(path, f"{reached!r} is not a class defined in {module_name}")
-    if not callable(obj) or not _defined_in(obj, module_name):
+    if not inspect.isfunction(obj):
+        raise _not_defined(path, f"it names a {type(obj).__name__}, not a function")
+    if not _defined_in(obj, module_name):
         found = getattr(obj, "__module__", None)
         raise _not_defined(path, f"what it names is defined in {found!r}, not {module_name!r}")
     if getattr(obj, "__qualname__", None) != qualname:
@@ -88,9 +95,9 @@ def _defined_in(obj: Any, module_name: str) -> bool:
 def _not_defined(path: str, reason: str) -> TaskNotAllowedError:
     return TaskNotAllowedError(
         f"task {path!r} was refused before running: {reason}. With modules=... (the "
-        "worker's --import) a JSON row may name only a function *defined* in an allowed "
-        "module, as module:qualname. Enqueue the function from the module that defines it, "
-        "or allow that module."
+        "worker's --import) a JSON row may name only a function (def or async def) *defined* "
+        "in an allowed module, as module:qualname. Enqueue the function from the module that "
+        "defines it, or allow that module."
     )
 
 
@@ -99,8 +106,9 @@ class JsonSerializer:
 
     Reading a JSON row never runs code. A row still names a function the worker will call
     (and a module it will import), so when the database may be written by someone you do
-    not trust, also give `modules=["myapp.tasks"]`: a row naming anything outside these
-    modules (and their submodules) is refused before anything is imported. The price:
+    not trust, also give `modules=["myapp.tasks"]`: a row naming anything but a function
+    defined in one of these very modules (not their submodules) is refused, and nothing
+    else is imported. The price:
     arguments and results must be JSON values (dict, list, str, int, float, bool, None),
     and tuples come back as lists.
     """
@@ -118,20 +126,20 @@ class JsonSerializer:
 
     def _check_allowed(self, path: str) -> str:
         module = path.partition(":")[0]
-        allowed = self.modules is None or any(
-            module == m or module.startswith(m + ".") for m in self.modules
-        )
-        if not allowed:
+        if self.modules is not None and module not in self.modules:  # a submodule is not in
             raise TaskNotAllowedError(
                 f"task {path!r} is outside the modules this JsonSerializer may run "
-                f"({', '.join(self.modules or ())}); it was refused and not imported. If it is "
+                f"({', '.join(self.modules)}); it was refused and not imported. If it is "
                 "yours, add its module to modules= (a CLI worker: --import it)."
             )
         return path
 
     def encode_call(self, call: TaskCall, *, task_id: str | None = None) -> bytes:
+        path = self._check_allowed(import_path(call.func))
+        if self.modules is not None and not inspect.isfunction(call.func):  # say so at once
+            raise _not_defined(path, f"it names a {type(call.func).__name__}, not a function")
         body = {
-            "func": self._check_allowed(import_path(call.func)),
+            "func": path,
             "args": call.args,
             "kwargs": call.kwargs,
             "options": _options_as_json(call.options),

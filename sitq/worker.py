@@ -6,8 +6,8 @@ one (`sitq.running`, `sitq.execution`), let `sitq.state` *decide* what happens n
 heartbeat (`sitq.leases`). Two ways to drive it:
 
 - `await worker.start()` / `await worker.stop()`: a background loop on the current event
-  loop, as in the tutorial; it wakes when work is enqueued (in this process at once, from
-  other processes within milliseconds) or falls due.
+  loop, as in the tutorial (in a script: `asyncio.run(worker.run())`, `sitq.worker_run`); it
+  wakes when work is enqueued (in this process at once, from others within ms) or falls due.
 - `await worker.run_once()` / `await worker.run_until_idle()`: deterministic steps for
   tests and notebooks. With a FakeClock, `run_until_idle` jumps virtual time to each retry.
 """
@@ -38,11 +38,12 @@ from sitq.running import SHUTDOWN, TaskRunner
 from sitq.serialization import DumpsLoads, Serializer, as_serializer
 from sitq.settling import Settler
 from sitq.slots import Slots
+from sitq.worker_run import WorkerRun
 
 logger = logging.getLogger("sitq.worker")
 
 
-class Worker:
+class Worker(WorkerRun):
     """Runs tasks from a backend. See the module docstring for the two ways to drive it.
 
     concurrency (alias max_concurrency): tasks run at once. retry: the default RetryPolicy
@@ -106,13 +107,6 @@ class Worker:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    async def __aenter__(self) -> Worker:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
     async def start(self) -> None:
         """Start the background loop on the running event loop and return at once."""
         if self._loop_task is not None:
@@ -120,10 +114,11 @@ class Worker:
         await self._ensure_connected()
         self._stopping = False
         self._loop_task = asyncio.create_task(self._main_loop(), name=f"sitq-{self.worker_id}")
+        self._loop_task.add_done_callback(self._loop_ended)
 
-    async def stop(self, grace: float | None = None) -> None:
-        """Stop claiming, let running tasks finish (up to `grace` seconds), then hand back
-        any still running to the queue without using an attempt."""
+    async def _stop(self, grace: float | None = None) -> None:
+        """`stop()` (in `sitq.worker_run`): stop claiming, let running tasks finish (up to
+        `grace` seconds), then hand back any still running without using an attempt."""
         self._stopping = True
         self._wake.ring()
         if self._loop_task is not None:
@@ -175,6 +170,7 @@ class Worker:
         return self._keeper
 
     async def _ensure_connected(self) -> None:
+        self._home = asyncio.get_running_loop()  # a stop() on another loop: sitq.worker_run
         if not self._connected:
             await self.backend.connect()
             self._connected = True

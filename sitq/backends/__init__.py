@@ -20,7 +20,7 @@ import os
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from sitq.backends.base import Backend, ClaimedTask, NewTask, Settlement
-from sitq.backends.urls import SQLITE_SCHEMES, sqlite_path
+from sitq.backends.urls import SQLITE_SCHEMES, redacted, require_encoded_password, sqlite_path
 from sitq.errors import DISTRIBUTION, IncompleteBackendError, InvalidOptionError
 
 __all__ = [
@@ -44,7 +44,8 @@ def open_backend(url: str | os.PathLike[str]) -> Backend:
     if scheme in ("postgresql", "postgres"):
         return _postgres(text)
     raise InvalidOptionError(
-        f"unsupported database URL scheme {scheme!r} in {text!r}: sitq supports {SUPPORTED}"
+        f"unsupported database URL scheme {scheme!r} in {redacted(text)!r}: sitq supports "
+        f"{SUPPORTED}"
     )
 
 
@@ -90,10 +91,11 @@ def _postgres(url: str) -> Backend:
         raise InvalidOptionError(
             f"PostgreSQL needs asyncpg: pip install '{DISTRIBUTION}[postgres]' ({exc})"
         ) from exc
+    require_encoded_password(url)  # else urlsplit may take a piece of it for the query
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
     schemas = [value for key, value in query if key == "schema"]
     dsn = urlunsplit(parts._replace(query=urlencode([(k, v) for k, v in query if k != "schema"])))
     if len(schemas) > 1:
-        raise InvalidOptionError(f"{url!r} names schema= more than once")
+        raise InvalidOptionError(f"{redacted(url)!r} names schema= more than once")
     return PostgresBackend(dsn, schema=schemas[0]) if schemas else PostgresBackend(dsn)

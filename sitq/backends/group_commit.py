@@ -80,6 +80,13 @@ class GroupCommit:
             raise value
         return value
 
+    def follow(self) -> None:
+        """The event loop changed (`sitq.backends.loops`): the old loop's sender went with
+        it; writes it left queued leave in the next trip, answered on this loop."""
+        loop = asyncio.get_running_loop()
+        self._sender = self._alone = None
+        self._queued = [(op, args, loop.create_future()) for op, args, _ in self._queued]
+
     def _start_sender(self) -> None:
         if self._sender is None or self._sender.done():
             self._sender = asyncio.create_task(self._send_all(), name="sitq-group-commit")

@@ -18,6 +18,7 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from typing import Any, TypeAlias, TypeVar
 
 import asyncpg
@@ -28,6 +29,8 @@ from sitq.backends.base import (
     Connectable,
     Signal,
 )
+from sitq.backends.loops import LoopOwner
+from sitq.backends.urls import redacted, require_encoded_password, scrubbed
 from sitq.errors import BackendError, InvalidOptionError, QueueClosedError, SchemaVersionError
 from sitq.options import seconds_setting
 
@@ -64,9 +67,11 @@ class PostgresLink(Connectable):
         reconnect_timeout: float = 30.0,
     ) -> None:
         if not isinstance(dsn, str) or not dsn.lower().startswith(("postgresql://", "postgres://")):
+            shown = redacted(dsn) if isinstance(dsn, str) else repr(dsn)
             raise InvalidOptionError(
-                f"dsn must be a postgresql:// URL, e.g. postgresql://user@host:5432/db; got {dsn!r}"
+                f"dsn must be a postgresql:// URL, e.g. postgresql://user@host:5432/db; got {shown}"
             )
+        require_encoded_password(dsn)
         if not isinstance(schema, str) or not SCHEMA_NAME.fullmatch(schema):
             raise InvalidOptionError(
                 "schema must be a name of letters, digits and underscores (at most 50, not "
@@ -92,9 +97,10 @@ class PostgresLink(Connectable):
         self._relisten: asyncio.Task[None] | None = None
         self._users = 0
         self._opening = asyncio.Lock()
+        self._owner = LoopOwner(repr(self), self._move)
 
     def __repr__(self) -> str:
-        return f"PostgresBackend({convert.redacted(self.dsn)!r}, schema={self.schema!r})"
+        return f"PostgresBackend({redacted(self.dsn)!r}, schema={self.schema!r})"
 
     # -- opening and closing -------------------------------------------------------------
 
@@ -105,10 +111,13 @@ class PostgresLink(Connectable):
     async def connect(self) -> None:
         self._users += 1
         try:
+            if self._pool is not None:
+                await self._owner.follow()
             async with self._opening:
                 if self._pool is None:
                     self._pool = await self._open_pool()
                     await self._listen()
+                    self._owner.loop = asyncio.get_running_loop()
         except BaseException:
             self._users -= 1
             if self._users == 0:
@@ -126,8 +135,12 @@ class PostgresLink(Connectable):
             pool = await asyncpg.create_pool(
                 self.dsn, min_size=1, max_size=self.pool_size, **self._connect_options()
             )
-        except (*CONNECTION_LOST, asyncpg.PostgresError, TimeoutError) as exc:
-            raise BackendError(f"cannot connect to {convert.redacted(self.dsn)}: {exc}") from exc
+        except (*CONNECTION_LOST, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError,
+                ValueError) as exc:  # fmt: skip
+            raise BackendError(
+                f"cannot connect to {redacted(self.dsn)}: "
+                f"{type(exc).__name__}: {scrubbed(str(exc), self.dsn)}"
+            ) from None  # the driver's own error may quote the URL
         try:
             async with pool.acquire() as conn:
                 await self._set_up(conn)
@@ -188,7 +201,29 @@ class PostgresLink(Connectable):
             )
         return version
 
+    async def _move(self) -> None:
+        """On a new event loop (`sitq.backends.loops`): the pool and the listening
+        connection belong to the old one, so drop them and open new ones here."""
+        self._drop()
+        self._opening = asyncio.Lock()
+        self._pool = await self._open_pool()
+        await self._listen()
+
+    def _drop(self) -> None:
+        """Forget the connections of a loop that has gone, with no goodbye but the one
+        `terminate()` sends at once (the server ends those sessions); what needs the old
+        loop fails with "Event loop is closed", and the sockets go when collected."""
+        pool, listener, self._pool, self._listener = self._pool, self._listener, None, None
+        self._relisten = None
+        for old in (pool, listener):
+            if old is not None:
+                with suppress(RuntimeError):
+                    old.terminate()
+
     async def _shut(self) -> None:
+        if self._owner.loop not in (None, asyncio.get_running_loop()):
+            self._drop()  # closed from a new event loop: the old one cannot run a goodbye
+            return
         pool, self._pool = self._pool, None
         if self._relisten is not None:
             self._relisten.cancel()
@@ -260,6 +295,7 @@ class PostgresLink(Connectable):
         pause = RETRY_FIRST_PAUSE
         retrying = False
         while True:
+            await self._owner.follow()
             pool = self._require_pool()
             try:
                 conn = await pool.acquire()
@@ -279,8 +315,8 @@ class PostgresLink(Connectable):
             except CONNECTION_LOST as exc:
                 if time.monotonic() + pause > deadline:
                     raise BackendError(
-                        f"lost the connection to {convert.redacted(self.dsn)} and could not get it "
-                        f"back within {self.reconnect_timeout:g}s: {exc}"
+                        f"lost the connection to {redacted(self.dsn)} and could not get it "
+                        f"back within {self.reconnect_timeout:g}s: {scrubbed(str(exc), self.dsn)}"
                     ) from exc
                 if not retrying:
                     logger.warning("%s: connection lost (%s); reconnecting", self, exc)

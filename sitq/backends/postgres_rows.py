@@ -3,7 +3,6 @@ return, with the same meanings as the SQLite backend's (`sitq.backends.sqlite_op
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -77,8 +76,3 @@ def version(found: str, schema: str) -> int:
             f"schema {schema!r} has sitq schema version {found!r}, which is not a number: it "
             "was not written by sitq, or it was damaged. Use another schema name."
         ) from None
-
-
-def redacted(dsn: str) -> str:
-    """The URL without its password, for messages and logs."""
-    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", dsn)

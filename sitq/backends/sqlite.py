@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
+from sitq.backends import loops
 from sitq.backends import sqlite_ops as ops
 from sitq.backends import sqlite_schema as schema
 from sitq.backends import sqlite_sql as sql
@@ -91,6 +92,7 @@ class SQLiteBackend(Connectable):
         self._watch: CommitWatch | None = None  # set once the file is open in WAL mode
         self._users = 0
         self._data_version: int | None = None
+        self._owner = loops.LoopOwner(repr(self), self._move)
 
     def __repr__(self) -> str:
         return f"SQLiteBackend({self.path!r})"
@@ -151,17 +153,23 @@ class SQLiteBackend(Connectable):
         if self._users > 0:
             self._users -= 1
         if self._users == 0 and self._conn is not None:
-            await self._writes.drain()  # writes already queued are kept, not dropped
+            alive = await loops.drain_before_close(self._owner, self._connection, self._writes)
             if self._watch is not None:
                 self._watch.close()
                 self._watch = None
             conn, self._conn = self._conn, None
-            await conn.close()
+            await conn.close() if alive else conn.stop()
+
+    async def _move(self) -> None:
+        """On a new event loop (`sitq.backends.loops`): the same connection, or a new one."""
+        self._conn = await loops.kept_or_reopened(self._connection(), self.is_memory, self._open)
+        self._writes.follow()
 
     # -- the one way in: a whole operation in the connection's thread ---------------------
 
     async def _run(self, operation: Callable[..., T], *args: Any) -> T:
         """Run `operation(sqlite3_connection, *args)` in aiosqlite's thread: one trip."""
+        await self._owner.follow()
         conn = self._connection()
         # aiosqlite's _execute has no type hints, so what it returns is Any to mypy
         return await conn._execute(operation, conn._conn, *args)  # type: ignore[no-untyped-call, no-any-return]
@@ -170,6 +178,7 @@ class SQLiteBackend(Connectable):
         """Run a write operation like `_run`, grouped with the writes queued beside it
         (`sitq.backends.group_commit`): one transaction and one trip for all of them.
         Reads go straight to `_run`: they never wait behind queued writes."""
+        await self._owner.follow()
         self._connection()
         result: T = await self._writes.write(operation, *args)
         return result
