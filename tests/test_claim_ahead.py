@@ -3,7 +3,7 @@
 The tasks in hand must never be lost or run twice: they are handed back at stop (their
 attempt refunded), a cancel request settles them as cancelled without running them, and a
 lost lease drops them. Real SQLite files and real workers; the worker's internal steps
-(`_claim`, `_take`) are driven directly so that what is in hand is known, not raced for.
+(`_request`, `_landed`) are driven directly so that what is in hand is known, not raced for.
 """
 
 from __future__ import annotations
@@ -81,8 +81,8 @@ async def in_hand(queue: TaskQueue, worker: Worker) -> tuple[str, str]:
     retried = queue.with_options(retry=RetryPolicy.fixed(0, max_attempts=3))
     first = await retried.enqueue(blocker)
     second = await retried.enqueue(record, 2)
-    claimed = await worker._claim(2)
-    worker._take(claimed)
+    claimed = await worker._request(2).sent_to(worker.backend)
+    worker._landed(claimed)
     await asyncio.sleep(0)  # the first one starts and blocks on the gate
     assert [t.task_id for t in worker._slots.ahead.waiting] == [second]
     assert (await queue.get_task(second)).status is TaskStatus.RUNNING  # leased to us
@@ -123,7 +123,7 @@ async def test_a_task_in_hand_whose_lease_was_lost_is_dropped_and_runs_once_else
     clock.advance(31)  # our leases expire (the heartbeat was not let run)
     other = Worker(backend, clock=clock, concurrency=5, worker_id="other")
     try:
-        taken = await other._claim(5)  # takes both over
+        taken = await other._request(5).sent_to(backend)  # takes both over
         assert {t.task_id for t in taken} == {first, second}
         await worker.keeper.renew()  # ours were lost: the one in hand leaves, unrun
         assert list(worker._slots.ahead.waiting) == []
