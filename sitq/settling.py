@@ -30,12 +30,12 @@ class Settler:
     def __init__(
         self,
         backend: Backend,
-        next_claim: Callable[[list[Settlement]], ClaimRequest | None] = lambda batch: None,
+        next_claim: Callable[[], ClaimRequest | None] = lambda: None,
         on_claimed: Callable[[list[ClaimedTask]], None] = lambda claimed: None,
     ) -> None:
         self.backend = backend
-        #: Asked before each flush, with its batch: a claim to send along (the worker's
-        #: next tasks, in the same round trip), or None.
+        #: Asked before each flush: a claim to send along (the worker's next tasks, in the
+        #: same round trip), or None.
         self.next_claim = next_claim
         self.on_claimed = on_claimed
         self._pending: list[tuple[Settlement, asyncio.Future[bool]]] = []
@@ -76,7 +76,7 @@ class Settler:
                     future.set_result(ok)
 
     async def _write(self, settlements: list[Settlement]) -> list[bool]:
-        claim = self.next_claim(settlements)
+        claim = self.next_claim()
         if claim is None:
             return await self.backend.settle(settlements)
         claimed: list[ClaimedTask] = []

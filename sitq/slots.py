@@ -9,18 +9,19 @@ places:
 - **waiting**: claimed ahead, under lease, ready to start when a slot frees
   (`sitq.claim_ahead`).
 
-A worker holds at most `2 × concurrency` leased rows: `concurrency` running (or settling)
-and at most `concurrency` waiting. Two things keep that bound whatever mix of claims the
-main loop and the settle path send: one claim is on its way at a time (`claiming`), and a
-claim asks only for what is left under the bound once it lands (`free_to_claim`).
+A worker holds at most `2 × concurrency` leased rows: `concurrency` running and at most
+`concurrency` waiting. Three things keep that bound whatever mix of claims the main loop
+and the settle path send: one claim is on its way at a time (`claiming`); a claim asks only
+for what is left under the bound (`free_to_claim`); and a settling task's row counts as
+free only because every claim leaves after its outcome is stored, or with it, in the same
+transaction (the main loop leaves claiming to a flush on its way: `Worker._loop_step`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection
 
-from sitq.backends.base import ClaimedTask, ClaimRequest, Settlement
+from sitq.backends.base import ClaimedTask, ClaimRequest
 from sitq.claim_ahead import ClaimAhead
 
 
@@ -30,7 +31,8 @@ class Slots:
     def __init__(self, concurrency: int) -> None:
         self.concurrency = concurrency
         self.running: dict[str, asyncio.Task[None]] = {}  # task id -> its asyncio task
-        self.settling: set[str] = set()  # ran (or ends unrun); outcome being stored
+        self.settling: set[str] = set()  # ran; outcome being stored (or stored already)
+        self.ending: set[str] = set()  # leaving unrun (cancelled, sent back): no slot, a row
         self.claiming: ClaimRequest | None = None  # the claim on its way, if any
         self.dry = False  # the last claim found fewer tasks due than it asked for
         self.ahead = ClaimAhead(concurrency)  # claimed, waiting for a slot
@@ -40,13 +42,12 @@ class Slots:
 
     def free_to_run(self) -> int:
         """Slots where a task could start now (a settling task's slot counts as free)."""
-        return self.concurrency - len(self.running) + len(self.settling)
+        return self.concurrency - len(self.running) + len(self.settling) + len(self.ending)
 
-    def free_to_claim(self, released: int = 0) -> int:
+    def free_to_claim(self) -> int:
         """How many tasks to claim now: what is left under `concurrency` plus the room to
-        claim ahead, counting every row this worker holds (running, settling, waiting),
-        less `released`: those whose outcomes the claim's own transaction stores first."""
-        held = len(self.running) - released + len(self.ahead.waiting)
+        claim ahead, counting every row this worker holds (running, ending, waiting)."""
+        held = len(self.running) - len(self.settling) + len(self.ahead.waiting)
         return self.concurrency + self.ahead.capacity - held
 
     def starting_at_once(self, limit: int) -> int:
@@ -55,14 +56,13 @@ class Slots:
         tasks ending free slots: no other claim is on its way.)"""
         return min(limit, max(0, self.free_to_run() - len(self.ahead.waiting)))
 
-    def next_claim(self, settlements: Collection[Settlement] = ()) -> tuple[int, int] | None:
-        """(limit, ahead) of the next claim, sent with `settlements` or alone: what is left
-        under the bound, and how many of those wait in hand. None while a claim is on its
-        way, or when it would neither claim nor record a start."""
+    def next_claim(self) -> tuple[int, int] | None:
+        """(limit, ahead) of the next claim: what is left under the bound, and how many of
+        those wait in hand. None while a claim is on its way, or when it would neither
+        claim nor record a start."""
         if self.claiming is not None:
             return None
-        released = len({s.task_id for s in settlements} & self.running.keys())
-        limit = max(0, self.free_to_claim(released))
+        limit = max(0, self.free_to_claim())
         if limit == 0 and not self.unrecorded_starts:
             return None
         return limit, limit - self.starting_at_once(limit)
@@ -88,7 +88,7 @@ class Slots:
         """A task leaves without running (cancelled or sent back before it started): its
         outcome is stored at once, so it holds a row but no slot."""
         self.running[task_id] = running
-        self.settling.add(task_id)
+        self.ending.add(task_id)
 
     def ran(self, task_id: str) -> bool:
         """The task has run: its slot is free while its outcome is stored. False if the
@@ -110,5 +110,6 @@ class Slots:
         """The task is done with, outcome stored: it holds no slot any more."""
         self.running.pop(task_id, None)
         self.settling.discard(task_id)
+        self.ending.discard(task_id)
         self.ahead.forget(task_id)
         self.unrecorded_starts.pop(task_id, None)

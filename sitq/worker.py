@@ -20,12 +20,12 @@ import os
 import random
 import socket
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from contextlib import suppress
 
 from sitq import state
 from sitq.backends import as_backend
-from sitq.backends.base import Backend, ClaimedTask, ClaimRequest, Settlement, Signal, first_of
+from sitq.backends.base import Backend, ClaimedTask, ClaimRequest, Signal, first_of
 from sitq.breaker import CircuitBreaker
 from sitq.clock import Clock, SystemClock
 from sitq.hooks import WorkerHooks
@@ -244,7 +244,8 @@ class Worker:
         work_ticket, wake_ticket = self.backend.work_signal.ticket(), self._wake.ticket()
         request = None if self._leave_claim_to_settles() else self._next_claim()
         if request is None:  # until a slot frees, a claim lands, stop(), or a task is overdue
-            return await first_of([wake_ticket.wait()], self._slots.ahead.overdue_in())
+            await Signal.wait(wake_ticket, self._slots.ahead.overdue_in())
+            return
         claimed: list[ClaimedTask] = []
         try:
             claimed = await request.sent_to(self.backend)
@@ -262,11 +263,10 @@ class Worker:
 
     def _leave_claim_to_settles(self) -> bool:
         """Outcomes on their way to the database claim the next tasks in the same trip
-        (`_next_claim`). When the last claim came back short (the queue is nearly dry), a
-        claim from here as well would mostly find nothing and cost a trip, then a look at
-        the next due time: the main loop leaves it to them. While claims come back full,
-        it claims too, and more tasks travel per trip."""
-        return self._slots.dry and self._runner is not None and self._runner.settler.flushing
+        (`_next_claim`), stored first. A claim from here meanwhile would count their rows
+        as free before they are (`sitq.slots`), and cost a trip of its own: the main loop
+        claims only when no flush is on its way."""
+        return self._runner is not None and self._runner.settler.flushing
 
     # -- claim and spawn ------------------------------------------------------------------
 
@@ -277,12 +277,12 @@ class Worker:
                             list(self.keeper.tokens), state.budget_of(self.retry), ahead,
                             self._slots.take_starts())  # fmt: skip
 
-    def _next_claim(self, settlements: Sequence[Settlement] = ()) -> ClaimRequest | None:
-        """The started worker's next claim, from the main loop or sent with `settlements`
+    def _next_claim(self) -> ClaimRequest | None:
+        """The started worker's next claim, from the main loop or sent with a flush
         (`Slots.next_claim`), on its way until `_landed`. (Not in run_once.)"""
         if self._loop_task is None or self._stopping:
             return None
-        size = self._slots.next_claim(settlements)
+        size = self._slots.next_claim()
         if size is not None:
             self._slots.claiming = self._request(*size)
         return None if size is None else self._slots.claiming

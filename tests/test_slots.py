@@ -60,11 +60,9 @@ async def test_free_slots_count_running_settling_and_a_claim_on_its_way(
     assert (slots.free_to_run(), slots.free_to_claim()) == (4, 4)
     start(slots, tasks, "a", "b", "c")
     assert (slots.free_to_run(), slots.free_to_claim()) == (1, 1)
-    assert slots.ran("a")  # its outcome is on its way: the slot is free again...
-    assert slots.free_to_run() == 2
-    assert slots.free_to_claim() == 1  # ...but its row is leased until the outcome is stored
-    assert slots.free_to_claim(released=1) == 2  # unless the claim's own trip stores it
-    assert slots.next_claim() == (1, 0)  # (limit, ahead): one to claim, to start at once
+    assert slots.ran("a")  # its outcome is on its way (stored before any claim): free again
+    assert (slots.free_to_run(), slots.free_to_claim()) == (2, 2)
+    assert slots.next_claim() == (2, 0)  # (limit, ahead): two to claim, to start at once
     slots.claiming = ClaimRequest("w", 2, 0.0, 30.0)  # a claim for two is on its way
     assert slots.next_claim() is None  # one claim at a time
     slots.landed([claimed("d")])
@@ -84,12 +82,14 @@ async def test_the_rows_held_never_pass_twice_the_concurrency(
     start(slots, tasks, "a", "b", "c")
     assert slots.free_to_claim() == 3  # all slots run: room for three in hand
     slots.ran("a")
-    slots.ran("b")  # two outcomes on their way, their rows still leased
-    assert slots.free_to_claim() == 3
-    assert slots.free_to_claim(released=2) == 5  # stored first in the claim's trip
+    slots.ran("b")  # two outcomes on their way: stored before the next claim's rows
+    assert slots.free_to_claim() == 5
     assert slots.starting_at_once(5) == 2  # two slots are free: the other three wait
     slots.ahead.hold([claimed(f"x{i}", ahead=True) for i in range(3)])
-    assert slots.free_to_claim(released=2) == 2  # 3 running - 2 + 3 waiting + 2 = 6
+    assert slots.free_to_claim() == 2  # 1 running + 3 waiting + 2 = 6
+    tasks.append(asyncio.create_task(hold()))
+    slots.ends_unrun("x9", tasks[-1])  # sent back unstarted: its row counts until stored
+    assert (slots.free_to_run(), slots.free_to_claim()) == (2, 1)
 
 
 async def test_a_start_from_hand_is_recorded_with_the_next_claim_unless_it_has_ended(
