@@ -134,3 +134,41 @@ async def test_a_task_in_hand_whose_lease_was_lost_is_dropped_and_runs_once_else
     assert RAN == [2]  # once, by the other worker
     result = await queue.get_result(second, timeout=10)
     assert result is not None and result.value == 2
+
+
+async def test_a_dead_workers_unstarted_tasks_are_taken_over_without_an_attempt(
+    backend: SQLiteBackend, queue: TaskQueue, clock: FakeClock
+) -> None:
+    """The attempt count belongs to the start. A worker claims three tasks, two of them
+    ahead; it starts one of those and records that with its next claim (of nothing), then
+    dies. The taker finds a lost attempt for the two that started, none for the third."""
+    ids = [await queue.enqueue(record, i) for i in range(3)]
+    claimed = await backend.claim("dies", 3, clock.now(), 10, ahead=2)
+    assert [(c.task_id, c.ahead) for c in claimed] == [(ids[0], False), (ids[1], True),
+                                                      (ids[2], True)]  # fmt: skip
+    begun = clock.now() + 0.5
+    await backend.claim("dies", 0, clock.now(), 10, started=[(ids[1], claimed[1].token, begun)])
+    started = [(await queue.get_task(i)).started_at for i in ids]
+    assert started[1] == begun and started[2] is None and started[0] is not None
+    clock.advance(11)  # its leases expire
+    taken = {t.task_id: t for t in await backend.claim("taker", 3, clock.now(), 10)}
+    assert [taken[i].lost_attempt is not None for i in ids] == [True, True, False]
+    assert [taken[i].attempt for i in ids] == [2, 2, 1]
+    assert [(await queue.get_task(i)).attempts for i in ids] == [2, 2, 1]
+    lost = [(a.task_id, a.attempt) for a in await queue.history() if a.outcome == "worker_lost"]
+    assert sorted(lost) == sorted([(ids[0], 1), (ids[1], 1)])
+
+
+async def test_an_outcome_records_the_start_of_a_task_claimed_ahead(
+    backend: SQLiteBackend, queue: TaskQueue, worker: Worker
+) -> None:
+    """A short task started from hand usually ends before its start was recorded: its
+    settlement records it, so the finished row says when it started."""
+    first, second = await queue.enqueue(record, 1), await queue.enqueue(record, 2)
+    claimed = await backend.claim(worker.worker_id, 2, worker.clock.now(), 30, ahead=1)
+    assert (await queue.get_task(second)).started_at is None
+    await asyncio.gather(*(worker._spawn(task) for task in claimed))
+    for task_id in (first, second):
+        result = await queue.get_result(task_id, timeout=10)
+        assert result is not None and result.is_success() and result.started_at is not None
+        assert result.attempts == 1
