@@ -52,17 +52,31 @@ class LeaseKeeper:
         self.lease_seconds = lease_seconds
         self.on_ended = on_ended  # (task id, CANCELLED or LOST)
         self.tokens: dict[str, int] = {}
+        #: task id -> a time (on `clock`) before which its lease surely holds: when the
+        #: claim or the last renewal was *sent*, plus the lease (the database read its
+        #: clock later). A stalled worker (SIGSTOP, a blocked loop) sees it has passed.
+        self.valid_until: dict[str, float] = {}
         self._heartbeat: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
 
-    def hold(self, task_id: str, token: int) -> None:
+    def hold(self, task_id: str, token: int, valid_until: float | None = None) -> None:
         self.tokens[task_id] = token
+        if valid_until is not None:
+            self.valid_until[task_id] = valid_until
         if self._heartbeat is None or self._heartbeat.done():
             self._stop = asyncio.Event()
             self._heartbeat = asyncio.create_task(self._beat(self._stop), name="sitq-heartbeat")
 
+    def safe_to_start(self, task_id: str) -> bool:
+        """True while more than a third of the task's lease is surely left: a live
+        heartbeat renews when two thirds are left, so less means this worker stalled and
+        another may have taken the task over. A check of the clock, no trip."""
+        until = self.valid_until.get(task_id)
+        return until is None or self.clock.now() < until - self.lease_seconds / 3
+
     def release(self, task_id: str) -> None:
         self.tokens.pop(task_id, None)
+        self.valid_until.pop(task_id, None)
         if not self.tokens:
             self._stop.set()
 
@@ -91,7 +105,11 @@ class LeaseKeeper:
         held = list(self.tokens.items())
         if not held:
             return
+        sent = self.clock.now()
         ended = await self.backend.renew_leases(held, self.clock.now, self.lease_seconds)
+        for task_id, _ in held:
+            if task_id in self.valid_until and task_id not in ended:
+                self.valid_until[task_id] = sent + self.lease_seconds
         if not ended:
             return
         infos = await self.backend.get_tasks(list(ended))

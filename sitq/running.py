@@ -37,6 +37,7 @@ from sitq.task import Attempt, TaskStatus
 
 logger = logging.getLogger("sitq.worker")
 SHUTDOWN = "shutdown"  # a stop reason beside leases.CANCELLED and leases.LOST
+UNSTARTED = "unstarted"  # claimed ahead, going back to the queue before it started
 
 
 @dataclass
@@ -83,6 +84,10 @@ class TaskRunner:
         if self.stop_reasons.get(claimed.task_id) == CANCELLED:  # before it ever started
             cancelled = Outcome.failed(asyncio.CancelledError())
             await self._finish(claimed, cancelled, NO_RETRY, self.clock.now())
+            return
+        if self.stop_reasons.get(claimed.task_id) == UNSTARTED:
+            await self._store(claimed, state.return_unstarted(), self.clock.now())
+            logger.info("task %s, claimed ahead, went back to the queue unstarted", claimed.task_id)
             return
         try:
             call = self.serializer.decode_call(claimed.payload, task_id=claimed.task_id)

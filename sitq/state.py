@@ -16,6 +16,8 @@ The transition table (what happens, from which state, to which state, and who de
 | running                       | its result cannot be serialized        | failed                                      | `unsendable_result`   |
 | running                       | it was cancelled while running         | cancelled                                   | `after_attempt`       |
 | running, lease expired        | another worker takes it over           | lost attempt recorded, then: running again (retry now), retrying, failed, or cancelled if a cancel was asked | `after_lost_lease` |
+| running, claimed ahead and never started, lease expired | another worker takes it over | running under the new lease as a plain claim: no attempt spent, nothing recorded | the claim (below) |
+| running, claimed ahead and not started | it waited in hand too long, or its lease ran low while it waited | queued, in its place in line (due time kept); attempt refunded | `return_unstarted` |
 | running                       | its circuit breaker is open            | scheduled at the breaker's probe time; attempt refunded | `deferral` |
 | running                       | the worker stops (grace over), or it was claimed ahead and never started | queued now; attempt refunded | `hand_back` |
 | queued, scheduled, retrying   | cancel                                 | cancelled                                   | `on_cancel`           |
@@ -25,6 +27,12 @@ The transition table (what happens, from which state, to which state, and who de
 | succeeded, cancelled          | older than the retention time          | deleted with its history                    | `PRUNABLE`            |
 
 Dead letters (failed) are never pruned: only `purge` removes them, on purpose.
+
+The attempt count belongs to the start. A task claimed ahead waits in its worker's hand
+and is stored as not started (`started_at` unset) until it starts; if that worker dies
+first, the claim that takes the lease over spends no attempt for it and records no lost
+attempt. That rule is the one the backends apply in SQL (their TAKE_OVER statements),
+since it is decided inside the claim's own statement.
 """  # noqa: E501
 
 from __future__ import annotations
@@ -146,6 +154,13 @@ def deferral(breaker_retry_at: float | None, recovery_timeout: float, now: float
 def hand_back(now: float) -> Decision:
     """The worker stops before the task finished: back to the queue, no attempt used."""
     return Decision(TaskStatus.QUEUED, due_at=now, refund=True)
+
+
+def return_unstarted() -> Decision:
+    """A task claimed ahead goes back unstarted (it waited in hand too long while another
+    worker could run it, or its lease ran low): queued in its place in line, its due time
+    kept, no attempt used."""
+    return Decision(TaskStatus.QUEUED, refund=True)
 
 
 class CancelAction(enum.Enum):

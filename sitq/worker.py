@@ -34,7 +34,7 @@ from sitq.options import concurrency_setting, count_setting, optional_seconds, s
 from sitq.pools import DaemonThreadPool
 from sitq.retention import DEFAULT_RETENTION, Pruner
 from sitq.retry import NO_RETRY, RetryPolicy
-from sitq.running import SHUTDOWN, TaskRunner
+from sitq.running import SHUTDOWN, UNSTARTED, TaskRunner
 from sitq.serialization import DumpsLoads, Serializer, as_serializer
 from sitq.settling import Settler
 from sitq.slots import Slots
@@ -92,7 +92,7 @@ class Worker(WorkerRun):
         self.rng = rng or random.Random()
         self._process_count = processes
         self._slots = Slots(self.concurrency)  # running, settling, claimed ahead
-        self._dry = False  # the last claim found fewer tasks due than it asked for
+        self._claim_sent = 0.0  # when the last claim left: its leases hold a lease from then
         self._loop_task: asyncio.Task[None] | None = None
         self._wake = Signal()
         self._stopping = False
@@ -149,7 +149,7 @@ class Worker(WorkerRun):
                 self.worker_id,
                 self.backend,
                 self.serializer,
-                Settler(self.backend, self._next_claim, self._on_claimed),
+                Settler(self.backend, self._next_claim, self._landed),
                 self.clock,
                 self.rng,
                 self.retry,
@@ -191,7 +191,7 @@ class Worker(WorkerRun):
     async def run_once(self) -> int:
         """Claim the tasks due now (up to `concurrency`), run them all, return how many."""
         await self._ensure_connected()
-        claimed = await self._claim(self.concurrency)
+        claimed = await self._request(self.concurrency).sent_to(self.backend)
         if claimed:
             await asyncio.gather(*(self._spawn(task) for task in claimed))
         return len(claimed)
@@ -234,62 +234,78 @@ class Worker(WorkerRun):
         return self.poll_interval or self.backend.poll_interval
 
     async def _loop_step(self) -> None:
-        """One turn of the main loop: claim what fits, or wait for a reason to look again."""
-        free = self._slots.free_to_claim()
+        """One turn of the main loop: send back overdue tasks in hand, claim, or wait."""
+        for task in self._slots.ahead.overdue():
+            self._send_back(task)
         work_ticket, wake_ticket = self.backend.work_signal.ticket(), self._wake.ticket()
-        if free <= 0 or self._leave_claim_to_settles():
-            await wake_ticket.wait()  # a slot frees, a claim comes back, or stop()
+        request = None if self._leave_claim_to_settles() else self._next_claim()
+        if request is None:  # until a slot frees, a claim lands, stop(), or a task is overdue
+            await Signal.wait(wake_ticket, self._slots.ahead.overdue_in())
             return
-        claimed = await self._claim(free)
-        self._take(claimed)
-        self._dry = len(claimed) < free
-        if not self._dry:
-            return  # maybe more is due: look again at once
+        claimed: list[ClaimedTask] = []
+        try:
+            claimed = await request.sent_to(self.backend)
+        finally:
+            self._landed(claimed)
+        if not self._slots.dry or self._slots.unrecorded_starts:
+            return  # maybe more is due, or there are starts to record: look again at once
         # Fewer than asked: nothing else is due now. Wait (the tickets were taken before the
         # claim, so work enqueued meanwhile is not missed) instead of asking again.
         await self._pruner.now_and_then(self.retention)
         next_due = await self.backend.next_due_at()
-        await first_of(
-            [
-                work_ticket.wait(),
-                wake_ticket.wait(),
-                self.clock.wait(next_due),
-                self.backend.wait_for_change(self._poll_interval),
-            ],
-            None,
-        )
+        waits = [work_ticket.wait(), wake_ticket.wait(), self.clock.wait(next_due),
+                 self.backend.wait_for_change(self._poll_interval)]  # fmt: skip
+        await first_of(waits, self._slots.ahead.overdue_in())
 
     def _leave_claim_to_settles(self) -> bool:
         """Outcomes on their way to the database claim the next tasks in the same trip
-        (`_next_claim`). When the last claim came back short (the queue is nearly dry), a
-        claim from here as well would mostly find nothing and cost a trip, then a look at
-        the next due time: the main loop leaves it to them. While claims come back full,
-        it claims too, and more tasks travel per trip."""
-        return self._dry and self._runner is not None and self._runner.settler.flushing
+        (`_next_claim`), stored first. A claim from here meanwhile would count their rows
+        as free before they are (`sitq.slots`), and cost a trip of its own: the main loop
+        claims only when no flush is on its way."""
+        return self._runner is not None and self._runner.settler.flushing
 
     # -- claim and spawn ------------------------------------------------------------------
 
-    async def _claim(self, limit: int) -> list[ClaimedTask]:
-        return await self.backend.claim(
-            self.worker_id,
-            limit,
-            self.clock.now,
-            self.lease_seconds,
-            held=list(self.keeper.tokens),
-            default_budget=state.budget_of(self.retry),
-        )
+    def _request(self, limit: int, ahead: int = 0) -> ClaimRequest:
+        """A claim of `limit` tasks, the last `ahead` to wait in hand; it records starts."""
+        self._claim_sent = self.clock.now()
+        return ClaimRequest(self.worker_id, limit, self.clock.now, self.lease_seconds,
+                            list(self.keeper.tokens), state.budget_of(self.retry), ahead,
+                            self._slots.take_starts())  # fmt: skip
 
-    def _take(self, claimed: list[ClaimedTask]) -> None:
-        """Claimed tasks join those in hand, under lease, and start in claim order as far as
-        slots are free; the rest wait (`sitq.claim_ahead`)."""
+    def _next_claim(self) -> ClaimRequest | None:
+        """The started worker's next claim, from the main loop or sent with a flush
+        (`Slots.next_claim`), on its way until `_landed`. (Not in run_once.)"""
+        if self._loop_task is None or self._stopping:
+            return None
+        size = self._slots.next_claim()
+        if size is not None:
+            self._slots.claiming = self._request(*size)
+        return None if size is None else self._slots.claiming
+
+    def _landed(self, claimed: list[ClaimedTask]) -> None:
+        """A claim came back (empty if it failed): its tasks join the hand, under lease, and
+        start as slots free, those not claimed ahead first (`sitq.claim_ahead`)."""
+        self._slots.landed(claimed)
+        valid_until = self._claim_sent + self.lease_seconds
         for task in claimed:
-            self.keeper.hold(task.task_id, task.token)
-        self._slots.ahead.waiting.extend(claimed)
+            self.keeper.hold(task.task_id, task.token, valid_until)
+        self._slots.ahead.hold(sorted(claimed, key=lambda task: task.ahead))
         self._start_waiting()
+        self._wake.ring()  # slots the claim did not fill are the main loop's again
 
     def _start_waiting(self) -> None:
+        """Start waiting tasks as slots free; one whose lease may have lapsed goes back."""
         while not self._stopping and (task := self._slots.next_to_start()) is not None:
-            self._spawn(task)
+            if self.keeper.safe_to_start(task.task_id):
+                self._spawn(task)
+            else:
+                self._send_back(task)
+
+    def _send_back(self, task: ClaimedTask) -> None:
+        """Back to the queue unstarted (`state.return_unstarted`), unless the lease moved on."""
+        self.runner.stop_reasons[task.task_id] = UNSTARTED
+        self._spawn(task)
 
     async def _hand_back_waiting(self) -> None:
         """Stopping: tasks claimed ahead go back to the queue, their attempt refunded."""
@@ -304,28 +320,13 @@ class Worker(WorkerRun):
         if self._slots.ran(task_id):
             self._start_waiting()
 
-    def _next_claim(self) -> ClaimRequest | None:
-        """A started worker claims its next tasks along with a settle. (Not in run_once,
-        which runs exactly what it claimed.)"""
-        if self._loop_task is None or self._stopping:
-            return None
-        free = self._slots.free_to_claim()
-        if free <= 0:
-            return None
-        self._slots.reserved += free  # held until the claim comes back: no second claim for them
-        return ClaimRequest(self.worker_id, free, self.clock.now, self.lease_seconds,
-                            list(self.keeper.tokens), state.budget_of(self.retry))  # fmt: skip
-
-    def _on_claimed(self, claimed: list[ClaimedTask]) -> None:
-        self._dry = len(claimed) < self._slots.reserved
-        self._slots.reserved = 0
-        self._take(claimed)
-        self._wake.ring()  # slots the claim did not fill are the main loop's again
-
     def _spawn(self, claimed: ClaimedTask) -> asyncio.Task[None]:
         self.keeper.hold(claimed.task_id, claimed.token)
         running = asyncio.create_task(self.runner.process(claimed))
-        self._slots.started(claimed.task_id, running)
+        if claimed.task_id in self.runner.stop_reasons:  # cancelled or sent back, unstarted
+            self._slots.ends_unrun(claimed.task_id, running)
+        else:
+            self._slots.started(claimed, running, self.clock.now())
         running.add_done_callback(lambda _: self._forget(claimed.task_id))
         return running
 
@@ -333,9 +334,9 @@ class Worker(WorkerRun):
         self._slots.forget(task_id)
         if self._keeper is not None:
             self._keeper.release(task_id)
-        if self._runner is not None:
-            self._runner.stop_reasons.pop(task_id, None)
-        self.processed += 1
+        reason = None if self._runner is None else self._runner.stop_reasons.pop(task_id, None)
+        if reason != UNSTARTED:
+            self.processed += 1
         self._start_waiting()
         self._wake.ring()
 

@@ -89,3 +89,10 @@ def long_blocking(key: str, seconds: float) -> str:
     time.sleep(seconds)  # the task's work: blocks its thread, not the worker's loop
     record("end", key)
     return key
+
+
+@sitq.task(retry=RetryPolicy.fixed(0, max_attempts=3))
+async def count_again_if_lost(key: str) -> str:
+    """`count` with a retry policy (3 attempts, no wait): a task whose worker died while
+    running it is run again, and the lost run shows in its attempts."""
+    return await count(key)

@@ -3,7 +3,7 @@
 The tasks in hand must never be lost or run twice: they are handed back at stop (their
 attempt refunded), a cancel request settles them as cancelled without running them, and a
 lost lease drops them. Real SQLite files and real workers; the worker's internal steps
-(`_claim`, `_take`) are driven directly so that what is in hand is known, not raced for.
+(`_request`, `_landed`) are driven directly so that what is in hand is known, not raced for.
 """
 
 from __future__ import annotations
@@ -81,8 +81,8 @@ async def in_hand(queue: TaskQueue, worker: Worker) -> tuple[str, str]:
     retried = queue.with_options(retry=RetryPolicy.fixed(0, max_attempts=3))
     first = await retried.enqueue(blocker)
     second = await retried.enqueue(record, 2)
-    claimed = await worker._claim(2)
-    worker._take(claimed)
+    claimed = await worker._request(2).sent_to(worker.backend)
+    worker._landed(claimed)
     await asyncio.sleep(0)  # the first one starts and blocks on the gate
     assert [t.task_id for t in worker._slots.ahead.waiting] == [second]
     assert (await queue.get_task(second)).status is TaskStatus.RUNNING  # leased to us
@@ -123,7 +123,7 @@ async def test_a_task_in_hand_whose_lease_was_lost_is_dropped_and_runs_once_else
     clock.advance(31)  # our leases expire (the heartbeat was not let run)
     other = Worker(backend, clock=clock, concurrency=5, worker_id="other")
     try:
-        taken = await other._claim(5)  # takes both over
+        taken = await other._request(5).sent_to(backend)  # takes both over
         assert {t.task_id for t in taken} == {first, second}
         await worker.keeper.renew()  # ours were lost: the one in hand leaves, unrun
         assert list(worker._slots.ahead.waiting) == []
@@ -134,3 +134,41 @@ async def test_a_task_in_hand_whose_lease_was_lost_is_dropped_and_runs_once_else
     assert RAN == [2]  # once, by the other worker
     result = await queue.get_result(second, timeout=10)
     assert result is not None and result.value == 2
+
+
+async def test_a_dead_workers_unstarted_tasks_are_taken_over_without_an_attempt(
+    backend: SQLiteBackend, queue: TaskQueue, clock: FakeClock
+) -> None:
+    """The attempt count belongs to the start. A worker claims three tasks, two of them
+    ahead; it starts one of those and records that with its next claim (of nothing), then
+    dies. The taker finds a lost attempt for the two that started, none for the third."""
+    ids = [await queue.enqueue(record, i) for i in range(3)]
+    claimed = await backend.claim("dies", 3, clock.now(), 10, ahead=2)
+    assert [(c.task_id, c.ahead) for c in claimed] == [(ids[0], False), (ids[1], True),
+                                                      (ids[2], True)]  # fmt: skip
+    begun = clock.now() + 0.5
+    await backend.claim("dies", 0, clock.now(), 10, started=[(ids[1], claimed[1].token, begun)])
+    started = [(await queue.get_task(i)).started_at for i in ids]
+    assert started[1] == begun and started[2] is None and started[0] is not None
+    clock.advance(11)  # its leases expire
+    taken = {t.task_id: t for t in await backend.claim("taker", 3, clock.now(), 10)}
+    assert [taken[i].lost_attempt is not None for i in ids] == [True, True, False]
+    assert [taken[i].attempt for i in ids] == [2, 2, 1]
+    assert [(await queue.get_task(i)).attempts for i in ids] == [2, 2, 1]
+    lost = [(a.task_id, a.attempt) for a in await queue.history() if a.outcome == "worker_lost"]
+    assert sorted(lost) == sorted([(ids[0], 1), (ids[1], 1)])
+
+
+async def test_an_outcome_records_the_start_of_a_task_claimed_ahead(
+    backend: SQLiteBackend, queue: TaskQueue, worker: Worker
+) -> None:
+    """A short task started from hand usually ends before its start was recorded: its
+    settlement records it, so the finished row says when it started."""
+    first, second = await queue.enqueue(record, 1), await queue.enqueue(record, 2)
+    claimed = await backend.claim(worker.worker_id, 2, worker.clock.now(), 30, ahead=1)
+    assert (await queue.get_task(second)).started_at is None
+    await asyncio.gather(*(worker._spawn(task) for task in claimed))
+    for task_id in (first, second):
+        result = await queue.get_result(task_id, timeout=10)
+        assert result is not None and result.is_success() and result.started_at is not None
+        assert result.attempts == 1

@@ -12,13 +12,13 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from sitq.backends.base import ClaimedTask
+from sitq.backends.base import ClaimedTask, ClaimRequest
 from sitq.claim_ahead import AHEAD_WHEN_UNDER
 from sitq.slots import Slots
 
 
-def claimed(task_id: str) -> ClaimedTask:
-    return ClaimedTask(task_id, "t", b"", 1, 1, 1, 0.0, 0.0, 0.0)
+def claimed(task_id: str, *, ahead: bool = False) -> ClaimedTask:
+    return ClaimedTask(task_id, "t", b"", 1, 1, 1, 0.0, 0.0, 0.0, ahead=ahead)
 
 
 class Ticks:
@@ -49,10 +49,10 @@ async def hold() -> None:
 def start(slots: Slots, tasks: list[asyncio.Task[None]], *task_ids: str) -> None:
     for task_id in task_ids:
         tasks.append(asyncio.create_task(hold()))
-        slots.started(task_id, tasks[-1])
+        slots.started(claimed(task_id), tasks[-1], 0.0)
 
 
-async def test_free_slots_count_running_settling_and_reserved(
+async def test_free_slots_count_running_settling_and_a_claim_on_its_way(
     tasks: list[asyncio.Task[None]],
 ) -> None:
     slots = Slots(4)
@@ -60,12 +60,50 @@ async def test_free_slots_count_running_settling_and_reserved(
     assert (slots.free_to_run(), slots.free_to_claim()) == (4, 4)
     start(slots, tasks, "a", "b", "c")
     assert (slots.free_to_run(), slots.free_to_claim()) == (1, 1)
-    assert slots.ran("a")  # its outcome is on its way: the slot is free again
+    assert slots.ran("a")  # its outcome is on its way (stored before any claim): free again
     assert (slots.free_to_run(), slots.free_to_claim()) == (2, 2)
-    slots.reserved = 2  # a claim for two is out with a settle
-    assert (slots.free_to_run(), slots.free_to_claim()) == (2, 0)
+    assert slots.next_claim() == (2, 0)  # (limit, ahead): two to claim, to start at once
+    slots.claiming = ClaimRequest("w", 2, 0.0, 30.0)  # a claim for two is on its way
+    assert slots.next_claim() is None  # one claim at a time
+    slots.landed([claimed("d")])
+    assert (slots.claiming, slots.dry) == (None, True)  # it found fewer than it asked for
     slots.forget("a")
-    assert (slots.free_to_run(), slots.free_to_claim()) == (2, 0)
+    assert (slots.free_to_run(), slots.free_to_claim()) == (2, 2)
+
+
+async def test_the_rows_held_never_pass_twice_the_concurrency(
+    tasks: list[asyncio.Task[None]],
+) -> None:
+    slots = Slots(3)
+    slots.ahead.timer = Ticks(AHEAD_WHEN_UNDER / 10)  # short tasks: claiming ahead
+    start(slots, tasks, "warm")
+    slots.ran("warm")
+    slots.forget("warm")
+    start(slots, tasks, "a", "b", "c")
+    assert slots.free_to_claim() == 3  # all slots run: room for three in hand
+    slots.ran("a")
+    slots.ran("b")  # two outcomes on their way: stored before the next claim's rows
+    assert slots.free_to_claim() == 5
+    assert slots.starting_at_once(5) == 2  # two slots are free: the other three wait
+    slots.ahead.hold([claimed(f"x{i}", ahead=True) for i in range(3)])
+    assert slots.free_to_claim() == 2  # 1 running + 3 waiting + 2 = 6
+    tasks.append(asyncio.create_task(hold()))
+    slots.ends_unrun("x9", tasks[-1])  # sent back unstarted: its row counts until stored
+    assert (slots.free_to_run(), slots.free_to_claim()) == (2, 1)
+
+
+async def test_a_start_from_hand_is_recorded_with_the_next_claim_unless_it_has_ended(
+    tasks: list[asyncio.Task[None]],
+) -> None:
+    slots = Slots(2)
+    tasks.append(asyncio.create_task(hold()))
+    slots.started(claimed("x", ahead=True), tasks[-1], 12.5)
+    start(slots, tasks, "y")  # started with its claim: the database knows already
+    tasks.append(asyncio.create_task(hold()))
+    slots.started(claimed("z", ahead=True), tasks[-1], 13.0)
+    slots.ran("z")  # its outcome records its start
+    assert slots.take_starts() == [("x", 1, 12.5)]
+    assert slots.take_starts() == []
 
 
 async def test_short_tasks_leave_room_to_claim_ahead(tasks: list[asyncio.Task[None]]) -> None:
@@ -76,7 +114,7 @@ async def test_short_tasks_leave_room_to_claim_ahead(tasks: list[asyncio.Task[No
     slots.forget("a")
     assert slots.ahead.capacity == 2
     assert slots.free_to_claim() == 4  # two to run, two to hold
-    slots.ahead.waiting.extend([claimed("x"), claimed("y")])
+    slots.ahead.hold([claimed("x"), claimed("y")])
     assert slots.free_to_claim() == 2
 
 
@@ -84,7 +122,7 @@ async def test_a_waiting_task_starts_only_when_a_slot_is_free(
     tasks: list[asyncio.Task[None]],
 ) -> None:
     slots = Slots(1)
-    slots.ahead.waiting.extend([claimed("x"), claimed("y")])
+    slots.ahead.hold([claimed("x"), claimed("y")])
     start(slots, tasks, "a")
     assert slots.next_to_start() is None  # the one slot is taken
     slots.ran("a")

@@ -48,6 +48,7 @@ def test_every_decider_named_in_the_table_exists() -> None:
         "after_lost_lease",
         "deferral",
         "hand_back",
+        "return_unstarted",
         "on_cancel",
         "on_requeue",
         "PURGEABLE",
@@ -138,6 +139,13 @@ def test_lost_lease_retried_at_once_is_run_by_the_taker() -> None:
     assert decision.status is TaskStatus.RUNNING
     assert decision.runs_now
     assert not decision.refund  # the taker's claim is the next attempt
+
+
+def test_a_task_sent_back_unstarted_keeps_its_place_in_line_and_its_attempt() -> None:
+    decision = state.return_unstarted()
+    assert decision.status is TaskStatus.QUEUED
+    assert decision.due_at is None  # the stored due time stays: it is next in line again
+    assert decision.refund and decision.outcome is None  # no attempt used, nothing recorded
 
 
 def test_lost_lease_retried_later_waits_and_refunds_the_takers_claim() -> None:

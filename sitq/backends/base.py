@@ -62,6 +62,8 @@ class ClaimedTask:
     the task was taken over from a worker whose lease expired (that attempt is already in
     the history). `cancel_requested` survives such a takeover. `last_delay` is the backoff
     chosen after the previous failed attempt, if any (decorrelated jitter grows from it).
+    `ahead`: claimed ahead, to wait in the worker's hand; the database has it as not started
+    (a lost lease costs it no attempt) until the worker says it started.
     """
 
     task_id: str
@@ -77,9 +79,10 @@ class ClaimedTask:
     last_delay: float | None = None
     cancel_requested: bool = False
     max_attempts: int | None = None
+    ahead: bool = False
 
     @classmethod
-    def from_row(cls, row: Sequence[Any], now: float) -> ClaimedTask:
+    def from_row(cls, row: Sequence[Any], now: float, *, ahead: bool = False) -> ClaimedTask:
         """A claim's returned columns, in both backends' CLAIM_RETURNING order: id, name,
         payload, attempt, try number, token, due_at, enqueued_at, the lost attempt's
         worker, start and schedule, last delay, cancel requested, max attempts."""
@@ -89,7 +92,7 @@ class ClaimedTask:
         if lost_worker is not None:
             lost = LostAttempt(lost_worker, lost_started, lost_scheduled)
         return cls(task_id, name, payload, attempt, try_number, token, due_at, enqueued_at,
-                   now, lost, last_delay, bool(cancel), budget)  # fmt: skip
+                   now, lost, last_delay, bool(cancel), budget, ahead)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -155,6 +158,14 @@ class ClaimRequest:
     lease_seconds: float
     held: Collection[str] = ()
     default_budget: tuple[int, str] | None = None
+    ahead: int = 0
+    started: Sequence[tuple[str, int, float]] = ()
+
+    async def sent_to(self, backend: Backend) -> list[ClaimedTask]:
+        """This claim, made alone: `backend.claim` with these arguments."""
+        return await backend.claim(self.worker_id, self.limit, self.now, self.lease_seconds,
+                                   held=self.held, default_budget=self.default_budget,
+                                   ahead=self.ahead, started=self.started)  # fmt: skip
 
 
 class Signal:
@@ -268,10 +279,17 @@ class Backend(Protocol):
         *,
         held: Collection[str] = (),
         default_budget: tuple[int, str] | None = None,
+        ahead: int = 0,
+        started: Sequence[tuple[str, int, float]] = (),
     ) -> list[ClaimedTask]:
         """Atomically lease up to `limit` tasks: first those whose lease expired (not in
-        `held`, this worker's own), recording each lost attempt in the history, then due
-        tasks in priority order. `default_budget` fills in a task's unset retry budget."""
+        `held`, this worker's own), recording each lost attempt in the history (none for a
+        task its worker never started), then due tasks in priority order.
+        `default_budget` fills in a task's unset retry budget.
+
+        Claiming ahead: the rows past the first `limit - ahead` are stored as not started
+        (`ClaimedTask.ahead`); `started` (task id, token, when) records that such tasks
+        have started since, so that from then on a lost lease costs them an attempt."""
         ...
 
     async def settle(self, settlements: Sequence[Settlement]) -> list[bool]:

@@ -79,21 +79,26 @@ class PostgresBackend(PostgresLink):
         *,
         held: Collection[str] = (),
         default_budget: tuple[int, str] | None = None,
+        ahead: int = 0,
+        started: Sequence[tuple[str, int, float]] = (),
     ) -> list[ClaimedTask]:
-        """One statement takes over expired leases and claims due tasks (see sql.CLAIM).
+        """One statement records starts, takes over expired leases and claims due tasks
+        (see sql.CLAIM).
 
         `now` is read just before it is sent: with SKIP LOCKED a claim never queues behind
         another worker's rows, so no wait for a lock can eat into the lease.
         """
-        if limit <= 0:
+        if limit <= 0 and not started:
             return []
         budget = default_budget or (None, None)
         held_ids = list(held)
+        marks = [list(column) for column in zip(*started, strict=True)] or [[], [], []]
 
         async def claim(conn: Connection) -> list[ClaimedTask]:
             moment = read_now(now)
             rows = await conn.fetch(sql.CLAIM, worker_id, moment, moment + lease_seconds,
-                                    limit, held_ids, *budget)  # fmt: skip
+                                    max(limit, 0), held_ids, *budget, limit - ahead,
+                                    *marks)  # fmt: skip
             return [convert.claimed(row, moment) for row in rows]
 
         return await self._run(claim)
@@ -104,11 +109,7 @@ class PostgresBackend(PostgresLink):
         """Two round trips here: the settle's rounds, then a claim (PostgreSQL's trips are
         cheap beside its commits, and a claim never waits for another)."""
         accepted = await self.settle(settlements)
-        claimed = await self.claim(
-            claim.worker_id, claim.limit, claim.now, claim.lease_seconds,
-            held=claim.held, default_budget=claim.default_budget,
-        )  # fmt: skip
-        return accepted, claimed
+        return accepted, await claim.sent_to(self)
 
     async def settle(self, settlements: Sequence[Settlement]) -> list[bool]:
         if not settlements:

@@ -18,8 +18,9 @@ def task_row(t: NewTask) -> tuple[Any, ...]:
 
 
 def claimed(row: Any, now: float) -> ClaimedTask:
-    """A row of sql.CLAIM: a "taken first" flag, CLAIM_RETURNING's columns, two for order."""
-    return ClaimedTask.from_row(row[1:15], now)
+    """A row of sql.CLAIM: a "taken first" flag, CLAIM_RETURNING's columns, two for order,
+    and whether it is claimed ahead."""
+    return ClaimedTask.from_row(row[1:15], now, ahead=row[17])
 
 
 def settle_row(s: Settlement) -> tuple[Any, ...]:

@@ -119,51 +119,68 @@ SELECT pg_notify($10, $11) FROM (SELECT count(*) FROM added) AS done
 #: Which task ids exist: after a connection lost during COMMIT, tells whether it happened.
 EXISTING_IDS = "SELECT id FROM sitq_tasks WHERE id = ANY($1::text[])"
 
-#: What a claim hands back, for `ClaimedTask` (then the two columns that order the batch).
+#: What a claim hands back, for `ClaimedTask` (then the two columns that order the batch,
+#: and whether the row is claimed ahead: in the worker's hand, not started).
 CLAIM_RETURNING = """
-    RETURNING id, name, payload, attempts, attempts - retry_base, lease_token, due_at,
-              enqueued_at, lost_worker_id, lost_started_at, lost_scheduled_for, last_delay,
-              cancel_requested, max_attempts, priority, seq
+    RETURNING t.id, t.name, t.payload, t.attempts, t.attempts - t.retry_base AS try_number,
+              t.lease_token, t.due_at, t.enqueued_at, t.lost_worker_id, t.lost_started_at,
+              t.lost_scheduled_for, t.last_delay, t.cancel_requested, t.max_attempts,
+              t.priority, t.seq, t.started_at IS NULL AS ahead
 """
 
-#: What both halves of a claim write: a new attempt under a new lease and fencing token,
-#: owned by this worker ($1, at $2, until $3), with the default budget ($6, $7) where the
-#: task brought none. The SET expressions see the old row (SQL's rule), as in SQLite.
+#: What both halves of a claim write besides the attempt count and start: a new lease and
+#: fencing token, owned by this worker ($1, until $3), with the default budget ($6, $7)
+#: where the task brought none. The SET expressions see the old row (SQL's rule), as in
+#: SQLite. A row's place in the claim decides its start: the first $8 start at once
+#: (`started_at` = $2); the others wait in the worker's hand, not started (NULL) until the
+#: worker says so (`marked`, in a later claim) or their settlement does.
 LEASE_SET = """
-        attempts = attempts + 1,
         lease_token = lease_token + 1,
         lease_expires_at = $3,
         worker_id = $1,
-        started_at = $2,
         max_attempts = COALESCE(max_attempts, $6),
         retry_policy = COALESCE(retry_policy, $7),
         progress = NULL,
         progress_message = NULL"""
 
 # The whole claim is this one statement (one transaction, one round trip):
+# 0. `marked`: tasks this worker claimed ahead and has started since ($9 ids, $10 tokens,
+#    $11 times): from now on a lost lease costs them an attempt.
 # 1. `expired`/`taken`: take over tasks whose worker stopped renewing its lease (it died or
 #    stalled), except those this worker holds itself ($5). The SET expressions see the old
 #    row, so the lost attempt's worker and times are kept for the history; a pending
-#    cancel request is kept too: it must survive the crash.
+#    cancel request is kept too: it must survive the crash. A row the dead worker held
+#    ahead and never started lost nothing: no lost attempt, its attempt goes to the new
+#    claim, its due time is kept (`sitq.state`, "never started").
 # 2. `lost`: append that lost attempt to the history (attempt = the new count - 1).
 # 3. `due`/`claimed`: lease due tasks with what is left of the limit, highest priority
 #    first, then oldest due, then FIFO. SKIP LOCKED: rows another claim holds are not
 #    waited for, they are simply someone else's.
-# $1 worker id, $2 now, $3 lease expiry, $4 limit, $5 held ids, $6/$7 default budget.
+# $1 worker id, $2 now, $3 lease expiry, $4 limit, $5 held ids, $6/$7 default budget,
+# $8 how many start at once, $9-$11 the starts to record.
 CLAIM = f"""
-WITH expired AS (
-    SELECT seq FROM sitq_tasks
+WITH marked AS (
+    UPDATE sitq_tasks AS t SET started_at = m.started_at
+      FROM unnest($9::text[], $10::bigint[], $11::float8[]) AS m(id, token, started_at)
+     WHERE t.id = m.id AND t.lease_token = m.token AND t.status = 'running'
+       AND t.started_at IS NULL
+), expired AS (
+    SELECT seq, lease_expires_at FROM sitq_tasks
      WHERE status = 'running' AND lease_expires_at < $2 AND id <> ALL($5::text[])
      ORDER BY lease_expires_at
      LIMIT $4
        FOR UPDATE SKIP LOCKED
 ), taken AS (
-    UPDATE sitq_tasks SET
-        lost_worker_id = worker_id,
-        lost_started_at = started_at,
-        lost_scheduled_for = due_at,
-        due_at = lease_expires_at,{LEASE_SET}
-    WHERE seq IN (SELECT seq FROM expired)
+    UPDATE sitq_tasks AS t SET
+        lost_worker_id = CASE WHEN t.started_at IS NULL THEN NULL ELSE t.worker_id END,
+        lost_started_at = t.started_at,
+        lost_scheduled_for = CASE WHEN t.started_at IS NULL THEN NULL ELSE t.due_at END,
+        due_at = CASE WHEN t.started_at IS NULL THEN t.due_at ELSE t.lease_expires_at END,
+        attempts = t.attempts + CASE WHEN t.started_at IS NULL THEN 0 ELSE 1 END,
+        started_at = CASE WHEN e.place > $8 THEN NULL ELSE $2 END,{LEASE_SET}
+      FROM (SELECT seq, row_number() OVER (ORDER BY lease_expires_at, seq) AS place
+              FROM expired) AS e
+     WHERE t.seq = e.seq
     {CLAIM_RETURNING}
 ), lost AS (
     INSERT INTO sitq_attempts (task_id, task_name, attempt, worker_id, scheduled_for,
@@ -171,20 +188,25 @@ WITH expired AS (
     SELECT id, name, attempts - 1, lost_worker_id, lost_scheduled_for, lost_started_at,
            due_at, 'worker_lost', 'WorkerLost',
            'worker ' || lost_worker_id || ' stopped renewing its lease'
-      FROM taken ORDER BY due_at, seq
+      FROM taken WHERE lost_worker_id IS NOT NULL ORDER BY due_at, seq
 ), due AS (
-    SELECT seq FROM sitq_tasks
+    SELECT seq, priority, due_at FROM sitq_tasks
      WHERE status IN ({WAITING_SQL}) AND due_at <= $2
      ORDER BY priority DESC, due_at, seq
      LIMIT greatest($4 - (SELECT count(*) FROM expired), 0)
        FOR UPDATE SKIP LOCKED
 ), claimed AS (
-    UPDATE sitq_tasks SET
+    UPDATE sitq_tasks AS t SET
         status = 'running',
         lost_worker_id = NULL,
         lost_started_at = NULL,
-        lost_scheduled_for = NULL,{LEASE_SET}
-    WHERE seq IN (SELECT seq FROM due)
+        lost_scheduled_for = NULL,
+        attempts = t.attempts + 1,
+        started_at = CASE WHEN d.place > $8 THEN NULL ELSE $2 END,{LEASE_SET}
+      FROM (SELECT seq, (SELECT count(*) FROM expired)
+                        + row_number() OVER (ORDER BY priority DESC, due_at, seq) AS place
+              FROM due) AS d
+     WHERE t.seq = d.seq
     {CLAIM_RETURNING}
 )
 SELECT * FROM (SELECT 0 AS taken_first, * FROM taken
@@ -212,6 +234,7 @@ WITH s AS (
 ), settled AS (
     UPDATE sitq_tasks AS t SET
         status = s.status,
+        started_at = COALESCE(t.started_at, s.a_started_at),  -- a start not recorded yet
         due_at = COALESCE(s.due_at, t.due_at),
         attempts = t.attempts - s.refund,
         finished_at = s.finished_at,

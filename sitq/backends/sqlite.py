@@ -211,8 +211,11 @@ class SQLiteBackend(Connectable):
         *,
         held: Collection[str] = (),
         default_budget: tuple[int, str] | None = None,
+        ahead: int = 0,
+        started: Sequence[tuple[str, int, float]] = (),
     ) -> list[ClaimedTask]:
-        request = ClaimRequest(worker_id, limit, now, lease_seconds, held, default_budget)
+        request = ClaimRequest(worker_id, limit, now, lease_seconds, held, default_budget,
+                               ahead, started)  # fmt: skip
         return await self._write(ops.claim, *_claim_args(request))
 
     async def settle(self, settlements: Sequence[Settlement]) -> list[bool]:
@@ -355,7 +358,8 @@ def _claim_args(request: ClaimRequest) -> tuple[Any, ...]:
         "default_max": budget[0],
         "default_policy": budget[1],
     }
-    return params, request.limit, request.now, request.lease_seconds
+    return (params, request.limit, request.now, request.lease_seconds, request.ahead,
+            list(request.started))  # fmt: skip
 
 
 def _is_uri(path: str) -> bool:

@@ -10,6 +10,7 @@ and sitq's dataclasses.
 from __future__ import annotations
 
 import functools
+import json
 import sqlite3
 import threading
 import time
@@ -29,6 +30,7 @@ MAX_VARIABLES = 900  # stay well under SQLite's limit on ? placeholders per stat
 ROWS_PER_INSERT = 500
 PLAIN_COLUMNS = 6  # NewTask's first fields: what INSERT_PLAIN_TASK writes
 DUE_AT = 6  # where a claim's row (CLAIM_RETURNING) has the task's due time
+LOST_WORKER = 8  # ... and the worker that lost it (None: not taken over, or never started)
 
 
 #: How this connection's thread waits for the write lock (set once by `wait_for_lock_up_to`).
@@ -149,26 +151,43 @@ def rows_of(insert: str, count: int) -> str:
     return f"{head}VALUES {', '.join([one_row.strip()] * count)}"
 
 
-def claim(
-    conn: sqlite3.Connection, params: dict[str, Any], limit: int, now: Now, lease: float
-) -> list[ClaimedTask]:
-    return in_transaction(conn, lambda: claim_in(conn, params, limit, now, lease))
+def claim(conn: sqlite3.Connection, *claim_args: Any) -> list[ClaimedTask]:
+    """`claim_in` in a transaction of its own (the arguments: `sqlite._claim_args`)."""
+    return in_transaction(conn, lambda: claim_in(conn, *claim_args))
 
 
 def claim_in(
-    conn: sqlite3.Connection, params: dict[str, Any], limit: int, now: Now, lease: float
-) -> list[ClaimedTask]:
-    """The claim's statements, inside a transaction that holds the write lock."""
+    conn: sqlite3.Connection, params: dict[str, Any], limit: int, now: Now, lease: float,
+    ahead: int = 0, started: Sequence[tuple[str, int, float]] = (),
+) -> list[ClaimedTask]:  # fmt: skip
+    """The claim's statements, inside a transaction that holds the write lock: record the
+    starts of tasks claimed ahead (`started`: id, token, when), take over expired leases,
+    lease due tasks. The rows past the first `limit - ahead` are claimed ahead: marked not
+    started (MARK_AHEAD), so a worker that dies holding them costs them no attempt."""
+    if started:
+        conn.executemany(sql.MARK_STARTED, [
+            {"task_id": task_id, "token": token, "started_at": at} for task_id, token, at in started
+        ])  # fmt: skip
+    if limit <= 0:
+        return []
     moment = read_now(now)  # after BEGIN IMMEDIATE: the lock is ours
     values = {**params, "now": moment, "lease_until": moment + lease, "limit": limit}
     taken = []
     if conn.execute(sql.ANY_LEASE_EXPIRED, values).fetchone() is not None:
         taken = conn.execute(sql.TAKE_OVER, values).fetchall()
     for row in taken:
-        conn.execute(sql.INSERT_ATTEMPT, lost_attempt_params(row))
+        if row[LOST_WORKER] is not None:  # a row never started lost no attempt
+            conn.execute(sql.INSERT_ATTEMPT, lost_attempt_params(row))
     values["limit"] = limit - len(taken)
     due = claim_due(conn, values) if values["limit"] > 0 else []
-    return [ClaimedTask.from_row(row, moment) for row in taken + due]
+    rows = taken + due
+    at_once = limit - ahead
+    if len(rows) > at_once:
+        ids = json.dumps([row[0] for row in rows[at_once:]])
+        conn.execute(sql.MARK_AHEAD, {"ids": ids})
+    return [
+        ClaimedTask.from_row(row, moment, ahead=place >= at_once) for place, row in enumerate(rows)
+    ]
 
 
 def claim_due(conn: sqlite3.Connection, values: dict[str, Any]) -> list[Any]:
@@ -189,18 +208,13 @@ def settle(conn: sqlite3.Connection, settlements: list[Settlement]) -> list[bool
 
 
 def settle_and_claim(
-    conn: sqlite3.Connection,
-    settlements: list[Settlement],
-    params: dict[str, Any],
-    limit: int,
-    now: Now,
-    lease: float,
+    conn: sqlite3.Connection, settlements: list[Settlement], *claim_args: Any
 ) -> tuple[list[bool], list[ClaimedTask]]:
     """A batch of outcomes, then the next claim, in one transaction (one round trip)."""
 
     def work() -> tuple[list[bool], list[ClaimedTask]]:
         accepted = [settle_one(conn, s) for s in settlements]
-        return accepted, claim_in(conn, params, limit, now, lease)
+        return accepted, claim_in(conn, *claim_args)
 
     return in_transaction(conn, work)
 
@@ -312,6 +326,7 @@ def settle_params(s: Settlement) -> dict[str, Any]:
         "task_id": s.task_id,
         "token": s.token,
         "status": str(s.status),
+        "started_at": None if s.attempt is None else s.attempt.started_at,
         "due_at": s.due_at,
         "refund": int(s.refund_attempt),
         "finished_at": s.finished_at,

@@ -112,14 +112,15 @@ RETURNING id, name, payload, attempts, attempts - retry_base, lease_token, due_a
           cancel_requested, max_attempts
 """
 
-#: What every claim writes: a new attempt under a new lease and fencing token, owned by
-#: this worker, with the worker's default retry budget where the task brought none.
+#: What every claim writes besides the attempt count and start (which differ between its
+#: two statements): a new lease and fencing token, owned by this worker, with the worker's
+#: default retry budget where the task brought none. A row claimed ahead then gets
+#: `started_at = NULL` (MARK_AHEAD): "in a worker's hand, not started", until MARK_STARTED
+#: or its settlement says when it started.
 LEASE_SET = """
-    attempts = attempts + 1,
     lease_token = lease_token + 1,
     lease_expires_at = :lease_until,
     worker_id = :worker_id,
-    started_at = :now,
     max_attempts = COALESCE(max_attempts, :default_max),
     retry_policy = COALESCE(retry_policy, :default_policy),
     progress = NULL,
@@ -127,13 +128,17 @@ LEASE_SET = """
 
 # Take over tasks whose worker stopped renewing its lease (it died or stalled). The SET
 # expressions see the old row, so the lost attempt's worker and times are kept for the
-# history. A pending cancel request is kept too: it must survive the crash.
+# history. A pending cancel request is kept too: it must survive the crash. A row the dead
+# worker held ahead and never started (started_at NULL) lost nothing: no lost attempt, its
+# attempt handed to the new claim, its due time kept (`sitq.state`, "never started").
 TAKE_OVER = f"""
 UPDATE sitq_tasks SET
-    lost_worker_id = worker_id,
+    lost_worker_id = CASE WHEN started_at IS NULL THEN NULL ELSE worker_id END,
     lost_started_at = started_at,
-    lost_scheduled_for = due_at,
-    due_at = lease_expires_at,{LEASE_SET}
+    lost_scheduled_for = CASE WHEN started_at IS NULL THEN NULL ELSE due_at END,
+    due_at = CASE WHEN started_at IS NULL THEN due_at ELSE lease_expires_at END,
+    attempts = attempts + (started_at IS NOT NULL),
+    started_at = :now,{LEASE_SET}
 WHERE seq IN (
     SELECT seq FROM sitq_tasks INDEXED BY sitq_tasks_leased
      WHERE status = 'running' AND lease_expires_at < :now AND id NOT IN (SELECT value FROM json_each(:held))
@@ -156,7 +161,9 @@ UPDATE sitq_tasks SET
     status = 'running',
     lost_worker_id = NULL,
     lost_started_at = NULL,
-    lost_scheduled_for = NULL,{LEASE_SET}
+    lost_scheduled_for = NULL,
+    attempts = attempts + 1,
+    started_at = :now,{LEASE_SET}
 WHERE seq IN (
     SELECT seq FROM sitq_tasks INDEXED BY sitq_tasks_claim
      WHERE {IS_WAITING} AND due_at <= :now
@@ -165,10 +172,23 @@ WHERE seq IN (
 {CLAIM_RETURNING.rstrip()}, priority, seq
 """
 
+# The rows of a claim that wait in the worker's hand: not started yet (:ids, a JSON list).
+MARK_AHEAD = """
+UPDATE sitq_tasks SET started_at = NULL WHERE id IN (SELECT value FROM json_each(:ids))
+"""
+
+# A task claimed ahead has started: from now on a lost lease costs it an attempt.
+MARK_STARTED = """
+UPDATE sitq_tasks SET started_at = :started_at
+WHERE id = :task_id AND lease_token = :token AND status = 'running' AND started_at IS NULL
+"""
+
 # Store a decided outcome. The fencing check is in the WHERE: a stale token changes nothing.
+# A task claimed ahead whose start was not recorded yet gets its attempt's start time.
 SETTLE = """
 UPDATE sitq_tasks SET
     status = :status,
+    started_at = COALESCE(started_at, :started_at),
     due_at = COALESCE(:due_at, due_at),
     attempts = attempts - :refund,
     finished_at = :finished_at,
