@@ -76,3 +76,33 @@ async def test_in_memory_waiting_falls_back_to_asking_sqlite() -> None:
         await queue.enqueue(quick)
         await backend.wait_for_change(0.05)  # asks PRAGMA data_version; times out quietly
         assert backend._data_version is not None
+
+
+def locks_held_on(path: Path) -> list[str]:
+    """This process's POSIX locks on `path`, as /proc/locks lists them (Linux)."""
+    inode = path.stat().st_ino
+    mine = str(__import__("os").getpid())
+    return [
+        line
+        for line in Path("/proc/locks").read_text().splitlines()
+        if line.split()[4] == mine and line.split()[5].endswith(f":{inode}")
+    ]
+
+
+@pytest.mark.skipif(not Path("/proc/locks").exists(), reason="reads /proc/locks (Linux)")
+async def test_watching_leaves_sqlites_locks_on_the_wal_index_alone(db_path: Path) -> None:
+    """Closing any descriptor of a file drops all of the process's POSIX locks on it. A watch
+    that opened and closed its own descriptor of `-shm` dropped SQLite's "dead man's switch"
+    lock: another process could then take itself for the first connection and truncate the
+    file under this one's mapping (a worker ended by SIGBUS). The watch uses SQLite's own
+    descriptor, so the lock SQLite took is still held after the watch opens and closes."""
+    async with TaskQueue(SQLiteBackend(db_path)) as queue:
+        await queue.enqueue(quick)
+        shm = Path(f"{db_path}-shm")
+        held = locks_held_on(shm)
+        assert held, "SQLite holds a lock on -shm while its connection is open"
+        watch = CommitWatch(str(db_path))
+        assert watch.open()
+        assert locks_held_on(shm) == held
+        watch.close()
+        assert locks_held_on(shm) == held
