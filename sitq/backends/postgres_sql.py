@@ -28,6 +28,14 @@ def _in(statuses: frozenset[TaskStatus]) -> str:
 WAITING_SQL = _in(CLAIMABLE)
 PRUNABLE_SQL = _in(PRUNABLE)
 
+
+def lease_clock(param: str) -> str:
+    """What leases and retention are measured on: the time in `param` when the worker sent
+    one (a FakeClock's virtual time), else (NULL) the server's own clock, in epoch seconds.
+    Workers on machines whose clocks disagree thus agree on when a lease ends."""
+    return f"COALESCE({param}::float8, extract(epoch FROM statement_timestamp())::float8)"
+
+
 #: The version of this schema; stored in sitq_meta, a newer one is refused.
 SCHEMA_VERSION = 1
 
@@ -127,12 +135,13 @@ CLAIM_RETURNING = """
 """
 
 #: What both halves of a claim write: a new attempt under a new lease and fencing token,
-#: owned by this worker ($1, at $2, until $3), with the default budget ($6, $7) where the
-#: task brought none. The SET expressions see the old row (SQL's rule), as in SQLite.
-LEASE_SET = """
+#: owned by this worker ($1, at $2, for $3 seconds on the lease clock $8), with the default
+#: budget ($6, $7) where the task brought none. The SET expressions see the old row (SQL's
+#: rule), as in SQLite.
+LEASE_SET = f"""
         attempts = attempts + 1,
         lease_token = lease_token + 1,
-        lease_expires_at = $3,
+        lease_expires_at = {lease_clock("$8")} + $3,
         worker_id = $1,
         started_at = $2,
         max_attempts = COALESCE(max_attempts, $6),
@@ -149,11 +158,13 @@ LEASE_SET = """
 # 3. `due`/`claimed`: lease due tasks with what is left of the limit, highest priority
 #    first, then oldest due, then FIFO. SKIP LOCKED: rows another claim holds are not
 #    waited for, they are simply someone else's.
-# $1 worker id, $2 now, $3 lease expiry, $4 limit, $5 held ids, $6/$7 default budget.
+# $1 worker id, $2 now (the worker's: started_at, what is due), $3 lease seconds, $4 limit,
+# $5 held ids, $6/$7 default budget, $8 the lease clock (NULL: the server's, `lease_clock`).
 CLAIM = f"""
 WITH expired AS (
     SELECT seq FROM sitq_tasks
-     WHERE status = 'running' AND lease_expires_at < $2 AND id <> ALL($5::text[])
+     WHERE status = 'running' AND lease_expires_at < {lease_clock("$8")}
+       AND id <> ALL($5::text[])
      ORDER BY lease_expires_at
      LIMIT $4
        FOR UPDATE SKIP LOCKED
@@ -246,9 +257,11 @@ NOTIFY = "SELECT pg_notify($1, $2)"
 #: Lock the leased rows first, so `now` is read once they are ours ($1 ids).
 LOCK_LEASES = "SELECT id FROM sitq_tasks WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE"
 
-# Extend leases still held with the same token and not asked to stop; returns the renewed.
-RENEW = """
-UPDATE sitq_tasks AS t SET lease_expires_at = $1
+# Extend leases still held with the same token and not asked to stop, by $1 seconds on the
+# lease clock $4 (NULL: the server's; this statement starts once LOCK_LEASES has the rows).
+# Returns the renewed.
+RENEW = f"""
+UPDATE sitq_tasks AS t SET lease_expires_at = {lease_clock("$4")} + $1
   FROM unnest($2::text[], $3::bigint[]) AS l(id, token)
  WHERE t.id = l.id AND t.lease_token = l.token AND t.status = 'running'
    AND NOT t.cancel_requested
@@ -279,11 +292,12 @@ WHERE id = $3
 
 PURGE = "DELETE FROM sitq_tasks WHERE status = ANY($1::text[])"
 
-# Delete up to $2 long-finished tasks and their history in one statement; returns how many.
+# Delete up to $2 tasks finished more than $1 seconds before the lease clock $3 (NULL: the
+# server's), and their history, in one statement; returns how many.
 PRUNE = f"""
 WITH doomed AS (
     SELECT id FROM sitq_tasks
-     WHERE status IN ({PRUNABLE_SQL}) AND finished_at < $1
+     WHERE status IN ({PRUNABLE_SQL}) AND finished_at < {lease_clock("$3")} - $1
      LIMIT $2
        FOR UPDATE SKIP LOCKED
 ), history AS (

@@ -15,6 +15,15 @@ transaction, does all its statements and commits or rolls back before returning.
   open or the write lock held: the function still finishes in the thread;
 - `now` is read inside the transaction, after the write lock is held, so a wait for the
   lock never eats into a lease.
+
+Whose clock: every worker on one SQLite file runs on one machine and shares its wall
+clock. A *step* of that clock forward by X (set by hand, NTP's first sync, a resume from
+suspend) makes every lease and finish time look X older at once, though every holder is
+alive. So a worker on real time discounts the steps its `SystemClock` saw: for one lease
+period after a step it takes over only leases that would have expired without it (by then
+every live holder has renewed on the new clock), and for one retention period it prunes
+only tasks old enough without it (`sqlite_ops.steady_now`). A step back by X only delays
+the takeover of a dead worker's tasks by X.
 """
 
 from __future__ import annotations
@@ -261,8 +270,8 @@ class SQLiteBackend:
             ops.write, f"DELETE FROM sitq_tasks WHERE status IN ({marks})", names
         )
 
-    async def prune(self, finished_before: float, limit: int) -> int:
-        return await self._write(ops.prune, finished_before, limit)
+    async def prune(self, older_than: float, now: Now, limit: int) -> int:
+        return await self._write(ops.prune, older_than, now, limit)
 
     # -- reading -------------------------------------------------------------------------
 

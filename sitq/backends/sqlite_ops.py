@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from sitq.backends import sqlite_sql as sql
 from sitq.backends.base import ClaimedTask, NewTask, Now, Settlement, read_now
+from sitq.clock import wall_clock_of
 from sitq.state import CancelAction, on_cancel, on_requeue
 from sitq.task import Attempt, TaskInfo, TaskStatus
 
@@ -160,7 +161,8 @@ def claim_in(
 ) -> list[ClaimedTask]:
     """The claim's statements, inside a transaction that holds the write lock."""
     moment = read_now(now)  # after BEGIN IMMEDIATE: the lock is ours
-    values = {**params, "now": moment, "lease_until": moment + lease, "limit": limit}
+    values = {**params, "now": moment, "lease_until": moment + lease, "limit": limit,
+              "expired_before": steady_now(now, moment, lease)}  # fmt: skip
     taken = []
     if conn.execute(sql.ANY_LEASE_EXPIRED, values).fetchone() is not None:
         taken = conn.execute(sql.TAKE_OVER, values).fetchall()
@@ -256,8 +258,9 @@ def requeue(conn: sqlite3.Connection, task_id: str, now: float) -> TaskStatus | 
     return in_transaction(conn, work)
 
 
-def prune(conn: sqlite3.Connection, finished_before: float, limit: int) -> int:
+def prune(conn: sqlite3.Connection, older_than: float, now: Now, limit: int) -> int:
     def work() -> int:
+        finished_before = steady_now(now, read_now(now), older_than) - older_than
         ids = [row[0] for row in conn.execute(sql.PRUNE_IDS, (finished_before, limit))]
         for start in range(0, len(ids), MAX_VARIABLES):
             chunk = ids[start : start + MAX_VARIABLES]
@@ -267,6 +270,14 @@ def prune(conn: sqlite3.Connection, finished_before: float, limit: int) -> int:
         return len(ids)
 
     return in_transaction(conn, work)
+
+
+def steady_now(now: Now, moment: float, within: float) -> float:
+    """`moment` (read from `now`) less the forward steps of the wall clock seen in the last
+    `within` seconds, when `now` is real time: what a lease or a finish time written before
+    such a step is measured against (see `SQLiteBackend`). A FakeClock's time as it is."""
+    clock = wall_clock_of(now)
+    return moment if clock is None else moment - clock.stepped_forward(within)
 
 
 def select_in(conn: sqlite3.Connection, select: str, ids: list[str]) -> list[Any]:
