@@ -15,15 +15,7 @@ transaction, does all its statements and commits or rolls back before returning.
   open or the write lock held: the function still finishes in the thread;
 - `now` is read inside the transaction, after the write lock is held, so a wait for the
   lock never eats into a lease.
-
-Whose clock: every worker on one SQLite file runs on one machine and shares its wall
-clock. A *step* of that clock forward by X (set by hand, NTP's first sync, a resume from
-suspend) makes every lease and finish time look X older at once, though every holder is
-alive. So a worker on real time discounts the steps its `SystemClock` saw: for one lease
-period after a step it takes over only leases that would have expired without it (by then
-every live holder has renewed on the new clock), and for one retention period it prunes
-only tasks old enough without it (`sqlite_ops.steady_now`). A step back by X only delays
-the takeover of a dead worker's tasks by X.
+Clocks and their steps: `sqlite_ops.steady_now`; raw errors named: `sqlite_errors`.
 """
 
 from __future__ import annotations
@@ -50,6 +42,7 @@ from sitq.backends.base import (
     Signal,
 )
 from sitq.backends.group_commit import GroupCommit
+from sitq.backends.sqlite_errors import named
 from sitq.backends.sqlite_watch import CommitWatch
 from sitq.errors import BackendError, InvalidOptionError, QueueClosedError
 from sitq.options import seconds_setting
@@ -70,6 +63,7 @@ class SQLiteBackend:
     tutorial), and then a worker wakes the moment a task is enqueued. Workers in other
     processes open their own backend on the same file and notice new work within a few
     milliseconds (`sqlite_watch`), with `poll_interval` as the longest look-away.
+    `read_only=True` reads an existing file and writes nothing, not even the schema.
     """
 
     def __init__(
@@ -79,6 +73,7 @@ class SQLiteBackend:
         busy_timeout: float = 30.0,
         poll_interval: float = 0.5,
         synchronous: str = "NORMAL",
+        read_only: bool = False,
     ) -> None:
         self.path = os.fspath(path)
         if not isinstance(self.path, str):
@@ -91,6 +86,7 @@ class SQLiteBackend:
                 f"durability levels; sitq uses NORMAL in WAL mode), got {synchronous!r}"
             )
         self.synchronous = synchronous.upper()
+        self.read_only = bool(read_only)
         self.work_signal = Signal()
         self.settle_signal = Signal()
         self._conn: aiosqlite.Connection | None = None
@@ -125,9 +121,10 @@ class SQLiteBackend:
             self._watch = CommitWatch(self.path)
 
     async def _open(self) -> aiosqlite.Connection:
-        schema.prepare_file(self.path, self.is_memory)
+        schema.prepare_file(self.path, self.is_memory, self.read_only)
+        target = schema.read_only_uri(self.path) if self.read_only else self.path
         conn = aiosqlite.connect(
-            self.path, isolation_level=None, timeout=self.busy_timeout, uri=_is_uri(self.path)
+            target, isolation_level=None, timeout=self.busy_timeout, uri=_is_uri(target)
         )
         # aiosqlite's thread would keep a program alive at exit if nobody closed the
         # queue; as a daemon it ends with the program (SQLite's journal keeps the file safe).
@@ -145,6 +142,7 @@ class SQLiteBackend:
                 self.is_memory,
                 self.synchronous,
                 self.busy_timeout,
+                self.read_only,
             )
             await conn._execute(  # type: ignore[no-untyped-call]
                 ops.wait_for_lock_up_to, conn._conn, self.busy_timeout
@@ -170,15 +168,17 @@ class SQLiteBackend:
     async def _run(self, operation: Callable[..., T], *args: Any) -> T:
         """Run `operation(sqlite3_connection, *args)` in aiosqlite's thread: one trip."""
         conn = self._connection()
-        # aiosqlite's _execute has no type hints, so what it returns is Any to mypy
-        return await conn._execute(operation, conn._conn, *args)  # type: ignore[no-untyped-call, no-any-return]
+        with named(self.path, self.busy_timeout):
+            # aiosqlite's _execute has no type hints, so what it returns is Any to mypy
+            return await conn._execute(operation, conn._conn, *args)  # type: ignore[no-untyped-call, no-any-return]
 
     async def _write(self, operation: Callable[..., T], *args: Any) -> T:
         """Run a write operation like `_run`, grouped with the writes queued beside it
         (`sitq.backends.group_commit`): one transaction and one trip for all of them.
         Reads go straight to `_run`: they never wait behind queued writes."""
         self._connection()
-        result: T = await self._writes.write(operation, *args)
+        with named(self.path, self.busy_timeout):
+            result: T = await self._writes.write(operation, *args)
         return result
 
     def _connection(self) -> aiosqlite.Connection:

@@ -274,8 +274,16 @@ def prune(conn: sqlite3.Connection, older_than: float, now: Now, limit: int) -> 
 
 def steady_now(now: Now, moment: float, within: float) -> float:
     """`moment` (read from `now`) less the forward steps of the wall clock seen in the last
-    `within` seconds, when `now` is real time: what a lease or a finish time written before
-    such a step is measured against (see `SQLiteBackend`). A FakeClock's time as it is."""
+    `within` seconds, when `now` is real time; a FakeClock's time as it is.
+
+    Every worker on one SQLite file runs on one machine and shares its wall clock. A step
+    of that clock forward by X (set by hand, NTP's first sync, a resume from suspend) makes
+    every lease and finish time look X older at once, though every holder is alive. So for
+    one lease period after a step a claim takes over only leases that would have expired
+    without it (by then every live holder has renewed on the new clock), and for one
+    retention period pruning deletes only what is old enough without it. A step back by X
+    delays the takeover of a dead worker's tasks by X. A worker that starts after a step
+    cannot know of it: within a third of a lease of one it may take a live lease."""
     clock = wall_clock_of(now)
     return moment if clock is None else moment - clock.stepped_forward(within)
 
