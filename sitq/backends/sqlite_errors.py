@@ -55,9 +55,9 @@ def storage_error(
     if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or "locked" in str(exc):
         return StorageBusyError(
             f"the database file {path} is locked by another connection (most often another "
-            f"process) for longer than "
-            f"busy_timeout={busy_timeout:g}s (SQLite: {exc}). Something holds a long write "
-            "transaction (another program, a `sqlite3` shell left inside BEGIN, a backup): "
-            "end it, or wait longer with SQLiteBackend(..., busy_timeout=SECONDS)."
+            f"process) for longer than busy_timeout={busy_timeout:g}s (SQLite: {exc}). "
+            "Something holds a long write transaction (another program, a `sqlite3` shell "
+            "left inside BEGIN, a backup): end it, or wait longer with "
+            "SQLiteBackend(..., busy_timeout=SECONDS)."
         )
     return None
