@@ -14,9 +14,7 @@ transaction, does all its statements and commits or rolls back before returning.
 - a cancelled caller (a timeout, `worker.stop()`, Ctrl-C) can never leave a transaction
   open or the write lock held: the function still finishes in the thread;
 - `now` is read inside the transaction, after the write lock is held, so a wait for the
-  lock never eats into a lease.
-Clocks and their steps: `sqlite_ops.steady_now`; raw errors named: `sqlite_errors`.
-"""
+  lock never eats into a lease."""
 
 from __future__ import annotations
 
@@ -121,8 +119,7 @@ class SQLiteBackend:
             self._watch = CommitWatch(self.path)
 
     async def _open(self) -> aiosqlite.Connection:
-        schema.prepare_file(self.path, self.is_memory, self.read_only)
-        target = schema.read_only_uri(self.path) if self.read_only else self.path
+        target = schema.prepare_file(self.path, self.is_memory, self.read_only)
         conn = aiosqlite.connect(
             target, isolation_level=None, timeout=self.busy_timeout, uri=_is_uri(target)
         )
@@ -168,17 +165,20 @@ class SQLiteBackend:
     async def _run(self, operation: Callable[..., T], *args: Any) -> T:
         """Run `operation(sqlite3_connection, *args)` in aiosqlite's thread: one trip."""
         conn = self._connection()
-        with named(self.path, self.busy_timeout):
-            # aiosqlite's _execute has no type hints, so what it returns is Any to mypy
+        try:  # aiosqlite's _execute has no type hints: it returns Any to mypy
             return await conn._execute(operation, conn._conn, *args)  # type: ignore[no-untyped-call, no-any-return]
+        except sqlite3.DatabaseError as exc:  # named: `sqlite_errors`
+            raise named(exc, self.path, self.busy_timeout)  # noqa: B904 (it sets the cause)
 
     async def _write(self, operation: Callable[..., T], *args: Any) -> T:
         """Run a write operation like `_run`, grouped with the writes queued beside it
         (`sitq.backends.group_commit`): one transaction and one trip for all of them.
         Reads go straight to `_run`: they never wait behind queued writes."""
         self._connection()
-        with named(self.path, self.busy_timeout):
+        try:
             result: T = await self._writes.write(operation, *args)
+        except sqlite3.DatabaseError as exc:
+            raise named(exc, self.path, self.busy_timeout)  # noqa: B904 (it sets the cause)
         return result
 
     def _connection(self) -> aiosqlite.Connection:

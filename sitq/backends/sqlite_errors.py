@@ -5,33 +5,28 @@ failed: locked by whom, for how long, and what now? `named` turns the errors who
 is outside sitq into typed errors (`sitq.errors.StorageError` and its subclasses) that say
 which file, why, and the fix. They are still `sqlite3` errors too (see `sitq.errors`), so
 existing `except sqlite3.OperationalError:` code keeps working. Other errors pass as they are.
+
+The backend calls it in a plain `except` around each trip, not in a context manager: a
+`try` costs nothing until something is raised, a `@contextmanager` about a microsecond on
+every call (measured: 0.1 against 5 us under load), and an enqueue costs about six.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from sitq.errors import DatabaseCorruptError, StorageBusyError, StorageError, StorageFullError
 
-#: SQLite's primary result codes for a damaged file: SQLITE_CORRUPT and SQLITE_NOTADB.
-CORRUPT_CODES = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
 
-
-@contextmanager
-def named(path: str, busy_timeout: float) -> Iterator[None]:
-    """Raise a SQLite error from the body as the typed error `storage_error` makes of it."""
-    try:
-        yield
-    except StorageError:
-        raise
-    except sqlite3.DatabaseError as exc:
-        typed = storage_error(exc, path, busy_timeout)
-        if typed is None:
-            raise
-        raise typed from exc
+def named(exc: sqlite3.DatabaseError, path: str, busy_timeout: float) -> Exception:
+    """What to raise for `exc`: the typed error `storage_error` makes of it (caused by
+    `exc`), or `exc` itself (already typed, or not one of these)."""
+    typed = None if isinstance(exc, StorageError) else storage_error(exc, path, busy_timeout)
+    if typed is None:
+        return exc
+    typed.__cause__ = exc
+    return typed
 
 
 def storage_error(
@@ -39,7 +34,13 @@ def storage_error(
 ) -> StorageError | None:
     """The typed error for `exc` on the database `path`, or None if it is not one of these."""
     code = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # the extended code's primary part
-    if code in CORRUPT_CODES:
+    if code == sqlite3.SQLITE_NOTADB:
+        return DatabaseCorruptError(
+            f"{path!r} is not a usable SQLite database (SQLite: {exc}): it is another kind "
+            "of file, or its first page is damaged. Check the path; if it is the queue, stop "
+            "every worker and restore a backup."
+        )
+    if code == sqlite3.SQLITE_CORRUPT:
         return DatabaseCorruptError(
             f"the database file {path} is damaged (SQLite: {exc}). Retrying will not mend "
             f"it: stop every worker, keep a copy of the file, then restore a backup or "

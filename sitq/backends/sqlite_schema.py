@@ -38,23 +38,26 @@ def file_path(path: str) -> Path | None:
     return Path(path)
 
 
-def prepare_file(path: str, is_memory: bool, read_only: bool = False) -> None:
+def prepare_file(path: str, is_memory: bool, read_only: bool = False) -> str:
     """Check the folder exists; create a new file readable by its owner only (0600);
-    warn when an existing file can be read by others (it holds code and data)."""
+    warn when an existing file can be read by others (it holds code and data). Returns
+    what to open: `path`, or with `read_only` a URI that opens it for reading only."""
     location = None if is_memory else file_path(path)
     if location is None:
-        return
+        return path
     if not location.parent.is_dir():
         raise BackendError(
             f"the folder {str(location.parent)!r} for database {path!r} does not exist; "
             "create it first or choose another path"
         )
-    if read_only and not location.is_file():
-        raise BackendError(f"no database file at {path!r} to read: check the path")
+    if read_only:
+        if not location.is_file():
+            raise BackendError(f"no database file at {path!r} to read: check the path")
+        return read_only_uri(path)
     if not location.exists():
         with suppress(FileExistsError):  # another process created it a moment ago
             os.close(os.open(location, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-        return
+        return path
     mode = location.stat().st_mode
     if mode & (stat.S_IRGRP | stat.S_IROTH | stat.S_IWGRP | stat.S_IWOTH):
         logger.warning(
@@ -64,6 +67,7 @@ def prepare_file(path: str, is_memory: bool, read_only: bool = False) -> None:
             stat.S_IMODE(mode),
             location,
         )
+    return path
 
 
 def read_only_uri(path: str) -> str:
