@@ -93,6 +93,8 @@ class SystemClock:
         if self._offset is not None and offset - self._offset > STEP_TOLERANCE:
             self._steps = [*self._steps[-STEPS_KEPT + 1 :], (seen, offset - self._offset)]
         self._offset = offset  # a step back only moves the baseline: it makes nothing older
+        if not self._steps:  # the common case, on every claim: no generator to make
+            return 0.0
         return sum(size for when, size in self._steps if seen - when <= within)
 
     async def sleep_until(self, deadline: float) -> None:
