@@ -100,8 +100,9 @@ async def test_an_enqueue_on_a_full_disk_names_the_disk_and_loses_nothing_stored
     mount_point: Path,
 ) -> None:
     """Given a queue on a real 1 MB tmpfs that another file has filled, when a task is
-    enqueued, then StorageFullError says the disk holding the file is full and to free
-    space; once space is freed the same queue works and every earlier task is there."""
+    enqueued (or a new queue is made there), then StorageFullError says the disk holding the
+    file is full and to free space; once space is freed the same queue works and every
+    earlier task is there."""
     mount_tmpfs(mount_point, "1m")
     db = mount_point / "queue.db"
     async with TaskQueue(SQLiteBackend(db)) as queue:
@@ -110,6 +111,8 @@ async def test_an_enqueue_on_a_full_disk_names_the_disk_and_loses_nothing_stored
         with pytest.raises(StorageFullError) as raised:
             for _ in range(50):  # a page or two may still fit: the disk fills within a few
                 await queue.enqueue(add, 1, "x" * PAGE)
+        with pytest.raises(StorageFullError):  # a new queue there cannot write its schema
+            await SQLiteBackend(mount_point / "new.db").connect()
         (mount_point / "filler").unlink()
         await queue.enqueue(add, 5, 6)
         assert (await queue.get_task(first)).status is TaskStatus.QUEUED

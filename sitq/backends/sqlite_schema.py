@@ -111,7 +111,7 @@ def set_up(
             return
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) or time.monotonic() + pause > deadline:
-                raise _open_error(path, exc) from exc
+                raise storage_error(exc, path, busy_timeout) or _open_error(path, exc) from exc
         except sqlite3.DatabaseError as exc:
             raise storage_error(exc, path, busy_timeout) or BackendError(
                 f"{path!r} is not a usable SQLite database: {exc}"
