@@ -3,7 +3,10 @@
 Made for shells and scripts: results go to stdout, messages and logs to stderr, and the exit
 code says what happened: 0 done, 1 a runtime error (no such task, database unusable...),
 2 a usage error (bad arguments, a database file that does not exist, an unsupported
-database URL, a module that does not exist). `sitq` and `python -m sitq` are the same program.
+database URL, a module that does not exist), 3 the database file is damaged (a worker
+stops; restarting it will not help). `sitq` and `python -m sitq` are the same program.
+Commands that only look (status, dead, plot) open the database read-only: they work on a
+read-only copy, and never wait for the write lock.
 
     sitq worker queue.db --create --import myapp.tasks --concurrency 8
     sitq status queue.db [--json]
@@ -37,7 +40,7 @@ from sitq.backends.urls import scrubbed
 from sitq.cli_common import UsageError, open_database, serializer_for, shown
 from sitq.cli_lessons import add_command as add_lessons_command
 from sitq.cli_worker import run_worker
-from sitq.errors import MissingExtraError, SitqError, TaskStateError
+from sitq.errors import DatabaseCorruptError, MissingExtraError, SitqError, TaskStateError
 from sitq.queue import TaskQueue
 from sitq.task import TaskStatus
 
@@ -52,7 +55,7 @@ CONTINUATION = "    "  # starts every further line of a log record that spans li
 
 async def show_status(args: argparse.Namespace) -> int:
     """Print how many tasks are in each state, then the total (or the counts as JSON)."""
-    async with _open_queue(args) as queue:
+    async with _open_queue(args, read_only=True) as queue:
         counts = await queue.counts()
     if args.json:  # for scripts: {"queued": 0, "running": 1, ...}, every state listed
         print(json.dumps({str(status): n for status, n in counts.items()}))
@@ -66,7 +69,7 @@ async def show_status(args: argparse.Namespace) -> int:
 
 async def show_dead(args: argparse.Namespace) -> int:
     """One tab-separated line per dead letter: id, name, attempts, error type: message."""
-    async with _open_queue(args) as queue:
+    async with _open_queue(args, read_only=True) as queue:
         dead = await queue.dead_letters()
     for result in dead:
         error = f"{result.error_type}: {result.error}" if result.error_type else result.error
@@ -117,7 +120,7 @@ async def plot(args: argparse.Namespace) -> int:
 
     from sitq.plots import dashboard
 
-    async with _open_queue(args) as queue:
+    async with _open_queue(args, read_only=True) as queue:
         history = await queue.history()
     figure = dashboard(history)
     try:
@@ -133,9 +136,9 @@ async def plot(args: argparse.Namespace) -> int:
 # -- helpers --------------------------------------------------------------------------------
 
 
-def _open_queue(args: argparse.Namespace) -> TaskQueue:
+def _open_queue(args: argparse.Namespace, read_only: bool = False) -> TaskQueue:
     """A queue on an existing database: inspecting a typo'd path must not create a file."""
-    backend = open_database(args.db, "or make one with `sitq worker DB --create`")
+    backend = open_database(args.db, "or make one with `sitq worker DB --create`", read_only)
     return TaskQueue(backend, serializer_for(args))
 
 
@@ -308,7 +311,8 @@ def _message(exc: Exception, db: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; return its exit code (0 ok, 1 runtime error, 2 usage error)."""
+    """Run one command; return its exit code (0 ok, 1 runtime error, 2 usage error,
+    3 damaged database)."""
     parser = build_parser()
     args = parser.parse_args(argv)  # exits 2 with a usage message on bad arguments
     if args.command == "worker":  # a long-running process: its log is its report
@@ -321,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except SitqError as exc:
         print(f"sitq: {type(exc).__name__}: {_message(exc, args.db)}", file=sys.stderr)
-        return 1
+        return 3 if isinstance(exc, DatabaseCorruptError) else 1
     except KeyboardInterrupt:  # Ctrl-C during a short command: no traceback
         print("sitq: interrupted", file=sys.stderr)
         return 128 + signal.SIGINT

@@ -33,15 +33,18 @@ def shown(text: str, keep: str = "") -> str:
     return "".join(c if c.isprintable() or c in keep else repr(c)[1:-1] for c in text)
 
 
-def open_database(url: str, missing_hint: str | None) -> Backend:
+def open_database(url: str, missing_hint: str | None, read_only: bool = False) -> Backend:
     """The backend a URL or path names. A SQLite file must exist unless `missing_hint` is
-    None (`worker --create`): a typo must not start an empty new queue."""
+    None (`worker --create`): a typo must not start an empty new queue. `read_only`: a
+    SQLite file is opened for reading only (PostgreSQL: a role's rights decide)."""
     try:
         backend = open_backend(url)
     except InvalidOptionError as exc:
         raise UsageError(str(exc)) from exc
     if missing_hint is not None and isinstance(backend, SQLiteBackend):
         require_database(backend.path, missing_hint)
+    if read_only and isinstance(backend, SQLiteBackend):
+        return SQLiteBackend(backend.path, read_only=True)
     return backend
 
 

@@ -7,6 +7,7 @@ number, 130 for Ctrl-C): tasks still running are abandoned and run again once th
 expires. Ctrl-C in a terminal reaches the whole process group; the worker's pool
 processes ignore it (`sitq.pools.ProcessPool`), so it counts once, and they end with the
 worker.
+A worker whose database file is damaged stops by itself and exits with code 3.
 """
 
 from __future__ import annotations
@@ -23,7 +24,20 @@ from typing import NoReturn
 
 from sitq.backends.urls import redacted
 from sitq.cli_common import import_task_module, open_database, serializer_for
+from sitq.hooks import WorkerHooks
 from sitq.worker import Worker
+
+
+class StopWhenBroken(WorkerHooks):
+    """Ends `sitq worker` when its worker stops by itself (a damaged database)."""
+
+    def __init__(self, stop: Callable[[], None]) -> None:
+        self.stop = stop
+        self.error: BaseException | None = None
+
+    def on_worker_stopped(self, worker_id: str, error: BaseException) -> None:
+        self.error = error
+        self.stop()
 
 
 async def run_worker(args: argparse.Namespace) -> int:
@@ -35,25 +49,31 @@ async def run_worker(args: argparse.Namespace) -> int:
         logging.getLogger("sitq.cli").warning(
             "--serializer json without --import: rows may name any importable function"
         )
+    stop_requested = asyncio.Event()
+    broken = StopWhenBroken(stop_requested.set)
     worker = Worker(
         backend,
         serializer_for(args),
+        hooks=broken,
         concurrency=args.concurrency,
         lease_seconds=args.lease,
         shutdown_grace=args.grace,
     )
-    stop_requested = asyncio.Event()
     restore = _on_stop_signals(stop_requested.set)
     await worker.start()
     print(f"sitq worker {worker.worker_id} ready on {redacted(args.db)}", flush=True)
     try:
         await stop_requested.wait()
-        logging.getLogger("sitq.cli").info(
-            "stopping: grace %gs for running tasks (signal again to exit at once)", args.grace
-        )
+        if broken.error is None:
+            logging.getLogger("sitq.cli").info(
+                "stopping: grace %gs for running tasks (signal again to exit at once)",
+                args.grace,
+            )
     finally:
         await worker.stop(args.grace)
         restore()
+    if broken.error is not None:
+        raise broken.error  # `sitq.cli.main` prints it and exits 3
     print(f"sitq worker {worker.worker_id} stopped after {worker.processed} tasks", flush=True)
     return 0
 

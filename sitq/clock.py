@@ -19,10 +19,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 #: 2026-01-01T00:00:00Z: FakeClock's default start, so virtual datetimes look ordinary.
 DEFAULT_FAKE_START = 1_767_225_600.0
+#: A change of (wall clock - monotonic clock) bigger than this between two looks is a step.
+STEP_TOLERANCE = 1.0
+#: Steps a SystemClock remembers (they are rare: a hand-set clock, NTP's first sync, a resume).
+STEPS_KEPT = 64
 
 
 @runtime_checkable
@@ -63,10 +68,34 @@ async def _wait_event(event: asyncio.Event | None, timeout: float | None) -> boo
 
 
 class SystemClock:
-    """The real clock: `time.time()` and real `asyncio.sleep`."""
+    """The real clock: `time.time()` and real `asyncio.sleep`.
+
+    It also notices when the wall clock *steps* (set by hand, NTP's first sync, a machine
+    resumed from suspend): the monotonic clock never steps, so a change of `now() -
+    time.monotonic()` between two looks is one. On one machine every process sees the
+    same step, and every lease and finish time written before it looks that much older:
+    `stepped_forward` tells a backend how much to discount (see `SQLiteBackend`).
+    """
+
+    def __init__(self) -> None:
+        self._offset: float | None = None  # now() - monotonic() at the last look
+        self._steps: list[tuple[float, float]] = []  # (monotonic time seen, seconds forward)
 
     def now(self) -> float:
         return time.time()
+
+    def stepped_forward(self, within: float) -> float:
+        """Seconds the wall clock jumped forward in the last `within` seconds (as the
+        monotonic clock counts them, from when a look first saw the jump). A step is seen
+        at the first look after it: claims look several times a second."""
+        seen = time.monotonic()
+        offset = self.now() - seen
+        if self._offset is not None and offset - self._offset > STEP_TOLERANCE:
+            self._steps = [*self._steps[-STEPS_KEPT + 1 :], (seen, offset - self._offset)]
+        self._offset = offset  # a step back only moves the baseline: it makes nothing older
+        if not self._steps:  # the common case, on every claim: no generator to make
+            return 0.0
+        return sum(size for when, size in self._steps if seen - when <= within)
 
     async def sleep_until(self, deadline: float) -> None:
         delay = deadline - self.now()
@@ -79,6 +108,17 @@ class SystemClock:
 
     def __repr__(self) -> str:
         return "SystemClock()"
+
+
+def wall_clock_of(now: float | Callable[[], float]) -> SystemClock | None:
+    """The SystemClock whose `now` method this is, or None (a FakeClock's, a number).
+
+    Backends are handed a clock's `now` method and decide, from whose it is, which clock
+    a lease is measured on: real time may be replaced by a shared clock (PostgreSQL's
+    server) or corrected for steps (SQLite), virtual time is only known to its owner.
+    """
+    owner = getattr(now, "__self__", None)
+    return owner if isinstance(owner, SystemClock) else None
 
 
 class FakeClock:

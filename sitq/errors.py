@@ -7,6 +7,8 @@ so code that already expects those keeps working.
 
 from __future__ import annotations
 
+import sqlite3
+
 
 class SitqError(Exception):
     """Base class for every error sitq raises on purpose."""
@@ -55,6 +57,25 @@ class BackendError(SitqError, RuntimeError):
 
 class IncompleteBackendError(SitqError, TypeError):
     """An object given as a backend lacks operations of `sitq.backends.Backend`."""
+
+
+class StorageError(BackendError):
+    """The storage refused an operation for a reason outside sitq; the message names the
+    cause and the fix. Each subclass is also the database driver's own error class, so an
+    `except sqlite3.OperationalError` written before these existed still catches it."""
+
+
+class StorageBusyError(StorageError, sqlite3.OperationalError):
+    """Another process held the database's write lock for longer than busy_timeout."""
+
+
+class StorageFullError(StorageError, sqlite3.OperationalError):
+    """The disk (or file system) holding the database is full: nothing was written."""
+
+
+class DatabaseCorruptError(StorageError, sqlite3.DatabaseError):
+    """The database file is damaged. No retry mends it: a worker stops (`sitq worker`
+    exits with code 3) instead of failing the same way twice a second forever."""
 
 
 class SignatureError(SitqError, ValueError):

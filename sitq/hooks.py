@@ -42,6 +42,11 @@ class WorkerHooks:
     def on_dead_letter(self, event: TaskEvent, error: BaseException) -> None:
         """The task failed for good and is now a dead letter (see `queue.dead_letters()`)."""
 
+    def on_worker_stopped(self, worker_id: str, error: BaseException) -> None:
+        """The worker's loop ended by itself: `error` is one no retry mends (a damaged
+        database, `DatabaseCorruptError`). It claims nothing more; call `stop()` to hand
+        back what it holds. `sitq worker` exits with code 3. Alert a person."""
+
 
 def call_hook(hooks: WorkerHooks, name: str, *args: object) -> None:
     """Call one hook, logging (not raising) whatever it throws."""

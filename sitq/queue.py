@@ -356,8 +356,8 @@ class TaskQueue:
         ):
             raise InvalidOptionError(f"older_than must be seconds >= 0, got {older_than!r}")
         await self._ready()
-        before, total = self.clock.now() - older_than, 0
-        while pruned := await self.backend.prune(before, batch):
+        total = 0
+        while pruned := await self.backend.prune(older_than, self.clock.now, batch):
             total += pruned
         return total
 

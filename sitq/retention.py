@@ -39,6 +39,9 @@ class Pruner:
         if retention is None or now < self._next_sweep:
             return
         self._next_sweep = now + PRUNE_EVERY
-        pruned = await self.backend.prune(now - retention, PRUNE_BATCH)
+        # The backend measures the age on its own clock when ours is real time (the
+        # server's on PostgreSQL; on SQLite less a step of the machine's clock): a worker
+        # whose clock is ahead must not prune results seconds old.
+        pruned = await self.backend.prune(retention, self.clock.now, PRUNE_BATCH)
         if pruned:
             logger.info("worker %s pruned %d finished tasks", self.worker_id, pruned)

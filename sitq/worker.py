@@ -28,7 +28,8 @@ from sitq.backends import as_backend
 from sitq.backends.base import Backend, ClaimedTask, ClaimRequest, Signal, first_of
 from sitq.breaker import CircuitBreaker
 from sitq.clock import Clock, SystemClock
-from sitq.hooks import WorkerHooks
+from sitq.errors import DatabaseCorruptError
+from sitq.hooks import WorkerHooks, call_hook
 from sitq.leases import CANCELLED, LeaseKeeper
 from sitq.options import concurrency_setting, count_setting, optional_seconds, seconds_setting
 from sitq.pools import DaemonThreadPool
@@ -217,17 +218,17 @@ class Worker(WorkerRun):
     # -- the background loop --------------------------------------------------------------
 
     async def _main_loop(self) -> None:
-        """Claim and spawn until stopped. A storage error (a locked or vanished database)
-        is logged and retried after a pause: a worker must not go idle silently."""
+        """Claim and spawn until stopped. A storage error (a locked or vanished database) is
+        logged and retried after a pause: a worker must not go idle silently. A damaged file
+        is not: no pause mends it, so the loop ends and tells `hooks.on_worker_stopped`."""
         while not self._stopping:
             try:
                 await self._loop_step()
-            except Exception:
-                pause = self._poll_interval
-                logger.exception(
-                    "worker %s: error in its main loop; retrying in %.1fs", self.worker_id, pause
-                )
-                await first_of([self._wake.ticket().wait()], pause)
+            except Exception as exc:
+                logger.exception("worker %s: error in its main loop", self.worker_id)
+                if isinstance(exc, DatabaseCorruptError):
+                    return call_hook(self.hooks, "on_worker_stopped", self.worker_id, exc)
+                await first_of([self._wake.ticket().wait()], self._poll_interval)
 
     @property
     def _poll_interval(self) -> float:

@@ -189,7 +189,7 @@ async def test_takeover_finds_expired_leases_by_their_index(
     queue: TaskQueue, db_path: Path
 ) -> None:
     await queue.enqueue(quick, 1)
-    params = {"now": 2e9, "limit": 10, "held": "[]"}
+    params = {"expired_before": 2e9, "limit": 10, "held": "[]"}
     plan = query_plan(db_path, inner_select(sqlite_sql.TAKE_OVER), params)
     assert "sitq_tasks_leased" in plan, plan
     assert "USE TEMP B-TREE" not in plan, plan
@@ -249,7 +249,7 @@ async def test_prune_removes_old_finished_tasks_with_their_history_but_keeps_dea
     old = await finished_tasks(queue, worker)
     clock.advance(3601)
     recent = await finished_tasks(queue, worker)
-    assert await backend.prune(clock.now() - 3600, 100) == 2
+    assert await backend.prune(3600, clock.now, 100) == 2
     kept = {old["failed"], *recent.values()}
     assert task_ids_in(db_path, "sitq_tasks", "id") == kept
     assert task_ids_in(db_path, "sitq_attempts", "task_id") == {
@@ -266,8 +266,7 @@ async def test_prune_works_in_batches_of_the_given_limit(
     await queue.enqueue_many([(quick, (i,)) for i in range(25)])
     assert await worker.run_until_idle() == 25
     clock.advance(10)
-    before = clock.now() - 5
-    assert [await backend.prune(before, 10) for _ in range(4)] == [10, 10, 5, 0]
+    assert [await backend.prune(5, clock.now, 10) for _ in range(4)] == [10, 10, 5, 0]
     assert (await queue.counts())[TaskStatus.SUCCEEDED] == 0
 
 

@@ -439,9 +439,9 @@ async def test_prune_deletes_old_finished_tasks_with_their_history(pg: PostgresB
     await pg.settle([Settlement(c.task_id, c.token, status, at,
                                 attempt=record(c, "x", at))
                      for c, status, at in zip(claimed, outcomes, finish, strict=True)])  # fmt: skip
-    assert await pg.prune(T0 + 10, 2) == 2
-    assert await pg.prune(T0 + 10, 2) == 1
-    assert await pg.prune(T0 + 10, 2) == 0
+    assert await pg.prune(10, T0 + 20, 2) == 2
+    assert await pg.prune(10, T0 + 20, 2) == 1
+    assert await pg.prune(10, T0 + 20, 2) == 0
     assert [t.task_id for t in await pg.list_tasks()] == ["t3", "t4"]  # failed stays
     assert [a.task_id for a in await pg.attempts()] == ["t3", "t4"]
 

@@ -23,6 +23,9 @@ from sitq.task import TERMINAL, Attempt, TaskInfo, TaskStatus
 
 #: A time source for a backend operation: a timestamp, or a function read once the
 #: operation holds the database's write lock (so a wait for the lock never shortens a lease).
+#: Given a `SystemClock`'s `now`, a backend may measure leases and retention on a better
+#: clock than the caller's (`sitq.clock.wall_clock_of`): PostgreSQL's server clock, shared
+#: by every machine; on SQLite the machine's clock less any step it just took.
 Now = float | Callable[[], float]
 
 
@@ -342,9 +345,9 @@ class Backend(Protocol):
         """Delete tasks in these states (their history stays); return how many."""
         ...
 
-    async def prune(self, finished_before: float, limit: int) -> int:
-        """Delete up to `limit` tasks in `state.PRUNABLE` states that finished before
-        `finished_before`, with their attempt records; return how many."""
+    async def prune(self, older_than: float, now: Now, limit: int) -> int:
+        """Delete up to `limit` tasks in `state.PRUNABLE` states that finished more than
+        `older_than` seconds before `now`, with their attempt records; return how many."""
         ...
 
     async def set_progress(

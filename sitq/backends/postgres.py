@@ -20,6 +20,15 @@ How it talks to the server:
   because every operation can run twice: the fencing token refuses a second settle (and
   the first is recognised), a second enqueue is not done if the first one committed, and
   a claim whose answer was lost leaves its tasks to be taken over when their lease ends.
+
+Whose clock: workers on several machines never quite agree on the time, and a lease
+measured on each claimer's own clock is taken over early by a worker whose clock is ahead
+(60 s ahead took every live lease; 8 days ahead pruned results seconds old). So when a
+worker runs on real time (a `SystemClock`), lease expiry, renewal, the takeover check and
+retention are measured on the *server's* clock, in the statements themselves. A worker on
+a `FakeClock` (tests, lessons) passes its virtual time instead: nothing but its owner can
+move that, and a test must be able to expire a lease by `clock.advance(...)`. Task times
+shown to people (enqueued, started, finished, due) stay on the worker's own clock.
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ from sitq.backends.base import (
     read_now,
 )
 from sitq.backends.postgres_link import Connection, PostgresLink
+from sitq.clock import wall_clock_of
 from sitq.state import CancelAction, on_cancel, on_requeue
 from sitq.task import WAITING, Attempt, TaskInfo, TaskStatus
 
@@ -96,8 +106,9 @@ class PostgresBackend(PostgresLink):
 
         async def claim(conn: Connection) -> list[ClaimedTask]:
             moment = read_now(now)
-            rows = await conn.fetch(sql.CLAIM, worker_id, moment, moment + lease_seconds,
-                                    max(limit, 0), held_ids, *budget, limit - ahead,
+            rows = await conn.fetch(sql.CLAIM, worker_id, moment, lease_seconds,
+                                    max(limit, 0), held_ids, *budget,
+                                    _lease_clock(now, moment), limit - ahead,
                                     *marks)  # fmt: skip
             return [convert.claimed(row, moment) for row in rows]
 
@@ -161,8 +172,9 @@ class PostgresBackend(PostgresLink):
         async def renew(conn: Connection) -> set[str]:
             async with conn.transaction():
                 await conn.execute(sql.LOCK_LEASES, ids)
-                until = read_now(now) + lease_seconds  # after the rows are ours
-                renewed = {row[0] for row in await conn.fetch(sql.RENEW, until, ids, tokens)}
+                at = _lease_clock(now, read_now(now))  # after the rows are ours
+                renewed = {row[0] for row in await conn.fetch(sql.RENEW, lease_seconds, ids,
+                                                              tokens, at)}  # fmt: skip
             return set(ids) - renewed
 
         return await self._run(renew)
@@ -205,8 +217,8 @@ class PostgresBackend(PostgresLink):
         names = [str(s) for s in statuses]
         return await self._execute(sql.PURGE, names) if names else 0
 
-    async def prune(self, finished_before: float, limit: int) -> int:
-        rows = await self._fetch(sql.PRUNE, finished_before, limit)
+    async def prune(self, older_than: float, now: Now, limit: int) -> int:
+        rows = await self._fetch(sql.PRUNE, older_than, limit, _lease_clock(now, read_now(now)))
         return int(rows[0][0])
 
     # -- reading -------------------------------------------------------------------------
@@ -246,3 +258,9 @@ class PostgresBackend(PostgresLink):
             rows = await self._fetch(sql.LIST_ATTEMPTS + " WHERE task_id = $1 ORDER BY seq",
                                      task_id)  # fmt: skip
         return [Attempt(*row) for row in rows]
+
+
+def _lease_clock(now: Now, moment: float) -> float | None:
+    """The lease clock's time to send: None (the server's clock) when `now` is real time,
+    else `moment`, the virtual time read from it (see the module docstring)."""
+    return None if wall_clock_of(now) is not None else moment

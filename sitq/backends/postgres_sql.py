@@ -28,6 +28,14 @@ def _in(statuses: frozenset[TaskStatus]) -> str:
 WAITING_SQL = _in(CLAIMABLE)
 PRUNABLE_SQL = _in(PRUNABLE)
 
+
+def lease_clock(param: str) -> str:
+    """What leases and retention are measured on: the time in `param` when the worker sent
+    one (a FakeClock's virtual time), else (NULL) the server's own clock, in epoch seconds.
+    Workers on machines whose clocks disagree thus agree on when a lease ends."""
+    return f"COALESCE({param}::float8, extract(epoch FROM statement_timestamp())::float8)"
+
+
 #: The version of this schema; stored in sitq_meta, a newer one is refused.
 SCHEMA_VERSION = 1
 
@@ -129,14 +137,14 @@ CLAIM_RETURNING = """
 """
 
 #: What both halves of a claim write besides the attempt count and start: a new lease and
-#: fencing token, owned by this worker ($1, until $3), with the default budget ($6, $7)
-#: where the task brought none. The SET expressions see the old row (SQL's rule), as in
-#: SQLite. A row's place in the claim decides its start: the first $8 start at once
-#: (`started_at` = $2); the others wait in the worker's hand, not started (NULL) until the
-#: worker says so (`marked`, in a later claim) or their settlement does.
-LEASE_SET = """
+#: fencing token, owned by this worker ($1, for $3 seconds on the lease clock $8), with the
+#: default budget ($6, $7) where the task brought none. The SET expressions see the old row
+#: (SQL's rule), as in SQLite. A row's place in the claim decides its start: the first $9
+#: start at once (`started_at` = $2); the others wait in the worker's hand, not started
+#: (NULL) until the worker says so (`marked`, in a later claim) or their settlement does.
+LEASE_SET = f"""
         lease_token = lease_token + 1,
-        lease_expires_at = $3,
+        lease_expires_at = {lease_clock("$8")} + $3,
         worker_id = $1,
         max_attempts = COALESCE(max_attempts, $6),
         retry_policy = COALESCE(retry_policy, $7),
@@ -144,8 +152,8 @@ LEASE_SET = """
         progress_message = NULL"""
 
 # The whole claim is this one statement (one transaction, one round trip):
-# 0. `marked`: tasks this worker claimed ahead and has started since ($9 ids, $10 tokens,
-#    $11 times): from now on a lost lease costs them an attempt.
+# 0. `marked`: tasks this worker claimed ahead and has started since ($10 ids, $11 tokens,
+#    $12 times): from now on a lost lease costs them an attempt.
 # 1. `expired`/`taken`: take over tasks whose worker stopped renewing its lease (it died or
 #    stalled), except those this worker holds itself ($5). The SET expressions see the old
 #    row, so the lost attempt's worker and times are kept for the history; a pending
@@ -156,17 +164,19 @@ LEASE_SET = """
 # 3. `due`/`claimed`: lease due tasks with what is left of the limit, highest priority
 #    first, then oldest due, then FIFO. SKIP LOCKED: rows another claim holds are not
 #    waited for, they are simply someone else's.
-# $1 worker id, $2 now, $3 lease expiry, $4 limit, $5 held ids, $6/$7 default budget,
-# $8 how many start at once, $9-$11 the starts to record.
+# $1 worker id, $2 now (the worker's: started_at, what is due), $3 lease seconds, $4 limit,
+# $5 held ids, $6/$7 default budget, $8 the lease clock (NULL: the server's, `lease_clock`),
+# $9 how many start at once, $10-$12 the starts to record.
 CLAIM = f"""
 WITH marked AS (
     UPDATE sitq_tasks AS t SET started_at = m.started_at
-      FROM unnest($9::text[], $10::bigint[], $11::float8[]) AS m(id, token, started_at)
+      FROM unnest($10::text[], $11::bigint[], $12::float8[]) AS m(id, token, started_at)
      WHERE t.id = m.id AND t.lease_token = m.token AND t.status = 'running'
        AND t.started_at IS NULL
 ), expired AS (
     SELECT seq, lease_expires_at FROM sitq_tasks
-     WHERE status = 'running' AND lease_expires_at < $2 AND id <> ALL($5::text[])
+     WHERE status = 'running' AND lease_expires_at < {lease_clock("$8")}
+       AND id <> ALL($5::text[])
      ORDER BY lease_expires_at
      LIMIT $4
        FOR UPDATE SKIP LOCKED
@@ -177,7 +187,7 @@ WITH marked AS (
         lost_scheduled_for = CASE WHEN t.started_at IS NULL THEN NULL ELSE t.due_at END,
         due_at = CASE WHEN t.started_at IS NULL THEN t.due_at ELSE t.lease_expires_at END,
         attempts = t.attempts + CASE WHEN t.started_at IS NULL THEN 0 ELSE 1 END,
-        started_at = CASE WHEN e.place > $8 THEN NULL ELSE $2 END,{LEASE_SET}
+        started_at = CASE WHEN e.place > $9 THEN NULL ELSE $2 END,{LEASE_SET}
       FROM (SELECT seq, row_number() OVER (ORDER BY lease_expires_at, seq) AS place
               FROM expired) AS e
      WHERE t.seq = e.seq
@@ -202,7 +212,7 @@ WITH marked AS (
         lost_started_at = NULL,
         lost_scheduled_for = NULL,
         attempts = t.attempts + 1,
-        started_at = CASE WHEN d.place > $8 THEN NULL ELSE $2 END,{LEASE_SET}
+        started_at = CASE WHEN d.place > $9 THEN NULL ELSE $2 END,{LEASE_SET}
       FROM (SELECT seq, (SELECT count(*) FROM expired)
                         + row_number() OVER (ORDER BY priority DESC, due_at, seq) AS place
               FROM due) AS d
@@ -269,9 +279,11 @@ NOTIFY = "SELECT pg_notify($1, $2)"
 #: Lock the leased rows first, so `now` is read once they are ours ($1 ids).
 LOCK_LEASES = "SELECT id FROM sitq_tasks WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE"
 
-# Extend leases still held with the same token and not asked to stop; returns the renewed.
-RENEW = """
-UPDATE sitq_tasks AS t SET lease_expires_at = $1
+# Extend leases still held with the same token and not asked to stop, by $1 seconds on the
+# lease clock $4 (NULL: the server's; this statement starts once LOCK_LEASES has the rows).
+# Returns the renewed.
+RENEW = f"""
+UPDATE sitq_tasks AS t SET lease_expires_at = {lease_clock("$4")} + $1
   FROM unnest($2::text[], $3::bigint[]) AS l(id, token)
  WHERE t.id = l.id AND t.lease_token = l.token AND t.status = 'running'
    AND NOT t.cancel_requested
@@ -302,11 +314,12 @@ WHERE id = $3
 
 PURGE = "DELETE FROM sitq_tasks WHERE status = ANY($1::text[])"
 
-# Delete up to $2 long-finished tasks and their history in one statement; returns how many.
+# Delete up to $2 tasks finished more than $1 seconds before the lease clock $3 (NULL: the
+# server's), and their history, in one statement; returns how many.
 PRUNE = f"""
 WITH doomed AS (
     SELECT id FROM sitq_tasks
-     WHERE status IN ({PRUNABLE_SQL}) AND finished_at < $1
+     WHERE status IN ({PRUNABLE_SQL}) AND finished_at < {lease_clock("$3")} - $1
      LIMIT $2
        FOR UPDATE SKIP LOCKED
 ), history AS (

@@ -14,8 +14,7 @@ transaction, does all its statements and commits or rolls back before returning.
 - a cancelled caller (a timeout, `worker.stop()`, Ctrl-C) can never leave a transaction
   open or the write lock held: the function still finishes in the thread;
 - `now` is read inside the transaction, after the write lock is held, so a wait for the
-  lock never eats into a lease.
-"""
+  lock never eats into a lease."""
 
 from __future__ import annotations
 
@@ -43,6 +42,7 @@ from sitq.backends.base import (
     Signal,
 )
 from sitq.backends.group_commit import GroupCommit
+from sitq.backends.sqlite_errors import named
 from sitq.backends.sqlite_watch import CommitWatch
 from sitq.backends.urls import sqlite_path
 from sitq.errors import BackendError, InvalidOptionError, QueueClosedError
@@ -64,6 +64,7 @@ class SQLiteBackend(Connectable):
     tutorial), and then a worker wakes the moment a task is enqueued. Workers in other
     processes open their own backend on the same file and notice new work within a few
     milliseconds (`sqlite_watch`), with `poll_interval` as the longest look-away.
+    `read_only=True` reads an existing file and writes nothing, not even the schema.
     """
 
     def __init__(
@@ -73,6 +74,7 @@ class SQLiteBackend(Connectable):
         busy_timeout: float = 30.0,
         poll_interval: float = 0.5,
         synchronous: str = "NORMAL",
+        read_only: bool = False,
     ) -> None:
         self.path = sqlite_path(os.fspath(path))  # a sqlite:/// or sqlite+aiosqlite:/// URL too
         if not isinstance(self.path, str):
@@ -85,6 +87,7 @@ class SQLiteBackend(Connectable):
                 f"durability levels; sitq uses NORMAL in WAL mode), got {synchronous!r}"
             )
         self.synchronous = synchronous.upper()
+        self.read_only = bool(read_only)
         self.work_signal = Signal()
         self.settle_signal = Signal()
         self._conn: aiosqlite.Connection | None = None
@@ -120,9 +123,9 @@ class SQLiteBackend(Connectable):
             self._watch = CommitWatch(self.path)
 
     async def _open(self) -> aiosqlite.Connection:
-        schema.prepare_file(self.path, self.is_memory)
+        target = schema.prepare_file(self.path, self.is_memory, self.read_only)
         conn = aiosqlite.connect(
-            self.path, isolation_level=None, timeout=self.busy_timeout, uri=_is_uri(self.path)
+            target, isolation_level=None, timeout=self.busy_timeout, uri=_is_uri(target)
         )
         # aiosqlite's thread would keep a program alive at exit if nobody closed the
         # queue; as a daemon it ends with the program (SQLite's journal keeps the file safe).
@@ -140,6 +143,7 @@ class SQLiteBackend(Connectable):
                 self.is_memory,
                 self.synchronous,
                 self.busy_timeout,
+                self.read_only,
             )
             await conn._execute(  # type: ignore[no-untyped-call]
                 ops.wait_for_lock_up_to, conn._conn, self.busy_timeout
@@ -171,8 +175,10 @@ class SQLiteBackend(Connectable):
         """Run `operation(sqlite3_connection, *args)` in aiosqlite's thread: one trip."""
         await self._owner.follow()
         conn = self._connection()
-        # aiosqlite's _execute has no type hints, so what it returns is Any to mypy
-        return await conn._execute(operation, conn._conn, *args)  # type: ignore[no-untyped-call, no-any-return]
+        try:  # aiosqlite's _execute has no type hints: it returns Any to mypy
+            return await conn._execute(operation, conn._conn, *args)  # type: ignore[no-untyped-call, no-any-return]
+        except sqlite3.DatabaseError as exc:  # named: `sqlite_errors`
+            raise named(exc, self.path, self.busy_timeout)  # noqa: B904 (it sets the cause)
 
     async def _write(self, operation: Callable[..., T], *args: Any) -> T:
         """Run a write operation like `_run`, grouped with the writes queued beside it
@@ -180,7 +186,10 @@ class SQLiteBackend(Connectable):
         Reads go straight to `_run`: they never wait behind queued writes."""
         await self._owner.follow()
         self._connection()
-        result: T = await self._writes.write(operation, *args)
+        try:
+            result: T = await self._writes.write(operation, *args)
+        except sqlite3.DatabaseError as exc:
+            raise named(exc, self.path, self.busy_timeout)  # noqa: B904 (it sets the cause)
         return result
 
     def _connection(self) -> aiosqlite.Connection:
@@ -275,8 +284,8 @@ class SQLiteBackend(Connectable):
             ops.write, f"DELETE FROM sitq_tasks WHERE status IN ({marks})", names
         )
 
-    async def prune(self, finished_before: float, limit: int) -> int:
-        return await self._write(ops.prune, finished_before, limit)
+    async def prune(self, older_than: float, now: Now, limit: int) -> int:
+        return await self._write(ops.prune, older_than, now, limit)
 
     # -- reading -------------------------------------------------------------------------
 

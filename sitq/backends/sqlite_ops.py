@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from sitq.backends import sqlite_sql as sql
 from sitq.backends.base import ClaimedTask, NewTask, Now, Settlement, read_now
+from sitq.clock import wall_clock_of
 from sitq.state import CancelAction, on_cancel, on_requeue
 from sitq.task import Attempt, TaskInfo, TaskStatus
 
@@ -171,7 +172,8 @@ def claim_in(
     if limit <= 0:
         return []
     moment = read_now(now)  # after BEGIN IMMEDIATE: the lock is ours
-    values = {**params, "now": moment, "lease_until": moment + lease, "limit": limit}
+    values = {**params, "now": moment, "lease_until": moment + lease, "limit": limit,
+              "expired_before": steady_now(now, moment, lease)}  # fmt: skip
     taken = []
     if conn.execute(sql.ANY_LEASE_EXPIRED, values).fetchone() is not None:
         taken = conn.execute(sql.TAKE_OVER, values).fetchall()
@@ -270,8 +272,9 @@ def requeue(conn: sqlite3.Connection, task_id: str, now: float) -> TaskStatus | 
     return in_transaction(conn, work)
 
 
-def prune(conn: sqlite3.Connection, finished_before: float, limit: int) -> int:
+def prune(conn: sqlite3.Connection, older_than: float, now: Now, limit: int) -> int:
     def work() -> int:
+        finished_before = steady_now(now, read_now(now), older_than) - older_than
         ids = [row[0] for row in conn.execute(sql.PRUNE_IDS, (finished_before, limit))]
         for start in range(0, len(ids), MAX_VARIABLES):
             chunk = ids[start : start + MAX_VARIABLES]
@@ -281,6 +284,22 @@ def prune(conn: sqlite3.Connection, finished_before: float, limit: int) -> int:
         return len(ids)
 
     return in_transaction(conn, work)
+
+
+def steady_now(now: Now, moment: float, within: float) -> float:
+    """`moment` (read from `now`) less the forward steps of the wall clock seen in the last
+    `within` seconds, when `now` is real time; a FakeClock's time as it is.
+
+    Every worker on one SQLite file runs on one machine and shares its wall clock. A step
+    of that clock forward by X (set by hand, NTP's first sync, a resume from suspend) makes
+    every lease and finish time look X older at once, though every holder is alive. So for
+    one lease period after a step a claim takes over only leases that would have expired
+    without it (by then every live holder has renewed on the new clock), and for one
+    retention period pruning deletes only what is old enough without it. A step back by X
+    delays the takeover of a dead worker's tasks by X. A worker that starts after a step
+    cannot know of it: within a third of a lease of one it may take a live lease."""
+    clock = wall_clock_of(now)
+    return moment if clock is None else moment - clock.stepped_forward(within)
 
 
 def select_in(conn: sqlite3.Connection, select: str, ids: list[str]) -> list[Any]:

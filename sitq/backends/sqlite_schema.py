@@ -14,9 +14,10 @@ import stat
 import time
 from contextlib import suppress
 from pathlib import Path
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from sitq.backends import sqlite_sql as sql
+from sitq.backends.sqlite_errors import storage_error
 from sitq.errors import BackendError, SchemaVersionError
 
 logger = logging.getLogger("sitq.backends.sqlite")
@@ -37,21 +38,26 @@ def file_path(path: str) -> Path | None:
     return Path(path)
 
 
-def prepare_file(path: str, is_memory: bool) -> None:
+def prepare_file(path: str, is_memory: bool, read_only: bool = False) -> str:
     """Check the folder exists; create a new file readable by its owner only (0600);
-    warn when an existing file can be read by others (it holds code and data)."""
+    warn when an existing file can be read by others (it holds code and data). Returns
+    what to open: `path`, or with `read_only` a URI that opens it for reading only."""
     location = None if is_memory else file_path(path)
     if location is None:
-        return
+        return path
     if not location.parent.is_dir():
         raise BackendError(
             f"the folder {str(location.parent)!r} for database {path!r} does not exist; "
             "create it first or choose another path"
         )
+    if read_only:
+        if not location.is_file():
+            raise BackendError(f"no database file at {path!r} to read: check the path")
+        return read_only_uri(path)
     if not location.exists():
         with suppress(FileExistsError):  # another process created it a moment ago
             os.close(os.open(location, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-        return
+        return path
     mode = location.stat().st_mode
     if mode & (stat.S_IRGRP | stat.S_IROTH | stat.S_IWGRP | stat.S_IWOTH):
         logger.warning(
@@ -61,12 +67,34 @@ def prepare_file(path: str, is_memory: bool) -> None:
             stat.S_IMODE(mode),
             location,
         )
+    return path
+
+
+def read_only_uri(path: str) -> str:
+    """A `file:` URI that opens `path` for reading only (`mode=ro`): a copy in a read-only
+    folder, a file its reader may not write. SQLite reads a WAL database through its `-shm`
+    file, which it cannot make in a read-only folder: when there is none and no `-wal`
+    either (nothing uncommitted to replay, and no writer could be at work there), the file
+    is opened `immutable=1` as well, which needs neither."""
+    if path.startswith("file:"):
+        return path + ("&" if "?" in path else "?") + "mode=ro"
+    location = os.path.abspath(path)
+    folder_writable = os.access(os.path.dirname(location), os.W_OK)
+    no_wal = not os.path.exists(location + "-wal") and not os.path.exists(location + "-shm")
+    immutable = "&immutable=1" if no_wal and not folder_writable else ""
+    return f"file:{quote(location)}?mode=ro{immutable}"
 
 
 def set_up(
-    conn: sqlite3.Connection, path: str, is_memory: bool, synchronous: str, busy_timeout: float
+    conn: sqlite3.Connection,
+    path: str,
+    is_memory: bool,
+    synchronous: str,
+    busy_timeout: float,
+    read_only: bool = False,
 ) -> None:
-    """Runs in the connection's thread: PRAGMAs, schema, version check, upgrade.
+    """Runs in the connection's thread: PRAGMAs, schema, version check, upgrade (read-only:
+    the version check alone; an older schema is read as it is, and never upgraded).
 
     Two processes creating one new file at once can meet "database is locked" where SQLite
     does not wait by itself (switching to WAL): such a clash is retried until busy_timeout.
@@ -75,13 +103,19 @@ def set_up(
     pause = RETRY_FIRST_PAUSE
     while True:
         try:
-            _set_up_once(conn, path, is_memory, synchronous, busy_timeout)
+            if read_only:
+                conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+                _check_version(conn, path)
+            else:
+                _set_up_once(conn, path, is_memory, synchronous, busy_timeout)
             return
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) or time.monotonic() + pause > deadline:
-                raise _open_error(path, exc) from exc
+                raise storage_error(exc, path, busy_timeout) or _open_error(path, exc) from exc
         except sqlite3.DatabaseError as exc:
-            raise BackendError(f"{path!r} is not a usable SQLite database: {exc}") from exc
+            raise storage_error(exc, path, busy_timeout) or BackendError(
+                f"{path!r} is not a usable SQLite database: {exc}"
+            ) from exc
         time.sleep(pause)
         pause = min(pause * 2, 0.2)
 
@@ -98,12 +132,7 @@ def _set_up_once(
         conn.execute(
             "CREATE TABLE IF NOT EXISTS sitq_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
         )
-        found = _stored_version(conn, path)
-        if found is not None and found > sql.SCHEMA_VERSION:
-            raise SchemaVersionError(
-                f"database {path!r} has schema version {found}, but this sitq knows "
-                f"version {sql.SCHEMA_VERSION} at most: upgrade sitq to use it"
-            )
+        _check_version(conn, path)
         _create_or_upgrade(conn)
         # An upsert is also a write check: SQLite opens a read-only file without complaint
         # and only objects at the first write. Better to find out here than at enqueue.
@@ -116,6 +145,15 @@ def _set_up_once(
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def _check_version(conn: sqlite3.Connection, path: str) -> None:
+    found = _stored_version(conn, path)
+    if found is not None and found > sql.SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"database {path!r} has schema version {found}, but this sitq knows "
+            f"version {sql.SCHEMA_VERSION} at most: upgrade sitq to use it"
+        )
 
 
 def _stored_version(conn: sqlite3.Connection, path: str) -> int | None:
@@ -168,9 +206,13 @@ def _without_comment_lines(statement: str) -> str:
 
 def _open_error(path: str, exc: sqlite3.OperationalError) -> BackendError:
     text = str(exc)
-    if "readonly" in text or "read-only" in text:
+    location = file_path(path)
+    folder_read_only = location is not None and not os.access(location.parent, os.W_OK)
+    if "readonly" in text or "read-only" in text or folder_read_only:
         return BackendError(
-            f"database {path!r} is read-only: a queue must write to it. Fix the file's "
-            "permissions or copy it somewhere writable."
+            f"database {path!r} is read-only (or its folder is: SQLite writes -wal and -shm "
+            "files beside it), and a queue must write to it. Fix the file's permissions (and its "
+            "folder's) or copy it somewhere writable; `sitq status`, `dead` and `plot` read "
+            "it as it is."
         )
     return BackendError(f"cannot set up database {path!r}: {exc}")

@@ -141,16 +141,17 @@ UPDATE sitq_tasks SET
     started_at = :now,{LEASE_SET}
 WHERE seq IN (
     SELECT seq FROM sitq_tasks INDEXED BY sitq_tasks_leased
-     WHERE status = 'running' AND lease_expires_at < :now AND id NOT IN (SELECT value FROM json_each(:held))
+     WHERE status = 'running' AND lease_expires_at < :expired_before AND id NOT IN (SELECT value FROM json_each(:held))
      ORDER BY lease_expires_at LIMIT :limit
 )
 {CLAIM_RETURNING}
 """  # noqa: E501
 
 # Is any lease expired? One step down the index: most claims find none and skip TAKE_OVER.
+# (:expired_before is :now less a step of the clock just seen, see `sqlite_ops.steady_now`.)
 ANY_LEASE_EXPIRED = """
 SELECT 1 FROM sitq_tasks INDEXED BY sitq_tasks_leased
- WHERE status = 'running' AND lease_expires_at < :now LIMIT 1
+ WHERE status = 'running' AND lease_expires_at < :expired_before LIMIT 1
 """
 
 # Lease due tasks, highest priority first, then oldest due, then FIFO. INDEXED BY makes
