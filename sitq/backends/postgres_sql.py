@@ -187,7 +187,7 @@ WITH marked AS (
         lost_scheduled_for = CASE WHEN t.started_at IS NULL THEN NULL ELSE t.due_at END,
         due_at = CASE WHEN t.started_at IS NULL THEN t.due_at ELSE t.lease_expires_at END,
         attempts = t.attempts + CASE WHEN t.started_at IS NULL THEN 0 ELSE 1 END,
-        started_at = CASE WHEN e.place > $9 THEN NULL ELSE $2 END,{LEASE_SET}
+        started_at = CASE WHEN e.place > $9 THEN NULL ELSE $2::float8 END,{LEASE_SET}
       FROM (SELECT seq, row_number() OVER (ORDER BY lease_expires_at, seq) AS place
               FROM expired) AS e
      WHERE t.seq = e.seq
@@ -212,7 +212,7 @@ WITH marked AS (
         lost_started_at = NULL,
         lost_scheduled_for = NULL,
         attempts = t.attempts + 1,
-        started_at = CASE WHEN d.place > $9 THEN NULL ELSE $2 END,{LEASE_SET}
+        started_at = CASE WHEN d.place > $9 THEN NULL ELSE $2::float8 END,{LEASE_SET}
       FROM (SELECT seq, (SELECT count(*) FROM expired)
                         + row_number() OVER (ORDER BY priority DESC, due_at, seq) AS place
               FROM due) AS d
