@@ -16,6 +16,7 @@ The transition table (what happens, from which state, to which state, and who de
 | running                       | its result cannot be serialized        | failed                                      | `unsendable_result`   |
 | running                       | it was cancelled while running         | cancelled                                   | `after_attempt`       |
 | running, lease expired        | another worker takes it over           | lost attempt recorded, then: running again (retry now), retrying, failed, or cancelled if a cancel was asked | `after_lost_lease` |
+| running, lease expired, budget spent | another worker's claim finds it  | lost attempt recorded; failed (WorkerLost), or cancelled if a cancel was asked: in the claim's own transaction, no attempt added | `LOST_WHEN_SPENT` |
 | running                       | its circuit breaker is open            | scheduled at the breaker's probe time; attempt refunded | `deferral` |
 | running                       | the worker stops (grace over), or it was claimed ahead and never started | queued now; attempt refunded | `hand_back` |
 | queued, scheduled, retrying   | cancel                                 | cancelled                                   | `on_cancel`           |
@@ -47,6 +48,16 @@ PURGEABLE: frozenset[TaskStatus] = frozenset({TaskStatus.FAILED})
 PRUNABLE: frozenset[TaskStatus] = frozenset({TaskStatus.SUCCEEDED, TaskStatus.CANCELLED})
 #: States `requeue` accepts.
 REQUEUEABLE: frozenset[TaskStatus] = frozenset({TaskStatus.FAILED, TaskStatus.CANCELLED})
+#: A lost lease whose retry budget is spent (the lost attempt was the last one the budget
+#: allowed): (status, error type) without a cancel request, and with one. Every policy gives
+#: up there (`RetryPolicy.next_delay` returns None once `max_attempts` is reached), so the
+#: claim that finds the expired lease decides it in its own transaction, with no attempt
+#: added: no reader, and no crash of the claiming worker, ever leaves more attempts than
+#: the budget. Backends build their SQL from these; `after_lost_lease` agrees with them.
+LOST_WHEN_SPENT: tuple[TaskStatus, str] = (TaskStatus.FAILED, "WorkerLost")
+LOST_WHEN_SPENT_CANCELLED: tuple[TaskStatus, str] = (TaskStatus.CANCELLED, "Cancelled")
+#: The error message stored with LOST_WHEN_SPENT_CANCELLED.
+LOST_CANCEL_MESSAGE = "cancelled; its worker was lost before it stopped"
 
 
 @dataclass(frozen=True)

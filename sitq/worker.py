@@ -274,7 +274,7 @@ class Worker:
     # -- claim and spawn ------------------------------------------------------------------
 
     async def _claim(self, limit: int) -> list[ClaimedTask]:
-        return await self.backend.claim(
+        claimed = await self.backend.claim(
             self.worker_id,
             limit,
             self.clock.now,
@@ -282,6 +282,7 @@ class Worker:
             held=list(self.keeper.tokens),
             default_budget=state.budget_of(self.retry),
         )
+        return self.runner.report_decided(claimed)
 
     def _take(self, claimed: list[ClaimedTask]) -> None:
         """Claimed tasks join those in hand, under lease, and start in claim order as far as
@@ -323,7 +324,7 @@ class Worker:
     def _on_claimed(self, claimed: list[ClaimedTask]) -> None:
         self._dry = len(claimed) < self._slots.reserved
         self._slots.reserved = 0
-        self._take(claimed)
+        self._take(self.runner.report_decided(claimed))
         self._wake.ring()  # slots the claim did not fill are the main loop's again
 
     def _spawn(self, claimed: ClaimedTask) -> asyncio.Task[None]:

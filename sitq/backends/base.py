@@ -62,6 +62,9 @@ class ClaimedTask:
     the task was taken over from a worker whose lease expired (that attempt is already in
     the history). `cancel_requested` survives such a takeover. `last_delay` is the backoff
     chosen after the previous failed attempt, if any (decorrelated jitter grows from it).
+
+    `decided` is set on a lost lease whose budget was spent: the claim itself ended it
+    (`state.LOST_WHEN_SPENT`, no lease, nothing to run); the worker only reports it.
     """
 
     task_id: str
@@ -77,19 +80,22 @@ class ClaimedTask:
     last_delay: float | None = None
     cancel_requested: bool = False
     max_attempts: int | None = None
+    decided: TaskStatus | None = None
 
     @classmethod
-    def from_row(cls, row: Sequence[Any], now: float) -> ClaimedTask:
+    def from_row(cls, row: Sequence[Any], now: float, decided: str | None = None) -> ClaimedTask:
         """A claim's returned columns, in both backends' CLAIM_RETURNING order: id, name,
         payload, attempt, try number, token, due_at, enqueued_at, the lost attempt's
-        worker, start and schedule, last delay, cancel requested, max attempts."""
+        worker, start and schedule, last delay, cancel requested, max attempts (and the
+        status the claim decided, for a spent lost lease)."""
         (task_id, name, payload, attempt, try_number, token, due_at, enqueued_at,
          lost_worker, lost_started, lost_scheduled, last_delay, cancel, budget) = row  # fmt: skip
         lost = None
         if lost_worker is not None:
             lost = LostAttempt(lost_worker, lost_started, lost_scheduled)
         return cls(task_id, name, payload, attempt, try_number, token, due_at, enqueued_at,
-                   now, lost, last_delay, bool(cancel), budget)  # fmt: skip
+                   now, lost, last_delay, bool(cancel), budget,
+                   None if decided is None else TaskStatus(decided))  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,9 @@ def task_row(t: NewTask) -> tuple[Any, ...]:
 
 
 def claimed(row: Any, now: float) -> ClaimedTask:
-    """A row of sql.CLAIM: a "taken first" flag, CLAIM_RETURNING's columns, two for order."""
-    return ClaimedTask.from_row(row[1:15], now)
+    """A row of sql.CLAIM: a "taken first" flag, CLAIM_RETURNING's columns, two for order,
+    and the status the claim decided (a spent lost lease; else NULL)."""
+    return ClaimedTask.from_row(row[1:15], now, row[17])
 
 
 def settle_row(s: Settlement) -> tuple[Any, ...]:

@@ -16,7 +16,13 @@ make these statements safe with many workers on many machines:
 
 from __future__ import annotations
 
-from sitq.state import CLAIMABLE, PRUNABLE
+from sitq.state import (
+    CLAIMABLE,
+    LOST_CANCEL_MESSAGE,
+    LOST_WHEN_SPENT,
+    LOST_WHEN_SPENT_CANCELLED,
+    PRUNABLE,
+)
 from sitq.task import TaskStatus
 
 
@@ -140,38 +146,71 @@ LEASE_SET = """
         progress = NULL,
         progress_message = NULL"""
 
+#: What a lost lease with a spent budget ends as (`state.LOST_WHEN_SPENT`, `..._CANCELLED`):
+#: status, error type and error, from the row's old values, finished at $2.
+LOST_END = f"""
+        status = CASE WHEN cancel_requested THEN '{LOST_WHEN_SPENT_CANCELLED[0].value}'
+                      ELSE '{LOST_WHEN_SPENT[0].value}' END,
+        error_type = CASE WHEN cancel_requested THEN '{LOST_WHEN_SPENT_CANCELLED[1]}'
+                          ELSE '{LOST_WHEN_SPENT[1]}' END,
+        error = CASE WHEN cancel_requested THEN '{LOST_CANCEL_MESSAGE}'
+                     ELSE 'worker ' || worker_id || ' stopped renewing its lease' END,
+        traceback = NULL,
+        finished_at = $2,
+        lease_expires_at = NULL"""
+
 # The whole claim is this one statement (one transaction, one round trip):
-# 1. `expired`/`taken`: take over tasks whose worker stopped renewing its lease (it died or
-#    stalled), except those this worker holds itself ($5). The SET expressions see the old
-#    row, so the lost attempt's worker and times are kept for the history; a pending
-#    cancel request is kept too: it must survive the crash.
-# 2. `lost`: append that lost attempt to the history (attempt = the new count - 1).
-# 3. `due`/`claimed`: lease due tasks with what is left of the limit, highest priority
+# 1. `expired`: tasks whose worker stopped renewing its lease (it died or stalled), except
+#    those this worker holds itself ($5); `spent` when the lost attempt was the budget's
+#    last (no budget known: not spent).
+# 2. `ended`: those with a spent budget are decided here (`state.LOST_WHEN_SPENT`), with no
+#    attempt added and the fencing token kept, so no reader ever sees more attempts than
+#    the budget, even if this worker dies at once.
+# 3. `taken`: the others are taken over. The SET expressions see the old row, so the lost
+#    attempt's worker and times are kept for the history; a pending cancel request is
+#    kept too: it must survive the crash.
+# 4. `lost`: append each lost attempt to the history.
+# 5. `due`/`claimed`: lease due tasks with what is left of the limit, highest priority
 #    first, then oldest due, then FIFO. SKIP LOCKED: rows another claim holds are not
 #    waited for, they are simply someone else's.
 # $1 worker id, $2 now, $3 lease expiry, $4 limit, $5 held ids, $6/$7 default budget.
+# Each row ends with `decided`: the status `ended` gave it, else NULL.
 CLAIM = f"""
 WITH expired AS (
-    SELECT seq FROM sitq_tasks
+    SELECT seq, COALESCE(attempts - retry_base >= COALESCE(max_attempts, $6), FALSE) AS spent
+      FROM sitq_tasks
      WHERE status = 'running' AND lease_expires_at < $2 AND id <> ALL($5::text[])
      ORDER BY lease_expires_at
      LIMIT $4
        FOR UPDATE SKIP LOCKED
+), ended AS (
+    UPDATE sitq_tasks SET
+        lost_worker_id = worker_id,
+        lost_started_at = started_at,
+        lost_scheduled_for = due_at,
+        due_at = lease_expires_at,{LOST_END}
+    WHERE seq IN (SELECT seq FROM expired WHERE spent)
+    {CLAIM_RETURNING.rstrip()}, status AS decided
 ), taken AS (
     UPDATE sitq_tasks SET
         lost_worker_id = worker_id,
         lost_started_at = started_at,
         lost_scheduled_for = due_at,
         due_at = lease_expires_at,{LEASE_SET}
-    WHERE seq IN (SELECT seq FROM expired)
+    WHERE seq IN (SELECT seq FROM expired WHERE NOT spent)
     {CLAIM_RETURNING}
 ), lost AS (
     INSERT INTO sitq_attempts (task_id, task_name, attempt, worker_id, scheduled_for,
                                started_at, finished_at, outcome, error_type, error_message)
-    SELECT id, name, attempts - 1, lost_worker_id, lost_scheduled_for, lost_started_at,
+    SELECT id, name, number, lost_worker_id, lost_scheduled_for, lost_started_at,
            due_at, 'worker_lost', 'WorkerLost',
            'worker ' || lost_worker_id || ' stopped renewing its lease'
-      FROM taken ORDER BY due_at, seq
+      FROM (SELECT id, name, attempts - 1 AS number, lost_worker_id, lost_scheduled_for,
+                   lost_started_at, due_at, seq FROM taken
+            UNION ALL
+            SELECT id, name, attempts, lost_worker_id, lost_scheduled_for, lost_started_at,
+                   due_at, seq FROM ended) AS lost_rows
+     ORDER BY due_at, seq
 ), due AS (
     SELECT seq FROM sitq_tasks
      WHERE status IN ({WAITING_SQL}) AND due_at <= $2
@@ -187,9 +226,11 @@ WITH expired AS (
     WHERE seq IN (SELECT seq FROM due)
     {CLAIM_RETURNING}
 )
-SELECT * FROM (SELECT 0 AS taken_first, * FROM taken
+SELECT * FROM (SELECT 0 AS taken_first, *, NULL::text AS decided FROM taken
                UNION ALL
-               SELECT 1, * FROM claimed) AS batch
+               SELECT 0, * FROM ended
+               UNION ALL
+               SELECT 1, *, NULL FROM claimed) AS batch
  ORDER BY taken_first, priority DESC, due_at, seq
 """
 

@@ -161,14 +161,19 @@ def claim_in(
     """The claim's statements, inside a transaction that holds the write lock."""
     moment = read_now(now)  # after BEGIN IMMEDIATE: the lock is ours
     values = {**params, "now": moment, "lease_until": moment + lease, "limit": limit}
-    taken = []
+    ended, taken = [], []
     if conn.execute(sql.ANY_LEASE_EXPIRED, values).fetchone() is not None:
-        taken = conn.execute(sql.TAKE_OVER, values).fetchall()
+        ended = conn.execute(sql.END_SPENT, values).fetchall()  # decided here, not leased
+        values["limit"] = limit - len(ended)
+        taken = conn.execute(sql.TAKE_OVER, values).fetchall() if values["limit"] > 0 else []
+    for row in ended:
+        conn.execute(sql.INSERT_ATTEMPT, lost_attempt_params(row, lost_number=row[3]))
     for row in taken:
-        conn.execute(sql.INSERT_ATTEMPT, lost_attempt_params(row))
-    values["limit"] = limit - len(taken)
+        conn.execute(sql.INSERT_ATTEMPT, lost_attempt_params(row, lost_number=row[3] - 1))
+    values["limit"] = limit - len(ended) - len(taken)
     due = claim_due(conn, values) if values["limit"] > 0 else []
-    return [ClaimedTask.from_row(row, moment) for row in taken + due]
+    decided = [ClaimedTask.from_row(row[:-1], moment, row[-1]) for row in ended]
+    return decided + [ClaimedTask.from_row(row, moment) for row in taken + due]
 
 
 def claim_due(conn: sqlite3.Connection, values: dict[str, Any]) -> list[Any]:
@@ -282,13 +287,14 @@ def select_in(conn: sqlite3.Connection, select: str, ids: list[str]) -> list[Any
 # -- row conversions ---------------------------------------------------------------------
 
 
-def lost_attempt_params(row: Any) -> dict[str, Any]:
-    """The history record of the attempt a dead worker held (taken from a TAKE_OVER row)."""
-    task_id, name, _, attempts, _, _, expired_at, _, worker, started, scheduled = row[:11]
+def lost_attempt_params(row: Any, lost_number: int) -> dict[str, Any]:
+    """The history record of attempt `lost_number`, which a dead worker held (from a
+    TAKE_OVER or END_SPENT row)."""
+    task_id, name, _, _, _, _, expired_at, _, worker, started, scheduled = row[:11]
     return {
         "task_id": task_id,
         "task_name": name,
-        "attempt": attempts - 1,
+        "attempt": lost_number,
         "worker_id": worker,
         "scheduled_for": scheduled,
         "started_at": started,

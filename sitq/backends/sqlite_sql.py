@@ -7,7 +7,13 @@ indexes that keep every claim as cheap at 100,000 waiting tasks as at 10.
 
 from __future__ import annotations
 
-from sitq.state import CLAIMABLE, PRUNABLE
+from sitq.state import (
+    CLAIMABLE,
+    LOST_CANCEL_MESSAGE,
+    LOST_WHEN_SPENT,
+    LOST_WHEN_SPENT_CANCELLED,
+    PRUNABLE,
+)
 from sitq.task import TaskStatus
 
 
@@ -125,6 +131,42 @@ LEASE_SET = """
     progress = NULL,
     progress_message = NULL"""
 
+#: Did the lost attempt spend the retry budget (`state.LOST_WHEN_SPENT`)? 1 or 0; a task
+#: with no budget known (none of its own, and no default from the claiming worker) is 0.
+BUDGET_SPENT = "COALESCE(attempts - retry_base >= COALESCE(max_attempts, :default_max), 0)"
+
+#: What a lost lease with a spent budget ends as (`state.LOST_WHEN_SPENT`, `..._CANCELLED`):
+#: status, error type and error, as SQL on the row's old values.
+LOST_END = f"""
+    status = CASE WHEN cancel_requested THEN '{LOST_WHEN_SPENT_CANCELLED[0].value}'
+                  ELSE '{LOST_WHEN_SPENT[0].value}' END,
+    error_type = CASE WHEN cancel_requested THEN '{LOST_WHEN_SPENT_CANCELLED[1]}'
+                      ELSE '{LOST_WHEN_SPENT[1]}' END,
+    error = CASE WHEN cancel_requested THEN '{LOST_CANCEL_MESSAGE}'
+                 ELSE 'worker ' || worker_id || ' stopped renewing its lease' END,
+    traceback = NULL,
+    finished_at = :now,
+    lease_expires_at = NULL"""
+
+# An expired lease whose lost attempt was the budget's last: decided here, in the claim's
+# own transaction (`state.LOST_WHEN_SPENT`), with no attempt added and the fencing token
+# kept, so no reader ever sees more attempts than the budget, even if the claiming worker
+# dies at once. The lost attempt's worker and times are kept for its history record.
+END_SPENT = f"""
+UPDATE sitq_tasks SET
+    lost_worker_id = worker_id,
+    lost_started_at = started_at,
+    lost_scheduled_for = due_at,
+    due_at = lease_expires_at,{LOST_END}
+WHERE seq IN (
+    SELECT seq FROM sitq_tasks INDEXED BY sitq_tasks_leased
+     WHERE status = 'running' AND lease_expires_at < :now AND {BUDGET_SPENT}
+       AND id NOT IN (SELECT value FROM json_each(:held))
+     ORDER BY lease_expires_at LIMIT :limit
+)
+{CLAIM_RETURNING.rstrip()}, status
+"""
+
 # Take over tasks whose worker stopped renewing its lease (it died or stalled). The SET
 # expressions see the old row, so the lost attempt's worker and times are kept for the
 # history. A pending cancel request is kept too: it must survive the crash.
@@ -136,11 +178,12 @@ UPDATE sitq_tasks SET
     due_at = lease_expires_at,{LEASE_SET}
 WHERE seq IN (
     SELECT seq FROM sitq_tasks INDEXED BY sitq_tasks_leased
-     WHERE status = 'running' AND lease_expires_at < :now AND id NOT IN (SELECT value FROM json_each(:held))
+     WHERE status = 'running' AND lease_expires_at < :now AND NOT {BUDGET_SPENT}
+       AND id NOT IN (SELECT value FROM json_each(:held))
      ORDER BY lease_expires_at LIMIT :limit
 )
 {CLAIM_RETURNING}
-"""  # noqa: E501
+"""
 
 # Is any lease expired? One step down the index: most claims find none and skip TAKE_OVER.
 ANY_LEASE_EXPIRED = """
