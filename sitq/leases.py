@@ -10,6 +10,10 @@ heartbeats by moving virtual time: `clock.advance(10)` and the leases are renewe
 
 When a renewal is refused, the task was either taken over (our lease expired: we stalled)
 or a cancel was asked for; `why_lease_ended` tells which, and the worker stops the task.
+
+The keeper also knows, for each lease, the latest time it surely lasts until (`alive`):
+an outcome that could not be stored yet is written again as long as that holds
+(`sitq.settling`), while the heartbeat keeps renewing the lease.
 """
 
 from __future__ import annotations
@@ -52,17 +56,26 @@ class LeaseKeeper:
         self.lease_seconds = lease_seconds
         self.on_ended = on_ended  # (task id, CANCELLED or LOST)
         self.tokens: dict[str, int] = {}
+        #: task id -> when its lease surely lasts until (a renewal sets it from the time
+        #: it was asked: the backend reads its clock later, so the real lease is longer).
+        self.expires: dict[str, float] = {}
         self._heartbeat: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
 
-    def hold(self, task_id: str, token: int) -> None:
+    def hold(self, task_id: str, token: int, claimed_at: float) -> None:
         self.tokens[task_id] = token
+        self.expires.setdefault(task_id, claimed_at + self.lease_seconds)
         if self._heartbeat is None or self._heartbeat.done():
             self._stop = asyncio.Event()
             self._heartbeat = asyncio.create_task(self._beat(self._stop), name="sitq-heartbeat")
 
+    def alive(self, task_id: str) -> bool:
+        """Whether this worker still holds the task's lease, as far as it knows."""
+        return task_id in self.tokens and self.clock.now() < self.expires[task_id]
+
     def release(self, task_id: str) -> None:
         self.tokens.pop(task_id, None)
+        self.expires.pop(task_id, None)
         if not self.tokens:
             self._stop.set()
 
@@ -91,7 +104,11 @@ class LeaseKeeper:
         held = list(self.tokens.items())
         if not held:
             return
+        asked = self.clock.now()
         ended = await self.backend.renew_leases(held, self.clock.now, self.lease_seconds)
+        for task_id, _ in held:
+            if task_id in self.expires and task_id not in ended:
+                self.expires[task_id] = asked + self.lease_seconds
         if not ended:
             return
         infos = await self.backend.get_tasks(list(ended))

@@ -154,7 +154,12 @@ class Worker:
                 self.worker_id,
                 self.backend,
                 self.serializer,
-                Settler(self.backend, self._next_claim, self._on_claimed),
+                Settler(
+                    self.backend,
+                    self._next_claim,
+                    self._on_claimed,
+                    lambda settlement: self.keeper.alive(settlement.task_id),
+                ),
                 self.clock,
                 self.rng,
                 self.retry,
@@ -288,7 +293,7 @@ class Worker:
         """Claimed tasks join those in hand, under lease, and start in claim order as far as
         slots are free; the rest wait (`sitq.claim_ahead`)."""
         for task in claimed:
-            self.keeper.hold(task.task_id, task.token)
+            self.keeper.hold(task.task_id, task.token, task.claimed_at)
         self._slots.ahead.waiting.extend(claimed)
         self._start_waiting()
 
@@ -328,7 +333,7 @@ class Worker:
         self._wake.ring()  # slots the claim did not fill are the main loop's again
 
     def _spawn(self, claimed: ClaimedTask) -> asyncio.Task[None]:
-        self.keeper.hold(claimed.task_id, claimed.token)
+        self.keeper.hold(claimed.task_id, claimed.token, claimed.claimed_at)
         running = asyncio.create_task(self.runner.process(claimed))
         self._slots.started(claimed.task_id, running)
         running.add_done_callback(lambda _: self._forget(claimed.task_id))

@@ -71,7 +71,8 @@ def in_transaction(conn: sqlite3.Connection, work: Callable[[], T]) -> T:
     try:
         result = work()
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:  # SQLite ends it by itself on some errors (a full disk)
+            conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
     return result
