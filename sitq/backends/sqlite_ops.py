@@ -45,19 +45,53 @@ def wait_for_lock_up_to(conn: sqlite3.Connection, seconds: float) -> None:
     conn.execute("PRAGMA busy_timeout = 1")
 
 
-def with_the_lock(action: Callable[[], T]) -> T:
+def with_the_lock(conn: sqlite3.Connection, action: Callable[[], T]) -> T:
     """Run `action` (BEGIN IMMEDIATE, or one autocommit write), trying again while another
-    connection holds the write lock, up to the connection's busy timeout."""
-    deadline = time.monotonic() + getattr(_lock_wait, "seconds", 0.0)
+    connection holds the write lock, up to the connection's busy timeout. An attempt that
+    gives up leaves the outage's start behind: the first write that gets through, even
+    calls later, makes up for all of it."""
+    started = time.monotonic()
+    deadline = started + getattr(_lock_wait, "seconds", 0.0)
     pause = LOCK_POLL_FIRST
     while True:
         try:
-            return action()
+            result = action()
         except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() + pause > deadline:
+            if "locked" not in str(exc):
                 raise
+            if getattr(_lock_wait, "blocked_since", None) is None:
+                _lock_wait.blocked_since = started
+            if time.monotonic() + pause > deadline:
+                raise
+        else:
+            make_up_for_outage(conn)
+            return result
         time.sleep(pause)
         pause = min(pause * 2, LOCK_POLL_CAP)
+
+
+def make_up_for_outage(conn: sqlite3.Connection) -> None:
+    """This connection got the write lock after waiting sql.OUTAGE_AT_LEAST or more: while it
+    waited nobody could write, so no worker could renew a lease either. Every lease still
+    running is lengthened by the wait, in the lock's own transaction: a lease judged
+    after an outage is judged by the time the database was writable, and one that ran out
+    during the outage is alive again (one long dead stays expired).
+
+    Renewing on the storage side is the only fair judge: the owner's heartbeat is waiting
+    for the same lock, and whichever connection gets it first after the outage (often an
+    idle worker's claim) would otherwise find the owner's lease expired. Each connection
+    that waited makes up for its own wait, so several waiters may lengthen a lease by
+    more than the outage: a dead worker's task is then taken over that much later."""
+    since = getattr(_lock_wait, "blocked_since", None)
+    if since is None:
+        return
+    outage = time.monotonic() - since
+    if outage >= sql.OUTAGE_AT_LEAST:
+        try:
+            conn.execute(sql.MAKE_UP_FOR_OUTAGE, (outage,))
+        except sqlite3.OperationalError:
+            return  # the lock went to another between two statements: the next write
+    _lock_wait.blocked_since = None
 
 
 def in_transaction(conn: sqlite3.Connection, work: Callable[[], T]) -> T:
@@ -67,7 +101,7 @@ def in_transaction(conn: sqlite3.Connection, work: Callable[[], T]) -> T:
     Inside a group's transaction (`run_together`) the work simply joins it."""
     if conn.in_transaction:
         return work()
-    with_the_lock(lambda: conn.execute("BEGIN IMMEDIATE"))
+    with_the_lock(conn, lambda: conn.execute("BEGIN IMMEDIATE"))
     try:
         result = work()
     except BaseException:
@@ -85,7 +119,7 @@ def run_together(
     one commit. If any of them fails, none of it is kept and each runs again on its own,
     so every write gets its own outcome: (True, value) or (False, exception)."""
     if len(group) > 1:
-        with_the_lock(lambda: conn.execute("BEGIN IMMEDIATE"))
+        with_the_lock(conn, lambda: conn.execute("BEGIN IMMEDIATE"))
         try:
             values = [operation(conn, *args) for operation, args in group]
             conn.execute("COMMIT")
@@ -111,7 +145,7 @@ def fetchall(conn: sqlite3.Connection, statement: str, params: Sequence[Any]) ->
 
 def write(conn: sqlite3.Connection, statement: str, params: Sequence[Any]) -> int:
     """One statement in autocommit: atomic by itself. Returns the rows it changed."""
-    return with_the_lock(lambda: conn.execute(statement, params).rowcount)
+    return with_the_lock(conn, lambda: conn.execute(statement, params).rowcount)
 
 
 def add_tasks(conn: sqlite3.Connection, rows: list[NewTask]) -> None:
@@ -123,7 +157,7 @@ def add_tasks(conn: sqlite3.Connection, rows: list[NewTask]) -> None:
     if all(r.priority == 0 and r.max_attempts is None and r.retry_policy is None for r in rows):
         statement, width = sql.INSERT_PLAIN_TASK, PLAIN_COLUMNS
     if len(rows) == 1:
-        with_the_lock(lambda: conn.execute(statement, rows[0][:width]))  # autocommit: atomic
+        with_the_lock(conn, lambda: conn.execute(statement, rows[0][:width]))  # autocommit
         return
     in_transaction(conn, lambda: insert_in_chunks(conn, statement, rows, width))
 

@@ -224,6 +224,16 @@ UPDATE sitq_tasks SET
 WHERE id = :task_id AND lease_token = :token AND status = 'running'
 """
 
+#: A wait for the write lock at least this long is an outage that leases make up for
+#: (`sqlite_ops.make_up_for_outage`); shorter waits are the ordinary turns of a busy file.
+OUTAGE_AT_LEAST = 0.1
+
+#: After a wait of ? seconds for the write lock (an outage): every running lease gets the
+#: time back (`sqlite_ops.make_up_for_outage`).
+MAKE_UP_FOR_OUTAGE = """
+UPDATE sitq_tasks SET lease_expires_at = lease_expires_at + ? WHERE status = 'running'
+"""
+
 RENEW = """
 UPDATE sitq_tasks SET lease_expires_at = ?
 WHERE id = ? AND lease_token = ? AND status = 'running' AND cancel_requested = 0
