@@ -43,11 +43,11 @@ class Settler:
         backend: Backend,
         next_claim: Callable[[], ClaimRequest | None] = lambda: None,
         on_claimed: Callable[[list[ClaimedTask]], None] = lambda claimed: None,
-        keep_trying: Callable[[Settlement], bool] = lambda settlement: False,
+        keep_trying: Callable[[str], bool] = lambda task_id: False,
     ) -> None:
         self.backend = backend
-        #: Asked after a failed flush, for each of its outcomes: write it again (True: its
-        #: lease is still ours), or give up and hand the error to its waiter.
+        #: Asked after a failed flush, for each of its outcomes' task ids: write it again
+        #: (True: its lease is still ours), or give up and hand the error to its waiter.
         self.keep_trying = keep_trying
         #: Asked before each flush: a claim to send along (the worker's next tasks, in the
         #: same round trip), or None.
@@ -99,7 +99,7 @@ class Settler:
         kept: list[Waiting] = []
         dropped: list[Waiting] = []
         for item in batch:
-            (kept if self.keep_trying(item[0]) else dropped).append(item)
+            (kept if self.keep_trying(item[0].task_id) else dropped).append(item)
         for _, future in dropped:
             if not future.done():
                 set_failed(future, error)

@@ -17,6 +17,7 @@ The transition table (what happens, from which state, to which state, and who de
 | running                       | it was cancelled while running         | cancelled                                   | `after_attempt`       |
 | running, lease expired        | another worker takes it over           | lost attempt recorded, then: running again (retry now), retrying, failed, or cancelled if a cancel was asked | `after_lost_lease` |
 | running, lease expired, budget spent | another worker's claim finds it  | lost attempt recorded; failed (WorkerLost), or cancelled if a cancel was asked: in the claim's own transaction, no attempt added | `LOST_WHEN_SPENT` |
+| failed (WorkerLost)           | the lost attempt's body did complete: its outcome arrives late | that outcome (succeeded, retrying, failed), in place of the lost attempt's record | `LATE_OUTCOME_REPLACES` |
 | running                       | its circuit breaker is open            | scheduled at the breaker's probe time; attempt refunded | `deferral` |
 | running                       | the worker stops (grace over), or it was claimed ahead and never started | queued now; attempt refunded | `hand_back` |
 | queued, scheduled, retrying   | cancel                                 | cancelled                                   | `on_cancel`           |
@@ -58,6 +59,13 @@ LOST_WHEN_SPENT: tuple[TaskStatus, str] = (TaskStatus.FAILED, "WorkerLost")
 LOST_WHEN_SPENT_CANCELLED: tuple[TaskStatus, str] = (TaskStatus.CANCELLED, "Cancelled")
 #: The error message stored with LOST_WHEN_SPENT_CANCELLED.
 LOST_CANCEL_MESSAGE = "cancelled; its worker was lost before it stopped"
+#: A dead letter of this (status, error type) gives way to the outcome of the attempt it
+#: blamed, if that attempt's body did complete after all (its worker stalled, it did not
+#: die: a loop blocked longer than the lease, a paused process). The verdict was a guess
+#: made without the outcome; nothing runs a dead letter again, so storing the real outcome
+#: in its place is safe: it is settled by the worker that ran the attempt, with the
+#: fencing token of that attempt (or the one after, the takeover's), never twice.
+LATE_OUTCOME_REPLACES: tuple[TaskStatus, str] = LOST_WHEN_SPENT
 
 
 @dataclass(frozen=True)

@@ -154,12 +154,7 @@ class Worker:
                 self.worker_id,
                 self.backend,
                 self.serializer,
-                Settler(
-                    self.backend,
-                    self._next_claim,
-                    self._on_claimed,
-                    lambda settlement: self.keeper.alive(settlement.task_id),
-                ),
+                Settler(self.backend, self._next_claim, self._on_claimed, self.keeper.alive),
                 self.clock,
                 self.rng,
                 self.retry,

@@ -47,6 +47,7 @@ def test_every_decider_named_in_the_table_exists() -> None:
         "unsendable_result",
         "after_lost_lease",
         "LOST_WHEN_SPENT",
+        "LATE_OUTCOME_REPLACES",
         "deferral",
         "hand_back",
         "on_cancel",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from sitq.state import (
     CLAIMABLE,
+    LATE_OUTCOME_REPLACES,
     LOST_CANCEL_MESSAGE,
     LOST_WHEN_SPENT,
     LOST_WHEN_SPENT_CANCELLED,
@@ -146,8 +147,7 @@ LEASE_SET = """
         progress = NULL,
         progress_message = NULL"""
 
-#: What a lost lease with a spent budget ends as (`state.LOST_WHEN_SPENT`, `..._CANCELLED`):
-#: status, error type and error, from the row's old values, finished at $2.
+#: What a spent lost lease ends as (`state.LOST_WHEN_SPENT`, `..._CANCELLED`), at $2.
 LOST_END = f"""
         status = CASE WHEN cancel_requested THEN '{LOST_WHEN_SPENT_CANCELLED[0].value}'
                       ELSE '{LOST_WHEN_SPENT[0].value}' END,
@@ -155,24 +155,18 @@ LOST_END = f"""
                           ELSE '{LOST_WHEN_SPENT[1]}' END,
         error = CASE WHEN cancel_requested THEN '{LOST_CANCEL_MESSAGE}'
                      ELSE 'worker ' || worker_id || ' stopped renewing its lease' END,
-        traceback = NULL,
-        finished_at = $2,
-        lease_expires_at = NULL"""
+        traceback = NULL, finished_at = $2, lease_expires_at = NULL"""
 
 # The whole claim is this one statement (one transaction, one round trip):
-# 1. `expired`: tasks whose worker stopped renewing its lease (it died or stalled), except
-#    those this worker holds itself ($5); `spent` when the lost attempt was the budget's
-#    last (no budget known: not spent).
-# 2. `ended`: those with a spent budget are decided here (`state.LOST_WHEN_SPENT`), with no
-#    attempt added and the fencing token kept, so no reader ever sees more attempts than
-#    the budget, even if this worker dies at once.
+# 1. `expired`: leases whose worker stopped renewing (died or stalled), but not this
+#    worker's own ($5); `spent` if the lost attempt was the budget's last.
+# 2. `ended`: a spent one is decided here (`state.LOST_WHEN_SPENT`): no attempt added, the
+#    token kept, so no reader sees more attempts than the budget, even if we die now.
 # 3. `taken`: the others are taken over. The SET expressions see the old row, so the lost
-#    attempt's worker and times are kept for the history; a pending cancel request is
-#    kept too: it must survive the crash.
+#    attempt's worker and times are kept for the history, and a cancel request too.
 # 4. `lost`: append each lost attempt to the history.
-# 5. `due`/`claimed`: lease due tasks with what is left of the limit, highest priority
-#    first, then oldest due, then FIFO. SKIP LOCKED: rows another claim holds are not
-#    waited for, they are simply someone else's.
+# 5. `due`/`claimed`: lease due tasks with what is left of the limit, by priority, due
+#    time, FIFO. SKIP LOCKED: rows another claim holds are simply someone else's.
 # $1 worker id, $2 now, $3 lease expiry, $4 limit, $5 held ids, $6/$7 default budget.
 # Each row ends with `decided`: the status `ended` gave it, else NULL.
 CLAIM = f"""
@@ -238,7 +232,9 @@ SELECT * FROM (SELECT 0 AS taken_first, *, NULL::text AS decided FROM taken
 # settlement ($1..$13), with its history record ($14..$23; NULL outcome: none). The
 # fencing check is in the UPDATE's WHERE: a stale token changes nothing, and only the
 # settlements it accepted get their record appended. Returns the accepted positions.
-SETTLE = """
+# `late`: a completed attempt's outcome ($16: its worker) replaces the WorkerLost dead
+# letter a takeover made of it, and its record the lost one (`state.LATE_OUTCOME_REPLACES`).
+SETTLE = f"""
 WITH s AS (
     SELECT * FROM unnest(
         $1::text[], $2::bigint[], $3::text[], $4::float8[], $5::int[], $6::float8[],
@@ -250,6 +246,11 @@ WITH s AS (
                            next_delay, a_task_name, a_attempt, a_worker_id,
                            a_scheduled_for, a_started_at, a_finished_at, a_outcome,
                            a_error_type, a_error_message, a_next_delay, ord)
+), late AS (
+    SELECT t.id FROM sitq_tasks AS t JOIN s ON t.id = s.task_id
+     WHERE t.status = '{LATE_OUTCOME_REPLACES[0].value}'
+       AND t.error_type = '{LATE_OUTCOME_REPLACES[1]}'
+       AND t.lost_worker_id = s.a_worker_id AND t.lease_token - s.token IN (0, 1)
 ), settled AS (
     UPDATE sitq_tasks AS t SET
         status = s.status,
@@ -263,8 +264,13 @@ WITH s AS (
         last_delay = CASE WHEN s.keep_last_delay THEN t.last_delay ELSE s.next_delay END,
         lease_expires_at = NULL
       FROM s
-     WHERE t.id = s.task_id AND t.lease_token = s.token AND t.status = 'running'
+     WHERE t.id = s.task_id
+       AND ((t.lease_token = s.token AND t.status = 'running') OR t.id IN (SELECT id FROM late))
     RETURNING s.*
+), superseded AS (
+    DELETE FROM sitq_attempts AS a USING settled
+     WHERE a.task_id = settled.task_id AND a.attempt = settled.a_attempt
+       AND a.outcome = 'worker_lost' AND settled.task_id IN (SELECT id FROM late)
 ), recorded AS (
     INSERT INTO sitq_attempts (task_id, task_name, attempt, worker_id, scheduled_for,
                                started_at, finished_at, outcome, error_type, error_message,

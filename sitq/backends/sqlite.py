@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
+from sitq.backends import sqlite_lock
 from sitq.backends import sqlite_ops as ops
 from sitq.backends import sqlite_schema as schema
 from sitq.backends import sqlite_sql as sql
@@ -138,7 +139,7 @@ class SQLiteBackend:
                 self.busy_timeout,
             )
             await conn._execute(  # type: ignore[no-untyped-call]
-                ops.wait_for_lock_up_to, conn._conn, self.busy_timeout
+                sqlite_lock.wait_for_lock_up_to, conn._conn, self.busy_timeout
             )
         except BaseException:
             await conn.close()

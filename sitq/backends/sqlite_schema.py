@@ -96,7 +96,7 @@ def _set_up_once(
     began = time.monotonic()
     conn.execute("BEGIN IMMEDIATE")
     waited = time.monotonic() - began  # a new worker that waited out an outage makes up
-    try:  # for it as any write does (`sqlite_ops.make_up_for_outage`)
+    try:  # for it as any write does (`sqlite_lock.make_up_for_outage`)
         conn.execute(
             "CREATE TABLE IF NOT EXISTS sitq_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from sitq.state import (
     CLAIMABLE,
+    LATE_OUTCOME_REPLACES,
     LOST_CANCEL_MESSAGE,
     LOST_WHEN_SPENT,
     LOST_WHEN_SPENT_CANCELLED,
@@ -209,7 +210,7 @@ WHERE seq IN (
 """
 
 # Store a decided outcome. The fencing check is in the WHERE: a stale token changes nothing.
-SETTLE = """
+SETTLE_SET = """
 UPDATE sitq_tasks SET
     status = :status,
     due_at = COALESCE(:due_at, due_at),
@@ -220,16 +221,32 @@ UPDATE sitq_tasks SET
     error_type = CASE WHEN :keep_error THEN error_type ELSE :error_type END,
     traceback = CASE WHEN :keep_error THEN traceback ELSE :traceback END,
     last_delay = CASE WHEN :keep_last_delay THEN last_delay ELSE :next_delay END,
-    lease_expires_at = NULL
+    lease_expires_at = NULL"""
+SETTLE = f"""{SETTLE_SET}
 WHERE id = :task_id AND lease_token = :token AND status = 'running'
 """
 
+# The late outcome of an attempt a takeover declared lost (`state.LATE_OUTCOME_REPLACES`):
+# it replaces the WorkerLost dead letter if this worker held that attempt, with its token
+# or the one the takeover took (+1). :worker_id is NULL for a settlement that brings no
+# attempt record (a hand-back, a deferral): only a completed body's outcome qualifies.
+SETTLE_LATE = f"""{SETTLE_SET}
+WHERE id = :task_id AND status = '{LATE_OUTCOME_REPLACES[0].value}'
+  AND error_type = '{LATE_OUTCOME_REPLACES[1]}' AND lost_worker_id = :worker_id
+  AND lease_token - :token IN (0, 1)
+"""
+
+#: The lost-attempt record a late outcome replaces (task id, attempt number).
+FORGET_LOST_ATTEMPT = """
+DELETE FROM sitq_attempts WHERE task_id = ? AND attempt = ? AND outcome = 'worker_lost'
+"""
+
 #: A wait for the write lock at least this long is an outage that leases make up for
-#: (`sqlite_ops.make_up_for_outage`); shorter waits are the ordinary turns of a busy file.
+#: (`sqlite_lock.make_up_for_outage`); shorter waits are the ordinary turns of a busy file.
 OUTAGE_AT_LEAST = 0.1
 
 #: After a wait of ? seconds for the write lock (an outage): every running lease gets the
-#: time back (`sqlite_ops.make_up_for_outage`).
+#: time back (`sqlite_lock.make_up_for_outage`).
 MAKE_UP_FOR_OUTAGE = """
 UPDATE sitq_tasks SET lease_expires_at = lease_expires_at + ? WHERE status = 'running'
 """
