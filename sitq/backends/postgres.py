@@ -24,6 +24,7 @@ How it talks to the server:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection, Sequence
 from typing import Any
 
@@ -40,6 +41,8 @@ from sitq.backends.base import (
 from sitq.backends.postgres_link import Connection, PostgresLink
 from sitq.state import CancelAction, on_cancel, on_requeue
 from sitq.task import WAITING, Attempt, TaskInfo, TaskStatus
+
+logger = logging.getLogger("sitq.backends.postgres")
 
 
 class PostgresBackend(PostgresLink):
@@ -102,12 +105,18 @@ class PostgresBackend(PostgresLink):
         self, settlements: Sequence[Settlement], claim: ClaimRequest
     ) -> tuple[list[bool], list[ClaimedTask]]:
         """Two round trips here: the settle's rounds, then a claim (PostgreSQL's trips are
-        cheap beside its commits, and a claim never waits for another)."""
+        cheap beside its commits, and a claim never waits for another). A claim that fails
+        once the outcomes are stored ("too many connections") claims nothing: raising would
+        make the caller write the stored outcomes again, and see them refused."""
         accepted = await self.settle(settlements)
-        claimed = await self.claim(
-            claim.worker_id, claim.limit, claim.now, claim.lease_seconds,
-            held=claim.held, default_budget=claim.default_budget,
-        )  # fmt: skip
+        try:
+            claimed = await self.claim(
+                claim.worker_id, claim.limit, claim.now, claim.lease_seconds,
+                held=claim.held, default_budget=claim.default_budget,
+            )  # fmt: skip
+        except Exception as exc:
+            logger.warning("a claim sent along with a settle failed: %s", exc)
+            claimed = []
         return accepted, claimed
 
     async def settle(self, settlements: Sequence[Settlement]) -> list[bool]:
