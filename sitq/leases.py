@@ -11,6 +11,13 @@ heartbeats by moving virtual time: `clock.advance(10)` and the leases are renewe
 When a renewal is refused, the task was either taken over (our lease expired: we stalled)
 or a cancel was asked for; `why_lease_ended` tells which, and the worker stops the task.
 
+The heartbeat is a task on the worker's event loop: a task that blocks the loop (a
+`time.sleep` in an `async def`) stops it for every neighbour. Rather than a thread of its
+own (one more connection per worker, none for an in-memory queue, no FakeClock), sitq makes
+such a stall cost no finished work: a takeover that only declares the tasks lost leaves
+WorkerLost dead letters, and the outcome of each one that did complete replaces its verdict
+(`state.LATE_OUTCOME_REPLACES`); a task the takeover runs again has run twice (at least once).
+
 The keeper also knows, for each lease, the latest time it surely lasts until (`alive`):
 an outcome that could not be stored yet is written again as long as that holds
 (`sitq.settling`), while the heartbeat keeps renewing the lease.

@@ -155,7 +155,8 @@ LOST_END = f"""
                           ELSE '{LOST_WHEN_SPENT[1]}' END,
         error = CASE WHEN cancel_requested THEN '{LOST_CANCEL_MESSAGE}'
                      ELSE 'worker ' || worker_id || ' stopped renewing its lease' END,
-        traceback = NULL, finished_at = $2, lease_expires_at = NULL"""
+        traceback = NULL, worker_id = $1, started_at = $2, finished_at = $2,
+        lease_expires_at = NULL"""
 
 # The whole claim is this one statement (one transaction, one round trip):
 # 1. `expired`: leases whose worker stopped renewing (died or stalled), but not this
@@ -179,9 +180,7 @@ WITH expired AS (
        FOR UPDATE SKIP LOCKED
 ), ended AS (
     UPDATE sitq_tasks SET
-        lost_worker_id = worker_id,
-        lost_started_at = started_at,
-        lost_scheduled_for = due_at,
+        lost_worker_id = worker_id, lost_started_at = started_at, lost_scheduled_for = due_at,
         due_at = lease_expires_at,{LOST_END}
     WHERE seq IN (SELECT seq FROM expired WHERE spent)
     {CLAIM_RETURNING.rstrip()}, status AS decided

@@ -146,6 +146,8 @@ LOST_END = f"""
     error = CASE WHEN cancel_requested THEN '{LOST_CANCEL_MESSAGE}'
                  ELSE 'worker ' || worker_id || ' stopped renewing its lease' END,
     traceback = NULL,
+    worker_id = :worker_id,  -- who decided, as when a worker settles it
+    started_at = :now,
     finished_at = :now,
     lease_expires_at = NULL"""
 
