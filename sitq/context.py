@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import math
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
+
+logger = logging.getLogger("sitq.worker")
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,14 @@ class TaskContext:
         else:  # called from a worker thread: hand the write to the worker's loop
             pending = asyncio.run_coroutine_threadsafe(coro, self._loop)
         self._pending.add(pending)  # keep a reference until the write is done
-        pending.add_done_callback(self._pending.discard)
+        pending.add_done_callback(self._written)
+
+    def _written(self, pending: Any) -> None:
+        """A progress write ended. If storage refused it (a locked database, a full disk),
+        that is logged, never the task's error: progress is news, not the outcome."""
+        self._pending.discard(pending)
+        if not pending.cancelled() and pending.exception() is not None:
+            logger.warning("task %s: progress not stored: %s", self.task_id, pending.exception())
 
     async def flush_progress(self) -> None:
         """Wait for the progress writes made so far. The worker calls this before storing

@@ -10,6 +10,17 @@ heartbeats by moving virtual time: `clock.advance(10)` and the leases are renewe
 
 When a renewal is refused, the task was either taken over (our lease expired: we stalled)
 or a cancel was asked for; `why_lease_ended` tells which, and the worker stops the task.
+
+The heartbeat is a task on the worker's event loop: a task that blocks the loop (a
+`time.sleep` in an `async def`) stops it for every neighbour. Rather than a thread of its
+own (one more connection per worker, none for an in-memory queue, no FakeClock), sitq makes
+such a stall cost no finished work: a takeover that only declares the tasks lost leaves
+WorkerLost dead letters, and the outcome of each one that did complete replaces its verdict
+(`state.LATE_OUTCOME_REPLACES`); a task the takeover runs again has run twice (at least once).
+
+The keeper also knows, for each lease, the latest time it surely lasts until (`alive`):
+an outcome that could not be stored yet is written again as long as that holds
+(`sitq.settling`), while the heartbeat keeps renewing the lease.
 """
 
 from __future__ import annotations
@@ -59,10 +70,11 @@ class LeaseKeeper:
         self._heartbeat: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
 
-    def hold(self, task_id: str, token: int, valid_until: float | None = None) -> None:
+    def hold(self, task_id: str, token: int, valid_until: float) -> None:
+        """Hold a task's lease; `valid_until` counts only the first time (a claim's, not a
+        later start's: the claim was sent earlier, so its bound is the safe one)."""
         self.tokens[task_id] = token
-        if valid_until is not None:
-            self.valid_until[task_id] = valid_until
+        self.valid_until.setdefault(task_id, valid_until)
         if self._heartbeat is None or self._heartbeat.done():
             self._stop = asyncio.Event()
             self._heartbeat = asyncio.create_task(self._beat(self._stop), name="sitq-heartbeat")
@@ -73,6 +85,12 @@ class LeaseKeeper:
         another may have taken the task over. A check of the clock, no trip."""
         until = self.valid_until.get(task_id)
         return until is None or self.clock.now() < until - self.lease_seconds / 3
+
+    def alive(self, task_id: str) -> bool:
+        """Whether this worker still holds the task's lease, as far as it knows: an outcome
+        that failed to save is tried again only while this holds."""
+        until = self.valid_until.get(task_id)
+        return task_id in self.tokens and (until is None or self.clock.now() < until)
 
     def release(self, task_id: str) -> None:
         self.tokens.pop(task_id, None)

@@ -278,6 +278,20 @@ class TaskRunner:
             )
         return True
 
+    def report_decided(self, claimed: list[ClaimedTask]) -> list[ClaimedTask]:
+        """Log and pass to the hooks the lost leases the claim itself ended (their budget
+        was spent: `state.LOST_WHEN_SPENT`); return the tasks left to run."""
+        to_run = []
+        for task in claimed:
+            if task.decided is None:
+                to_run.append(task)
+                continue
+            lost_by = task.lost_attempt.worker_id if task.lost_attempt else "?"
+            error = WorkerLost(f"worker {lost_by} stopped renewing its lease")
+            reporting.finished(task, self.worker_id, self.hooks, state.Decision(task.decided),
+                               error)  # fmt: skip
+        return to_run
+
     async def _defer(self, claimed: ClaimedTask, breaker: CircuitBreaker) -> None:
         """The task's circuit breaker is open: put it back until the breaker may admit it."""
         now = self.clock.now()

@@ -18,6 +18,8 @@ The transition table (what happens, from which state, to which state, and who de
 | running, lease expired        | another worker takes it over           | lost attempt recorded, then: running again (retry now), retrying, failed, or cancelled if a cancel was asked | `after_lost_lease` |
 | running, claimed ahead and never started, lease expired | another worker takes it over | running under the new lease as a plain claim: no attempt spent, nothing recorded | the claim (below) |
 | running, claimed ahead and not started | it waited in hand too long, or its lease ran low while it waited | queued, in its place in line (due time kept); attempt refunded | `return_unstarted` |
+| running, lease expired, budget spent | another worker's claim finds it  | lost attempt recorded; failed (WorkerLost), or cancelled if a cancel was asked: in the claim's own transaction, no attempt added | `LOST_WHEN_SPENT` |
+| failed (WorkerLost)           | the lost attempt's body did complete: its outcome arrives late | that outcome (succeeded, retrying, failed), in place of the lost attempt's record | `LATE_OUTCOME_REPLACES` |
 | running                       | its circuit breaker is open            | scheduled at the breaker's probe time; attempt refunded | `deferral` |
 | running                       | the worker stops (grace over), or it was claimed ahead and never started | queued now; attempt refunded | `hand_back` |
 | queued, scheduled, retrying   | cancel                                 | cancelled                                   | `on_cancel`           |
@@ -55,6 +57,23 @@ PURGEABLE: frozenset[TaskStatus] = frozenset({TaskStatus.FAILED})
 PRUNABLE: frozenset[TaskStatus] = frozenset({TaskStatus.SUCCEEDED, TaskStatus.CANCELLED})
 #: States `requeue` accepts.
 REQUEUEABLE: frozenset[TaskStatus] = frozenset({TaskStatus.FAILED, TaskStatus.CANCELLED})
+#: A lost lease whose retry budget is spent (the lost attempt was the last one the budget
+#: allowed): (status, error type) without a cancel request, and with one. Every policy gives
+#: up there (`RetryPolicy.next_delay` returns None once `max_attempts` is reached), so the
+#: claim that finds the expired lease decides it in its own transaction, with no attempt
+#: added: no reader, and no crash of the claiming worker, ever leaves more attempts than
+#: the budget. Backends build their SQL from these; `after_lost_lease` agrees with them.
+LOST_WHEN_SPENT: tuple[TaskStatus, str] = (TaskStatus.FAILED, "WorkerLost")
+LOST_WHEN_SPENT_CANCELLED: tuple[TaskStatus, str] = (TaskStatus.CANCELLED, "Cancelled")
+#: The error message stored with LOST_WHEN_SPENT_CANCELLED.
+LOST_CANCEL_MESSAGE = "cancelled; its worker was lost before it stopped"
+#: A dead letter of this (status, error type) gives way to the outcome of the attempt it
+#: blamed, if that attempt's body did complete after all (its worker stalled, it did not
+#: die: a loop blocked longer than the lease, a paused process). The verdict was a guess
+#: made without the outcome; nothing runs a dead letter again, so storing the real outcome
+#: in its place is safe: it is settled by the worker that ran the attempt, with the
+#: fencing token of that attempt (or the one after, the takeover's), never twice.
+LATE_OUTCOME_REPLACES: tuple[TaskStatus, str] = LOST_WHEN_SPENT
 
 
 @dataclass(frozen=True)

@@ -150,7 +150,7 @@ class Worker(WorkerRun):
                 self.worker_id,
                 self.backend,
                 self.serializer,
-                Settler(self.backend, self._next_claim, self._landed),
+                Settler(self.backend, self._next_claim, self._landed, self.keeper.alive),
                 self.clock,
                 self.rng,
                 self.retry,
@@ -192,7 +192,8 @@ class Worker(WorkerRun):
     async def run_once(self) -> int:
         """Claim the tasks due now (up to `concurrency`), run them all, return how many."""
         await self._ensure_connected()
-        claimed = await self._request(self.concurrency).sent_to(self.backend)
+        sent = await self._request(self.concurrency).sent_to(self.backend)
+        claimed = self.runner.report_decided(sent)  # lost leases the claim itself ended
         if claimed:
             await asyncio.gather(*(self._spawn(task) for task in claimed))
         return len(claimed)
@@ -286,7 +287,9 @@ class Worker(WorkerRun):
 
     def _landed(self, claimed: list[ClaimedTask]) -> None:
         """A claim came back (empty if it failed): its tasks join the hand, under lease, and
-        start as slots free, those not claimed ahead first (`sitq.claim_ahead`)."""
+        start as slots free, those not claimed ahead first (`sitq.claim_ahead`). Lost leases
+        the claim itself ended (`state.LOST_WHEN_SPENT`) are only reported: no lease, no run."""
+        claimed = self.runner.report_decided(claimed)
         self._slots.landed(claimed)
         valid_until = self._claim_sent + self.lease_seconds
         for task in claimed:
@@ -322,7 +325,7 @@ class Worker(WorkerRun):
             self._start_waiting()
 
     def _spawn(self, claimed: ClaimedTask) -> asyncio.Task[None]:
-        self.keeper.hold(claimed.task_id, claimed.token)
+        self.keeper.hold(claimed.task_id, claimed.token, claimed.claimed_at + self.lease_seconds)
         running = asyncio.create_task(self.runner.process(claimed))
         if claimed.task_id in self.runner.stop_reasons:  # cancelled or sent back, unstarted
             self._slots.ends_unrun(claimed.task_id, running)

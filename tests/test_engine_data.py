@@ -189,10 +189,11 @@ async def test_takeover_finds_expired_leases_by_their_index(
     queue: TaskQueue, db_path: Path
 ) -> None:
     await queue.enqueue(quick, 1)
-    params = {"expired_before": 2e9, "limit": 10, "held": "[]"}
-    plan = query_plan(db_path, inner_select(sqlite_sql.TAKE_OVER), params)
-    assert "sitq_tasks_leased" in plan, plan
-    assert "USE TEMP B-TREE" not in plan, plan
+    params = {"expired_before": 2e9, "limit": 10, "held": "[]", "default_max": 1}
+    for statement in (sqlite_sql.TAKE_OVER, sqlite_sql.END_SPENT):
+        plan = query_plan(db_path, inner_select(statement), params)
+        assert "sitq_tasks_leased" in plan, plan
+        assert "USE TEMP B-TREE" not in plan, plan
 
 
 # -- claim order and batch size ---------------------------------------------------------------

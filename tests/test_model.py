@@ -21,9 +21,9 @@ updating the model to match:
 - *each task is in exactly one state, the one the model expects* (and its attempt
   count): the engine's state machine has no leaks or surprise transitions;
 - *attempts stay within the retry budget*: a policy's `max_attempts` is a promise (one
-  attempt without a policy; `requeue` starts a fresh budget). A dying worker that takes
-  over an expired lease dies before it can judge the lost attempt against the policy, so
-  each such takeover may overdraw by one attempt; real runs never may;
+  attempt without a policy; `requeue` starts a fresh budget), at every moment: a claim
+  that finds an expired lease whose lost attempt spent the budget ends the task in its
+  own transaction, so even a worker that dies right after that claim overdraws nothing;
 - *a finished task never runs again*: the executions the tasks logged themselves match
   the model (at-least-once must not become "again after success");
 - *dead letters are exactly the failed tasks*: `dead_letters()` hides none, invents none;
@@ -75,6 +75,7 @@ from sitq import (
     TaskStateError,
     TaskStatus,
     Worker,
+    state,
 )
 
 LEASE = 4.0  # seconds a dying worker's claim lasts before the live worker may take over
@@ -130,7 +131,6 @@ class ModelTask:
     attempts: int = 0  # every attempt ever, lost ones included
     cycle_base: int = 0  # attempts before the last requeue: the budget counts from here
     requeued_after: set[int] = field(default_factory=set)  # attempt numbers before requeues
-    takeovers: int = 0  # dying-worker claims of an expired lease, this cycle
     executions: int = 0  # real runs of the function
     outcomes: list[frozenset[str]] = field(default_factory=list)  # settled attempts
     lost: list[int] = field(default_factory=list)  # attempts held by dead workers
@@ -161,7 +161,7 @@ class ModelTask:
 
     def requeued(self, now: float) -> None:
         self.status, self.due_at, self.error_type = TaskStatus.QUEUED, now, None
-        self.cycle_base, self.takeovers = self.attempts, 0
+        self.cycle_base = self.attempts
         self.requeued_after.add(self.attempts)
 
 
@@ -307,8 +307,10 @@ class QueueModel(RuleBasedStateMachine):
         # A cancelled task whose dead worker's lease ran out may be settled by the claim
         # itself rather than handed to the worker: either way is right.
         maybe = sum(t.cancel_requested for t in due)
+        # An expired lease whose lost attempt spent the budget is ended by the claim itself.
+        spent = sum(_spent(t, now) for t in due)
         ran = self.act(self.worker.run_once())
-        assert len(due) - maybe <= ran <= len(due), f"ran {ran} of {len(due)} due tasks"
+        assert len(due) - spent - maybe <= ran <= len(due) - spent, f"ran {ran} of {len(due)}"
         for task in due:
             if task.status is TaskStatus.RUNNING:
                 self.take_over(task, now)
@@ -329,13 +331,17 @@ class QueueModel(RuleBasedStateMachine):
         candidates = {t.task_id: t for t in self.claimable(now)}
         self.dead_workers += 1
         worker_id = f"dead-{self.dead_workers}"
-        claimed = self.act(self.backend.claim(worker_id, limit, now, LEASE))
+        budget = state.budget_of(None)  # a worker's default policy, as the live one has
+        claimed = self.act(self.backend.claim(worker_id, limit, now, LEASE, default_budget=budget))
         ids = [c.task_id for c in claimed]
         assert len(set(ids)) == len(ids) == min(limit, len(candidates)), ids
         assert set(ids) <= candidates.keys(), f"claimed a task that was not due: {ids}"
-        for task_id in ids:
-            task = candidates[task_id]
-            task.takeovers += task.status is TaskStatus.RUNNING
+        for c in claimed:
+            task = candidates[c.task_id]
+            assert (c.decided is not None) == _spent(task, now), f"{c.task_id[:8]} decided"
+            if c.decided is not None:  # ended by the claim: this worker never holds it
+                self.take_over(task, now)
+                continue
             task.attempts += 1
             task.lost.append(task.attempts)
             task.status, task.lease_until = TaskStatus.RUNNING, now + LEASE
@@ -422,7 +428,7 @@ class QueueModel(RuleBasedStateMachine):
         for row in self.snapshot().rows:
             task = self.tasks[row.task_id]
             budget = task.policy.max_attempts
-            assert row.attempts - task.cycle_base <= budget + task.takeovers, _short(row)
+            assert row.attempts - task.cycle_base <= budget, _short(row)
             runs = [n for n in EXECUTIONS[row.task_id] if n > task.cycle_base]
             assert len(runs) <= budget, f"task {_short(row)} ran {len(runs)} times, budget {budget}"
 
@@ -482,6 +488,11 @@ def _due(task: ModelTask, now: float) -> bool:
 
 def _expired(task: ModelTask, now: float) -> bool:
     return task.lease_until is not None and task.lease_until < now
+
+
+def _spent(task: ModelTask, now: float) -> bool:
+    """An expired lease whose lost attempt was the last its budget allowed."""
+    return _expired(task, now) and task.tries >= task.policy.max_attempts
 
 
 def _short(row: TaskInfo) -> str:
@@ -573,3 +584,30 @@ async def test_two_workers_dying_in_a_row_leave_two_lost_attempts(
     ]
     assert result.attempts == 3
     assert EXECUTIONS[task_id] == [3]
+
+
+async def test_a_worker_dying_after_finding_a_spent_lease_leaves_no_attempt_over_budget(
+    database: Database,
+) -> None:
+    """Given a task with one attempt whose worker died holding it, when a second worker's
+    claim finds the expired lease and that worker dies at once, then the claim has already
+    ended the task as a WorkerLost dead letter: 1 attempt of 1, never "2 of 1"."""
+    clock = FakeClock()
+    backend = database.backend()
+    budget = state.budget_of(None)
+    async with TaskQueue(backend, clock=clock) as queue:
+        task_id = await queue.enqueue(fail_then_succeed, 0)
+        await backend.claim("first", 1, clock.now(), LEASE, default_budget=budget)
+        clock.advance(LEASE + 1)
+        [found] = await backend.claim("second", 1, clock.now(), LEASE, default_budget=budget)
+        info = await queue.get_task(task_id)
+        history = await queue.history(task_id)
+
+    assert found.decided is TaskStatus.FAILED
+    assert (info.status, info.attempts, info.max_attempts) == (TaskStatus.FAILED, 1, 1)
+    assert (info.error_type, info.error) == (
+        "WorkerLost",
+        "worker first stopped renewing its lease",
+    )
+    assert [(a.attempt, a.worker_id, a.outcome) for a in history] == [(1, "first", "worker_lost")]
+    assert EXECUTIONS[task_id] == []

@@ -46,6 +46,8 @@ def test_every_decider_named_in_the_table_exists() -> None:
         "after_attempt",
         "unsendable_result",
         "after_lost_lease",
+        "LOST_WHEN_SPENT",
+        "LATE_OUTCOME_REPLACES",
         "deferral",
         "hand_back",
         "return_unstarted",
@@ -56,6 +58,17 @@ def test_every_decider_named_in_the_table_exists() -> None:
     }
     for name in deciders:
         assert hasattr(state, name), name
+
+
+def test_a_spent_lost_lease_ends_as_the_claim_decides_it_in_sql() -> None:
+    """The backends end a lost lease whose budget is spent in the claim's SQL, from
+    LOST_WHEN_SPENT(_CANCELLED): every policy's own judgement agrees with them."""
+    for policy in (RetryPolicy(max_attempts=1), RetryPolicy.fixed(0, max_attempts=3)):
+        spent = policy.max_attempts
+        lost = state.after_lost_lease(spent, policy, NOW, rng(), cancel_requested=False)
+        cancelled = state.after_lost_lease(spent, policy, NOW, rng(), cancel_requested=True)
+        assert lost.status is state.LOST_WHEN_SPENT[0]
+        assert cancelled.status is state.LOST_WHEN_SPENT_CANCELLED[0]
 
 
 def test_enqueue_due_now_is_queued_and_due_later_is_scheduled() -> None:

@@ -196,6 +196,66 @@ async def test_waiting_for_the_lock_never_costs_a_live_worker_its_lease(db_path:
     assert {a.worker_id for a in history} == {"live"}
 
 
+class CountedClaims(SQLiteBackend):
+    """The real SQLite backend, counting the claims that came back."""
+
+    claims = 0
+
+    async def claim(self, *args: Any, **kwargs: Any) -> list[Any]:
+        claimed = await super().claim(*args, **kwargs)
+        self.claims += 1
+        return claimed
+
+
+async def held_until_told() -> str:
+    await GATE["release"].wait()
+    return "done"
+
+
+@pytest.mark.parametrize("rival_starts", ["idle before", "started during"])
+async def test_an_outage_longer_than_the_lease_costs_no_live_worker_its_tasks(
+    db_path: Path, rival_starts: str
+) -> None:
+    """Given three tasks running under 1.5 s leases, and another process holding the write
+    lock for 3 s, so that the owner's heartbeats give up (busy_timeout 0.02 s) while a
+    rival worker waits for the lock (idle since before, or starting meanwhile): when the
+    rival gets it, then no lease counts as expired (the time nobody could write is made
+    up for), and the owner finishes all three."""
+    GATE["release"] = asyncio.Event()
+    async with TaskQueue(SQLiteBackend(db_path)) as queue:
+        ids = [await queue.enqueue(held_until_told) for _ in range(3)]
+        live = Worker(SQLiteBackend(db_path, busy_timeout=0.02), lease_seconds=1.5,
+                      worker_id="live")  # fmt: skip
+        await live.start()
+        deadline = time.monotonic() + 10
+        while (await queue.counts())[TaskStatus.RUNNING] < 3:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        rival_backend = CountedClaims(db_path, poll_interval=0.05)
+        rival = Worker(rival_backend, lease_seconds=1.5, worker_id="rival")
+        if rival_starts == "idle before":
+            await rival.start()
+        holder = LockHolder(db_path, seconds=3, rounds=1)
+        if rival_starts == "started during":
+            await rival.start()
+        assert holder.process.stdout is not None
+        assert await asyncio.to_thread(holder.process.stdout.readline) == "released\n"
+        after_release = rival_backend.claims
+        while rival_backend.claims < after_release + 5:  # the rival looked again and again
+            assert time.monotonic() < deadline + 30, "the rival stopped claiming"
+            await asyncio.sleep(0.01)
+        GATE["release"].set()
+        results = await queue.gather(ids, timeout=10)
+        holder.finish()
+        await live.stop()
+        await rival.stop()
+        history = await queue.history()
+    assert [(r.status, r.value) for r in results if r is not None] == [
+        (TaskStatus.SUCCEEDED, "done")
+    ] * 3
+    assert [(a.worker_id, a.outcome) for a in history] == [("live", "succeeded")] * 3
+
+
 def _open_new(path: str, start: Any, errors: Any) -> None:
     start.wait()
     try:

@@ -67,6 +67,8 @@ class ClaimedTask:
     chosen after the previous failed attempt, if any (decorrelated jitter grows from it).
     `ahead`: claimed ahead, to wait in the worker's hand; the database has it as not started
     (a lost lease costs it no attempt) until the worker says it started.
+    `decided` is set on a lost lease whose budget was spent: the claim itself ended it
+    (`state.LOST_WHEN_SPENT`, no lease, nothing to run); the worker only reports it.
     """
 
     task_id: str
@@ -83,19 +85,24 @@ class ClaimedTask:
     cancel_requested: bool = False
     max_attempts: int | None = None
     ahead: bool = False
+    decided: TaskStatus | None = None
 
     @classmethod
-    def from_row(cls, row: Sequence[Any], now: float, *, ahead: bool = False) -> ClaimedTask:
+    def from_row(
+        cls, row: Sequence[Any], now: float, *, ahead: bool = False, decided: str | None = None
+    ) -> ClaimedTask:
         """A claim's returned columns, in both backends' CLAIM_RETURNING order: id, name,
         payload, attempt, try number, token, due_at, enqueued_at, the lost attempt's
-        worker, start and schedule, last delay, cancel requested, max attempts."""
+        worker, start and schedule, last delay, cancel requested, max attempts (and the
+        status the claim decided, for a spent lost lease)."""
         (task_id, name, payload, attempt, try_number, token, due_at, enqueued_at,
          lost_worker, lost_started, lost_scheduled, last_delay, cancel, budget) = row  # fmt: skip
         lost = None
         if lost_worker is not None:
             lost = LostAttempt(lost_worker, lost_started, lost_scheduled)
         return cls(task_id, name, payload, attempt, try_number, token, due_at, enqueued_at,
-                   now, lost, last_delay, bool(cancel), budget, ahead)  # fmt: skip
+                   now, lost, last_delay, bool(cancel), budget, ahead,
+                   None if decided is None else TaskStatus(decided))  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ shown to people (enqueued, started, finished, due) stay on the worker's own cloc
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection, Sequence
 from typing import Any
 
@@ -50,6 +51,8 @@ from sitq.backends.postgres_link import Connection, PostgresLink
 from sitq.clock import wall_clock_of
 from sitq.state import CancelAction, on_cancel, on_requeue
 from sitq.task import WAITING, Attempt, TaskInfo, TaskStatus
+
+logger = logging.getLogger("sitq.backends.postgres")
 
 
 class PostgresBackend(PostgresLink):
@@ -118,9 +121,16 @@ class PostgresBackend(PostgresLink):
         self, settlements: Sequence[Settlement], claim: ClaimRequest
     ) -> tuple[list[bool], list[ClaimedTask]]:
         """Two round trips here: the settle's rounds, then a claim (PostgreSQL's trips are
-        cheap beside its commits, and a claim never waits for another)."""
+        cheap beside its commits, and a claim never waits for another). A claim that fails
+        once the outcomes are stored ("too many connections") claims nothing: raising would
+        make the caller write the stored outcomes again, and see them refused."""
         accepted = await self.settle(settlements)
-        return accepted, await claim.sent_to(self)
+        try:
+            claimed = await claim.sent_to(self)
+        except Exception as exc:
+            logger.warning("a claim sent along with a settle failed: %s", exc)
+            claimed = []
+        return accepted, claimed
 
     async def settle(self, settlements: Sequence[Settlement]) -> list[bool]:
         if not settlements:

@@ -19,8 +19,9 @@ def task_row(t: NewTask) -> tuple[Any, ...]:
 
 def claimed(row: Any, now: float) -> ClaimedTask:
     """A row of sql.CLAIM: a "taken first" flag, CLAIM_RETURNING's columns, two for order,
-    and whether it is claimed ahead."""
-    return ClaimedTask.from_row(row[1:15], now, ahead=row[17])
+    whether it is claimed ahead, and the status the claim decided (a spent lost lease; else
+    NULL)."""
+    return ClaimedTask.from_row(row[1:15], now, ahead=row[17], decided=row[18])
 
 
 def settle_row(s: Settlement) -> tuple[Any, ...]:

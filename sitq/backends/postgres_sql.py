@@ -16,7 +16,14 @@ make these statements safe with many workers on many machines:
 
 from __future__ import annotations
 
-from sitq.state import CLAIMABLE, PRUNABLE
+from sitq.state import (
+    CLAIMABLE,
+    LATE_OUTCOME_REPLACES,
+    LOST_CANCEL_MESSAGE,
+    LOST_WHEN_SPENT,
+    LOST_WHEN_SPENT_CANCELLED,
+    PRUNABLE,
+)
 from sitq.task import TaskStatus
 
 
@@ -151,22 +158,37 @@ LEASE_SET = f"""
         progress = NULL,
         progress_message = NULL"""
 
+#: What a spent lost lease ends as (`state.LOST_WHEN_SPENT`, `..._CANCELLED`), at $2.
+LOST_END = f"""
+        status = CASE WHEN cancel_requested THEN '{LOST_WHEN_SPENT_CANCELLED[0].value}'
+                      ELSE '{LOST_WHEN_SPENT[0].value}' END,
+        error_type = CASE WHEN cancel_requested THEN '{LOST_WHEN_SPENT_CANCELLED[1]}'
+                          ELSE '{LOST_WHEN_SPENT[1]}' END,
+        error = CASE WHEN cancel_requested THEN '{LOST_CANCEL_MESSAGE}'
+                     ELSE 'worker ' || worker_id || ' stopped renewing its lease' END,
+        traceback = NULL, worker_id = $1, started_at = $2, finished_at = $2,
+        lease_expires_at = NULL"""
+
 # The whole claim is this one statement (one transaction, one round trip):
 # 0. `marked`: tasks this worker claimed ahead and has started since ($10 ids, $11 tokens,
 #    $12 times): from now on a lost lease costs them an attempt.
-# 1. `expired`/`taken`: take over tasks whose worker stopped renewing its lease (it died or
-#    stalled), except those this worker holds itself ($5). The SET expressions see the old
-#    row, so the lost attempt's worker and times are kept for the history; a pending
-#    cancel request is kept too: it must survive the crash. A row the dead worker held
-#    ahead and never started lost nothing: no lost attempt, its attempt goes to the new
-#    claim, its due time is kept (`sitq.state`, "never started").
-# 2. `lost`: append that lost attempt to the history (attempt = the new count - 1).
-# 3. `due`/`claimed`: lease due tasks with what is left of the limit, highest priority
-#    first, then oldest due, then FIFO. SKIP LOCKED: rows another claim holds are not
-#    waited for, they are simply someone else's.
+# 1. `expired`: leases whose worker stopped renewing (died or stalled), but not this
+#    worker's own ($5); `spent` if the lost attempt was the budget's last (a row held ahead
+#    and never started lost nothing, so it is never spent).
+# 2. `ended`: a spent one is decided here (`state.LOST_WHEN_SPENT`): no attempt added, the
+#    token kept, so no reader sees more attempts than the budget, even if we die now.
+# 3. `taken`: the others are taken over. The SET expressions see the old row, so the lost
+#    attempt's worker and times are kept for the history, and a cancel request too. A row
+#    the dead worker held ahead and never started lost nothing: no lost attempt, its
+#    attempt goes to the new claim, its due time is kept (`sitq.state`, "never started").
+# 4. `lost`: append each lost attempt to the history.
+# 5. `due`/`claimed`: lease due tasks with what is left of the limit, by priority, due
+#    time, FIFO. SKIP LOCKED: rows another claim holds are simply someone else's.
 # $1 worker id, $2 now (the worker's: started_at, what is due), $3 lease seconds, $4 limit,
 # $5 held ids, $6/$7 default budget, $8 the lease clock (NULL: the server's, `lease_clock`),
 # $9 how many start at once, $10-$12 the starts to record.
+# Each row ends with `ahead` (claimed ahead, not started) and `decided` (the status `ended`
+# gave it, else NULL).
 CLAIM = f"""
 WITH marked AS (
     UPDATE sitq_tasks AS t SET started_at = m.started_at
@@ -174,12 +196,21 @@ WITH marked AS (
      WHERE t.id = m.id AND t.lease_token = m.token AND t.status = 'running'
        AND t.started_at IS NULL
 ), expired AS (
-    SELECT seq, lease_expires_at FROM sitq_tasks
+    SELECT seq, lease_expires_at,
+           started_at IS NOT NULL
+           AND COALESCE(attempts - retry_base >= COALESCE(max_attempts, $6), FALSE) AS spent
+      FROM sitq_tasks
      WHERE status = 'running' AND lease_expires_at < {lease_clock("$8")}
        AND id <> ALL($5::text[])
      ORDER BY lease_expires_at
      LIMIT $4
        FOR UPDATE SKIP LOCKED
+), ended AS (
+    UPDATE sitq_tasks AS t SET
+        lost_worker_id = worker_id, lost_started_at = started_at, lost_scheduled_for = due_at,
+        due_at = lease_expires_at,{LOST_END}
+    WHERE seq IN (SELECT seq FROM expired WHERE spent)
+    {CLAIM_RETURNING.rstrip()}, t.status AS decided
 ), taken AS (
     UPDATE sitq_tasks AS t SET
         lost_worker_id = CASE WHEN t.started_at IS NULL THEN NULL ELSE t.worker_id END,
@@ -189,16 +220,21 @@ WITH marked AS (
         attempts = t.attempts + CASE WHEN t.started_at IS NULL THEN 0 ELSE 1 END,
         started_at = CASE WHEN e.place > $9 THEN NULL ELSE $2::float8 END,{LEASE_SET}
       FROM (SELECT seq, row_number() OVER (ORDER BY lease_expires_at, seq) AS place
-              FROM expired) AS e
+              FROM expired WHERE NOT spent) AS e
      WHERE t.seq = e.seq
     {CLAIM_RETURNING}
 ), lost AS (
     INSERT INTO sitq_attempts (task_id, task_name, attempt, worker_id, scheduled_for,
                                started_at, finished_at, outcome, error_type, error_message)
-    SELECT id, name, attempts - 1, lost_worker_id, lost_scheduled_for, lost_started_at,
+    SELECT id, name, number, lost_worker_id, lost_scheduled_for, lost_started_at,
            due_at, 'worker_lost', 'WorkerLost',
            'worker ' || lost_worker_id || ' stopped renewing its lease'
-      FROM taken WHERE lost_worker_id IS NOT NULL ORDER BY due_at, seq
+      FROM (SELECT id, name, attempts - 1 AS number, lost_worker_id, lost_scheduled_for,
+                   lost_started_at, due_at, seq FROM taken WHERE lost_worker_id IS NOT NULL
+            UNION ALL
+            SELECT id, name, attempts, lost_worker_id, lost_scheduled_for, lost_started_at,
+                   due_at, seq FROM ended) AS lost_rows
+     ORDER BY due_at, seq
 ), due AS (
     SELECT seq, priority, due_at FROM sitq_tasks
      WHERE status IN ({WAITING_SQL}) AND due_at <= $2
@@ -213,15 +249,17 @@ WITH marked AS (
         lost_scheduled_for = NULL,
         attempts = t.attempts + 1,
         started_at = CASE WHEN d.place > $9 THEN NULL ELSE $2::float8 END,{LEASE_SET}
-      FROM (SELECT seq, (SELECT count(*) FROM expired)
+      FROM (SELECT seq, (SELECT count(*) FROM expired WHERE NOT spent)
                         + row_number() OVER (ORDER BY priority DESC, due_at, seq) AS place
               FROM due) AS d
      WHERE t.seq = d.seq
     {CLAIM_RETURNING}
 )
-SELECT * FROM (SELECT 0 AS taken_first, * FROM taken
+SELECT * FROM (SELECT 0 AS taken_first, *, NULL::text AS decided FROM taken
                UNION ALL
-               SELECT 1, * FROM claimed) AS batch
+               SELECT 0, * FROM ended
+               UNION ALL
+               SELECT 1, *, NULL FROM claimed) AS batch
  ORDER BY taken_first, priority DESC, due_at, seq
 """
 
@@ -229,7 +267,9 @@ SELECT * FROM (SELECT 0 AS taken_first, * FROM taken
 # settlement ($1..$13), with its history record ($14..$23; NULL outcome: none). The
 # fencing check is in the UPDATE's WHERE: a stale token changes nothing, and only the
 # settlements it accepted get their record appended. Returns the accepted positions.
-SETTLE = """
+# `late`: a completed attempt's outcome ($16: its worker) replaces the WorkerLost dead
+# letter a takeover made of it, and its record the lost one (`state.LATE_OUTCOME_REPLACES`).
+SETTLE = f"""
 WITH s AS (
     SELECT * FROM unnest(
         $1::text[], $2::bigint[], $3::text[], $4::float8[], $5::int[], $6::float8[],
@@ -241,6 +281,11 @@ WITH s AS (
                            next_delay, a_task_name, a_attempt, a_worker_id,
                            a_scheduled_for, a_started_at, a_finished_at, a_outcome,
                            a_error_type, a_error_message, a_next_delay, ord)
+), late AS (
+    SELECT t.id FROM sitq_tasks AS t JOIN s ON t.id = s.task_id
+     WHERE t.status = '{LATE_OUTCOME_REPLACES[0].value}'
+       AND t.error_type = '{LATE_OUTCOME_REPLACES[1]}'
+       AND t.lost_worker_id = s.a_worker_id AND t.lease_token - s.token IN (0, 1)
 ), settled AS (
     UPDATE sitq_tasks AS t SET
         status = s.status,
@@ -255,8 +300,13 @@ WITH s AS (
         last_delay = CASE WHEN s.keep_last_delay THEN t.last_delay ELSE s.next_delay END,
         lease_expires_at = NULL
       FROM s
-     WHERE t.id = s.task_id AND t.lease_token = s.token AND t.status = 'running'
+     WHERE t.id = s.task_id
+       AND ((t.lease_token = s.token AND t.status = 'running') OR t.id IN (SELECT id FROM late))
     RETURNING s.*
+), superseded AS (
+    DELETE FROM sitq_attempts AS a USING settled
+     WHERE a.task_id = settled.task_id AND a.attempt = settled.a_attempt
+       AND a.outcome = 'worker_lost' AND settled.task_id IN (SELECT id FROM late)
 ), recorded AS (
     INSERT INTO sitq_attempts (task_id, task_name, attempt, worker_id, scheduled_for,
                                started_at, finished_at, outcome, error_type, error_message,

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from sitq.backends import loops
+from sitq.backends import loops, sqlite_lock
 from sitq.backends import sqlite_ops as ops
 from sitq.backends import sqlite_schema as schema
 from sitq.backends import sqlite_sql as sql
@@ -146,7 +146,7 @@ class SQLiteBackend(Connectable):
                 self.read_only,
             )
             await conn._execute(  # type: ignore[no-untyped-call]
-                ops.wait_for_lock_up_to, conn._conn, self.busy_timeout
+                sqlite_lock.wait_for_lock_up_to, conn._conn, self.busy_timeout
             )
         except BaseException:
             await conn.close()

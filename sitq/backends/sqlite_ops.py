@@ -12,14 +12,13 @@ from __future__ import annotations
 import functools
 import json
 import sqlite3
-import threading
-import time
 from collections.abc import Callable, Sequence
 from itertools import chain
 from typing import Any, TypeVar
 
 from sitq.backends import sqlite_sql as sql
 from sitq.backends.base import ClaimedTask, NewTask, Now, Settlement, read_now
+from sitq.backends.sqlite_lock import with_the_lock
 from sitq.clock import wall_clock_of
 from sitq.state import CancelAction, on_cancel, on_requeue
 from sitq.task import Attempt, TaskInfo, TaskStatus
@@ -34,35 +33,6 @@ DUE_AT = 6  # where a claim's row (CLAIM_RETURNING) has the task's due time
 LOST_WORKER = 8  # ... and the worker that lost it (None: not taken over, or never started)
 
 
-#: How this connection's thread waits for the write lock (set once by `wait_for_lock_up_to`).
-#: SQLite's own busy handler sleeps up to 100 ms between looks, so a writer that releases
-#: the lock for a moment may never be seen; we look every few milliseconds instead.
-_lock_wait = threading.local()
-LOCK_POLL_FIRST, LOCK_POLL_CAP = 0.0005, 0.005  # seconds between two tries for the lock
-
-
-def wait_for_lock_up_to(conn: sqlite3.Connection, seconds: float) -> None:
-    """Runs in the connection's thread: writes wait for the lock up to `seconds`, looking
-    every few ms (SQLite itself is told to wait only a moment: we do the waiting)."""
-    _lock_wait.seconds = seconds
-    conn.execute("PRAGMA busy_timeout = 1")
-
-
-def with_the_lock(action: Callable[[], T]) -> T:
-    """Run `action` (BEGIN IMMEDIATE, or one autocommit write), trying again while another
-    connection holds the write lock, up to the connection's busy timeout."""
-    deadline = time.monotonic() + getattr(_lock_wait, "seconds", 0.0)
-    pause = LOCK_POLL_FIRST
-    while True:
-        try:
-            return action()
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() + pause > deadline:
-                raise
-        time.sleep(pause)
-        pause = min(pause * 2, LOCK_POLL_CAP)
-
-
 def in_transaction(conn: sqlite3.Connection, work: Callable[[], T]) -> T:
     """BEGIN IMMEDIATE (take the write lock up front, so two processes never deadlock
     upgrading a read), run `work`, COMMIT; on any error ROLLBACK and re-raise.
@@ -70,11 +40,12 @@ def in_transaction(conn: sqlite3.Connection, work: Callable[[], T]) -> T:
     Inside a group's transaction (`run_together`) the work simply joins it."""
     if conn.in_transaction:
         return work()
-    with_the_lock(lambda: conn.execute("BEGIN IMMEDIATE"))
+    with_the_lock(conn, lambda: conn.execute("BEGIN IMMEDIATE"))
     try:
         result = work()
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:  # SQLite ends it by itself on some errors (a full disk)
+            conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
     return result
@@ -87,7 +58,7 @@ def run_together(
     one commit. If any of them fails, none of it is kept and each runs again on its own,
     so every write gets its own outcome: (True, value) or (False, exception)."""
     if len(group) > 1:
-        with_the_lock(lambda: conn.execute("BEGIN IMMEDIATE"))
+        with_the_lock(conn, lambda: conn.execute("BEGIN IMMEDIATE"))
         try:
             values = [operation(conn, *args) for operation, args in group]
             conn.execute("COMMIT")
@@ -113,7 +84,7 @@ def fetchall(conn: sqlite3.Connection, statement: str, params: Sequence[Any]) ->
 
 def write(conn: sqlite3.Connection, statement: str, params: Sequence[Any]) -> int:
     """One statement in autocommit: atomic by itself. Returns the rows it changed."""
-    return with_the_lock(lambda: conn.execute(statement, params).rowcount)
+    return with_the_lock(conn, lambda: conn.execute(statement, params).rowcount)
 
 
 def add_tasks(conn: sqlite3.Connection, rows: list[NewTask]) -> None:
@@ -125,7 +96,7 @@ def add_tasks(conn: sqlite3.Connection, rows: list[NewTask]) -> None:
     if all(r.priority == 0 and r.max_attempts is None and r.retry_policy is None for r in rows):
         statement, width = sql.INSERT_PLAIN_TASK, PLAIN_COLUMNS
     if len(rows) == 1:
-        with_the_lock(lambda: conn.execute(statement, rows[0][:width]))  # autocommit: atomic
+        with_the_lock(conn, lambda: conn.execute(statement, rows[0][:width]))  # autocommit
         return
     in_transaction(conn, lambda: insert_in_chunks(conn, statement, rows, width))
 
@@ -174,20 +145,25 @@ def claim_in(
     moment = read_now(now)  # after BEGIN IMMEDIATE: the lock is ours
     values = {**params, "now": moment, "lease_until": moment + lease, "limit": limit,
               "expired_before": steady_now(now, moment, lease)}  # fmt: skip
-    taken = []
+    ended, taken = [], []
     if conn.execute(sql.ANY_LEASE_EXPIRED, values).fetchone() is not None:
-        taken = conn.execute(sql.TAKE_OVER, values).fetchall()
+        ended = conn.execute(sql.END_SPENT, values).fetchall()  # decided here, not leased
+        values["limit"] = limit - len(ended)
+        taken = conn.execute(sql.TAKE_OVER, values).fetchall() if values["limit"] > 0 else []
+    for row in ended:
+        conn.execute(sql.INSERT_ATTEMPT, lost_attempt_params(row, lost_number=row[3]))
     for row in taken:
         if row[LOST_WORKER] is not None:  # a row never started lost no attempt
-            conn.execute(sql.INSERT_ATTEMPT, lost_attempt_params(row))
-    values["limit"] = limit - len(taken)
+            conn.execute(sql.INSERT_ATTEMPT, lost_attempt_params(row, lost_number=row[3] - 1))
+    values["limit"] = limit - len(ended) - len(taken)
     due = claim_due(conn, values) if values["limit"] > 0 else []
     rows = taken + due
     at_once = limit - ahead
     if len(rows) > at_once:
         ids = json.dumps([row[0] for row in rows[at_once:]])
         conn.execute(sql.MARK_AHEAD, {"ids": ids})
-    return [
+    decided = [ClaimedTask.from_row(row[:-1], moment, decided=row[-1]) for row in ended]
+    return decided + [
         ClaimedTask.from_row(row, moment, ahead=place >= at_once) for place, row in enumerate(rows)
     ]
 
@@ -222,8 +198,15 @@ def settle_and_claim(
 
 
 def settle_one(conn: sqlite3.Connection, s: Settlement) -> bool:
-    """One UPDATE, fenced by the token, and its history record if it was accepted."""
-    accepted: bool = conn.execute(sql.SETTLE, settle_params(s)).rowcount == 1
+    """One UPDATE, fenced by the token, and its history record if it was accepted. A
+    refused outcome of a completed attempt may still replace the WorkerLost dead letter a
+    takeover made of it (`sql.SETTLE_LATE`, `state.LATE_OUTCOME_REPLACES`)."""
+    params = settle_params(s)
+    accepted: bool = conn.execute(sql.SETTLE, params).rowcount == 1
+    if not accepted and s.attempt is not None:
+        accepted = conn.execute(sql.SETTLE_LATE, params).rowcount == 1
+        if accepted:
+            conn.execute(sql.FORGET_LOST_ATTEMPT, (s.task_id, s.attempt.attempt))
     if accepted and s.attempt is not None:
         conn.execute(sql.INSERT_ATTEMPT, attempt_params(s.attempt))
     return accepted
@@ -315,13 +298,14 @@ def select_in(conn: sqlite3.Connection, select: str, ids: list[str]) -> list[Any
 # -- row conversions ---------------------------------------------------------------------
 
 
-def lost_attempt_params(row: Any) -> dict[str, Any]:
-    """The history record of the attempt a dead worker held (taken from a TAKE_OVER row)."""
-    task_id, name, _, attempts, _, _, expired_at, _, worker, started, scheduled = row[:11]
+def lost_attempt_params(row: Any, lost_number: int) -> dict[str, Any]:
+    """The history record of attempt `lost_number`, which a dead worker held (from a
+    TAKE_OVER or END_SPENT row)."""
+    task_id, name, _, _, _, _, expired_at, _, worker, started, scheduled = row[:11]
     return {
         "task_id": task_id,
         "task_name": name,
-        "attempt": attempts - 1,
+        "attempt": lost_number,
         "worker_id": worker,
         "scheduled_for": scheduled,
         "started_at": started,
@@ -356,6 +340,7 @@ def settle_params(s: Settlement) -> dict[str, Any]:
         "traceback": s.traceback,
         "keep_last_delay": int(s.keeps_last_delay),
         "next_delay": s.next_delay,
+        "worker_id": None if s.attempt is None else s.attempt.worker_id,
     }
 
 

@@ -127,13 +127,17 @@ def _set_up_once(
     if not is_memory:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute(f"PRAGMA synchronous = {synchronous}")
+    began = time.monotonic()
     conn.execute("BEGIN IMMEDIATE")
-    try:
+    waited = time.monotonic() - began  # a new worker that waited out an outage makes up
+    try:  # for it as any write does (`sqlite_lock.make_up_for_outage`)
         conn.execute(
             "CREATE TABLE IF NOT EXISTS sitq_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
         )
         _check_version(conn, path)
         _create_or_upgrade(conn)
+        if waited >= sql.OUTAGE_AT_LEAST:
+            conn.execute(sql.MAKE_UP_FOR_OUTAGE, (waited,))
         # An upsert is also a write check: SQLite opens a read-only file without complaint
         # and only objects at the first write. Better to find out here than at enqueue.
         conn.execute(

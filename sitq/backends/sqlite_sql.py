@@ -7,7 +7,14 @@ indexes that keep every claim as cheap at 100,000 waiting tasks as at 10.
 
 from __future__ import annotations
 
-from sitq.state import CLAIMABLE, PRUNABLE
+from sitq.state import (
+    CLAIMABLE,
+    LATE_OUTCOME_REPLACES,
+    LOST_CANCEL_MESSAGE,
+    LOST_WHEN_SPENT,
+    LOST_WHEN_SPENT_CANCELLED,
+    PRUNABLE,
+)
 from sitq.task import TaskStatus
 
 
@@ -126,6 +133,46 @@ LEASE_SET = """
     progress = NULL,
     progress_message = NULL"""
 
+#: Did the lost attempt spend the retry budget (`state.LOST_WHEN_SPENT`)? 1 or 0; a task
+#: with no budget known (none of its own, and no default from the claiming worker) is 0.
+BUDGET_SPENT = "COALESCE(attempts - retry_base >= COALESCE(max_attempts, :default_max), 0)"
+
+#: What a lost lease with a spent budget ends as (`state.LOST_WHEN_SPENT`, `..._CANCELLED`):
+#: status, error type and error, as SQL on the row's old values.
+LOST_END = f"""
+    status = CASE WHEN cancel_requested THEN '{LOST_WHEN_SPENT_CANCELLED[0].value}'
+                  ELSE '{LOST_WHEN_SPENT[0].value}' END,
+    error_type = CASE WHEN cancel_requested THEN '{LOST_WHEN_SPENT_CANCELLED[1]}'
+                      ELSE '{LOST_WHEN_SPENT[1]}' END,
+    error = CASE WHEN cancel_requested THEN '{LOST_CANCEL_MESSAGE}'
+                 ELSE 'worker ' || worker_id || ' stopped renewing its lease' END,
+    traceback = NULL,
+    worker_id = :worker_id,  -- who decided, as when a worker settles it
+    started_at = :now,
+    finished_at = :now,
+    lease_expires_at = NULL"""
+
+# An expired lease whose lost attempt was the budget's last (a row held ahead and never
+# started lost nothing, so it is never spent): decided here, in the claim's own transaction
+# (`state.LOST_WHEN_SPENT`), with no attempt added and the fencing token kept, so no reader
+# ever sees more attempts than the budget, even if the claiming worker dies at once. The
+# lost attempt's worker and times are kept for its history record.
+END_SPENT = f"""
+UPDATE sitq_tasks SET
+    lost_worker_id = worker_id,
+    lost_started_at = started_at,
+    lost_scheduled_for = due_at,
+    due_at = lease_expires_at,{LOST_END}
+WHERE seq IN (
+    SELECT seq FROM sitq_tasks INDEXED BY sitq_tasks_leased
+     WHERE status = 'running' AND lease_expires_at < :expired_before
+       AND started_at IS NOT NULL AND {BUDGET_SPENT}
+       AND id NOT IN (SELECT value FROM json_each(:held))
+     ORDER BY lease_expires_at LIMIT :limit
+)
+{CLAIM_RETURNING.rstrip()}, status
+"""
+
 # Take over tasks whose worker stopped renewing its lease (it died or stalled). The SET
 # expressions see the old row, so the lost attempt's worker and times are kept for the
 # history. A pending cancel request is kept too: it must survive the crash. A row the dead
@@ -141,11 +188,13 @@ UPDATE sitq_tasks SET
     started_at = :now,{LEASE_SET}
 WHERE seq IN (
     SELECT seq FROM sitq_tasks INDEXED BY sitq_tasks_leased
-     WHERE status = 'running' AND lease_expires_at < :expired_before AND id NOT IN (SELECT value FROM json_each(:held))
+     WHERE status = 'running' AND lease_expires_at < :expired_before
+       AND NOT (started_at IS NOT NULL AND {BUDGET_SPENT})
+       AND id NOT IN (SELECT value FROM json_each(:held))
      ORDER BY lease_expires_at LIMIT :limit
 )
 {CLAIM_RETURNING}
-"""  # noqa: E501
+"""
 
 # Is any lease expired? One step down the index: most claims find none and skip TAKE_OVER.
 # (:expired_before is :now less a step of the clock just seen, see `sqlite_ops.steady_now`.)
@@ -186,7 +235,7 @@ WHERE id = :task_id AND lease_token = :token AND status = 'running' AND started_
 
 # Store a decided outcome. The fencing check is in the WHERE: a stale token changes nothing.
 # A task claimed ahead whose start was not recorded yet gets its attempt's start time.
-SETTLE = """
+SETTLE_SET = """
 UPDATE sitq_tasks SET
     status = :status,
     started_at = COALESCE(started_at, :started_at),
@@ -198,8 +247,34 @@ UPDATE sitq_tasks SET
     error_type = CASE WHEN :keep_error THEN error_type ELSE :error_type END,
     traceback = CASE WHEN :keep_error THEN traceback ELSE :traceback END,
     last_delay = CASE WHEN :keep_last_delay THEN last_delay ELSE :next_delay END,
-    lease_expires_at = NULL
+    lease_expires_at = NULL"""
+SETTLE = f"""{SETTLE_SET}
 WHERE id = :task_id AND lease_token = :token AND status = 'running'
+"""
+
+# The late outcome of an attempt a takeover declared lost (`state.LATE_OUTCOME_REPLACES`):
+# it replaces the WorkerLost dead letter if this worker held that attempt, with its token
+# or the one the takeover took (+1). :worker_id is NULL for a settlement that brings no
+# attempt record (a hand-back, a deferral): only a completed body's outcome qualifies.
+SETTLE_LATE = f"""{SETTLE_SET}
+WHERE id = :task_id AND status = '{LATE_OUTCOME_REPLACES[0].value}'
+  AND error_type = '{LATE_OUTCOME_REPLACES[1]}' AND lost_worker_id = :worker_id
+  AND lease_token - :token IN (0, 1)
+"""
+
+#: The lost-attempt record a late outcome replaces (task id, attempt number).
+FORGET_LOST_ATTEMPT = """
+DELETE FROM sitq_attempts WHERE task_id = ? AND attempt = ? AND outcome = 'worker_lost'
+"""
+
+#: A wait for the write lock at least this long is an outage that leases make up for
+#: (`sqlite_lock.make_up_for_outage`); shorter waits are the ordinary turns of a busy file.
+OUTAGE_AT_LEAST = 0.1
+
+#: After a wait of ? seconds for the write lock (an outage): every running lease gets the
+#: time back (`sqlite_lock.make_up_for_outage`).
+MAKE_UP_FOR_OUTAGE = """
+UPDATE sitq_tasks SET lease_expires_at = lease_expires_at + ? WHERE status = 'running'
 """
 
 RENEW = """
