@@ -26,7 +26,7 @@ import logging
 from collections.abc import Callable
 
 from sitq.backends.base import Backend, ClaimedTask, ClaimRequest, Settlement, set_failed
-from sitq.errors import QueueClosedError
+from sitq.errors import DatabaseCorruptError, QueueClosedError
 
 logger = logging.getLogger("sitq.worker")
 #: Pauses before writing failed outcomes again: the first, doubling up to the last.
@@ -99,7 +99,9 @@ class Settler:
         try; the others' waiters learn of the error (the worker logs it)."""
         kept: list[Waiting] = []
         dropped: list[Waiting] = []
-        heals = not isinstance(error, QueueClosedError)  # a closed backend stays closed
+        # A closed backend stays closed and a damaged file stays damaged: only errors that
+        # time can mend (a held lock, a full disk, too many connections) are waited out.
+        heals = not isinstance(error, QueueClosedError | DatabaseCorruptError)
         for item in batch:
             (kept if heals and self.keep_trying(item[0].task_id) else dropped).append(item)
         for _, future in dropped:

@@ -111,7 +111,8 @@ async def test_postgres_a_dead_workers_lease_is_still_taken_over_on_the_servers_
 ) -> None:
     """Given a worker that claimed under a 0.5 s lease and vanished, when a worker whose
     clock is an hour *behind* claims, then it takes the task over once the lease has ended
-    by the server's clock (by its own clock that would be an hour later)."""
+    by the server's clock (by its own clock that would be an hour later). The task has no
+    retry budget left, so the claim that finds it ends it (`state.LOST_WHEN_SPENT`)."""
     db = make_database("postgres", tmp_path)
     backend = db.backend()
     try:
@@ -121,7 +122,8 @@ async def test_postgres_a_dead_workers_lease_is_still_taken_over_on_the_servers_
             late = Worker(backend, worker_id="late", clock=MachineClock(Machine(ahead=-3600)))
 
             async def taken_over() -> bool:
-                return await late.run_once() == 1
+                await late.run_once()
+                return await queue.status(task_id) is not TaskStatus.RUNNING
 
             await wait_until(taken_over, 20, "the dead worker's task to be taken over")
             history = await queue.history(task_id)
@@ -181,13 +183,16 @@ async def test_sqlite_after_a_step_a_dead_workers_task_is_taken_over_a_lease_lat
         task_id = await queue.enqueue(add, 1, 2)
         [claimed] = await backend.claim("ghost", 1, MachineClock(machine).now, 1.0)
         worker = Worker(backend, worker_id="w", lease_seconds=1.0, clock=MachineClock(machine))
-        assert await worker.run_once() == 0  # the ghost's lease runs for a second yet
-        machine.ahead = 60.0
-        assert await worker.run_once() == 0  # expired only by the step: not yet
-        began = time.monotonic()
-
         async def taken_over() -> bool:
-            return await worker.run_once() == 1
+            """The worker looks; the task is no longer the ghost's (with no retry budget
+            left, the claim that finds the lost lease ends it: `state.LOST_WHEN_SPENT`)."""
+            await worker.run_once()
+            return await queue.status(task_id) is not TaskStatus.RUNNING
+
+        assert not await taken_over()  # the ghost's lease runs for a second yet
+        machine.ahead = 60.0
+        assert not await taken_over()  # expired only by the step: not yet
+        began = time.monotonic()
 
         await wait_until(taken_over, 20, "the dead worker's task to be taken over")
         waited = time.monotonic() - began
