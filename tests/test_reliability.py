@@ -321,8 +321,12 @@ async def test_e_a_paused_worker_cannot_overwrite_the_new_owners_outcome(
         (owner.worker_id, "succeeded"),
     ]
     # The resumed worker either finished its copy (and its settlement was refused) or
-    # learned from its heartbeat that the lease was gone and cancelled it.
-    assert ends["paused"] == 1 + refused
+    # learned from its heartbeat that the lease was gone and cancelled it. The two race once
+    # it resumes: its copy may reach its end and then be cancelled while its outcome is on
+    # the way (refused all the same, with no log line). Either way the history above holds
+    # no outcome of the paused worker's.
+    assert ends["paused"] in (1, 2)
+    assert not refused or ends["paused"] == 2
 
 
 async def terminate_sessions(database: Database) -> int:
