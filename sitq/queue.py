@@ -32,6 +32,7 @@ from sitq.errors import (
     TaskNotFoundError,
     TaskStateError,
 )
+from sitq.live_hook import LiveDisplay
 from sitq.options import NO_OPTIONS, TaskOptions
 from sitq.serialization import CloudpickleSerializer, Serializer, TaskCall
 from sitq.task import TERMINAL, History, QueueSummary, Result, TaskInfo, TaskStatus, to_datetime
@@ -40,7 +41,7 @@ DEFAULT_MAX_PAYLOAD = 10 * 1024 * 1024
 FIRST_POLL = 0.02  # seconds; waits for results double this up to the backend's poll interval
 
 
-class TaskQueue:
+class TaskQueue(LiveDisplay):
     """Enqueue tasks and read their results, status and history.
 
     backend: where tasks live (e.g. `SQLiteBackend("queue.db")`). serializer: how calls

@@ -245,3 +245,7 @@ class PostgresBackend(PostgresLink):
             rows = await self._fetch(sql.LIST_ATTEMPTS + " WHERE task_id = $1 ORDER BY seq",
                                      task_id)  # fmt: skip
         return [Attempt(*row) for row in rows]
+
+    async def newest_attempts(self, limit: int) -> list[Attempt]:
+        rows = await self._fetch(sql.LIST_ATTEMPTS + " ORDER BY seq DESC LIMIT $1", int(limit))
+        return [Attempt(*row) for row in rows]

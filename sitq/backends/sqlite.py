@@ -334,6 +334,10 @@ class SQLiteBackend:
         rows = await self._fetch(query + " ORDER BY seq", params)
         return [Attempt(*row) for row in rows]
 
+    async def newest_attempts(self, limit: int) -> list[Attempt]:
+        query = f"SELECT {sql.ATTEMPT_COLUMNS} FROM sitq_attempts ORDER BY seq DESC LIMIT ?"
+        return [Attempt(*row) for row in await self._fetch(query, (int(limit),))]
+
 
 def _claim_args(request: ClaimRequest) -> tuple[Any, ...]:
     """A ClaimRequest as the arguments of `sqlite_ops.claim` (after the connection)."""

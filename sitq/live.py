@@ -1,0 +1,216 @@
+"""A live view of a queue in Jupyter, like Dask's cluster widget: `queue.live()`.
+
+Displaying a queue in a notebook (or `queue.live()`) shows a widget that redraws itself
+about once a second: tasks per state, attempts finished and failed over the last minutes
+as text bars, the newest failures with their error, the running tasks with their progress
+and worker, and the circuit breakers of the workers you pass (`worker=`: breakers live in
+a `Worker` object, not in the database, so only a worker in this kernel can show them).
+
+What it costs, and when it stops:
+
+- Nothing runs until the view is displayed: making a queue, or a view, starts nothing.
+  Then one asyncio task on the kernel's loop reads three things a refresh (`counts()`, up
+  to ten running tasks, and the newest attempt records, a read bounded by `scan` however
+  long the history is) and never writes.
+- It refreshes only while a page shows it: the widget counts its views in the browser
+  (ipywidgets' `_view_count`), so re-running the cell, clearing its output or closing the
+  notebook pauses it, and showing it again resumes it. `view.close()` ends it for good, and
+  so does closing the queue. If the kernel goes, the task goes with it.
+- A refresh that fails (a locked file, a lost server) shows its error in the view and the
+  next one tries again: nothing is logged every second.
+- Time comes from the queue's clock: under a `FakeClock`, "the last 2 min" are virtual.
+
+`await view.refresh()` redraws it at once: that is how tests and notebooks without a
+browser drive it, one step at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from contextlib import suppress
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from sitq.errors import QueueClosedError
+from sitq.live_html import SHOWN_RUNNING, Snapshot, render
+from sitq.options import seconds_setting
+from sitq.task import TaskStatus
+
+if TYPE_CHECKING:
+    from sitq.breaker import CircuitBreaker
+    from sitq.queue import TaskQueue
+    from sitq.worker import Worker
+
+DEFAULT_INTERVAL = 1.0  # seconds between refreshes
+DEFAULT_WINDOW = 120.0  # seconds of "the last minutes"
+BARS = 24  # slots of the window in the text bars (5 s each by default)
+DEFAULT_SCAN = 5_000  # attempt records read a refresh, at most
+
+
+class LiveView:
+    """A queue's live view: an ipywidgets `HTML` widget and the task that refreshes it.
+
+    interval: seconds between refreshes. window: how far back the activity bars and rates
+    look, in seconds of the queue's clock. worker: a `Worker` (or several) whose circuit
+    breakers to show. scan: the most attempt records one refresh reads (the rates say so
+    when the window holds more).
+    """
+
+    def __init__(
+        self,
+        queue: TaskQueue,
+        *,
+        interval: float = DEFAULT_INTERVAL,
+        window: float = DEFAULT_WINDOW,
+        worker: Worker | Iterable[Worker] | None = None,
+        scan: int = DEFAULT_SCAN,
+    ) -> None:
+        try:
+            import ipywidgets
+        except ImportError as exc:
+            raise ImportError(
+                "the live view needs ipywidgets: pip install 'sitq[notebook]' (or ipywidgets)"
+            ) from exc
+        self.queue = queue
+        self.interval = seconds_setting("interval", interval)
+        self.window = seconds_setting("window", window)
+        if isinstance(scan, bool) or not isinstance(scan, int) or scan < 1:
+            raise ValueError(f"scan must be a number of attempt records >= 1; got {scan!r}")
+        self.scan = scan
+        workers = list(worker) if isinstance(worker, Iterable) else [worker] if worker else []
+        self.breakers: list[tuple[str, str, CircuitBreaker]] = [
+            (w.worker_id, name, breaker) for w in workers for name, breaker in w.breakers.items()
+        ]
+        self.note = f"live, every {self.interval:g} s"
+        self.refreshes = 0
+        self._task: asyncio.Task[None] | None = None
+        self._on_screen = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # _view_count=0 asks the browser to report how many views show the widget.
+        self.widget: Any = ipywidgets.HTML(value="<p>sitq queue: loading…</p>", _view_count=0)
+        self.widget.observe(self._views_changed, names="_view_count")
+        self.widget.observe(self._comm_changed, names="comm")
+
+    def __repr__(self) -> str:
+        # What a notebook stores as text/plain beside the widget: the same on every run.
+        return f"LiveView(interval={self.interval:g}, window={self.window:g})"
+
+    @property
+    def running(self) -> bool:
+        """True while the refresh task is alive (paused off screen counts as alive)."""
+        return self._task is not None and not self._task.done()
+
+    @property
+    def closed(self) -> bool:
+        return self.widget.comm is None
+
+    # -- in Jupyter ------------------------------------------------------------------------
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any] | None:
+        """Jupyter displays the widget; displaying is what starts the refreshes."""
+        if self.closed:
+            return {"text/plain": f"{self!r} (closed)"}
+        self.start()
+        bundle: dict[str, Any] = self.widget._repr_mimebundle_(**kwargs)
+        bundle["text/plain"] = repr(self)
+        return bundle
+
+    def start(self) -> None:
+        """Start refreshing on the running event loop (the kernel's); again: no-op.
+        Without a running loop (a plain script), nothing starts: use `await refresh()`."""
+        if self.running or self.closed:
+            return
+        try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.note = "not refreshing: no running event loop here"
+            return
+        if self.widget._view_count:  # already drawn (a second display of the same view)
+            self._on_screen.set()
+        self._task = self._loop.create_task(self._refresh_while_open(), name="sitq live view")
+
+    def close(self) -> None:
+        """Stop refreshing for good and remove the widget from the page."""
+        self._stop()
+        self.widget.close()
+
+    # -- refreshing ------------------------------------------------------------------------
+
+    async def refresh(self) -> None:
+        """Read the queue once and redraw. A failed read shows in the view; a closed
+        queue stops the view (QueueClosedError reaches the caller)."""
+        problem = None
+        try:
+            snapshot = await self._read()
+        except QueueClosedError:
+            self.note = "stopped: the queue is closed"
+            self.widget.value = render(self._last_or_empty())
+            raise
+        except Exception as exc:  # shown in the view, tried again at the next refresh
+            problem = f"{type(exc).__name__}: {exc}"
+            snapshot = self._last_or_empty()
+        self._last = snapshot
+        self.widget.value = render(_with(snapshot, note=self.note, problem=problem))
+        self.refreshes += 1
+
+    async def _read(self) -> Snapshot:
+        counts = await self.queue.counts()
+        backend = self.queue.backend
+        running: list[Any] = []
+        if counts[TaskStatus.RUNNING]:
+            running = await backend.list_tasks([TaskStatus.RUNNING], SHOWN_RUNNING)
+        attempts = await backend.newest_attempts(self.scan)
+        return Snapshot(
+            now=self.queue.clock.now(), window=self.window, bars=BARS, counts=counts,
+            attempts=attempts, scanned=self.scan, running=running, breakers=self.breakers,
+        )  # fmt: skip
+
+    def _last_or_empty(self) -> Snapshot:
+        last: Snapshot | None = getattr(self, "_last", None)
+        if last is not None:
+            return _with(last, note=self.note)
+        now = self.queue.clock.now()
+        return Snapshot(now=now, window=self.window, bars=BARS, counts={}, attempts=[],
+                        scanned=self.scan, note=self.note)  # fmt: skip
+
+    async def _refresh_while_open(self) -> None:
+        """The task: refresh, sleep, and wait while no page shows the widget. It ends when
+        the queue is closed (the view says so), or cancelled by `close()`."""
+        with suppress(QueueClosedError):
+            while not self.closed:
+                await self.refresh()
+                await asyncio.sleep(self.interval)
+                await self._on_screen.wait()
+
+    def _views_changed(self, change: dict[str, Any]) -> None:
+        """The browser reports how many views show the widget (a traitlets observer)."""
+        if self._loop is None:
+            return
+        shown = bool(change["new"])
+        # The kernel may call observers from another thread than the loop's: hand it over.
+        self._loop.call_soon_threadsafe(self._on_screen.set if shown else self._on_screen.clear)
+
+    def _comm_changed(self, change: dict[str, Any]) -> None:
+        """`widget.close()` (by us, or by anyone holding the widget) ends the task."""
+        if change["new"] is None:
+            self._stop()
+
+    def _stop(self) -> None:
+        if self._task is not None and not self._task.done():
+            if self._loop is not None and self._loop.is_closed():
+                return
+            self._task.cancel()
+
+
+def _with(snapshot: Snapshot, **changes: Any) -> Snapshot:
+    return replace(snapshot, **changes)
+
+
+def bundle_of(queue: TaskQueue, **kwargs: Any) -> dict[str, Any] | None:
+    """A queue's display in Jupyter: its live view (None without ipywidgets: its repr)."""
+    try:
+        view = LiveView(queue)
+    except ImportError:
+        return None
+    return view._repr_mimebundle_(**kwargs)
