@@ -84,6 +84,7 @@ class LiveView:
         ]
         self.note = f"live, every {self.interval:g} s"
         self.refreshes = 0
+        self._last: Snapshot | None = None  # what the previous refresh read
         self._task: asyncio.Task[None] | None = None
         self._on_screen = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -167,9 +168,8 @@ class LiveView:
         )  # fmt: skip
 
     def _last_or_empty(self) -> Snapshot:
-        last: Snapshot | None = getattr(self, "_last", None)
-        if last is not None:
-            return _with(last, note=self.note)
+        if self._last is not None:
+            return _with(self._last, note=self.note)
         now = self.queue.clock.now()
         return Snapshot(now=now, window=self.window, bars=BARS, counts={}, attempts=[],
                         scanned=self.scan, note=self.note)  # fmt: skip

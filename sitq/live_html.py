@@ -166,13 +166,15 @@ def _activity(snapshot: Snapshot) -> str:
         return f"<p>no attempt finished in the last {span}</p>"
     seconds = snapshot.now - seen.covered_from
     rate = "" if seconds <= 0 else f", {rate_text(seen.total / seconds)}"
-    share = seen.failures / seen.total
+    slot = snapshot.window / snapshot.bars
+    latest = f"; {rate_text(seen.finished[-1] / slot)} in the last {seconds_text(slot)}"
     partial = ""
     if seen.covered_from > snapshot.now - snapshot.window:
         partial = f" (read: the newest {snapshot.scanned:,}, {seconds_text(seconds)})"
+    share = seen.failures / seen.total
     return (
         f'<pre style="margin:0">finished {sparkline(seen.finished)} {seen.total:,} attempts'
-        f" in the last {span}{rate}{partial}\n"
+        f" in the last {span}{rate}{partial}{latest}\n"
         f"failed   {sparkline(seen.failed)} {seen.failures:,} ({share:.0%} failure rate)"
         "</pre>"
     )

@@ -102,7 +102,7 @@ async def test_view_shows_counts_activity_and_failures(
     html = view.widget.value
     shown = {status: count_of(view, status) for status in ("succeeded", "failed", "queued")}
     assert shown == {"succeeded": 3, "failed": 1, "queued": 0}
-    assert "4 attempts in the last 2 min" in html
+    assert "4 attempts in the last 2 min, 2.0/min; 48.0/min in the last 5.0 s" in html
     assert "1 (25% failure rate)" in html
     assert "ValueError: card declined" in html and "newest failures" in html
 
@@ -154,7 +154,8 @@ async def test_a_full_read_says_how_far_back_it_reached(
     await view.refresh()
     # Only 2 of the 5 attempts were read: the rate covers the 20 s they span, no more,
     # and the slots the read did not reach are blank, not zero.
-    assert "2 attempts in the last 2 min, 6.0/min (read: the newest 2, 20 s)" in (view.widget.value)
+    expected = "2 attempts in the last 2 min, 6.0/min (read: the newest 2, 20 s); 0.0/min in"
+    assert expected in view.widget.value
     view.close()
 
 
