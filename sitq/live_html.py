@@ -83,15 +83,22 @@ def activity(snapshot: Snapshot) -> Activity:
     return Activity(finished, failed, covered_from)
 
 
-def sparkline(values: Sequence[int]) -> str:
-    """`[0, 2, 8]` -> "▁▂█": each value as a block scaled to the largest; -1 (unknown) as
-    a blank, 0 as the lowest block."""
-    top = max([v for v in values if v > 0], default=0)
-    if top == 0:
-        return "".join(" " if v < 0 else BLOCKS[0] for v in values)
+def sparkline(values: Sequence[float], top: float | None = None) -> str:
+    """`[0, 2, 8]` -> "▁▂█": each value as a block scaled to `top` (default: the largest);
+    -1 (unknown) as a blank, 0 as the lowest block."""
+    top = top or max([v for v in values if v > 0], default=0)
     return "".join(
         " " if v < 0 else BLOCKS[0] if v == 0 else BLOCKS[max(1, round(v / top * 7))]
         for v in values
+    )
+
+
+def failure_line(seen: Activity) -> str:
+    """The failure rate per slot, 0 to 100% ("█": every attempt failed); "·" for a slot
+    in which nothing finished, a blank for one the read did not reach."""
+    return "".join(
+        "·" if n == 0 else sparkline([-1 if n < 0 else bad / n], top=1.0)
+        for n, bad in zip(seen.finished, seen.failed, strict=True)
     )
 
 
@@ -175,7 +182,7 @@ def _activity(snapshot: Snapshot) -> str:
     return (
         f'<pre style="margin:0">finished {sparkline(seen.finished)} {seen.total:,} attempts'
         f" in the last {span}{rate}{partial}{latest}\n"
-        f"failed   {sparkline(seen.failed)} {seen.failures:,} ({share:.0%} failure rate)"
+        f"failed   {failure_line(seen)} {seen.failures:,} failed: {share:.0%} failure rate"
         "</pre>"
     )
 

@@ -22,7 +22,7 @@ import sitq
 from sitq import CircuitBreaker, FakeClock, RetryPolicy, TaskQueue, Worker
 from sitq.backends import Backend
 from sitq.live import LiveView
-from sitq.live_html import sparkline
+from sitq.live_html import Activity, failure_line, sparkline
 
 pytestmark = pytest.mark.every_backend  # the conformance suite: SQLite and PostgreSQL
 
@@ -103,7 +103,7 @@ async def test_view_shows_counts_activity_and_failures(
     shown = {status: count_of(view, status) for status in ("succeeded", "failed", "queued")}
     assert shown == {"succeeded": 3, "failed": 1, "queued": 0}
     assert "4 attempts in the last 2 min, 2.0/min; 48.0/min in the last 5.0 s" in html
-    assert "1 (25% failure rate)" in html
+    assert "1 failed: 25% failure rate" in html
     assert "ValueError: card declined" in html and "newest failures" in html
 
     # The window is read on the queue's clock: three virtual minutes later, all is old.
@@ -197,6 +197,8 @@ async def test_a_retrying_failure_shows_before_it_is_dead(queue: TaskQueue, work
 def test_sparkline_scales_to_the_largest_and_leaves_unknown_blank() -> None:
     assert sparkline([0, 1, 4, 8, -1]) == "▁▂▅█ "
     assert sparkline([0, 0]) == "▁▁"
+    seen = Activity(finished=[-1, 0, 4, 4, 4], failed=[-1, 0, 0, 1, 4], covered_from=0.0)
+    assert failure_line(seen) == " ·▁▃█"  # unknown, nothing finished, 0%, 25%, 100%
 
 
 # -- its life: what starts, pauses and stops it -------------------------------------------
