@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 DEFAULT_INTERVAL = 1.0  # seconds between refreshes
 DEFAULT_WINDOW = 120.0  # seconds of "the last minutes"
 BARS = 24  # slots of the window in the text bars (5 s each by default)
-DEFAULT_SCAN = 5_000  # attempt records read a refresh, at most
+DEFAULT_SCAN = 2_000  # attempt records read a refresh, at most (about 10 ms on SQLite)
 
 
 class LiveView:
