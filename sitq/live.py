@@ -12,10 +12,13 @@ What it costs, and when it stops:
   Then one asyncio task on the kernel's loop reads three things a refresh (`counts()`, up
   to ten running tasks, and the newest attempt records, a read bounded by `scan` however
   long the history is) and never writes.
-- It refreshes only while a page shows it: the widget counts its views in the browser
-  (ipywidgets' `_view_count`), so re-running the cell, clearing its output or closing the
-  notebook pauses it, and showing it again resumes it. `view.close()` ends it for good, and
-  so does closing the queue. If the kernel goes, the task goes with it.
+- It stops for good at `view.close()`, when the queue is closed, or when the cell that
+  showed it runs again (a view shown from a notebook cell replaces the one that cell showed
+  before; JupyterLab and Notebook 7 tell the kernel which cell runs). If the kernel goes,
+  the task goes with it. A view whose output was cleared, or whose tab was closed with the
+  kernel left running, refreshes on until then. (ipywidgets' view count, `_view_count`,
+  would tell; but in JupyterLab 4.6 with ipywidgets 8.1 the browser never reported a view
+  gone while the kernel kept updating the widget, as this one does every second.)
 - A refresh that fails (a locked file, a lost server) shows its error in the view and the
   next one tries again: nothing is logged every second.
 - Time comes from the queue's clock: under a `FakeClock`, "the last 2 min" are virtual.
@@ -27,6 +30,7 @@ browser drive it, one step at a time.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Iterable
 from contextlib import suppress
 from dataclasses import replace
@@ -86,11 +90,8 @@ class LiveView:
         self.refreshes = 0
         self._last: Snapshot | None = None  # what the previous refresh read
         self._task: asyncio.Task[None] | None = None
-        self._on_screen = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        # _view_count=0 asks the browser to report how many views show the widget.
-        self.widget: Any = ipywidgets.HTML(value="<p>sitq queue: loading…</p>", _view_count=0)
-        self.widget.observe(self._views_changed, names="_view_count")
+        self.widget: Any = ipywidgets.HTML(value="<p>sitq queue: loading…</p>")
         self.widget.observe(self._comm_changed, names="comm")
 
     def __repr__(self) -> str:
@@ -112,14 +113,15 @@ class LiveView:
         """Jupyter displays the widget; displaying is what starts the refreshes."""
         if self.closed:
             return {"text/plain": f"{self!r} (closed)"}
-        self.start()
+        self.start(cell=current_cell())
         bundle: dict[str, Any] = self.widget._repr_mimebundle_(**kwargs)
         bundle["text/plain"] = repr(self)
         return bundle
 
-    def start(self) -> None:
+    def start(self, *, cell: str | None = None) -> None:
         """Start refreshing on the running event loop (the kernel's); again: no-op.
-        Without a running loop (a plain script), nothing starts: use `await refresh()`."""
+        Without a running loop (a plain script), nothing starts: use `await refresh()`.
+        `cell`: the notebook cell showing the view; the view it showed before is closed."""
         if self.running or self.closed:
             return
         try:
@@ -127,8 +129,12 @@ class LiveView:
         except RuntimeError:
             self.note = "not refreshing: no running event loop here"
             return
-        if self.widget._view_count:  # already drawn (a second display of the same view)
-            self._on_screen.set()
+        if cell is not None:
+            shown = _SHOWN_BY_CELL.get(cell)
+            earlier = None if shown is None else shown()
+            if earlier is not None and earlier is not self:
+                earlier.close()  # the cell ran again: its old view stops
+            _SHOWN_BY_CELL[cell] = weakref.ref(self)
         self._task = self._loop.create_task(self._refresh_while_open(), name="sitq live view")
 
     def close(self) -> None:
@@ -175,21 +181,12 @@ class LiveView:
                         scanned=self.scan, note=self.note)  # fmt: skip
 
     async def _refresh_while_open(self) -> None:
-        """The task: refresh, sleep, and wait while no page shows the widget. It ends when
-        the queue is closed (the view says so), or cancelled by `close()`."""
+        """The task: refresh, then sleep. It ends when the queue is closed (the view says
+        so), or cancelled by `close()`."""
         with suppress(QueueClosedError):
             while not self.closed:
                 await self.refresh()
                 await asyncio.sleep(self.interval)
-                await self._on_screen.wait()
-
-    def _views_changed(self, change: dict[str, Any]) -> None:
-        """The browser reports how many views show the widget (a traitlets observer)."""
-        if self._loop is None:
-            return
-        shown = bool(change["new"])
-        # The kernel may call observers from another thread than the loop's: hand it over.
-        self._loop.call_soon_threadsafe(self._on_screen.set if shown else self._on_screen.clear)
 
     def _comm_changed(self, change: dict[str, Any]) -> None:
         """`widget.close()` (by us, or by anyone holding the widget) ends the task."""
@@ -201,6 +198,24 @@ class LiveView:
             if self._loop is not None and self._loop.is_closed():
                 return
             self._task.cancel()
+
+
+#: The view each notebook cell showed last (weakly: a closed view may be forgotten).
+_SHOWN_BY_CELL: dict[str, weakref.ref[LiveView]] = {}
+
+
+def current_cell() -> str | None:
+    """The id of the notebook cell being run, as JupyterLab and Notebook 7 send it with
+    each request (None outside a kernel, or from a front end that does not say)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    kernel = getattr(get_ipython(), "kernel", None)
+    if kernel is None:
+        return None
+    cell = kernel.get_parent().get("metadata", {}).get("cellId")
+    return cell if isinstance(cell, str) else None
 
 
 def _with(snapshot: Snapshot, **changes: Any) -> Snapshot:

@@ -260,7 +260,8 @@ LIVE_TASKS = 25
 LIVE_TASK_SECONDS = 0.15
 
 #: A notebook made for this test in the lab's copy (not a lesson): a queue on a SQLite file
-#: beside it, its live view, then a worker draining it in the background.
+#: beside it, its live view, a worker draining it in the background, and a cell that counts
+#: the live views running in the kernel and the refreshes of the last one in one second.
 LIVE_CELLS = [
     f"""import asyncio
 import sitq
@@ -279,9 +280,14 @@ backend = SQLiteBackend("live.db")
 queue = TaskQueue(backend)
 await queue.enqueue(refuse, 0)
 await queue.enqueue_many([sitq.call(pack, n) for n in range(1, {LIVE_TASKS} + 1)])
-queue.live(interval=0.2)""",
+view = queue.live(interval=0.2)
+view""",
     """worker = Worker(backend, concurrency=1)
 await worker.start()""",
+    """seen = view.refreshes
+await asyncio.sleep(1)
+views = [t for t in asyncio.all_tasks() if t.get_name() == "sitq live view"]
+print(f"live views {len(views)}, refreshes in 1 s: {view.refreshes - seen}")""",
 ]
 
 #: The number the rendered live view shows for a state, or -1 before it is drawn.
@@ -310,6 +316,25 @@ def write_notebook(path: Path, cells: list[str]) -> None:
 def shown_count(page: sync_api.Page, status: str) -> int:
     count: int = page.evaluate(SHOWN_COUNT_JS, status)
     return count
+
+
+def run_cell(cell: sync_api.Locator) -> None:
+    """Run one cell as a student does (click it, Shift+Enter) and wait until it is done:
+    its prompt shows a new execution number."""
+    prompt = cell.locator(".jp-InputPrompt")
+    before = prompt.text_content()
+    cell.locator(".jp-InputArea-editor").click()
+    cell.page.keyboard.press("Shift+Enter")
+    sync_api.expect(prompt).not_to_have_text(before or "", timeout=RUN_ALL_SECONDS * 1000)
+    sync_api.expect(prompt).to_have_text(re.compile(r"^\[\d+\]:$"), timeout=RUN_ALL_SECONDS * 1000)
+
+
+def counted(cell: sync_api.Locator) -> tuple[int, int]:
+    """What the counting cell printed: live views running, refreshes in one second."""
+    text = cell.locator(".jp-OutputArea").text_content() or ""
+    found = re.search(r"live views (\d+), refreshes in 1 s: (\d+)", text)
+    assert found, text
+    return int(found.group(1)), int(found.group(2))
 
 
 def test_live_view_changes_on_screen_while_a_worker_drains(lab: Lab, tmp_path: Path) -> None:
@@ -351,6 +376,21 @@ def test_live_view_changes_on_screen_while_a_worker_drains(lab: Lab, tmp_path: P
             assert "ValueError: <b>not bold</b> order refused" in text
             assert view.locator("b", has_text="not bold").count() == 0
             assert error_outputs(page) == []
+
+            # The kernel runs one live view, and it refreshes every 0.2 s.
+            cells = page.locator(".jp-Notebook .jp-CodeCell")
+            views, refreshes = counted(cells.nth(2))
+            assert views == 1 and refreshes >= 2
+            # The first cell run again: a new queue and a new view, which reads the same
+            # file (the worker drains the new tasks too); the old view has stopped.
+            run_cell(cells.nth(0))
+            page.wait_for_function(
+                f"() => ({SHOWN_COUNT_JS})('succeeded') > {LIVE_TASKS}",
+                timeout=RUN_ALL_SECONDS * 1000,
+            )
+            run_cell(cells.nth(2))
+            views, refreshes = counted(cells.nth(2))
+            assert views == 1 and refreshes >= 2
         finally:
             page.screenshot(path=str(screenshot))
             print(f"\nscreenshot: {screenshot}")

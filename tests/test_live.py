@@ -245,29 +245,23 @@ async def test_a_displayed_queue_is_its_live_view(queue: TaskQueue) -> None:
     await until(task.done)
 
 
-async def test_it_refreshes_only_while_a_page_shows_it(queue: TaskQueue, worker: Worker) -> None:
-    view = LiveView(queue, interval=0.01)
-    view.start()
-    await until(lambda: view.refreshes == 1)
-    await asyncio.sleep(0.1)  # not a wait for work: ten intervals in which nothing may run
-    assert view.refreshes == 1  # displayed, but no browser reported a view of it
-
-    view.widget._view_count = 1  # what the browser reports once it draws the widget
-    await queue.enqueue(ok, 7)
-    await worker.run_until_idle()
-    await until(lambda: view.refreshes >= 3 and count_of(view, "succeeded") == 1)
-
-    view.widget._view_count = 0  # the cell was re-run, or its output cleared
-    paused_at = view.refreshes
-    await asyncio.sleep(0.3)  # thirty intervals; one refresh may have been under way
-    assert view.refreshes <= paused_at + 1 and view.running  # paused, not ended
-    view.close()
-    await until(lambda: not view.running)
+async def test_a_cell_run_again_replaces_its_view(queue: TaskQueue) -> None:
+    first, second, other = (LiveView(queue, interval=0.01) for _ in range(3))
+    first.start(cell="cell-a")  # what displaying it from notebook cell "cell-a" does
+    other.start(cell="cell-b")
+    await until(lambda: first.refreshes >= 2)
+    second.start(cell="cell-a")  # the cell ran again
+    await until(lambda: not first.running)
+    assert first.closed and second.running and other.running
+    refreshes = other.refreshes
+    await until(lambda: other.refreshes > refreshes)  # another cell's view carries on
+    second.close()
+    other.close()
+    await until(lambda: not (second.running or other.running))
 
 
 async def test_closing_the_widget_stops_the_task(queue: TaskQueue) -> None:
     view = LiveView(queue, interval=0.01)
-    view.widget._view_count = 1
     view.start()
     await until(lambda: view.refreshes >= 2)
     view.widget.close()  # as anyone holding the widget may do
@@ -282,7 +276,6 @@ async def test_a_closed_queue_stops_the_view_quietly(
 ) -> None:
     queue = TaskQueue(backend)
     view = LiveView(queue, interval=0.01)
-    view.widget._view_count = 1
     view.start()
     await until(lambda: view.refreshes >= 1)
     await queue.close()
