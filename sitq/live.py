@@ -100,7 +100,7 @@ class LiveView:
 
     @property
     def running(self) -> bool:
-        """True while the refresh task is alive (paused off screen counts as alive)."""
+        """True while the refresh task is alive."""
         return self._task is not None and not self._task.done()
 
     @property
@@ -158,7 +158,7 @@ class LiveView:
             problem = f"{type(exc).__name__}: {exc}"
             snapshot = self._last_or_empty()
         self._last = snapshot
-        self.widget.value = render(_with(snapshot, note=self.note, problem=problem))
+        self.widget.value = render(replace(snapshot, note=self.note, problem=problem))
         self.refreshes += 1
 
     async def _read(self) -> Snapshot:
@@ -175,7 +175,7 @@ class LiveView:
 
     def _last_or_empty(self) -> Snapshot:
         if self._last is not None:
-            return _with(self._last, note=self.note)
+            return replace(self._last, note=self.note)
         now = self.queue.clock.now()
         return Snapshot(now=now, window=self.window, bars=BARS, counts={}, attempts=[],
                         scanned=self.scan, note=self.note)  # fmt: skip
@@ -216,10 +216,6 @@ def current_cell() -> str | None:
         return None
     cell = kernel.get_parent().get("metadata", {}).get("cellId")
     return cell if isinstance(cell, str) else None
-
-
-def _with(snapshot: Snapshot, **changes: Any) -> Snapshot:
-    return replace(snapshot, **changes)
 
 
 def bundle_of(queue: TaskQueue, **kwargs: Any) -> dict[str, Any] | None:
