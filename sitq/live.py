@@ -58,7 +58,8 @@ class LiveView:
     interval: seconds between refreshes. window: how far back the activity bars and rates
     look, in seconds of the queue's clock. worker: a `Worker` (or several) whose circuit
     breakers to show. scan: the most attempt records one refresh reads (the rates say so
-    when the window holds more).
+    when the window holds more). reads_on: the loop the queue's backend belongs to, when it
+    is not the one refreshing the view (a SyncTaskQueue's own loop thread).
     """
 
     def __init__(
@@ -69,6 +70,7 @@ class LiveView:
         window: float = DEFAULT_WINDOW,
         worker: Worker | Iterable[Worker] | None = None,
         scan: int = DEFAULT_SCAN,
+        reads_on: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         try:
             import ipywidgets
@@ -82,6 +84,7 @@ class LiveView:
         if isinstance(scan, bool) or not isinstance(scan, int) or scan < 1:
             raise ValueError(f"scan must be a number of attempt records >= 1; got {scan!r}")
         self.scan = scan
+        self.reads_on = reads_on
         workers = list(worker) if isinstance(worker, Iterable) else [worker] if worker else []
         self.breakers: list[tuple[str, str, CircuitBreaker]] = [
             (w.worker_id, name, breaker) for w in workers for name, breaker in w.breakers.items()
@@ -162,6 +165,21 @@ class LiveView:
         self.refreshes += 1
 
     async def _read(self) -> Snapshot:
+        if self.reads_on is None:
+            return await self._read_here()
+        if not self.reads_on.is_running():  # the SyncTaskQueue was closed
+            raise QueueClosedError("the queue is closed")
+        future = asyncio.run_coroutine_threadsafe(self._read_here(), self.reads_on)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            me = asyncio.current_task()
+            if me is not None and not me.cancelling():  # cancelled there: the queue closing
+                raise QueueClosedError("the queue was closed during a refresh") from None
+            raise
+
+    async def _read_here(self) -> Snapshot:
+        """The reads themselves, on the loop the queue's backend belongs to."""
         counts = await self.queue.counts()
         backend = self.queue.backend
         running: list[Any] = []

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 import sitq
-from sitq import CircuitBreaker, FakeClock, RetryPolicy, TaskQueue, Worker
+from sitq import CircuitBreaker, FakeClock, RetryPolicy, SyncTaskQueue, TaskQueue, Worker
 from sitq.backends import Backend
 from sitq.live import LiveView
 from sitq.live_html import Activity, failure_line, sparkline
@@ -282,4 +282,22 @@ async def test_a_closed_queue_stops_the_view_quietly(
     await until(lambda: not view.running)
     assert "stopped: the queue is closed" in view.widget.value
     assert caplog.records == []
+    view.close()
+
+
+@pytest.mark.sqlite_only
+async def test_a_sync_queue_shows_live_too(tmp_path: Path) -> None:
+    """A SyncTaskQueue's backend belongs to its own loop thread: the view refreshes on this
+    loop (the notebook's) and reads over there; closing the queue stops it."""
+    with SyncTaskQueue(str(tmp_path / "q.db")) as queue:
+        queue.enqueue(ok, 1)
+        worker = queue.worker(worker_id="sync-w")
+        assert worker.run_until_idle() == 1
+        view = queue.live(interval=0.01, worker=worker)
+        await view.refresh()
+        assert count_of(view, "succeeded") == 1
+        view.start()
+        await until(lambda: view.refreshes >= 3)
+    await until(lambda: not view.running)
+    assert "stopped: the queue is closed" in view.widget.value
     view.close()
