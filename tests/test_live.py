@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -22,6 +23,7 @@ import pytest
 import sitq
 from sitq import CircuitBreaker, FakeClock, RetryPolicy, SyncTaskQueue, TaskQueue, Worker
 from sitq.backends import Backend
+from sitq.backends.sqlite_sql import NEWEST_ATTEMPTS
 from sitq.live import LiveView
 from sitq.live_html import Activity, failure_line, sparkline
 
@@ -86,6 +88,14 @@ async def test_newest_attempts_come_newest_first(
     assert [a.task_id for a in newest] == ids[:1:-1]
     assert [a.finished_at for a in newest] == [clock.now() - 1, clock.now() - 2, clock.now() - 3]
     assert [a.task_id for a in await backend.newest_attempts(100)] == ids[::-1]
+
+
+@pytest.mark.sqlite_only
+async def test_newest_attempts_read_the_rowid_backwards(queue: TaskQueue, db_path: Path) -> None:
+    await queue.enqueue(ok, 1)  # the file exists, with its tables
+    with sqlite3.connect(db_path) as conn:
+        plan = conn.execute(f"EXPLAIN QUERY PLAN {NEWEST_ATTEMPTS}", (10,)).fetchall()
+    assert [row[-1] for row in plan] == ["SCAN sitq_attempts"]  # no "USE TEMP B-TREE"
 
 
 # -- what one refresh shows --------------------------------------------------------------

@@ -315,6 +315,6 @@ class Backend(Protocol):
 
     async def newest_attempts(self, limit: int) -> list[Attempt]:
         """The newest `limit` attempt records, newest first. Read backwards along the
-        primary key, so it costs the same with a million records kept as with ten: a live
-        view asks for it every second."""
+        primary key, with no sort, so its cost depends on `limit`, not on how many records
+        are kept: a live view asks for it every second."""
         ...

@@ -335,8 +335,7 @@ class SQLiteBackend:
         return [Attempt(*row) for row in rows]
 
     async def newest_attempts(self, limit: int) -> list[Attempt]:
-        query = f"SELECT {sql.ATTEMPT_COLUMNS} FROM sitq_attempts ORDER BY seq DESC LIMIT ?"
-        return [Attempt(*row) for row in await self._fetch(query, (int(limit),))]
+        return [Attempt(*row) for row in await self._fetch(sql.NEWEST_ATTEMPTS, (int(limit),))]
 
 
 def _claim_args(request: ClaimRequest) -> tuple[Any, ...]:
