@@ -32,6 +32,7 @@ from sitq.errors import (
     TaskNotFoundError,
     TaskStateError,
 )
+from sitq.live_hook import LiveDisplay
 from sitq.options import NO_OPTIONS, OptionValues, TaskOptions
 from sitq.serialization import DumpsLoads, Serializer, TaskCall, as_serializer
 from sitq.task import (
@@ -51,7 +52,7 @@ P = ParamSpec("P")  # a task function's parameters: enqueue checks the arguments
 R = TypeVar("R")  # what it returns: the id it gets remembers it, so its Result does too
 
 
-class TaskQueue:
+class TaskQueue(LiveDisplay):
     """Enqueue tasks and read their results, status and history.
 
     backend: where tasks live (e.g. `SQLiteBackend("queue.db")`). serializer: how calls

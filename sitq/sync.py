@@ -26,7 +26,7 @@ import itertools
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from concurrent.futures import Future
-from typing import Any, TypeVar, Unpack, overload
+from typing import TYPE_CHECKING, Any, TypeVar, Unpack, overload
 
 from sitq.backends.base import Backend
 from sitq.clock import Clock
@@ -37,6 +37,9 @@ from sitq.queue import DEFAULT_MAX_PAYLOAD, OptionsView, P, R, TaskQueue
 from sitq.serialization import Serializer, TaskCall
 from sitq.task import History, QueueSummary, Result, TaskId, TaskInfo, TaskStatus
 from sitq.worker import Worker
+
+if TYPE_CHECKING:
+    from sitq.live import LiveView
 
 T = TypeVar("T")
 _numbers = itertools.count(1)
@@ -270,6 +273,18 @@ class SyncTaskQueue:
 
     def cancel(self, task_id: str) -> bool:
         return self._run(self._queue.cancel(task_id))
+
+    def live(
+        self, *, interval: float = 1.0, window: float = 120.0, worker: SyncWorker | None = None
+    ) -> LiveView:
+        """`TaskQueue.live`: the view refreshes on the notebook's loop and reads the queue
+        on this queue's own loop thread; `worker`: a worker from `queue.worker()`."""
+        from sitq.live import LiveView
+
+        loop = self._open_loop().loop
+        breakers = None if worker is None else worker.worker
+        return LiveView(self._queue, interval=interval, window=window, worker=breakers,
+                        reads_on=loop)  # fmt: skip
 
     # -- a worker on the same loop ---------------------------------------------------------
 

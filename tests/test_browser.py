@@ -250,3 +250,148 @@ def test_lesson_01_runs_in_jupyterlab(lab: Lab) -> None:
             page.screenshot(path=str(screenshot))
             print(f"\nscreenshot: {screenshot}")
             browser.close()
+
+
+# -- the live queue view (issue 26, point 4) ------------------------------------------------
+
+#: Tasks the live-view notebook queues: each takes LIVE_TASK_SECONDS, one at a time, so the
+#: drain lasts a few seconds and the view (every 0.2 s) shows it under way.
+LIVE_TASKS = 25
+LIVE_TASK_SECONDS = 0.15
+
+#: A notebook made for this test in the lab's copy (not a lesson): a queue on a SQLite file
+#: beside it, its live view, a worker draining it in the background, and a cell that counts
+#: the live views running in the kernel and the refreshes of the last one in one second.
+LIVE_CELLS = [
+    f"""import asyncio
+import sitq
+from sitq import TaskQueue, Worker
+from sitq.backends.sqlite import SQLiteBackend
+
+async def pack(order: int) -> int:
+    sitq.report_progress(0.5, f"packing order {{order}}")
+    await asyncio.sleep({LIVE_TASK_SECONDS})
+    return order
+
+async def refuse(order: int) -> None:
+    raise ValueError("<b>not bold</b> order refused")
+
+backend = SQLiteBackend("live.db")
+queue = TaskQueue(backend)
+await queue.enqueue(refuse, 0)
+await queue.enqueue_many([sitq.call(pack, n) for n in range(1, {LIVE_TASKS} + 1)])
+view = queue.live(interval=0.2)
+view""",
+    """worker = Worker(backend, concurrency=1)
+await worker.start()""",
+    """seen = view.refreshes
+await asyncio.sleep(1)
+views = [t for t in asyncio.all_tasks() if t.get_name() == "sitq live view"]
+print(f"live views {len(views)}, refreshes in 1 s: {view.refreshes - seen}")""",
+]
+
+#: The number the rendered live view shows for a state, or -1 before it is drawn.
+SHOWN_COUNT_JS = """status => {
+    const b = document.querySelector(`.sitq-live [data-status="${status}"] b`);
+    return b === null ? -1 : Number(b.textContent.replace(/,/g, ''));
+}"""
+
+
+def write_notebook(path: Path, cells: list[str]) -> None:
+    """A notebook of code cells with no outputs, as nbformat 4 JSON."""
+    notebook = {
+        "cells": [
+            {"cell_type": "code", "execution_count": None, "id": f"cell-{i}", "metadata": {},
+             "outputs": [], "source": source}
+            for i, source in enumerate(cells)
+        ],
+        "metadata": {"kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python",
+                                    "name": "python3"}},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }  # fmt: skip
+    path.write_text(json.dumps(notebook, indent=1))
+
+
+def shown_count(page: sync_api.Page, status: str) -> int:
+    count: int = page.evaluate(SHOWN_COUNT_JS, status)
+    return count
+
+
+def run_cell(cell: sync_api.Locator) -> None:
+    """Run one cell as a student does (click it, Shift+Enter) and wait until it is done:
+    its prompt shows a new execution number."""
+    prompt = cell.locator(".jp-InputPrompt")
+    before = prompt.text_content()
+    cell.locator(".jp-InputArea-editor").click()
+    cell.page.keyboard.press("Shift+Enter")
+    sync_api.expect(prompt).not_to_have_text(before or "", timeout=RUN_ALL_SECONDS * 1000)
+    sync_api.expect(prompt).to_have_text(re.compile(r"^\[\d+\]:$"), timeout=RUN_ALL_SECONDS * 1000)
+
+
+def counted(cell: sync_api.Locator) -> tuple[int, int]:
+    """What the counting cell printed: live views running, refreshes in one second."""
+    text = cell.locator(".jp-OutputArea").text_content() or ""
+    found = re.search(r"live views (\d+), refreshes in 1 s: (\d+)", text)
+    assert found, text
+    return int(found.group(1)), int(found.group(2))
+
+
+def test_live_view_changes_on_screen_while_a_worker_drains(lab: Lab, tmp_path: Path) -> None:
+    write_notebook(tmp_path / "notebooks" / "live_view.ipynb", LIVE_CELLS)
+    screenshot = Path(tempfile.mkdtemp(prefix="sitq-browser-")) / "live_view.png"
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        try:
+            page.goto(f"{lab.url}lab/tree/live_view.ipynb?token={lab.token}")
+            page.get_by_text(re.compile(r"\| Idle$")).wait_for(timeout=30_000)
+            choose_from_menu(page, "Run", "Run All Cells")
+
+            # First look: the widget is drawn and the worker is part way through.
+            page.wait_for_function(
+                f"""() => {{
+                    const count = {SHOWN_COUNT_JS};
+                    return count('succeeded') >= 1 && count('succeeded') < {LIVE_TASKS};
+                }}""",
+                timeout=RUN_ALL_SECONDS * 1000,
+            )
+            first = shown_count(page, "succeeded")
+            assert shown_count(page, "queued") + shown_count(page, "running") > 0
+
+            # Second look, with no cell run in between: the numbers moved on by themselves.
+            page.wait_for_function(
+                f"() => ({SHOWN_COUNT_JS})('succeeded') === {LIVE_TASKS}",
+                timeout=RUN_ALL_SECONDS * 1000,
+            )
+            assert first < shown_count(page, "succeeded") == LIVE_TASKS
+            assert shown_count(page, "failed") == 1
+            assert shown_count(page, "queued") == shown_count(page, "running") == 0
+            view = page.locator(".sitq-live")
+            text = view.text_content() or ""
+            assert f"{LIVE_TASKS + 1} attempts in the last 2 min" in text
+            # The error's markup is shown as text, not drawn: no <b> came from it.
+            assert "ValueError: <b>not bold</b> order refused" in text
+            assert view.locator("b", has_text="not bold").count() == 0
+            assert error_outputs(page) == []
+
+            # The kernel runs one live view, and it refreshes every 0.2 s.
+            cells = page.locator(".jp-Notebook .jp-CodeCell")
+            views, refreshes = counted(cells.nth(2))
+            assert views == 1 and refreshes >= 2
+            # The first cell run again: a new queue and a new view, which reads the same
+            # file (the worker drains the new tasks too); the old view has stopped.
+            run_cell(cells.nth(0))
+            page.wait_for_function(
+                f"() => ({SHOWN_COUNT_JS})('succeeded') > {LIVE_TASKS}",
+                timeout=RUN_ALL_SECONDS * 1000,
+            )
+            run_cell(cells.nth(2))
+            views, refreshes = counted(cells.nth(2))
+            assert views == 1 and refreshes >= 2
+        finally:
+            page.screenshot(path=str(screenshot))
+            print(f"\nscreenshot: {screenshot}")
+            browser.close()

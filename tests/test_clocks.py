@@ -183,6 +183,7 @@ async def test_sqlite_after_a_step_a_dead_workers_task_is_taken_over_a_lease_lat
         task_id = await queue.enqueue(add, 1, 2)
         [claimed] = await backend.claim("ghost", 1, MachineClock(machine).now, 1.0)
         worker = Worker(backend, worker_id="w", lease_seconds=1.0, clock=MachineClock(machine))
+
         async def taken_over() -> bool:
             """The worker looks; the task is no longer the ghost's (with no retry budget
             left, the claim that finds the lost lease ends it: `state.LOST_WHEN_SPENT`)."""

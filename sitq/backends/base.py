@@ -360,3 +360,11 @@ class Backend(Protocol):
     async def set_progress(
         self, task_id: str, token: int, progress: float, message: str
     ) -> None: ...
+
+    # -- for a live view (sitq.live) --------------------------------------------------------
+
+    async def newest_attempts(self, limit: int) -> list[Attempt]:
+        """The newest `limit` attempt records, newest first. Read backwards along the
+        primary key, with no sort, so its cost depends on `limit`, not on how many records
+        are kept: a live view asks for it every second."""
+        ...

@@ -269,6 +269,10 @@ class PostgresBackend(PostgresLink):
                                      task_id)  # fmt: skip
         return [Attempt(*row) for row in rows]
 
+    async def newest_attempts(self, limit: int) -> list[Attempt]:
+        rows = await self._fetch(sql.LIST_ATTEMPTS + " ORDER BY seq DESC LIMIT $1", int(limit))
+        return [Attempt(*row) for row in rows]
+
 
 def _lease_clock(now: Now, moment: float) -> float | None:
     """The lease clock's time to send: None (the server's clock) when `now` is real time,

@@ -357,6 +357,9 @@ class SQLiteBackend(Connectable):
         rows = await self._fetch(query + " ORDER BY seq", params)
         return [Attempt(*row) for row in rows]
 
+    async def newest_attempts(self, limit: int) -> list[Attempt]:
+        return [Attempt(*row) for row in await self._fetch(sql.NEWEST_ATTEMPTS, (int(limit),))]
+
 
 def _claim_args(request: ClaimRequest) -> tuple[Any, ...]:
     """A ClaimRequest as the arguments of `sqlite_ops.claim` (after the connection)."""

@@ -320,3 +320,6 @@ ATTEMPT_COLUMNS = (
     "task_id, task_name, attempt, worker_id, scheduled_for, started_at, finished_at, "
     "outcome, error_type, error_message, next_delay"
 )
+
+#: The live view's read (`Backend.newest_attempts`): the rowid backwards, no sort.
+NEWEST_ATTEMPTS = f"SELECT {ATTEMPT_COLUMNS} FROM sitq_attempts ORDER BY seq DESC LIMIT ?"
