@@ -116,3 +116,69 @@ def test_links_to_notebooks_resolve(path: Path) -> None:
     """A link to a lesson, an exercise book or a solution leads to a file that exists."""
     for target in re.findall(r"\]\(([^)#\s]+\.ipynb)\)", _markdown(_load(path))):
         assert (path.parent / target).resolve().is_file(), target
+
+
+#: The longest code cell a lesson may have: a student reads a cell as one step, and a
+#: teacher shows it on one screen. Plumbing (printing a history, starting worker processes,
+#: draining and timing) lives in sitq.teaching, with docstrings that say why.
+MAX_CODE_CELL_LINES = 25
+
+# issue 25: lesson 11 is being edited on another branch
+LESSONS_NOT_YET_IN_LINE = {"11_monitoring_dashboard.ipynb"}
+
+
+def _in_line(paths: list[Path]) -> list[object]:
+    return [
+        pytest.param(p, marks=pytest.mark.skip(reason="issue 25: edited on another branch"))
+        if p.name in LESSONS_NOT_YET_IN_LINE
+        else p
+        for p in paths
+    ]
+
+
+@pytest.mark.parametrize("path", _in_line(LESSONS), ids=_name)
+def test_lesson_code_cells_are_short(path: Path) -> None:
+    """No code cell of a lesson (notebooks/NN_*.ipynb) is over MAX_CODE_CELL_LINES lines."""
+    for index, cell in enumerate(_load(path)["cells"]):
+        if cell["cell_type"] == "code":
+            lines = len("".join(cell["source"]).splitlines())
+            assert lines <= MAX_CODE_CELL_LINES, f"cell {index} has {lines} lines"
+
+
+@pytest.mark.parametrize("path", _in_line(LESSONS), ids=_name)
+def test_lesson_ends_with_its_questions_then_next(path: Path) -> None:
+    """A lesson ends the same way every time, so a student knows where to check themselves.
+
+    The rule: one markdown cell holds the heading "## Check your understanding"; every cell
+    from there to the end is markdown (no code after it), and the only level-2 headings from
+    there on are "## Check your understanding" and then "## Next", so these are the lesson's
+    last two sections. The questions section asks 3 to 5 questions, bold and numbered from 1
+    ("**1. ...**"), each followed by exactly one answer hidden until opened,
+    `<details><summary>Answer</summary> ... </details>`. The "## Next" section holds at
+    least one link and no further heading (a link's description may follow it).
+    """
+    cells = _load(path)["cells"]
+    starts = [
+        i
+        for i, c in enumerate(cells)
+        if c["cell_type"] == "markdown"
+        and re.search(r"^## Check your understanding\s*$", "".join(c["source"]), re.M)
+    ]
+    assert len(starts) == 1, "one '## Check your understanding' section"
+    tail = cells[starts[0] :]
+    assert all(c["cell_type"] == "markdown" for c in tail), "no code after the questions"
+    text = "\n\n".join("".join(c["source"]) for c in tail)
+    text = text[text.index("## Check your understanding") :]
+    assert re.findall(r"^## (.*?)\s*$", text, re.M) == ["Check your understanding", "Next"]
+    questions, next_section = text.split("\n## Next", 1)
+
+    chunks = re.split(r"^\*\*(\d+)\. ", questions, flags=re.M)
+    numbers = [int(n) for n in chunks[1::2]]
+    assert numbers == list(range(1, len(numbers) + 1)), "questions numbered 1, 2, 3..."
+    assert 3 <= len(numbers) <= 5, f"{len(numbers)} questions"
+    for number, chunk in zip(numbers, chunks[2::2], strict=True):
+        answers = re.findall(r"<details><summary>Answer</summary>(.+?)</details>", chunk, re.S)
+        assert len(answers) == 1 and answers[0].strip(), f"question {number}: one hidden answer"
+
+    assert re.search(r"\[[^\]]+\]\([^)]+\)", next_section), "'## Next' links somewhere"
+    assert not re.search(r"^#", next_section, re.M), "nothing after '## Next' but links"
