@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import random
 import shutil
 import tempfile
@@ -499,8 +500,12 @@ def _short(row: TaskInfo) -> str:
     return f"{row.task_id[:8]} ({row.status}, {row.attempts} attempts)"
 
 
+#: `SITQ_MODEL_EXAMPLES=1500 pytest tests/test_model.py --timeout=0` runs the long check
+#: (both backends at that size); the usual run is 150 on SQLite and 25 on PostgreSQL.
+LONG_RUN = int(os.environ.get("SITQ_MODEL_EXAMPLES", "0"))
+
 QueueModel.TestCase.settings = settings(
-    max_examples=150,
+    max_examples=LONG_RUN or 150,
     stateful_step_count=40,
     deadline=None,
     derandomize=True,  # the same sequences on every run and machine: a failure reproduces
@@ -518,7 +523,7 @@ class PostgresQueueModel(QueueModel):
 
 
 PostgresQueueModel.TestCase.settings = settings(
-    QueueModel.TestCase.settings, max_examples=25
+    QueueModel.TestCase.settings, max_examples=LONG_RUN or 25
 )  # a schema per example costs more than a file: fewer examples, the same rules
 TestPostgresQueueModel = pytest.mark.skipif(
     postgres_unavailable() is not None, reason=str(postgres_unavailable())
