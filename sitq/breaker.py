@@ -84,9 +84,9 @@ class CircuitBreaker:
         if clock is not None and not callable(getattr(clock, "now", None)):
             raise TypeError(f"clock must have a now() method returning seconds; got {clock!r}")
         self.failure_threshold = failure_threshold
-        self.recovery_timeout = float(recovery_timeout)
+        self.recovery_timeout: float = float(recovery_timeout)
         self.half_open_max_calls = half_open_max_calls
-        self.clock = clock or _WallClock()
+        self.clock: _Clock = clock or _WallClock()
         self.name = name
         self.listener = listener
         self.transitions: list[BreakerTransition] = []

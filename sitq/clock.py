@@ -131,7 +131,7 @@ class FakeClock:
 
     def __init__(self, start: float = DEFAULT_FAKE_START) -> None:
         self._now = float(start)
-        self.start = float(start)
+        self.start: float = float(start)
         self._moved = asyncio.Event()  # replaced on every move; waiters re-check the time
         self._loops: set[asyncio.AbstractEventLoop] = set()
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-logger = logging.getLogger("sitq.worker")
+logger: logging.Logger = logging.getLogger("sitq.worker")
 
 
 @dataclass(frozen=True)

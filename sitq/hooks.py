@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from sitq.execution import traceback_of
 
-logger = logging.getLogger("sitq.worker")
+logger: logging.Logger = logging.getLogger("sitq.worker")
 
 
 @dataclass(frozen=True)

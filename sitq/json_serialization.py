@@ -119,7 +119,7 @@ class JsonSerializer:
                 f"modules= takes a list of module names, not one string: write "
                 f"JsonSerializer(modules=[{modules!r}])"
             )
-        self.modules = None if modules is None else tuple(modules)
+        self.modules: tuple[str, ...] | None = None if modules is None else tuple(modules)
         for module in self.modules or ():
             if not isinstance(module, str) or not module:
                 raise TypeError(f"modules= holds module names (str), got {module!r}")

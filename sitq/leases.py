@@ -33,7 +33,7 @@ from sitq.backends.base import Backend
 from sitq.clock import Clock
 from sitq.task import TaskInfo, TaskStatus
 
-logger = logging.getLogger("sitq.worker")
+logger: logging.Logger = logging.getLogger("sitq.worker")
 
 #: Why a running task's lease ended: the worker stops it, and settles it accordingly.
 CANCELLED, LOST = "cancelled", "lost"

@@ -79,8 +79,8 @@ class LiveView:
                 "the live view needs ipywidgets: pip install 'sitq[notebook]' (or ipywidgets)"
             ) from exc
         self.queue = queue
-        self.interval = seconds_setting("interval", interval)
-        self.window = seconds_setting("window", window)
+        self.interval: float = seconds_setting("interval", interval)
+        self.window: float = seconds_setting("window", window)
         if isinstance(scan, bool) or not isinstance(scan, int) or scan < 1:
             raise ValueError(f"scan must be a number of attempt records >= 1; got {scan!r}")
         self.scan = scan
@@ -89,8 +89,8 @@ class LiveView:
         self.breakers: list[tuple[str, str, CircuitBreaker]] = [
             (w.worker_id, name, breaker) for w in workers for name, breaker in w.breakers.items()
         ]
-        self.note = f"live, every {self.interval:g} s"
-        self.refreshes = 0
+        self.note: str = f"live, every {self.interval:g} s"
+        self.refreshes: int = 0
         self._last: Snapshot | None = None  # what the previous refresh read
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -9,10 +9,10 @@ from typing import Any
 try:
     import matplotlib.pyplot as plt
     from matplotlib.axes import Axes
-except ImportError as exc:  # the core install has no plotting stack
+except ImportError as _missing:  # the core install has no plotting stack
     from sitq.errors import MissingExtraError
 
-    raise MissingExtraError.needs("plots", "sitq.plots", exc) from exc
+    raise MissingExtraError.needs("plots", "sitq.plots", _missing) from _missing
 
 from sitq.task import OUTCOMES, Attempt
 

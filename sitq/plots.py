@@ -19,10 +19,10 @@ try:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
-except ImportError as exc:  # the core install has no plotting stack
+except ImportError as _missing:  # the core install has no plotting stack
     from sitq.errors import MissingExtraError
 
-    raise MissingExtraError.needs("plots", "sitq.plots", exc) from exc
+    raise MissingExtraError.needs("plots", "sitq.plots", _missing) from _missing
 
 from sitq import analysis
 from sitq.plot_style import (

@@ -12,10 +12,10 @@ try:
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
     from matplotlib.ticker import MaxNLocator
-except ImportError as exc:  # the core install has no plotting stack
+except ImportError as _missing:  # the core install has no plotting stack
     from sitq.errors import MissingExtraError
 
-    raise MissingExtraError.needs("plots", "sitq.plots_policies", exc) from exc
+    raise MissingExtraError.needs("plots", "sitq.plots_policies", _missing) from _missing
 
 from sitq import analysis
 from sitq.plot_style import (

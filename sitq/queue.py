@@ -70,9 +70,9 @@ class TaskQueue(LiveDisplay):
         clock: Clock | None = None,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
     ) -> None:
-        self.backend = as_backend(backend)
-        self.serializer = as_serializer(serializer)
-        self.clock = clock or SystemClock()
+        self.backend: Backend = as_backend(backend)
+        self.serializer: Serializer = as_serializer(serializer)
+        self.clock: Clock = clock or SystemClock()
         self.max_payload_bytes = max_payload_bytes
         self._open = False
         self._closed = False

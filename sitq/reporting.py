@@ -19,7 +19,7 @@ from sitq.hooks import TaskEvent, WorkerHooks, call_hook
 from sitq.state import Decision
 from sitq.task import TaskStatus
 
-logger = logging.getLogger("sitq.worker")
+logger: logging.Logger = logging.getLogger("sitq.worker")
 
 
 def type_name(error: BaseException | None) -> str | None:

@@ -16,7 +16,7 @@ import logging
 from sitq.backends.base import Backend
 from sitq.clock import Clock
 
-logger = logging.getLogger("sitq.worker")
+logger: logging.Logger = logging.getLogger("sitq.worker")
 
 DEFAULT_RETENTION = 7 * 24 * 3600.0  # finished tasks are kept a week, then pruned
 PRUNE_EVERY = 60.0  # seconds between two retention sweeps of one worker

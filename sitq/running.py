@@ -35,7 +35,7 @@ from sitq.serialization import Serializer, TaskCall
 from sitq.settling import Settler
 from sitq.task import Attempt, TaskStatus
 
-logger = logging.getLogger("sitq.worker")
+logger: logging.Logger = logging.getLogger("sitq.worker")
 SHUTDOWN = "shutdown"  # a stop reason beside leases.CANCELLED and leases.LOST
 UNSTARTED = "unstarted"  # claimed ahead, going back to the queue before it started
 

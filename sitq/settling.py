@@ -28,7 +28,7 @@ from collections.abc import Callable
 from sitq.backends.base import Backend, ClaimedTask, ClaimRequest, Settlement, set_failed
 from sitq.errors import DatabaseCorruptError, QueueClosedError
 
-logger = logging.getLogger("sitq.worker")
+logger: logging.Logger = logging.getLogger("sitq.worker")
 #: Pauses before writing failed outcomes again: the first, doubling up to the last.
 RETRY_FIRST_PAUSE, RETRY_MAX_PAUSE = 0.05, 1.0
 #: An outcome handed in, and the future its caller awaits.
@@ -56,7 +56,7 @@ class Settler:
         self.on_claimed = on_claimed
         self._pending: list[Waiting] = []
         self._flusher: asyncio.Task[None] | None = None
-        self.batches = 0  # flushes so far: lets tests and benchmarks see the batching
+        self.batches: int = 0  # flushes so far: lets tests and benchmarks see the batching
 
     async def settle(self, settlement: Settlement) -> bool:
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()

@@ -34,8 +34,8 @@ class Slots:
         self.settling: set[str] = set()  # ran; outcome being stored (or stored already)
         self.ending: set[str] = set()  # leaving unrun (cancelled, sent back): no slot, a row
         self.claiming: ClaimRequest | None = None  # the claim on its way, if any
-        self.dry = False  # the last claim found fewer tasks due than it asked for
-        self.ahead = ClaimAhead(concurrency)  # claimed, waiting for a slot
+        self.dry: bool = False  # the last claim found fewer tasks due than it asked for
+        self.ahead: ClaimAhead = ClaimAhead(concurrency)  # claimed, waiting for a slot
         #: Tasks claimed ahead that started and still run, whose start the database has not
         #: been told yet: task id -> (token, when it started). The next claim tells it.
         self.unrecorded_starts: dict[str, tuple[int, float]] = {}

@@ -53,8 +53,8 @@ class LoopThread:
     """
 
     def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(
+        self.loop: asyncio.AbstractEventLoop = asyncio.new_event_loop()
+        self.thread: threading.Thread = threading.Thread(
             target=self._main, name=f"sitq-sync-loop-{next(_numbers)}", daemon=True
         )
         self.thread.start()

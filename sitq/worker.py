@@ -41,7 +41,7 @@ from sitq.settling import Settler
 from sitq.slots import Slots
 from sitq.worker_run import WorkerRun
 
-logger = logging.getLogger("sitq.worker")
+logger: logging.Logger = logging.getLogger("sitq.worker")
 
 
 class Worker(WorkerRun):
@@ -76,21 +76,25 @@ class Worker(WorkerRun):
         poll_interval: float | None = None,
         retention: float | None = DEFAULT_RETENTION,
     ) -> None:
-        self.concurrency = concurrency_setting(concurrency, max_concurrency)
-        self.lease_seconds = seconds_setting("lease_seconds", lease_seconds)
-        self.poll_interval = optional_seconds("poll_interval", poll_interval)
-        self.shutdown_grace = optional_seconds("shutdown_grace", shutdown_grace, allow_zero=True)
-        self.retention = optional_seconds("retention", retention)
+        self.concurrency: int = concurrency_setting(concurrency, max_concurrency)
+        self.lease_seconds: float = seconds_setting("lease_seconds", lease_seconds)
+        self.poll_interval: float | None = optional_seconds("poll_interval", poll_interval)
+        self.shutdown_grace: float | None = optional_seconds(
+            "shutdown_grace", shutdown_grace, allow_zero=True
+        )
+        self.retention: float | None = optional_seconds("retention", retention)
         if processes is not None:
             count_setting("processes", processes)
-        self.backend = as_backend(backend)
-        self.serializer = as_serializer(serializer)
-        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self.clock = clock or SystemClock()
-        self.retry = retry or NO_RETRY
-        self.breakers = dict(breakers or {})
-        self.hooks = hooks or WorkerHooks()
-        self.rng = rng or random.Random()
+        self.backend: Backend = as_backend(backend)
+        self.serializer: Serializer = as_serializer(serializer)
+        self.worker_id: str = (
+            worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        )
+        self.clock: Clock = clock or SystemClock()
+        self.retry: RetryPolicy = retry or NO_RETRY
+        self.breakers: dict[str, CircuitBreaker] = dict(breakers or {})
+        self.hooks: WorkerHooks = hooks or WorkerHooks()
+        self.rng: random.Random = rng or random.Random()
         self._process_count = processes
         self._slots = Slots(self.concurrency)  # running, settling, claimed ahead
         self._claim_sent = 0.0  # when the last claim left: its leases hold a lease from then
@@ -101,7 +105,7 @@ class Worker(WorkerRun):
         self._pruner = Pruner(self.backend, self.clock, self.worker_id)
         self._runner: TaskRunner | None = None
         self._keeper: LeaseKeeper | None = None
-        self.processed = 0
+        self.processed: int = 0
 
     def __repr__(self) -> str:
         return f"Worker({self.backend!r}, id={self.worker_id!r}, concurrency={self.concurrency})"

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from sitq.leases import LeaseKeeper
     from sitq.running import TaskRunner
 
-logger = logging.getLogger("sitq.worker")
+logger: logging.Logger = logging.getLogger("sitq.worker")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 

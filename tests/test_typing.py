@@ -8,7 +8,11 @@ part (`@sitq.task` keeps the signature, `enqueue` checks the arguments against t
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -60,3 +64,23 @@ async def test_the_id_is_a_plain_string_and_the_result_carries_the_value(tmp_pat
         result = await queue.get_result(task_id, timeout=1)
         assert result is not None and result.value == 1024
         assert await queue.get_result(str(task_id), timeout=1) == result
+
+
+def test_pyright_sees_the_whole_public_api_typed() -> None:
+    """`pyright --verifytypes sitq`: every symbol sitq exports has a type a checker can see
+    (issue 26 asks for 99% at least; it reads 93.5% before the attributes were annotated)."""
+    pytest.importorskip("pyright", reason="pip install pyright (part of the dev extra)")
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "-m", "pyright", "--verifytypes", "sitq", "--ignoreexternal",
+         "--outputjson"],
+        cwd=root, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )  # fmt: skip
+    report = json.loads(done.stdout)
+    score = report["typeCompleteness"]["completenessScore"]
+    print(
+        f"pyright type completeness: {score:.1%}",
+        report["typeCompleteness"]["exportedSymbolCounts"],
+    )
+    assert score >= 0.99

@@ -47,7 +47,7 @@ class GroupCommit:
         self._queued: list[Queued] = []
         self._sender: asyncio.Task[None] | None = None
         self._alone: asyncio.Future[None] | None = None  # done when a lone write is back
-        self.trips = 0  # groups sent so far: lets tests see the grouping
+        self.trips: int = 0  # groups sent so far: lets tests see the grouping
 
     async def write(self, operation: Callable[..., Any], *args: Any) -> Any:
         """Queue `operation(connection, *args)` and wait for its group to be committed."""

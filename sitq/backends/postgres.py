@@ -52,7 +52,7 @@ from sitq.clock import wall_clock_of
 from sitq.state import CancelAction, on_cancel, on_requeue
 from sitq.task import WAITING, Attempt, TaskInfo, TaskStatus
 
-logger = logging.getLogger("sitq.backends.postgres")
+logger: logging.Logger = logging.getLogger("sitq.backends.postgres")
 
 
 class PostgresBackend(PostgresLink):

@@ -34,7 +34,7 @@ from sitq.backends.urls import redacted, require_encoded_password, scrubbed
 from sitq.errors import BackendError, InvalidOptionError, QueueClosedError, SchemaVersionError
 from sitq.options import seconds_setting
 
-logger = logging.getLogger("sitq.backends.postgres")
+logger: logging.Logger = logging.getLogger("sitq.backends.postgres")
 T = TypeVar("T")
 Connection: TypeAlias = asyncpg.Connection  # asyncpg has no type hints: Any to mypy
 #: A schema name sitq can put in SQL and in a NOTIFY channel name without surprises.
@@ -82,13 +82,13 @@ class PostgresLink(Connectable):
         self.dsn = dsn
         self.schema = schema
         self.pool_size = pool_size
-        self.poll_interval = seconds_setting("poll_interval", poll_interval)
-        self.connect_timeout = seconds_setting("connect_timeout", connect_timeout)
-        self.reconnect_timeout = seconds_setting("reconnect_timeout", reconnect_timeout)
+        self.poll_interval: float = seconds_setting("poll_interval", poll_interval)
+        self.connect_timeout: float = seconds_setting("connect_timeout", connect_timeout)
+        self.reconnect_timeout: float = seconds_setting("reconnect_timeout", reconnect_timeout)
         #: Shown in pg_stat_activity, so an administrator sees whose sessions these are.
-        self.application_name = f"sitq:{schema}"
-        self.work_signal = Signal()
-        self.settle_signal = Signal()
+        self.application_name: str = f"sitq:{schema}"
+        self.work_signal: Signal = Signal()
+        self.settle_signal: Signal = Signal()
         self._remote_change = Signal()  # rung by NOTIFYs from other backends
         self._channel = f"sitq_work.{schema}"
         self._me = uuid.uuid4().hex  # our own NOTIFYs carry this: we ignore their echo

@@ -50,7 +50,7 @@ from sitq.options import seconds_setting
 from sitq.state import CancelAction, on_cancel, on_requeue
 from sitq.task import WAITING, Attempt, TaskInfo, TaskStatus
 
-logger = logging.getLogger("sitq.backends.sqlite")
+logger: logging.Logger = logging.getLogger("sitq.backends.sqlite")
 T = TypeVar("T")
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 #: Idle waiters look for other connections' commits this often at first, then less, up to the cap.
@@ -76,20 +76,22 @@ class SQLiteBackend(Connectable):
         synchronous: str = "NORMAL",
         read_only: bool = False,
     ) -> None:
-        self.path = sqlite_path(os.fspath(path))  # a sqlite:/// or sqlite+aiosqlite:/// URL too
+        self.path: str = sqlite_path(
+            os.fspath(path)
+        )  # a sqlite:/// or sqlite+aiosqlite:/// URL too
         if not isinstance(self.path, str):
             raise InvalidOptionError(f"path must be a str or path, got {path!r}")
-        self.busy_timeout = seconds_setting("busy_timeout", busy_timeout, allow_zero=True)
-        self.poll_interval = seconds_setting("poll_interval", poll_interval)
+        self.busy_timeout: float = seconds_setting("busy_timeout", busy_timeout, allow_zero=True)
+        self.poll_interval: float = seconds_setting("poll_interval", poll_interval)
         if not isinstance(synchronous, str) or synchronous.upper() not in SYNCHRONOUS_MODES:
             raise InvalidOptionError(
                 f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)} (SQLite's "
                 f"durability levels; sitq uses NORMAL in WAL mode), got {synchronous!r}"
             )
-        self.synchronous = synchronous.upper()
-        self.read_only = bool(read_only)
-        self.work_signal = Signal()
-        self.settle_signal = Signal()
+        self.synchronous: str = synchronous.upper()
+        self.read_only: bool = bool(read_only)
+        self.work_signal: Signal = Signal()
+        self.settle_signal: Signal = Signal()
         self._conn: aiosqlite.Connection | None = None
         self._writes = GroupCommit(lambda group: self._run(ops.run_together, group))
         self._watch: CommitWatch | None = None  # set once the file is open in WAL mode

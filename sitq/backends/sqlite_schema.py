@@ -20,7 +20,7 @@ from sitq.backends import sqlite_sql as sql
 from sitq.backends.sqlite_errors import storage_error
 from sitq.errors import BackendError, SchemaVersionError
 
-logger = logging.getLogger("sitq.backends.sqlite")
+logger: logging.Logger = logging.getLogger("sitq.backends.sqlite")
 #: First pause between tries when another process holds the lock during set-up.
 RETRY_FIRST_PAUSE = 0.005
 

@@ -37,7 +37,7 @@ class CommitWatch:
     """Watches the WAL-index header of one database file."""
 
     def __init__(self, database_path: str) -> None:
-        self.shm_path = database_path + "-shm"
+        self.shm_path: str = database_path + "-shm"
         self._fd: int | None = None  # SQLite's descriptor: read, never closed here
         self._seen = b""
 

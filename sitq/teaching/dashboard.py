@@ -15,10 +15,11 @@ from typing import Any
 
 try:
     import numpy as np
-except ImportError as exc:  # the core install has no plotting stack
+except ImportError as _missing:  # the core install has no plotting stack
     from sitq.errors import MissingExtraError
 
-    raise MissingExtraError.needs("plots", "sitq.teaching's dashboard checker", exc) from exc
+    _what = "sitq.teaching's dashboard checker"
+    raise MissingExtraError.needs("plots", _what, _missing) from _missing
 
 from sitq.task import Attempt
 from sitq.teaching import Feedback, attempt, not_yet, passed

@@ -64,9 +64,9 @@ class WorkerProcesses:
 
     def __init__(self, module: str, log_file: str | os.PathLike[str]) -> None:
         self.module = module
-        self.log_file = Path(log_file)
+        self.log_file: Path = Path(log_file)
         path = [os.getcwd(), os.environ.get("PYTHONPATH", "")]
-        self.env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, path)))
+        self.env: dict[str, str] = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, path)))
         self.started: list[subprocess.Popen[str]] = []
         #: worker id -> the name given to start(): real ids hold the host name and pid
         self.names: dict[str, str] = {}

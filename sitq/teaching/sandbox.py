@@ -109,7 +109,8 @@ class NotYet(Exception):
 
     def __init__(self, message: str, hint: str = "") -> None:
         super().__init__(message)
-        self.message, self.hint = message, hint
+        self.message: str = message
+        self.hint: str = hint
 
 
 STUB_MESSAGE = "the exercise is not filled in yet (it raises NotImplementedError)"
