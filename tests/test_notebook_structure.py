@@ -123,20 +123,8 @@ def test_links_to_notebooks_resolve(path: Path) -> None:
 #: draining and timing) lives in sitq.teaching, with docstrings that say why.
 MAX_CODE_CELL_LINES = 25
 
-# issue 25: lesson 11 is being edited on another branch
-LESSONS_NOT_YET_IN_LINE = {"11_monitoring_dashboard.ipynb"}
 
-
-def _in_line(paths: list[Path]) -> list[object]:
-    return [
-        pytest.param(p, marks=pytest.mark.skip(reason="issue 25: edited on another branch"))
-        if p.name in LESSONS_NOT_YET_IN_LINE
-        else p
-        for p in paths
-    ]
-
-
-@pytest.mark.parametrize("path", _in_line(LESSONS), ids=_name)
+@pytest.mark.parametrize("path", LESSONS, ids=_name)
 def test_lesson_code_cells_are_short(path: Path) -> None:
     """No code cell of a lesson (notebooks/NN_*.ipynb) is over MAX_CODE_CELL_LINES lines."""
     for index, cell in enumerate(_load(path)["cells"]):
@@ -145,7 +133,7 @@ def test_lesson_code_cells_are_short(path: Path) -> None:
             assert lines <= MAX_CODE_CELL_LINES, f"cell {index} has {lines} lines"
 
 
-@pytest.mark.parametrize("path", _in_line(LESSONS), ids=_name)
+@pytest.mark.parametrize("path", LESSONS, ids=_name)
 def test_lesson_ends_with_its_questions_then_next(path: Path) -> None:
     """A lesson ends the same way every time, so a student knows where to check themselves.
 

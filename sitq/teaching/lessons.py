@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import subprocess
 import sys
 import time
@@ -34,6 +35,18 @@ def show_attempts(history: Iterable[Attempt]) -> None:
         error = f"{a.error_type}: {a.error_message}" if a.error_type else ""
         wait = "" if a.next_delay is None else f"  -> retry in {a.next_delay:.2f} s"
         print(f"#{a.attempt}  t={a.started_at - t0:6.2f} s  {a.outcome:<9}  {error}{wait}")
+
+
+def seeded_coin(key: object, attempt: int, rate: float) -> bool:
+    """True (fail this attempt) with probability `rate`, the same answer on every run.
+
+    Lesson 11's tasks fail "at random", yet its committed outputs must come out the same
+    when the notebook runs again. One shared generator would not do that: its draws would
+    go to whichever task happened to run first. A coin seeded with the task's own key and
+    attempt number answers the same for that attempt whatever the order, and a retry
+    (attempt + 1) tosses a fresh coin, as a flaky service would.
+    """
+    return random.Random(f"{key}/{attempt}").random() < rate
 
 
 async def wait_until(condition: Callable[[], object], what: str, timeout: float = 20) -> None:
