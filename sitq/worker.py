@@ -154,7 +154,9 @@ class Worker(WorkerRun):
                 self.worker_id,
                 self.backend,
                 self.serializer,
-                Settler(self.backend, self._next_claim, self._landed, self.keeper.alive),
+                Settler(
+                    self.backend, self._next_claim, self._landed_with_outcomes, self.keeper.alive
+                ),
                 self.clock,
                 self.rng,
                 self.retry,
@@ -300,7 +302,12 @@ class Worker(WorkerRun):
             self.keeper.hold(task.task_id, task.token, valid_until)
         self._slots.ahead.hold(sorted(claimed, key=lambda task: task.ahead))
         self._start_waiting()
-        self._wake.ring()  # slots the claim did not fill are the main loop's again
+
+    def _landed_with_outcomes(self, claimed: list[ClaimedTask]) -> None:
+        """A claim sent along with outcomes came back: the slots it did not fill are the
+        main loop's again, so wake it. (Its own claims do not ring: it would wake itself.)"""
+        self._landed(claimed)
+        self._wake.ring()
 
     def _start_waiting(self) -> None:
         """Start waiting tasks as slots free; one whose lease may have lapsed goes back."""

@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 import pytest
+from trip_counting import counting_trips
 
 import sitq
 from sitq import FakeClock, SQLiteBackend, TaskQueue, TaskStatus, Worker, current_task
@@ -212,3 +213,19 @@ async def test_a_started_worker_never_runs_more_than_its_concurrency(
     await worker.stop()
     assert all(r is not None and r.is_success() for r in results)
     assert RUNNING_NOW["most"] == 3
+
+
+async def test_an_idle_worker_does_not_spin(db_path: Path) -> None:
+    """Given a started worker on an empty queue, when it idles for half a second of real
+    time, then it claims a handful of times at most (its waits back off to a cap), never in
+    a loop: its own claim landing once woke it at once, so an idle worker claimed
+    thousands of times a second and burned a core."""
+    backend = SQLiteBackend(db_path)
+    async with TaskQueue(backend):
+        worker = Worker(backend, poll_interval=0.5)
+        await worker.start()
+        with counting_trips(backend) as trips:
+            await asyncio.sleep(0.5)  # the idling being measured, not a wait for work
+        await worker.stop()
+    print("trips while idle for 0.5 s:", dict(trips))
+    assert sum(trips.values()) < 20, dict(trips)
