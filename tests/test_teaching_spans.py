@@ -1,15 +1,17 @@
-"""Lesson 10's chunk timeline, checked for what does not vary with timing.
+"""Lesson 10's chunk timeline and lesson 13's scaling figure, checked for what does not vary.
 
-The lesson draws real spans, so its picture is never compared with a baseline
-(`figure-varies`). What must hold on every run: one row per thread or process, numbered
-in order of first start; every chunk drawn exactly once, in its runner's row, in start
-order; and a span recorded in a worker process comes back with that process's pid.
+Both lessons draw real timings, so their pictures are never compared with a baseline
+(`figure-varies`). What must hold on every run: for the timeline, one row per thread or
+process, numbered in order of first start, every chunk drawn exactly once, in its
+runner's row, in start order, and a span recorded in a worker process comes back with that
+process's pid; for the scaling figure, one line per backend, points in process order.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 
 import matplotlib
@@ -19,6 +21,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pytest
 
+from sitq.teaching.lessons import Drain
+from sitq.teaching.scaling import drain_rates
 from sitq.teaching.spans import Span, chunk_timeline, rows
 
 
@@ -78,3 +82,30 @@ def test_a_span_recorded_in_another_process_comes_back_with_its_pid() -> None:
     assert recorded.chunk == 3
     assert recorded.pid != os.getpid()
     assert recorded.started <= recorded.finished
+
+
+def drain(count: int, seconds: float) -> Drain:
+    return Drain(
+        count=count,
+        tasks=100,
+        seconds=seconds,
+        statuses=Counter(succeeded=100),
+        runs=Counter(range(100)),
+        per_process=Counter(),
+    )
+
+
+def test_the_scaling_figure_draws_one_line_per_backend_in_process_order() -> None:
+    """Lesson 13: points sorted by process count, y = tasks/s, the y axis from zero."""
+    sqlite = [drain(4, 0.5), drain(1, 1.0), drain(2, 0.25)]
+    ax = drain_rates({"SQLite": sqlite, "PostgreSQL": [drain(1, 2.0), drain(4, 1.0)]})
+    try:
+        lines = {line.get_label(): line for line in ax.get_lines()}
+        assert list(lines) == ["SQLite", "PostgreSQL"]
+        assert list(lines["SQLite"].get_xdata()) == [1, 2, 4]
+        assert list(lines["SQLite"].get_ydata()) == [100.0, 400.0, 200.0]
+        assert list(lines["PostgreSQL"].get_ydata()) == [50.0, 100.0]
+        assert list(ax.get_xticks()) == [1, 2, 4]
+        assert ax.get_ylim()[0] == 0
+    finally:
+        plt.close(ax.figure)
