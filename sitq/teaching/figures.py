@@ -1,0 +1,140 @@
+"""The lessons' figures: small drawings of what a lesson just measured.
+
+Each helper takes plain data a lesson already has (start/end spans, a queue's history,
+measured rates), draws one picture with `sitq.plot_style`'s colours and labels, and returns
+the Axes, so a lesson cell stays a few lines long. Rows carry readable names (a task's
+function name, a worker's id), never hash ids. Nothing here calls `plt.show()`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+
+from matplotlib.axes import Axes
+from matplotlib.patches import Patch
+
+from sitq.plot_style import EDGE, OUTCOME_COLORS, SERIES_COLORS, new_axes, no_data
+from sitq.task import Attempt
+
+#: Bars narrower than this fraction of the time span are widened, so instant runs show.
+MIN_BAR = 0.004
+
+
+def task_spans(
+    groups: Mapping[str, Sequence[tuple[float, float]]],
+    *,
+    title: str = "When each task ran",
+    ax: Axes | None = None,
+) -> Axes:
+    """One row per task, one bar from its start to its end, one colour per group.
+
+    `groups` maps a label ("time.sleep") to the (start, end) times its tasks recorded,
+    e.g. with `time.perf_counter()`. Each group's x axis starts at its own first start, so
+    runs made one after another line up and compare by shape: bars side by side in time ran
+    at the same time, bars in a staircase ran one after another.
+    """
+    rows = [f"{label} · task {k}" for label, spans in groups.items() for k in _count(spans)]
+    size = (9, 1.2 + 0.4 * max(len(rows), 3))
+    ax = new_axes(ax, title, "seconds since the group's first start", "", size)
+    if not rows:
+        return no_data(ax)
+    row = 0
+    for i, spans in enumerate(groups.values()):
+        t0 = min(start for start, _ in spans)
+        for start, end in sorted(spans):
+            ax.barh(row, end - start, left=start - t0, height=0.6, color=SERIES_COLORS[i], **EDGE)
+            row += 1
+    ax.set_yticks(range(len(rows)), rows)
+    ax.invert_yaxis()  # first task on top, read like a table
+    return ax
+
+
+def _count(spans: Sequence[tuple[float, float]]) -> range:
+    return range(1, len(spans) + 1)
+
+
+def worker_rows(history: Iterable[Attempt]) -> dict[str, list[Attempt]]:
+    """The attempts each worker ran, by start time; workers in order of their first start."""
+    rows: dict[str, list[Attempt]] = defaultdict(list)
+    for a in sorted(history, key=lambda a: (a.started_at, a.worker_id, a.attempt)):
+        rows[a.worker_id].append(a)
+    return dict(rows)
+
+
+def task_label(a: Attempt) -> str:
+    """ "resize_image" for task notebooks.tasks:resize_image, "#2" added for a retry."""
+    name = a.task_name.replace(":", ".").rsplit(".", 1)[-1] or a.task_name
+    return name if a.attempt == 1 else f"{name} #{a.attempt}"
+
+
+def worker_timeline(
+    history: Iterable[Attempt],
+    *,
+    labels: Mapping[str, str] | None = None,
+    marks: Mapping[str, float] | None = None,
+    title: str = "Which worker ran which task, when",
+    ax: Axes | None = None,
+) -> Axes:
+    """One row per worker, one bar per task run, coloured by how the run ended.
+
+    Each bar is labelled with the task's name (`task_label`), or with `labels[task_id]`
+    when given (e.g. "order 3"). `marks` draws a dashed vertical line per named moment
+    (epoch seconds on the queue's clock, like the history), e.g. {"worker killed": t}.
+    Times read as seconds since the first start; a run cut short by a dead worker ends
+    where the queue recorded it (`worker_lost`, purple).
+    """
+    records = list(history)
+    rows = worker_rows(records)
+    size = (9, 1.6 + 0.6 * max(len(rows), 2))
+    ax = new_axes(ax, title, "seconds since the first task started", "worker", size)
+    if not records:
+        return no_data(ax)
+    t0 = min(a.started_at for a in records)
+    moments = dict(marks or {})
+    span = max([a.finished_at for a in records] + list(moments.values())) - t0 or 1.0
+    for row, attempts in enumerate(rows.values()):
+        for a in attempts:
+            width = max(a.finished_at - a.started_at, span * MIN_BAR)
+            colour = OUTCOME_COLORS.get(a.outcome, "0.5")
+            ax.barh(row, width, left=a.started_at - t0, height=0.6, color=colour, **EDGE)
+            text = labels.get(a.task_id, task_label(a)) if labels else task_label(a)
+            ax.text(a.started_at - t0 + width / 2, row, text, ha="center", va="center",
+                    fontsize=8, rotation=90 if width < span * 0.08 else 0)  # fmt: skip
+    for name, when in moments.items():
+        ax.axvline(when - t0, linestyle="--", color="0.3", linewidth=1)
+        ax.annotate(name, xy=(when - t0, 1), xycoords=("data", "axes fraction"),
+                    xytext=(3, -3), textcoords="offset points", va="top", fontsize=9)  # fmt: skip
+    ax.set_yticks(range(len(rows)), list(rows))
+    ax.set_ylim(len(rows) - 0.4, -0.6 - 0.4 * bool(moments))  # room on top for the marks
+    outcomes = sorted({a.outcome for a in records})
+    handles = [Patch(color=OUTCOME_COLORS.get(o, "0.5"), label=o) for o in outcomes]
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), title="run ended")
+    return ax
+
+
+def rate_by_chunk(
+    rates: Mapping[int, float],
+    *,
+    title: str = "Enqueue rate against chunk size",
+    ax: Axes | None = None,
+) -> Axes:
+    """Tasks enqueued per second (y, log) against the batch size used (x, log), measured.
+
+    Each point is labelled with its rate, so the figure reads without a ruler.
+    """
+    ax = new_axes(ax, title, "tasks per enqueue_many call (chunk size)", "tasks per second")
+    if not rates:
+        return no_data(ax)
+    sizes = sorted(rates)
+    ax.plot(sizes, [rates[s] for s in sizes], marker="o", color=SERIES_COLORS[0])
+    for s in sizes:
+        ax.annotate(f"{rates[s]:,.0f}/s", xy=(s, rates[s]), xytext=(0, 8),
+                    textcoords="offset points", ha="center", fontsize=9)  # fmt: skip
+    ax.set(xscale="log", yscale="log")
+    ax.set_xticks(sizes, [str(s) for s in sizes])
+    ax.margins(x=0.1, y=0.25)
+    return ax
+
+
+__all__ = ["rate_by_chunk", "task_label", "task_spans", "worker_rows", "worker_timeline"]
