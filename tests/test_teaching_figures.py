@@ -115,3 +115,12 @@ def test_rate_by_chunk_one_labelled_point_per_size_in_size_order() -> None:
 def test_empty_data_says_so() -> None:
     for ax in (figures.worker_timeline([]), figures.task_spans({}), figures.rate_by_chunk({})):
         assert [t.get_text() for t in ax.texts] == ["no data"]
+
+
+def test_runs_that_overlap_on_one_worker_stack_in_lanes_inside_its_row() -> None:
+    history = [run("a", "w", 0, 2), run("b", "w", 1, 3), run("c", "w", 2, 4), run("d", "v", 1, 2)]
+    ax = figures.worker_timeline(history)
+
+    assert [row for row, _, _ in bars(ax)] == [0, 1, 0, 2]  # c reuses a's lane once a ended
+    assert list(ax.get_yticks()) == [0.5, 2.0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["w", "v"]

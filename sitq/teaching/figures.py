@@ -19,6 +19,8 @@ from sitq.task import Attempt
 
 #: Bars narrower than this fraction of the time span are widened, so instant runs show.
 MIN_BAR = 0.004
+#: Bars narrower than this fraction of the time span carry no text: it would not fit.
+MIN_LABELLED = 0.04
 
 
 def task_spans(
@@ -68,6 +70,21 @@ def task_label(a: Attempt) -> str:
     return name if a.attempt == 1 else f"{name} #{a.attempt}"
 
 
+def lanes(attempts: Sequence[Attempt]) -> list[int]:
+    """A lane per attempt (by start time), so runs that overlap on one worker stack.
+
+    A worker with `concurrency=2` runs two tasks at once: their bars would hide each other
+    on one line, so each run takes the first lane free at its start.
+    """
+    ends: list[float] = []
+    chosen = []
+    for a in attempts:
+        free = next((i for i, end in enumerate(ends) if end <= a.started_at), len(ends))
+        ends[free : free + 1] = [a.finished_at]
+        chosen.append(free)
+    return chosen
+
+
 def worker_timeline(
     history: Iterable[Attempt],
     *,
@@ -78,35 +95,46 @@ def worker_timeline(
 ) -> Axes:
     """One row per worker, one bar per task run, coloured by how the run ended.
 
-    Each bar is labelled with the task's name (`task_label`), or with `labels[task_id]`
-    when given (e.g. "order 3"). `marks` draws a dashed vertical line per named moment
-    (epoch seconds on the queue's clock, like the history), e.g. {"worker killed": t}.
-    Times read as seconds since the first start; a run cut short by a dead worker ends
-    where the queue recorded it (`worker_lost`, purple).
+    Runs that overlap on one worker (its `concurrency` > 1) stack in lanes (`lanes`)
+    inside the worker's row, between thin separator lines. Each bar is labelled with the
+    task's name (`task_label`), or with `labels[task_id]` when given (e.g. "square(3)"),
+    unless it is too narrow to hold text. `marks` draws a dashed vertical line per named
+    moment (epoch seconds on the queue's clock, like the history), e.g.
+    {"worker killed": t}. Times read as seconds since the first start; a run cut short by
+    a dead worker ends where the queue recorded it (`worker_lost`, purple).
     """
     records = list(history)
     rows = worker_rows(records)
-    size = (9, 1.6 + 0.6 * max(len(rows), 2))
+    placed = {worker: lanes(attempts) for worker, attempts in rows.items()}
+    height = sum(max(p, default=0) + 1 for p in placed.values())
+    size = (9, 1.8 + 0.45 * max(height, 2))
     ax = new_axes(ax, title, "seconds since the first task started", "worker", size)
     if not records:
         return no_data(ax)
     t0 = min(a.started_at for a in records)
     moments = dict(marks or {})
     span = max([a.finished_at for a in records] + list(moments.values())) - t0 or 1.0
-    for row, attempts in enumerate(rows.values()):
-        for a in attempts:
+    top, ticks = 0, []
+    for worker, attempts in rows.items():
+        for a, lane in zip(attempts, placed[worker], strict=True):
             width = max(a.finished_at - a.started_at, span * MIN_BAR)
             colour = OUTCOME_COLORS.get(a.outcome, "0.5")
-            ax.barh(row, width, left=a.started_at - t0, height=0.6, color=colour, **EDGE)
+            ax.barh(top + lane, width, left=a.started_at - t0, height=0.7, color=colour, **EDGE)
             text = labels.get(a.task_id, task_label(a)) if labels else task_label(a)
-            ax.text(a.started_at - t0 + width / 2, row, text, ha="center", va="center",
-                    fontsize=8, rotation=90 if width < span * 0.08 else 0)  # fmt: skip
+            if width >= span * MIN_LABELLED:
+                ax.text(a.started_at - t0 + width / 2, top + lane, text, ha="center",
+                        va="center", fontsize=8)  # fmt: skip
+        count = max(placed[worker]) + 1
+        ticks.append(top + (count - 1) / 2)
+        top += count
+        if top < height:
+            ax.axhline(top - 0.5, color="0.7", linewidth=0.8)
     for name, when in moments.items():
         ax.axvline(when - t0, linestyle="--", color="0.3", linewidth=1)
         ax.annotate(name, xy=(when - t0, 1), xycoords=("data", "axes fraction"),
                     xytext=(3, -3), textcoords="offset points", va="top", fontsize=9)  # fmt: skip
-    ax.set_yticks(range(len(rows)), list(rows))
-    ax.set_ylim(len(rows) - 0.4, -0.6 - 0.4 * bool(moments))  # room on top for the marks
+    ax.set_yticks(ticks, list(rows))
+    ax.set_ylim(height - 0.4, -0.6 - 0.6 * bool(moments))  # room on top for the marks
     outcomes = sorted({a.outcome for a in records})
     handles = [Patch(color=OUTCOME_COLORS.get(o, "0.5"), label=o) for o in outcomes]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), title="run ended")
@@ -137,4 +165,6 @@ def rate_by_chunk(
     return ax
 
 
-__all__ = ["rate_by_chunk", "task_label", "task_spans", "worker_rows", "worker_timeline"]
+__all__ = [
+    "lanes", "rate_by_chunk", "task_label", "task_spans", "worker_rows", "worker_timeline",
+]  # fmt: skip
