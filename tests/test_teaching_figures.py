@@ -124,3 +124,23 @@ def test_runs_that_overlap_on_one_worker_stack_in_lanes_inside_its_row() -> None
     assert [row for row, _, _ in bars(ax)] == [0, 1, 0, 2]  # c reuses a's lane once a ended
     assert list(ax.get_yticks()) == [0.5, 2.0]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["w", "v"]
+
+
+def test_a_killed_workers_run_is_cut_at_the_kill_and_hatched_to_the_lease_expiry() -> None:
+    history = [
+        run("t", "host-1-pid-7", 10.0, 12.0, "worker_lost", name="make_thumbnail"),
+        run("t", "host-1-pid-9", 12.5, 12.6, attempt=2, name="make_thumbnail"),
+    ]
+    ax = figures.worker_timeline(
+        history,
+        workers={"host-1-pid-7": "worker A", "host-1-pid-9": "worker B"},
+        killed={"host-1-pid-7": 10.5},
+        marks={"A killed": 10.5, "lease expired": 12.0},
+    )
+
+    drawn = [(row, round(left, 6), round(width, 6)) for row, left, width in bars(ax)]
+    assert drawn == [(0, 0.0, 0.5), (0, 0.5, 1.5), (1, 2.5, 0.1)]
+    assert [p.get_hatch() for p in ax.patches] == [None, "///", None]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["worker A", "worker B"]
+    texts = [t.get_text() for t in ax.texts]
+    assert texts == ["make_thumbnail", "make_thumbnail #2", "A killed", "lease expired"]

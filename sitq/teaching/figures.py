@@ -89,6 +89,8 @@ def worker_timeline(
     history: Iterable[Attempt],
     *,
     labels: Mapping[str, str] | None = None,
+    workers: Mapping[str, str] | None = None,
+    killed: Mapping[str, float] | None = None,
     marks: Mapping[str, float] | None = None,
     title: str = "Which worker ran which task, when",
     ax: Axes | None = None,
@@ -97,11 +99,14 @@ def worker_timeline(
 
     Runs that overlap on one worker (its `concurrency` > 1) stack in lanes (`lanes`)
     inside the worker's row, between thin separator lines. Each bar is labelled with the
-    task's name (`task_label`), or with `labels[task_id]` when given (e.g. "square(3)"),
-    unless it is too narrow to hold text. `marks` draws a dashed vertical line per named
+    task's name (`task_label`), or with `labels[task_id]` when given (e.g. "square(3)");
+    a bar too narrow for its text has it on its right. `workers` renames rows (worker id
+    -> e.g. "worker A"). `killed` (worker id -> epoch seconds) cuts that worker's runs at
+    its death: the bar is solid up to the kill, then hatched to where the history ends it,
+    which for a `worker_lost` run is the lease's expiry: the time the queue still held the
+    task for a worker that was gone. `marks` draws a dashed vertical line per named
     moment (epoch seconds on the queue's clock, like the history), e.g.
-    {"worker killed": t}. Times read as seconds since the first start; a run cut short by
-    a dead worker ends where the queue recorded it (`worker_lost`, purple).
+    {"lease expired": t}. Times read as seconds since the first start.
     """
     records = list(history)
     rows = worker_rows(records)
@@ -116,14 +121,15 @@ def worker_timeline(
     span = max([a.finished_at for a in records] + list(moments.values())) - t0 or 1.0
     top, ticks = 0, []
     for worker, attempts in rows.items():
+        death = (killed or {}).get(worker)
         for a, lane in zip(attempts, placed[worker], strict=True):
-            width = max(a.finished_at - a.started_at, span * MIN_BAR)
-            colour = OUTCOME_COLORS.get(a.outcome, "0.5")
-            ax.barh(top + lane, width, left=a.started_at - t0, height=0.7, color=colour, **EDGE)
+            _run_bar(ax, a, top + lane, t0, span, death)
             text = labels.get(a.task_id, task_label(a)) if labels else task_label(a)
-            if width >= span * MIN_LABELLED:
-                ax.text(a.started_at - t0 + width / 2, top + lane, text, ha="center",
-                        va="center", fontsize=8)  # fmt: skip
+            width = max(a.finished_at - a.started_at, span * MIN_BAR)
+            inside = width >= span * MIN_LABELLED
+            x = a.started_at - t0 + (width / 2 if inside else width + span * 0.01)
+            ax.text(x, top + lane, text, ha="center" if inside else "left", va="center",
+                    fontsize=8)  # fmt: skip
         count = max(placed[worker]) + 1
         ticks.append(top + (count - 1) / 2)
         top += count
@@ -133,12 +139,25 @@ def worker_timeline(
         ax.axvline(when - t0, linestyle="--", color="0.3", linewidth=1)
         ax.annotate(name, xy=(when - t0, 1), xycoords=("data", "axes fraction"),
                     xytext=(3, -3), textcoords="offset points", va="top", fontsize=9)  # fmt: skip
-    ax.set_yticks(ticks, list(rows))
+    ax.set_yticks(ticks, [(workers or {}).get(w, w) for w in rows])
     ax.set_ylim(height - 0.4, -0.6 - 0.6 * bool(moments))  # room on top for the marks
     outcomes = sorted({a.outcome for a in records})
     handles = [Patch(color=OUTCOME_COLORS.get(o, "0.5"), label=o) for o in outcomes]
+    if killed:
+        handles.append(Patch(facecolor="white", hatch="///", label="worker dead,\nlease held"))
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), title="run ended")
     return ax
+
+
+def _run_bar(ax: Axes, a: Attempt, row: int, t0: float, span: float, death: float | None) -> None:
+    """One run's bar; after `death` (if the run outlived it) hatched instead of solid."""
+    colour = OUTCOME_COLORS.get(a.outcome, "0.5")
+    start, end = a.started_at - t0, max(a.finished_at - t0, a.started_at - t0 + span * MIN_BAR)
+    cut = end if death is None else min(max(death - t0, start), end)
+    ax.barh(row, max(cut - start, span * MIN_BAR), left=start, height=0.7, color=colour, **EDGE)
+    if cut < end:
+        ax.barh(row, end - cut, left=cut, height=0.7, color="white", hatch="///",
+                edgecolor=colour, linewidth=0.5)  # fmt: skip
 
 
 def rate_by_chunk(
