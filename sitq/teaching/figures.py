@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from matplotlib.axes import Axes
 from matplotlib.patches import Patch
+from matplotlib.ticker import StrMethodFormatter
 
 from sitq.plot_style import EDGE, OUTCOME_COLORS, SERIES_COLORS, new_axes, no_data
 from sitq.task import Attempt
@@ -166,7 +167,7 @@ def rate_by_chunk(
     title: str = "Enqueue rate against chunk size",
     ax: Axes | None = None,
 ) -> Axes:
-    """Tasks enqueued per second (y, log) against the batch size used (x, log), measured.
+    """Tasks enqueued per second (y, from 0) against the batch size used (x, log), measured.
 
     Each point is labelled with its rate, so the figure reads without a ruler.
     """
@@ -178,9 +179,11 @@ def rate_by_chunk(
     for s in sizes:
         ax.annotate(f"{rates[s]:,.0f}/s", xy=(s, rates[s]), xytext=(0, 8),
                     textcoords="offset points", ha="center", fontsize=9)  # fmt: skip
-    ax.set(xscale="log", yscale="log")
-    ax.set_xticks(sizes, [str(s) for s in sizes])
-    ax.margins(x=0.1, y=0.25)
+    ax.set_xscale("log")
+    ax.set_xticks(sizes, [f"{s:,}" for s in sizes])
+    ax.set_ylim(0, 1.15 * max(rates.values()))
+    ax.yaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
+    ax.margins(x=0.1)
     return ax
 
 
