@@ -13,10 +13,12 @@ import logging
 
 from sitq.backends.base import Backend
 from sitq.backends.sqlite import SQLiteBackend
-from sitq.breaker import BreakerState, BreakerTransition, CircuitBreaker
-from sitq.calls import call
 from sitq.clock import Clock, FakeClock, SystemClock
-from sitq.context import TaskContext, current_task, report_progress
+from sitq.engine.calls import call
+from sitq.engine.context import TaskContext, current_task, report_progress
+from sitq.engine.hooks import TaskEvent, WorkerHooks
+from sitq.engine.queue import TaskQueue
+from sitq.engine.worker import Worker
 from sitq.errors import (
     BackendError,
     EventLoopError,
@@ -34,11 +36,9 @@ from sitq.errors import (
     TaskNotFoundError,
     TaskStateError,
 )
-from sitq.hooks import TaskEvent, WorkerHooks
-from sitq.json_serialization import JsonSerializer
 from sitq.options import TaskOptions, task
-from sitq.queue import TaskQueue
-from sitq.retry import (
+from sitq.policy.breaker import BreakerState, BreakerTransition, CircuitBreaker
+from sitq.policy.retry import (
     NO_RETRY,
     PermanentError,
     Retry,
@@ -47,13 +47,6 @@ from sitq.retry import (
     TransientError,
     WorkerLost,
 )
-from sitq.serialization import (
-    CloudpickleSerializer,
-    Serializer,
-    TaskImportError,
-    TaskNotAllowedError,
-)
-from sitq.signing import SignedSerializer
 from sitq.sync import SyncTaskQueue, SyncWorker
 from sitq.task import (
     TERMINAL,
@@ -65,7 +58,14 @@ from sitq.task import (
     TaskInfo,
     TaskStatus,
 )
-from sitq.worker import Worker
+from sitq.wire.json_serialization import JsonSerializer
+from sitq.wire.serialization import (
+    CloudpickleSerializer,
+    Serializer,
+    TaskImportError,
+    TaskNotAllowedError,
+)
+from sitq.wire.signing import SignedSerializer
 
 __version__ = "0.1.0"
 

@@ -2,7 +2,7 @@
 
 A bare expression in a cell (`result`, `await queue.history(task_id)`, `await
 queue.summary()`) shows as a table: `Result`, `History` and `QueueSummary` (in `sitq.task`)
-draw themselves with `sitq.html`. They are re-exported here for notebooks.
+draw themselves with `sitq.views.html`. They are re-exported here for notebooks.
 
 Nothing here patches the event loop on import. In a notebook, top-level `await` already
 works; `enable_asyncio_run()` is there for scripts pasted from the tutorial that call
@@ -12,8 +12,8 @@ works; `enable_asyncio_run()` is there for scripts pasted from the tutorial that
 from __future__ import annotations
 
 from sitq.errors import DISTRIBUTION
-from sitq.html import history_html, result_html, table_html
 from sitq.task import History, QueueSummary
+from sitq.views.html import history_html, result_html, table_html
 
 __all__ = ["History", "QueueSummary", "enable_asyncio_run", "history_html", "result_html",
            "table_html"]  # fmt: skip

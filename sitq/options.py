@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar, Unpack, over
 from sitq.errors import InvalidOptionError
 
 if TYPE_CHECKING:
-    from sitq.retry import RetryPolicy
+    from sitq.policy.retry import RetryPolicy
 
 Executor = Literal["async", "thread", "process"]
 EXECUTORS = ("async", "thread", "process")

@@ -30,16 +30,16 @@ from typing import TYPE_CHECKING, Any, TypeVar, Unpack, overload
 
 from sitq.backends.base import Backend
 from sitq.clock import Clock
+from sitq.engine.queue import DEFAULT_MAX_PAYLOAD, OptionsView, P, R, TaskQueue
+from sitq.engine.worker import Worker
 from sitq.errors import QueueClosedError
 from sitq.options import OptionValues, TaskOptions
-from sitq.progress import ProgressBar
-from sitq.queue import DEFAULT_MAX_PAYLOAD, OptionsView, P, R, TaskQueue
-from sitq.serialization import Serializer, TaskCall
 from sitq.task import History, QueueSummary, Result, TaskId, TaskInfo, TaskStatus
-from sitq.worker import Worker
+from sitq.views.progress import ProgressBar
+from sitq.wire.serialization import Serializer, TaskCall
 
 if TYPE_CHECKING:
-    from sitq.live import LiveView
+    from sitq.views.live import LiveView
 
 T = TypeVar("T")
 _numbers = itertools.count(1)
@@ -279,7 +279,7 @@ class SyncTaskQueue:
     ) -> LiveView:
         """`TaskQueue.live`: the view refreshes on the notebook's loop and reads the queue
         on this queue's own loop thread; `worker`: a worker from `queue.worker()`."""
-        from sitq.live import LiveView
+        from sitq.views.live import LiveView
 
         loop = self._open_loop().loop
         breakers = None if worker is None else worker.worker

@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
 from sitq.errors import InvalidTaskError, SitqWarning
-from sitq.html import history_html, result_html, table_html
+from sitq.views.html import history_html, result_html, table_html
 
 #: The original sitq's statuses that sitq does not have, and what to write instead: a
 #: comparison with one of them would be False forever, so it warns (see TaskStatus.__eq__).

@@ -272,7 +272,7 @@ class State(StrEnum):
 
 @dataclass(frozen=True)
 class Transition:
-    """A stand-in for sitq.breaker.BreakerTransition."""
+    """A stand-in for sitq.policy.breaker.BreakerTransition."""
 
     at: float
     name: str

@@ -31,7 +31,7 @@ from sitq import (
     TaskStatus,
     Worker,
 )
-from sitq.backends.sqlite_sql import SCHEMA_VERSION
+from sitq.backends.sqlite.sql import SCHEMA_VERSION
 
 pytestmark = pytest.mark.every_backend  # the conformance suite: SQLite and PostgreSQL
 

@@ -29,7 +29,7 @@ from sitq import (
     TaskQueue,
     Worker,
 )
-from sitq.backends.sqlite_sql import SCHEMA_VERSION
+from sitq.backends.sqlite.sql import SCHEMA_VERSION
 
 
 async def add(a: int, b: int) -> int:

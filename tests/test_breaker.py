@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from sitq.breaker import BreakerState, BreakerTransition, CircuitBreaker
+from sitq.policy.breaker import BreakerState, BreakerTransition, CircuitBreaker
 
 CLOSED, OPEN, HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
 T0 = 1000.0

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from sitq import FakeClock, RetryPolicy, SQLiteBackend, TaskQueue, TaskStatus, Worker
-from sitq.claim_ahead import AHEAD_WHEN_UNDER, ClaimAhead
+from sitq.engine.claim_ahead import AHEAD_WHEN_UNDER, ClaimAhead
 
 pytestmark = pytest.mark.every_backend
 

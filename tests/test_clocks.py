@@ -23,7 +23,7 @@ from worker_processes import wait_until
 
 from sitq import SQLiteBackend, SystemClock, TaskQueue, TaskStatus, Worker
 from sitq.backends import Backend
-from sitq.retention import DEFAULT_RETENTION, Pruner
+from sitq.engine.retention import DEFAULT_RETENTION, Pruner
 
 DAY = 86400.0
 

@@ -25,10 +25,11 @@ import pytest
 from trip_counting import counting_trips
 
 import sitq
-from sitq import FakeClock, RetryPolicy, SQLiteBackend, TaskQueue, TaskStatus, Worker, state
-from sitq.backends import sqlite_sql
+from sitq import FakeClock, RetryPolicy, SQLiteBackend, TaskQueue, TaskStatus, Worker
 from sitq.backends.base import Settlement
-from sitq.context import current_task
+from sitq.backends.sqlite import sql as sqlite_sql
+from sitq.engine.context import current_task
+from sitq.policy import state
 from sitq.task import Attempt
 
 pytestmark = pytest.mark.every_backend  # the conformance suite: SQLite and PostgreSQL
@@ -440,7 +441,7 @@ async def test_an_idle_worker_in_another_process_picks_up_work_at_once(
 def test_task_ids_made_in_a_batch_are_distinct_version_4_uuids() -> None:
     import uuid
 
-    from sitq.calls import new_task_ids
+    from sitq.engine.calls import new_task_ids
 
     ids = new_task_ids(2000)
     assert len(set(ids)) == 2000

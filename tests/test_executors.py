@@ -27,7 +27,7 @@ from sitq import (
     TaskStatus,
     Worker,
 )
-from sitq.pools import ProcessPool
+from sitq.engine.pools import ProcessPool
 
 # Module-level state is shared by reference with tasks that run in *this* process only.
 TOUCHED: list[int] = []

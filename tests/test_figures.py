@@ -63,7 +63,7 @@ import matplotlib.pyplot as _plt
 
 _ids = _random.Random(20261128)
 _uuid.uuid4 = lambda: _uuid.UUID(int=_ids.getrandbits(128), version=4)  # repeatable task ids
-import sitq.queue as _queue
+import sitq.engine.queue as _queue
 _queue.new_task_ids = lambda n: [str(_uuid.uuid4()) for _ in range(n)]  # seeded ids
 
 _out, _shown, _cell = _Path({out!r}), [], {{"index": -1, "varies": False}}

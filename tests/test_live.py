@@ -1,4 +1,4 @@
-"""Issue 26, point 4: the live queue view in Jupyter (`queue.live()`, `sitq.live`).
+"""Issue 26, point 4: the live queue view in Jupyter (`queue.live()`, `sitq.views.live`).
 
 The view's refresh is a coroutine, so these tests drive it one step at a time and read
 the widget's HTML: counts, activity over the window of the queue's clock, failures
@@ -23,9 +23,9 @@ import pytest
 import sitq
 from sitq import CircuitBreaker, FakeClock, RetryPolicy, SyncTaskQueue, TaskQueue, Worker
 from sitq.backends import Backend
-from sitq.backends.sqlite_sql import NEWEST_ATTEMPTS
-from sitq.live import LiveView
-from sitq.live_html import Activity, failure_line, sparkline
+from sitq.backends.sqlite.sql import NEWEST_ATTEMPTS
+from sitq.views.live import LiveView
+from sitq.views.live_html import Activity, failure_line, sparkline
 
 pytestmark = pytest.mark.every_backend  # the conformance suite: SQLite and PostgreSQL
 
@@ -232,7 +232,7 @@ def test_widget_code_loads_only_when_a_view_is_made(tmp_path: Path) -> None:
     code = f"""
 import sys, sitq
 def widget_modules():
-    return sorted(m for m in sys.modules if m.startswith(("ipywidgets", "sitq.live_html")))
+    return sorted(m for m in sys.modules if m.startswith(("ipywidgets", "sitq.views.live_html")))
 queue = sitq.TaskQueue({str(tmp_path / "q.db")!r})
 print(widget_modules())
 view = queue.live()
@@ -243,7 +243,7 @@ print(widget_modules())
     assert done.returncode == 0, done.stderr
     before, after = done.stdout.splitlines()
     assert before == "[]"
-    assert "'ipywidgets'" in after and "'sitq.live_html'" in after
+    assert "'ipywidgets'" in after and "'sitq.views.live_html'" in after
 
 
 async def test_a_displayed_queue_is_its_live_view(queue: TaskQueue) -> None:

@@ -76,8 +76,8 @@ from sitq import (
     TaskStateError,
     TaskStatus,
     Worker,
-    state,
 )
+from sitq.policy import state
 
 LEASE = 4.0  # seconds a dying worker's claim lasts before the live worker may take over
 ALWAYS = 10**9  # "fail this many times first": a task that never succeeds

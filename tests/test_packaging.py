@@ -135,7 +135,7 @@ def test_sitq_lessons_copies_lessons_exercises_solutions_and_their_task_modules(
     assert Path("solutions/05_retry_strategies.ipynb") in copied
     assert Path("reliability_demo_tasks.py") in copied  # lesson 12 imports it
     assert not {Path("conftest.py"), Path(".pytest.ini"), Path(".sanitize.cfg")} & copied
-    from sitq.cli_lessons import lesson_files, lessons_source
+    from sitq.cli.lessons import lesson_files, lessons_source
 
     source = lessons_source()
     for name in lesson_files(source):

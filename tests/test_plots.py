@@ -45,7 +45,7 @@ def history() -> list[Attempt]:
 
 @dataclass(frozen=True)
 class Transition:
-    """A stand-in for sitq.breaker.BreakerTransition (states as plain strings)."""
+    """A stand-in for sitq.policy.breaker.BreakerTransition (states as plain strings)."""
 
     at: float
     name: str

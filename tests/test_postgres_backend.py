@@ -23,7 +23,7 @@ from sitq import FakeClock, RetryPolicy, SQLiteBackend, TaskQueue, TaskStatus, W
 from sitq.backends import open_backend
 from sitq.backends.base import ClaimedTask, LostAttempt, NewTask, Settlement
 from sitq.backends.postgres import PostgresBackend
-from sitq.backends.postgres_sql import SCHEMA_VERSION
+from sitq.backends.postgres.sql import SCHEMA_VERSION
 from sitq.errors import BackendError, InvalidOptionError, QueueClosedError, SchemaVersionError
 from sitq.task import Attempt
 

@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from sitq.retry import (
+from sitq.policy.retry import (
     NO_RETRY,
     PermanentError,
     Retry,
@@ -17,7 +17,7 @@ from sitq.retry import (
     TaskTimeout,
     WorkerLost,
 )
-from sitq.retry import TransientError as SitqTransientError
+from sitq.policy.retry import TransientError as SitqTransientError
 
 SEEDS = range(25)
 

@@ -37,7 +37,7 @@ from sitq import (
     TaskStatus,
     Worker,
 )
-from sitq.serialization import TaskCall
+from sitq.wire.serialization import TaskCall
 
 KEY = "0123456789abcdef-test-key-0123456789"
 
@@ -228,7 +228,7 @@ MYAPP_TASKS = """
 import os
 import subprocess
 
-import sitq.worker
+import sitq.engine.worker
 
 
 def greet(name):
@@ -250,7 +250,7 @@ def importable(folder: Path, *modules: str) -> Iterator[None]:
 
 @pytest.fixture
 def myapp(tmp_path: Path) -> Iterator[Path]:
-    """A package `myapp.tasks` that imports os, subprocess and sitq.worker, as real code does."""
+    """A package `myapp.tasks` importing os, subprocess and sitq.engine.worker, like real code."""
     folder = tmp_path / "src"
     (folder / "myapp").mkdir(parents=True)
     (folder / "myapp" / "__init__.py").write_text("")
@@ -264,7 +264,7 @@ def planted_json(func: str, *args: object) -> bytes:
 
 
 BYPASSES = ["myapp.tasks:os.system", "myapp.tasks:subprocess.getoutput"]
-BYPASSES += ["myapp.tasks:sitq.worker.os.system"]
+BYPASSES += ["myapp.tasks:sitq.engine.worker.os.system"]
 
 
 @pytest.mark.parametrize("planted", BYPASSES)

@@ -28,7 +28,7 @@ from sitq import (
     TaskStatus,
     Worker,
 )
-from sitq.serialization import TaskCall
+from sitq.wire.serialization import TaskCall
 
 KEY = "0123456789abcdef-binding-key-0123456789"
 SIGNED = SignedSerializer(KEY)

@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from sitq.backends.base import ClaimedTask, ClaimRequest
-from sitq.claim_ahead import AHEAD_WHEN_UNDER
-from sitq.slots import Slots
+from sitq.engine.claim_ahead import AHEAD_WHEN_UNDER
+from sitq.engine.slots import Slots
 
 
 def claimed(task_id: str, *, ahead: bool = False) -> ClaimedTask:

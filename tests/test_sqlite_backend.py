@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from sitq import BackendError, SchemaVersionError, SQLiteBackend, TaskQueue, TaskStatus, Worker
-from sitq.backends import sqlite_sql
 from sitq.backends.base import NewTask
-from sitq.backends.sqlite_ops import ROWS_PER_INSERT
-from sitq.backends.sqlite_sql import SCHEMA_VERSION
+from sitq.backends.sqlite import sql as sqlite_sql
+from sitq.backends.sqlite.ops import ROWS_PER_INSERT
+from sitq.backends.sqlite.sql import SCHEMA_VERSION
 
 
 async def test_file_database_uses_wal_and_owner_only_permissions(db_path: Path) -> None:

@@ -16,7 +16,7 @@ import pytest
 from trip_counting import counting_trips
 
 from sitq import SQLiteBackend, TaskQueue
-from sitq.backends.sqlite_watch import CommitWatch
+from sitq.backends.sqlite.watch import CommitWatch
 
 pytestmark = pytest.mark.sqlite_only
 

@@ -25,10 +25,10 @@ from sitq import (
     TaskQueue,
     TaskStatus,
     Worker,
-    state,
 )
 from sitq.backends.base import ClaimedTask, Settlement
-from sitq.serialization import CloudpickleSerializer
+from sitq.policy import state
+from sitq.wire.serialization import CloudpickleSerializer
 
 
 async def neighbour(n: int) -> int:

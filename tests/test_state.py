@@ -1,4 +1,4 @@
-"""The state machine (`sitq.state`), one test per row of its transition table, and the
+"""The state machine (`sitq.policy.state`), one test per row of its transition table, and the
 shape of the engine around it: nobody else decides a next state, the engine imports no
 notebook/teaching code, sitq has no import cycle, and no module is too long to read.
 
@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from sitq import state
-from sitq.retry import NO_RETRY, PermanentError, RetryPolicy
+from sitq.policy import state
+from sitq.policy.retry import NO_RETRY, PermanentError, RetryPolicy
 from sitq.task import TaskStatus
 
 NOW = 1_000.0
-SITQ = Path(state.__file__).parent
+SITQ = Path(state.__file__).parent.parent  # sitq/, from sitq/policy/state.py
 ALL_STATUSES = list(TaskStatus)
 
 
@@ -281,20 +281,9 @@ def test_budget_of_a_policy_is_its_attempts_and_a_description(
 # -- nobody else decides a next state -------------------------------------------------------
 
 ENGINE_FILES = sorted(
-    [
-        SITQ / name
-        for name in (
-            "queue.py",
-            "worker.py",
-            "running.py",
-            "settling.py",
-            "leases.py",
-            "claim_ahead.py",
-            "slots.py",
-            "retention.py",
-        )
-    ]
-    + list((SITQ / "backends").glob("*.py"))
+    p
+    for p in [*(SITQ / "engine").glob("*.py"), *(SITQ / "backends").rglob("*.py")]
+    if p.name != "__init__.py"
 )
 
 
@@ -335,7 +324,7 @@ def test_settlements_carry_only_states_the_state_module_decided() -> None:
 
 def test_sets_of_states_are_defined_in_the_state_module_only() -> None:
     """A list/tuple/set of statuses written in the engine is a rule copied out of
-    `sitq.state` (e.g. which states may be requeued or purged): use the state module's."""
+    `sitq.policy.state` (e.g. which states may be requeued or purged): use the state module's."""
     found = []
     for path in ENGINE_FILES:
         for node in ast.walk(ast.parse(path.read_text())):
@@ -349,11 +338,11 @@ def test_sets_of_states_are_defined_in_the_state_module_only() -> None:
 def _sql_texts() -> dict[str, str]:
     """Every module-level SQL string constant of the backends' *_sql modules."""
     texts = {}
-    for path in (SITQ / "backends").glob("*_sql.py"):
+    for path in (SITQ / "backends").glob("*/sql.py"):
         for node in ast.parse(path.read_text()).body:
             if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
                 source = ast.get_source_segment(path.read_text(), node.value) or ""
-                texts[f"{path.stem}.{node.targets[0].id}"] = source
+                texts[f"{path.parent.name}_sql.{node.targets[0].id}"] = source
     return texts
 
 
@@ -378,21 +367,19 @@ def test_no_state_rule_lives_in_sql() -> None:
 # -- layering: the engine imports no notebook, plot, teaching, sync or CLI code ------------
 
 BACKEND_MODULES = sorted(
-    f"sitq.backends.{p.stem}" for p in (SITQ / "backends").glob("*.py") if p.stem != "__init__"
+    "sitq." + ".".join(p.relative_to(SITQ).with_suffix("").parts).removesuffix(".__init__")
+    for p in (SITQ / "backends").rglob("*.py")
 )
-ENGINE_MODULES = [
-    "sitq.queue",
-    "sitq.worker",
-    "sitq.claim_ahead",
-    "sitq.slots",
-    "sitq.retention",
-    "sitq.state",
-    "sitq.backends",
-    *BACKEND_MODULES,
-]
+ENGINE_MODULES = sorted(
+    {
+        *("sitq.engine." + p.stem for p in (SITQ / "engine").glob("*.py") if p.stem != "__init__"),
+        *("sitq.policy." + p.stem for p in (SITQ / "policy").glob("*.py") if p.stem != "__init__"),
+        *BACKEND_MODULES,
+    }
+)
 FORBIDDEN = ("sitq.notebook", "sitq.plots", "sitq.teaching", "sitq.sync", "sitq.cli")
 
-# `import sitq.queue` would first run sitq/__init__.py, which re-exports everything (the
+# `import sitq.engine.queue` would first run sitq/__init__.py, which re-exports everything (the
 # sync wrappers too) on purpose. To see what a module itself pulls in, the child puts an
 # empty `sitq` package in place first; each submodule then loads exactly its own imports.
 PROBE = """
@@ -470,7 +457,7 @@ def test_import_graph_sees_function_level_imports() -> None:
     """A check of the checker: open_backend imports the SQLite backend inside a function."""
     graph = import_graph()
     assert "sitq.backends.sqlite" in graph["sitq.backends"]
-    assert "sitq.state" in graph["sitq.worker"]
+    assert "sitq.policy.state" in graph["sitq.engine.worker"]
 
 
 def test_no_sitq_module_imports_one_that_imports_it_back() -> None:

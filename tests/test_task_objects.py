@@ -27,7 +27,7 @@ from worker_processes import WorkerProcess
 
 from sitq import RetryPolicy, SQLiteBackend, TaskQueue, TaskStatus, Worker, WorkerHooks
 from sitq.backends import Backend
-from sitq.hooks import TaskEvent
+from sitq.engine.hooks import TaskEvent
 
 NEVER_RETRIEVED = "exception was never retrieved"
 

@@ -5,7 +5,7 @@ tasks under a lease*, *settle outcomes* and *read* rows and history. Each of the
 atomic operation, so a backend is free to do it in as few round trips as its database
 allows, and a new backend (PostgreSQL...) only has to implement this page.
 
-Decisions (retry or not, when, dead or not) are made in `sitq.state`; a backend only
+Decisions (retry or not, when, dead or not) are made in `sitq.policy.state`; a backend only
 stores what a `Settlement` says, and refuses it, in the same statement, if the lease's
 fencing token no longer matches (another worker took the task over). Each operation is
 atomic and cancellation-safe: cancelling the awaiting coroutine (a timeout, `stop()`,
@@ -361,7 +361,7 @@ class Backend(Protocol):
         self, task_id: str, token: int, progress: float, message: str
     ) -> None: ...
 
-    # -- for a live view (sitq.live) --------------------------------------------------------
+    # -- for a live view (sitq.views.live) --------------------------------------------------------
 
     async def newest_attempts(self, limit: int) -> list[Attempt]:
         """The newest `limit` attempt records, newest first. Read backwards along the

@@ -1,7 +1,7 @@
 """The lessons' figures: small drawings of what a lesson just measured.
 
 Each helper takes plain data a lesson already has (start/end spans, a queue's history,
-measured rates), draws one picture with `sitq.plot_style`'s colours and labels, and returns
+measured rates), draws one picture with `sitq.plots.style`'s colours and labels, and returns
 the Axes, so a lesson cell stays a few lines long. Rows carry readable names (a task's
 function name, a worker's id), never hash ids. Nothing here calls `plt.show()`.
 """
@@ -15,7 +15,7 @@ from matplotlib.axes import Axes
 from matplotlib.patches import Patch
 from matplotlib.ticker import StrMethodFormatter
 
-from sitq.plot_style import EDGE, OUTCOME_COLORS, SERIES_COLORS, new_axes, no_data
+from sitq.plots.style import EDGE, OUTCOME_COLORS, SERIES_COLORS, new_axes, no_data
 from sitq.task import Attempt
 
 #: Bars narrower than this fraction of the time span are widened, so instant runs show.

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from sitq.plot_style import SERIES_COLORS, new_axes
+from sitq.plots.style import SERIES_COLORS, new_axes
 from sitq.teaching.lessons import Drain
 
 if TYPE_CHECKING:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 
-from sitq.plot_style import EDGE, SERIES_COLORS
+from sitq.plots.style import EDGE, SERIES_COLORS
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

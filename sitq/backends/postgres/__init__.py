@@ -1,0 +1,10 @@
+"""PostgreSQL storage: one queue shared by workers on many machines, on asyncpg.
+
+`backend.py` is the `Backend`; `sql.py` holds the schema and every statement as plain SQL;
+`link.py` is how the backend talks to the server (a pool and a LISTEN connection); `rows.py`
+turns sitq's records into the tuples the statements take, and back.
+"""
+
+from sitq.backends.postgres.backend import PostgresBackend
+
+__all__ = ["PostgresBackend"]

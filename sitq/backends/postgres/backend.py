@@ -1,0 +1,280 @@
+"""PostgresBackend: one queue shared by workers on many machines, on asyncpg.
+
+Why PostgreSQL: SQLite has one writer, so workers in several processes mostly wait for
+each other. PostgreSQL locks rows, not the file: with `FOR UPDATE SKIP LOCKED` each claim
+takes rows nobody else holds and never waits for another claim, so workers scale out.
+The rules are the same as SQLite's (`sitq.policy.state`), and so are the tables and columns
+(the SQL is in `sitq.backends.postgres.sql`).
+
+How it talks to the server:
+
+- a small pool of connections for the operations, and one more connection that LISTENs,
+  so a worker waiting for work wakes the moment another process enqueues (NOTIFY);
+- each operation is one statement (an atomic transaction by itself) or one explicit
+  transaction; batches travel as arrays, so a batch costs one round trip;
+- a cancelled caller (a timeout, `worker.stop()`, Ctrl-C) leaves no transaction open and
+  no lock held: asyncpg asks the server to cancel the statement and the pool rolls the
+  connection back before anyone else uses it;
+- a lost connection (a server restart, `pg_terminate_backend`) is not an error for long:
+  the operation runs again on a fresh connection until `reconnect_timeout`. That is safe
+  because every operation can run twice: the fencing token refuses a second settle (and
+  the first is recognised), a second enqueue is not done if the first one committed, and
+  a claim whose answer was lost leaves its tasks to be taken over when their lease ends.
+
+Whose clock: workers on several machines never quite agree on the time, and a lease
+measured on each claimer's own clock is taken over early by a worker whose clock is ahead
+(60 s ahead took every live lease; 8 days ahead pruned results seconds old). So when a
+worker runs on real time (a `SystemClock`), lease expiry, renewal, the takeover check and
+retention are measured on the *server's* clock, in the statements themselves. A worker on
+a `FakeClock` (tests, lessons) passes its virtual time instead: nothing but its owner can
+move that, and a test must be able to expire a lease by `clock.advance(...)`. Task times
+shown to people (enqueued, started, finished, due) stay on the worker's own clock.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Sequence
+from typing import Any
+
+from sitq.backends.base import (
+    ClaimedTask,
+    ClaimRequest,
+    NewTask,
+    Now,
+    Settlement,
+    read_now,
+)
+from sitq.backends.postgres import rows as convert
+from sitq.backends.postgres import sql
+from sitq.backends.postgres.link import Connection, PostgresLink
+from sitq.clock import wall_clock_of
+from sitq.policy.state import CancelAction, on_cancel, on_requeue
+from sitq.task import WAITING, Attempt, TaskInfo, TaskStatus
+
+logger: logging.Logger = logging.getLogger("sitq.backends.postgres")
+
+
+class PostgresBackend(PostgresLink):
+    """A queue stored in PostgreSQL, in its own schema (default "sitq") of any database.
+
+    dsn: a libpq URL, e.g. "postgresql://user@host:5432/db". schema: where sitq keeps its
+    tables, so several queues (or other applications) can share a database. pool_size:
+    the most connections operations use at once (a worker needs about four: claim,
+    settle, heartbeat, progress), plus one that listens for notifications.
+    reconnect_timeout: how long an operation keeps trying when the connection is lost.
+    """
+
+    # -- writing -------------------------------------------------------------------------
+
+    async def add_tasks(self, tasks: Sequence[NewTask]) -> None:
+        if not tasks:
+            return
+        columns = [list(column) for column in zip(*map(convert.task_row, tasks), strict=True)]
+        ids = columns[0]
+
+        async def add(conn: Connection) -> None:
+            await conn.execute(sql.ADD_TASKS, *columns, self._channel, self._me)
+
+        async def added_already(conn: Connection) -> bool | None:
+            # All or nothing: if the first id is there, the lost attempt committed.
+            return True if await conn.fetch(sql.EXISTING_IDS, ids[:1]) else None
+
+        await self._run(add, again=added_already)
+        self.work_signal.ring()
+
+    async def claim(
+        self,
+        worker_id: str,
+        limit: int,
+        now: Now,
+        lease_seconds: float,
+        *,
+        held: Collection[str] = (),
+        default_budget: tuple[int, str] | None = None,
+        ahead: int = 0,
+        started: Sequence[tuple[str, int, float]] = (),
+    ) -> list[ClaimedTask]:
+        """One statement records starts, takes over expired leases and claims due tasks
+        (see sql.CLAIM).
+
+        `now` is read just before it is sent: with SKIP LOCKED a claim never queues behind
+        another worker's rows, so no wait for a lock can eat into the lease.
+        """
+        if limit <= 0 and not started:
+            return []
+        budget = default_budget or (None, None)
+        held_ids = list(held)
+        marks = [list(column) for column in zip(*started, strict=True)] or [[], [], []]
+
+        async def claim(conn: Connection) -> list[ClaimedTask]:
+            moment = read_now(now)
+            rows = await conn.fetch(sql.CLAIM, worker_id, moment, lease_seconds,
+                                    max(limit, 0), held_ids, *budget,
+                                    _lease_clock(now, moment), limit - ahead,
+                                    *marks)  # fmt: skip
+            return [convert.claimed(row, moment) for row in rows]
+
+        return await self._run(claim)
+
+    async def settle_and_claim(
+        self, settlements: Sequence[Settlement], claim: ClaimRequest
+    ) -> tuple[list[bool], list[ClaimedTask]]:
+        """Two round trips here: the settle's rounds, then a claim (PostgreSQL's trips are
+        cheap beside its commits, and a claim never waits for another). A claim that fails
+        once the outcomes are stored ("too many connections") claims nothing: raising would
+        make the caller write the stored outcomes again, and see them refused."""
+        accepted = await self.settle(settlements)
+        try:
+            claimed = await claim.sent_to(self)
+        except Exception as exc:
+            logger.warning("a claim sent along with a settle failed: %s", exc)
+            claimed = []
+        return accepted, claimed
+
+    async def settle(self, settlements: Sequence[Settlement]) -> list[bool]:
+        if not settlements:
+            return []
+        accepted = [False] * len(settlements)
+        for batch in convert.rounds(settlements):  # one round unless a task is settled twice
+            for position, ok in zip(batch, await self._settle_round(settlements, batch),
+                                    strict=True):  # fmt: skip
+                accepted[position] = ok
+        waits_again = any(ok and s.status in WAITING for s, ok in zip(settlements, accepted,
+                                                                       strict=True))  # fmt: skip
+        if waits_again:
+            await self._run(self._notify_work)
+            self.work_signal.ring()
+        self.settle_signal.ring()
+        return accepted
+
+    async def _settle_round(
+        self, settlements: Sequence[Settlement], batch: list[int]
+    ) -> list[bool]:
+        chosen = [settlements[i] for i in batch]
+        stored_before: set[int] = set()  # found stored by an attempt whose COMMIT was lost
+
+        async def settle(conn: Connection) -> list[bool]:
+            rest = [i for i in range(len(chosen)) if i not in stored_before]
+            rows = [convert.settle_row(chosen[i]) for i in rest]
+            columns = [list(column) for column in zip(*rows, strict=True)]
+            found = await conn.fetch(sql.SETTLE, *columns) if rest else []
+            done = {rest[row[0] - 1] for row in found}  # WITH ORDINALITY counts from 1
+            return [i in done or i in stored_before for i in range(len(chosen))]
+
+        async def settled_already(conn: Connection) -> None:
+            # A row whose token is still ours and that no longer runs can only have been
+            # settled by us: those are done; `settle` then runs for the others only.
+            rows = await conn.fetch(sql.SETTLED_WITH, [s.task_id for s in chosen])
+            ours = {(row[0], row[1]) for row in rows}
+            stored_before.update(i for i, s in enumerate(chosen) if (s.task_id, s.token) in ours)
+
+        return await self._run(settle, again=settled_already)
+
+    async def renew_leases(
+        self, leases: Sequence[tuple[str, int]], now: Now, lease_seconds: float
+    ) -> set[str]:
+        if not leases:
+            return set()
+        ids = [task_id for task_id, _ in leases]
+        tokens = [token for _, token in leases]
+
+        async def renew(conn: Connection) -> set[str]:
+            async with conn.transaction():
+                await conn.execute(sql.LOCK_LEASES, ids)
+                at = _lease_clock(now, read_now(now))  # after the rows are ours
+                renewed = {row[0] for row in await conn.fetch(sql.RENEW, lease_seconds, ids,
+                                                              tokens, at)}  # fmt: skip
+            return set(ids) - renewed
+
+        return await self._run(renew)
+
+    async def set_progress(self, task_id: str, token: int, progress: float, message: str) -> None:
+        await self._execute(sql.SET_PROGRESS, progress, message, task_id, token)
+
+    async def cancel(self, task_id: str, now: float) -> TaskStatus | None:
+        async def cancel(conn: Connection) -> TaskStatus | None:
+            async with conn.transaction():
+                old = convert.status(await conn.fetchval(sql.STATUS_FOR_UPDATE, task_id))
+                action = on_cancel(old)
+                if action is CancelAction.CANCEL_NOW:
+                    await conn.execute(sql.CANCEL_NOW, now, task_id)
+                elif action is CancelAction.REQUEST:
+                    await conn.execute(sql.REQUEST_CANCEL, task_id)
+            return old
+
+        old = await self._run(cancel)
+        if on_cancel(old) is CancelAction.CANCEL_NOW:
+            self.settle_signal.ring()
+        return old
+
+    async def requeue(self, task_id: str, now: float) -> TaskStatus | None:
+        async def requeue(conn: Connection) -> TaskStatus | None:
+            async with conn.transaction():
+                old = convert.status(await conn.fetchval(sql.STATUS_FOR_UPDATE, task_id))
+                new = on_requeue(old)
+                if new is not None:
+                    await conn.execute(sql.REQUEUE, str(new), now, task_id)
+                    await self._notify_work(conn)
+            return old
+
+        old = await self._run(requeue)
+        if on_requeue(old) is not None:
+            self.work_signal.ring()
+        return old
+
+    async def purge(self, statuses: Collection[TaskStatus]) -> int:
+        names = [str(s) for s in statuses]
+        return await self._execute(sql.PURGE, names) if names else 0
+
+    async def prune(self, older_than: float, now: Now, limit: int) -> int:
+        rows = await self._fetch(sql.PRUNE, older_than, limit, _lease_clock(now, read_now(now)))
+        return int(rows[0][0])
+
+    # -- reading -------------------------------------------------------------------------
+
+    async def next_due_at(self) -> float | None:
+        rows = await self._fetch(sql.NEXT_DUE)
+        return rows[0][0] if rows else None
+
+    async def get_tasks(self, task_ids: Collection[str]) -> dict[str, TaskInfo]:
+        ids = list(task_ids)
+        if not ids:
+            return {}
+        return {row[0]: convert.task_info(row) for row in await self._fetch(sql.GET_TASKS, ids)}
+
+    async def list_tasks(
+        self, statuses: Collection[TaskStatus] | None = None, limit: int | None = None
+    ) -> list[TaskInfo]:
+        params: list[Any]  # the statuses (a text[]), then the limit
+        query, params = sql.LIST_TASKS, []
+        if statuses is not None:
+            params.append([str(s) for s in statuses])
+            query += " WHERE status = ANY($1::text[])"
+        query += " ORDER BY seq"
+        if limit is not None:
+            params.append(int(limit))
+            query += f" LIMIT ${len(params)}"
+        return [convert.task_info(row) for row in await self._fetch(query, *params)]
+
+    async def counts(self) -> dict[TaskStatus, int]:
+        found = {TaskStatus(status): n for status, n in await self._fetch(sql.COUNTS)}
+        return {status: found.get(status, 0) for status in TaskStatus}
+
+    async def attempts(self, task_id: str | None = None) -> list[Attempt]:
+        if task_id is None:
+            rows = await self._fetch(sql.LIST_ATTEMPTS + " ORDER BY seq")
+        else:
+            rows = await self._fetch(sql.LIST_ATTEMPTS + " WHERE task_id = $1 ORDER BY seq",
+                                     task_id)  # fmt: skip
+        return [Attempt(*row) for row in rows]
+
+    async def newest_attempts(self, limit: int) -> list[Attempt]:
+        rows = await self._fetch(sql.LIST_ATTEMPTS + " ORDER BY seq DESC LIMIT $1", int(limit))
+        return [Attempt(*row) for row in rows]
+
+
+def _lease_clock(now: Now, moment: float) -> float | None:
+    """The lease clock's time to send: None (the server's clock) when `now` is real time,
+    else `moment`, the virtual time read from it (see the module docstring)."""
+    return None if wall_clock_of(now) is not None else moment

@@ -1,0 +1,379 @@
+"""SQLiteBackend: a durable queue in one file (or in memory), on aiosqlite.
+
+Why SQLite: it ships with Python, a file in WAL mode lets many readers work beside one
+writer, and every claim is one atomic transaction, so two workers (even in two processes)
+can never take the same task. The SQL itself is in `sitq.backends.sqlite.sql`.
+
+How it talks to the file: aiosqlite runs one thread per connection and hands it one
+function at a time. Every operation here is *one* such function (`_run`): it opens the
+transaction, does all its statements and commits or rolls back before returning. So:
+
+- one round trip per operation (a thread wake-up costs more than most statements), and
+  writes queued while a trip is out share the next one, in one transaction (group
+  commit, `sitq.backends.group_commit`): an enqueue and a worker's settle travel together;
+- a cancelled caller (a timeout, `worker.stop()`, Ctrl-C) can never leave a transaction
+  open or the write lock held: the function still finishes in the thread;
+- `now` is read inside the transaction, after the write lock is held, so a wait for the
+  lock never eats into a lease."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sqlite3
+from collections.abc import Callable, Collection, Sequence
+from typing import Any, TypeVar
+
+import aiosqlite
+
+from sitq.backends import loops
+from sitq.backends.base import (
+    ClaimedTask,
+    ClaimRequest,
+    Connectable,
+    NewTask,
+    Now,
+    Settlement,
+    Signal,
+)
+from sitq.backends.group_commit import GroupCommit
+from sitq.backends.sqlite import lock as sqlite_lock
+from sitq.backends.sqlite import ops, schema, sql
+from sitq.backends.sqlite.errors import named
+from sitq.backends.sqlite.watch import CommitWatch
+from sitq.backends.urls import sqlite_path
+from sitq.errors import BackendError, InvalidOptionError, QueueClosedError
+from sitq.options import seconds_setting
+from sitq.policy.state import CancelAction, on_cancel, on_requeue
+from sitq.task import WAITING, Attempt, TaskInfo, TaskStatus
+
+logger: logging.Logger = logging.getLogger("sitq.backends.sqlite")
+T = TypeVar("T")
+SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+#: Idle waiters look for other connections' commits this often at first, then less, up to the cap.
+CHANGE_POLL_FIRST, CHANGE_POLL_CAP = 0.001, 0.02
+
+
+class SQLiteBackend(Connectable):
+    """A queue stored in one SQLite file in WAL mode, or in memory with `":memory:"`.
+
+    One backend object holds one connection. Queue and worker can share it (as in the
+    tutorial), and then a worker wakes the moment a task is enqueued. Workers in other
+    processes open their own backend on the same file and notice new work within a few
+    milliseconds (`sqlite_watch`), with `poll_interval` as the longest look-away.
+    `read_only=True` reads an existing file and writes nothing, not even the schema.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] = "sitq.db",
+        *,
+        busy_timeout: float = 30.0,
+        poll_interval: float = 0.5,
+        synchronous: str = "NORMAL",
+        read_only: bool = False,
+    ) -> None:
+        self.path: str = sqlite_path(
+            os.fspath(path)
+        )  # a sqlite:/// or sqlite+aiosqlite:/// URL too
+        if not isinstance(self.path, str):
+            raise InvalidOptionError(f"path must be a str or path, got {path!r}")
+        self.busy_timeout: float = seconds_setting("busy_timeout", busy_timeout, allow_zero=True)
+        self.poll_interval: float = seconds_setting("poll_interval", poll_interval)
+        if not isinstance(synchronous, str) or synchronous.upper() not in SYNCHRONOUS_MODES:
+            raise InvalidOptionError(
+                f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)} (SQLite's "
+                f"durability levels; sitq uses NORMAL in WAL mode), got {synchronous!r}"
+            )
+        self.synchronous: str = synchronous.upper()
+        self.read_only: bool = bool(read_only)
+        self.work_signal: Signal = Signal()
+        self.settle_signal: Signal = Signal()
+        self._conn: aiosqlite.Connection | None = None
+        self._writes = GroupCommit(lambda group: self._run(ops.run_together, group))
+        self._watch: CommitWatch | None = None  # set once the file is open in WAL mode
+        self._users = 0
+        self._data_version: int | None = None
+        self._owner = loops.LoopOwner(repr(self), self._move)
+
+    def __repr__(self) -> str:
+        return f"SQLiteBackend({self.path!r})"
+
+    # -- opening and closing -------------------------------------------------------------
+
+    @property
+    def is_connected(self) -> bool:
+        return self._conn is not None
+
+    @property
+    def is_memory(self) -> bool:
+        return self.path == ":memory:" or "mode=memory" in self.path
+
+    async def connect(self) -> None:
+        self._users += 1
+        if self._conn is not None:
+            return
+        try:
+            self._conn = await self._open()
+        except BaseException:
+            self._users -= 1
+            raise
+        if not self.is_memory and not _is_uri(self.path):
+            self._watch = CommitWatch(self.path)
+
+    async def _open(self) -> aiosqlite.Connection:
+        target = schema.prepare_file(self.path, self.is_memory, self.read_only)
+        conn = aiosqlite.connect(
+            target, isolation_level=None, timeout=self.busy_timeout, uri=_is_uri(target)
+        )
+        # aiosqlite's thread would keep a program alive at exit if nobody closed the
+        # queue; as a daemon it ends with the program (SQLite's journal keeps the file safe).
+        conn._thread.daemon = True
+        try:
+            await conn
+        except (OSError, sqlite3.Error) as exc:
+            raise BackendError(f"cannot open SQLite database {self.path!r}: {exc}") from exc
+        try:
+            # aiosqlite's _execute (run a function in its thread) has no type hints
+            await conn._execute(  # type: ignore[no-untyped-call]
+                schema.set_up,
+                conn._conn,
+                self.path,
+                self.is_memory,
+                self.synchronous,
+                self.busy_timeout,
+                self.read_only,
+            )
+            await conn._execute(  # type: ignore[no-untyped-call]
+                sqlite_lock.wait_for_lock_up_to, conn._conn, self.busy_timeout
+            )
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
+
+    async def close(self) -> None:
+        if self._users > 0:
+            self._users -= 1
+        if self._users == 0 and self._conn is not None:
+            alive = await loops.drain_before_close(self._owner, self._connection, self._writes)
+            if self._watch is not None:
+                self._watch.close()
+                self._watch = None
+            conn, self._conn = self._conn, None
+            await conn.close() if alive else conn.stop()
+
+    async def _move(self) -> None:
+        """On a new event loop (`sitq.backends.loops`): the same connection, or a new one."""
+        self._conn = await loops.kept_or_reopened(self._connection(), self.is_memory, self._open)
+        self._writes.follow()
+
+    # -- the one way in: a whole operation in the connection's thread ---------------------
+
+    async def _run(self, operation: Callable[..., T], *args: Any) -> T:
+        """Run `operation(sqlite3_connection, *args)` in aiosqlite's thread: one trip."""
+        await self._owner.follow()
+        conn = self._connection()
+        try:  # aiosqlite's _execute has no type hints: it returns Any to mypy
+            return await conn._execute(operation, conn._conn, *args)  # type: ignore[no-untyped-call, no-any-return]
+        except sqlite3.DatabaseError as exc:  # named: `sqlite_errors`
+            raise named(exc, self.path, self.busy_timeout)  # noqa: B904 (it sets the cause)
+
+    async def _write(self, operation: Callable[..., T], *args: Any) -> T:
+        """Run a write operation like `_run`, grouped with the writes queued beside it
+        (`sitq.backends.group_commit`): one transaction and one trip for all of them.
+        Reads go straight to `_run`: they never wait behind queued writes."""
+        await self._owner.follow()
+        self._connection()
+        try:
+            result: T = await self._writes.write(operation, *args)
+        except sqlite3.DatabaseError as exc:
+            raise named(exc, self.path, self.busy_timeout)  # noqa: B904 (it sets the cause)
+        return result
+
+    def _connection(self) -> aiosqlite.Connection:
+        if self._conn is None:
+            raise QueueClosedError(
+                f"{self!r} is not connected: call `await queue.connect()` (or use "
+                "`async with queue:`) before using it, and not after `close()`"
+            )
+        return self._conn
+
+    async def _fetch(self, statement: str, params: Sequence[Any] = ()) -> list[Any]:
+        return await self._run(ops.fetchall, statement, params)
+
+    # -- writing -------------------------------------------------------------------------
+
+    async def add_tasks(self, tasks: Sequence[NewTask]) -> None:
+        if not tasks:
+            return
+        await self._write(ops.add_tasks, list(tasks))  # NewTask is a tuple in INSERT_TASK order
+        self.work_signal.ring()
+
+    async def claim(
+        self,
+        worker_id: str,
+        limit: int,
+        now: Now,
+        lease_seconds: float,
+        *,
+        held: Collection[str] = (),
+        default_budget: tuple[int, str] | None = None,
+        ahead: int = 0,
+        started: Sequence[tuple[str, int, float]] = (),
+    ) -> list[ClaimedTask]:
+        request = ClaimRequest(worker_id, limit, now, lease_seconds, held, default_budget,
+                               ahead, started)  # fmt: skip
+        return await self._write(ops.claim, *_claim_args(request))
+
+    async def settle(self, settlements: Sequence[Settlement]) -> list[bool]:
+        if not settlements:
+            return []
+        accepted = await self._write(ops.settle, list(settlements))
+        self._ring_after_settle(settlements, accepted)
+        return accepted
+
+    async def settle_and_claim(
+        self, settlements: Sequence[Settlement], claim: ClaimRequest
+    ) -> tuple[list[bool], list[ClaimedTask]]:
+        accepted, claimed = await self._write(
+            ops.settle_and_claim, list(settlements), *_claim_args(claim)
+        )
+        self._ring_after_settle(settlements, accepted)
+        return accepted, claimed
+
+    def _ring_after_settle(self, settlements: Sequence[Settlement], accepted: list[bool]) -> None:
+        if any(ok and s.status in WAITING for s, ok in zip(settlements, accepted, strict=True)):
+            self.work_signal.ring()
+        self.settle_signal.ring()
+
+    async def renew_leases(
+        self, leases: Sequence[tuple[str, int]], now: Now, lease_seconds: float
+    ) -> set[str]:
+        if not leases:
+            return set()
+        return await self._write(ops.renew, list(leases), now, lease_seconds)
+
+    async def set_progress(self, task_id: str, token: int, progress: float, message: str) -> None:
+        await self._write(
+            ops.write,
+            "UPDATE sitq_tasks SET progress = ?, progress_message = ? "
+            "WHERE id = ? AND lease_token = ? AND status = 'running'",
+            (progress, message, task_id, token),
+        )
+
+    async def cancel(self, task_id: str, now: float) -> TaskStatus | None:
+        old = await self._write(ops.cancel, task_id, now)
+        if on_cancel(old) is CancelAction.CANCEL_NOW:
+            self.settle_signal.ring()
+        return old
+
+    async def requeue(self, task_id: str, now: float) -> TaskStatus | None:
+        old = await self._write(ops.requeue, task_id, now)
+        if on_requeue(old) is not None:
+            self.work_signal.ring()
+        return old
+
+    async def purge(self, statuses: Collection[TaskStatus]) -> int:
+        names = [str(s) for s in statuses]
+        if not names:
+            return 0
+        marks = ", ".join("?" for _ in names)
+        return await self._write(
+            ops.write, f"DELETE FROM sitq_tasks WHERE status IN ({marks})", names
+        )
+
+    async def prune(self, older_than: float, now: Now, limit: int) -> int:
+        return await self._write(ops.prune, older_than, now, limit)
+
+    # -- reading -------------------------------------------------------------------------
+
+    async def next_due_at(self) -> float | None:
+        rows = await self._fetch(sql.NEXT_DUE)
+        return rows[0][0] if rows else None
+
+    async def wait_for_change(self, timeout: float | None) -> None:
+        """Wait until another connection commits (or `timeout` passes), looking after 1 ms,
+        then backing off to every 20 ms.
+
+        A look reads the WAL-index header from the `-shm` file (`sqlite_watch`: a memory
+        read, no trip); without one (in memory) it asks `PRAGMA data_version`, a trip. The
+        first look waits a moment too: a waiter in this process is usually woken by the
+        in-process signal first.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        watch = self._watch if self._watch is not None and self._watch.open() else None
+        pause = 0.0 if watch is None and self._data_version is None else CHANGE_POLL_FIRST
+        while True:
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                return
+            await asyncio.sleep(pause if remaining is None else min(pause, remaining))
+            changed = watch.changed() if watch is not None else await self._data_version_moved()
+            if changed:
+                return
+            pause = min(max(pause * 2, CHANGE_POLL_FIRST), CHANGE_POLL_CAP)
+
+    async def _data_version_moved(self) -> bool:
+        """`PRAGMA data_version` moves when another connection commits (a trip to ask)."""
+        version = (await self._fetch("PRAGMA data_version"))[0][0]
+        moved = self._data_version is not None and version != self._data_version
+        self._data_version = version
+        return moved
+
+    async def get_tasks(self, task_ids: Collection[str]) -> dict[str, TaskInfo]:
+        rows = await self._run(
+            ops.select_in, f"SELECT {sql.TASK_COLUMNS} FROM sitq_tasks", list(task_ids)
+        )
+        return {row[0]: ops.task_info(row) for row in rows}
+
+    async def list_tasks(
+        self, statuses: Collection[TaskStatus] | None = None, limit: int | None = None
+    ) -> list[TaskInfo]:
+        query = f"SELECT {sql.TASK_COLUMNS} FROM sitq_tasks"
+        params: list[Any] = []
+        if statuses is not None:
+            params = [str(s) for s in statuses]
+            query += f" WHERE status IN ({', '.join('?' for _ in params)})"
+        query += " ORDER BY seq"
+        if limit is not None:
+            query += " LIMIT ?"
+            params.append(int(limit))
+        return [ops.task_info(row) for row in await self._fetch(query, params)]
+
+    async def counts(self) -> dict[TaskStatus, int]:
+        rows = await self._fetch("SELECT status, COUNT(*) FROM sitq_tasks GROUP BY status")
+        found = {TaskStatus(status): n for status, n in rows}
+        return {status: found.get(status, 0) for status in TaskStatus}
+
+    async def attempts(self, task_id: str | None = None) -> list[Attempt]:
+        query = f"SELECT {sql.ATTEMPT_COLUMNS} FROM sitq_attempts"
+        params: tuple[Any, ...] = ()
+        if task_id is not None:
+            query += " WHERE task_id = ?"
+            params = (task_id,)
+        rows = await self._fetch(query + " ORDER BY seq", params)
+        return [Attempt(*row) for row in rows]
+
+    async def newest_attempts(self, limit: int) -> list[Attempt]:
+        return [Attempt(*row) for row in await self._fetch(sql.NEWEST_ATTEMPTS, (int(limit),))]
+
+
+def _claim_args(request: ClaimRequest) -> tuple[Any, ...]:
+    """A ClaimRequest as the arguments of `sqlite_ops.claim` (after the connection)."""
+    budget = request.default_budget or (None, None)
+    params = {
+        "worker_id": request.worker_id,
+        "held": json.dumps(list(request.held)),
+        "default_max": budget[0],
+        "default_policy": budget[1],
+    }
+    return (params, request.limit, request.now, request.lease_seconds, request.ahead,
+            list(request.started))  # fmt: skip
+
+
+def _is_uri(path: str) -> bool:
+    return path.startswith("file:")

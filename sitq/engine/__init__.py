@@ -1,0 +1,1 @@
+"""The engine: the queue (client side), the worker loop, running one task, leases."""

@@ -1,0 +1,397 @@
+"""TaskQueue: the client side. Enqueue calls, wait for results, inspect and repair.
+
+A TaskQueue never runs tasks; a `Worker` does. Both talk to the same backend, and when they
+share one backend object (as in the tutorial) a worker hears about new work at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, ParamSpec, TypeVar, Unpack, overload
+
+from sitq.backends import as_backend
+from sitq.backends.base import Backend, NewTask, first_of
+from sitq.clock import Clock, SystemClock
+from sitq.engine.calls import (
+    Plan,
+    as_calls,
+    check_task_id,
+    describe,
+    new_task_ids,
+    no_cycle_collection,
+    with_options,
+)
+from sitq.errors import (
+    InvalidOptionError,
+    InvalidTaskError,
+    PayloadTooLargeError,
+    QueueClosedError,
+    SerializationError,
+    TaskNotFoundError,
+    TaskStateError,
+)
+from sitq.options import NO_OPTIONS, OptionValues, TaskOptions
+from sitq.policy import state
+from sitq.task import (
+    TERMINAL,
+    History,
+    QueueSummary,
+    Result,
+    TaskId,
+    TaskInfo,
+    TaskStatus,
+    to_datetime,
+)
+from sitq.views.live_hook import LiveDisplay
+from sitq.wire.serialization import DumpsLoads, Serializer, TaskCall, as_serializer
+
+DEFAULT_MAX_PAYLOAD = 10 * 1024 * 1024
+FIRST_POLL = 0.02  # seconds; waits for results double this up to the backend's poll interval
+P = ParamSpec("P")  # a task function's parameters: enqueue checks the arguments against them
+R = TypeVar("R")  # what it returns: the id it gets remembers it, so its Result does too
+
+
+class TaskQueue(LiveDisplay):
+    """Enqueue tasks and read their results, status and history.
+
+    backend: where tasks live (e.g. `SQLiteBackend("queue.db")`). serializer: how calls
+    and results become bytes (default `CloudpickleSerializer()`; an object with only dumps
+    and loads, as the original sitq took, is adapted). clock: the time source
+    for enqueue times and delays (a `FakeClock` in tests). max_payload_bytes: refuse calls
+    whose serialized size exceeds this.
+    """
+
+    def __init__(
+        self,
+        backend: Backend | str,
+        serializer: Serializer | DumpsLoads | None = None,
+        *,
+        clock: Clock | None = None,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
+    ) -> None:
+        self.backend: Backend = as_backend(backend)
+        self.serializer: Serializer = as_serializer(serializer)
+        self.clock: Clock = clock or SystemClock()
+        self.max_payload_bytes = max_payload_bytes
+        self._open = False
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"TaskQueue({self.backend!r}, {self.serializer!r})"
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def connect(self) -> TaskQueue:
+        """Open the backend (creating its tables on first use).
+
+        Optional: the first call that needs the database connects by itself, as in the
+        original sitq. `close()` (or leaving `async with`) ends the queue for good.
+        """
+        if self._closed:
+            raise QueueClosedError(
+                "this TaskQueue was closed and cannot be reused: make a new TaskQueue"
+            )
+        if not self._open:
+            await self.backend.connect()
+            self._open = True
+        return self
+
+    async def close(self) -> None:
+        if self._open:
+            self._open = False
+            await self.backend.close()
+        self._closed = True
+
+    async def __aenter__(self) -> TaskQueue:
+        return await self.connect()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _ready(self) -> None:
+        """Connect on first use; a closed queue says so."""
+        if not self._open:
+            await self.connect()
+
+    # -- enqueueing ------------------------------------------------------------------------
+
+    @overload
+    async def enqueue(
+        self, func: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> TaskId[R]: ...
+    @overload
+    async def enqueue(
+        self, func: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> TaskId[R]: ...
+    async def enqueue(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> TaskId[Any]:
+        """Queue `func(*args, **kwargs)` and return its task id.
+
+        Every keyword goes to the task. For delay, retry, timeout and other options use
+        `queue.with_options(...).enqueue(...)` or the `@sitq.task(...)` decorator. A type
+        checker checks the arguments against `func`'s signature, and the id remembers what
+        `func` returns (an `async def` function's awaited value).
+        """
+        [task_id] = await self._enqueue_calls([TaskCall(func, args, kwargs)], NO_OPTIONS)
+        return TaskId(task_id)
+
+    async def enqueue_many(self, calls: Iterable[TaskCall | tuple[Any, ...]]) -> list[str]:
+        """Queue many calls in one transaction (all or none); ids come back in order.
+
+        Each item is `sitq.call(func, *args, **kwargs)` or a tuple (func, args[, kwargs]).
+        """
+        return await self._enqueue_calls(as_calls(calls), NO_OPTIONS)
+
+    def with_options(self, **options: Unpack[OptionValues]) -> OptionsView:
+        """Set options for the next enqueue: `queue.with_options(delay=5).enqueue(f, x)`.
+
+        A name that is not an option (`retries=3`) raises InvalidOptionError naming the
+        option meant (`retry`); a type checker flags it before the code runs."""
+        return OptionsView(self, TaskOptions.from_keywords(options))
+
+    async def _enqueue_calls(self, calls: Sequence[TaskCall], options: TaskOptions) -> list[str]:
+        await self._ready()
+        now = self.clock.now()
+        rows: list[NewTask] = []
+        plans: dict[int, Plan] = {}  # by id(func): a batch repeats a few functions
+        try:
+            with no_cycle_collection(len(calls)):
+                for one, task_id in zip(calls, new_task_ids(len(calls)), strict=True):
+                    plan = plans.get(id(one.func))
+                    if plan is None or plan.func is not one.func:
+                        plan = plans[id(one.func)] = Plan.of(one.func, options, now)
+                    rows.append(self._new_task(one, plan, task_id))
+        except (InvalidTaskError, InvalidOptionError, PayloadTooLargeError,
+                SerializationError) as exc:  # fmt: skip
+            if len(calls) == 1:
+                raise
+            culprit = calls[len(rows)]  # the batch names the call that spoiled it
+            raise type(exc)(
+                f"enqueue_many: call #{len(rows)} ({describe(culprit)}): {exc}"
+            ) from exc
+        if rows:
+            await self.backend.add_tasks(rows)
+        return [row.task_id for row in rows]
+
+    def _new_task(self, call: TaskCall, plan: Plan, task_id: str) -> NewTask:
+        """Serialize one call (its options already merged in `plan`) into a row.
+        The id comes first: a signed payload is bound to its id."""
+        payload = self.serializer.encode_call(with_options(call, plan.run_options), task_id=task_id)
+        if len(payload) > self.max_payload_bytes:
+            raise PayloadTooLargeError(
+                f"task {plan.name!r} serializes to {len(payload):,} bytes, over the "
+                f"limit of {self.max_payload_bytes:,}: store big data in a file or database "
+                "and pass its path or key, or raise TaskQueue(max_payload_bytes=...)"
+            )
+        return NewTask._make((task_id, plan.name, payload, *plan.shared_columns))
+
+    # -- results ---------------------------------------------------------------------------
+
+    @overload
+    async def get_result(
+        self, task_id: TaskId[R], timeout: float | None = None
+    ) -> Result[R] | None: ...
+    @overload
+    async def get_result(
+        self, task_id: str, timeout: float | None = None
+    ) -> Result[Any] | None: ...
+    async def get_result(self, task_id: str, timeout: float | None = None) -> Result[Any] | None:
+        """Wait up to `timeout` seconds (None: forever) for the task to finish.
+
+        Returns the Result once the task succeeded, failed or was cancelled; returns None
+        if it is still unfinished at the timeout, or if no task has this id.
+        """
+        check_task_id(task_id)
+        await self._ready()
+        [result] = await self._wait_for([task_id], timeout, True, lambda _: None)
+        return result
+
+    def deserialize_result(self, result: Result[Any]) -> Any:
+        """`result.value`, for the original sitq's code: see `Result.value_of`."""
+        return Result.value_of(result)
+
+    async def gather(
+        self,
+        task_ids: Sequence[str],
+        timeout: float | None = None,
+        *,
+        missing_ok: bool = False,
+        progress: bool | None = None,
+    ) -> list[Result[Any] | None]:
+        """Wait for many tasks; results come back in the order of `task_ids`.
+
+        A task unfinished at the timeout gives None in its place. An unknown id raises
+        TaskNotFoundError unless `missing_ok`. `progress=True` shows a tqdm bar (a widget in
+        JupyterLab, text in a terminal); the default shows it only on an interactive terminal.
+        """
+        await self._ready()
+        ids = list(task_ids)
+        from sitq.views.progress import ProgressBar
+
+        bar = ProgressBar(len(ids), progress)
+        results = await self._wait_for(ids, timeout, missing_ok, bar.update)
+        bar.close()
+        return results
+
+    async def _wait_for(
+        self,
+        ids: list[str],
+        timeout: float | None,
+        missing_ok: bool,
+        on_done: Callable[[int], None],
+    ) -> list[Result[Any] | None]:
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        done: dict[str, Result[Any]] = {}
+        pending = [i for i in dict.fromkeys(ids) if isinstance(i, str)]
+        missing = set(dict.fromkeys(ids)) - set(pending)
+        poll = FIRST_POLL
+        while pending:
+            ticket = self.backend.settle_signal.ticket()
+            found = await self.backend.get_tasks(pending)
+            missing |= {i for i in pending if i not in found}
+            finished = {i: info for i, info in found.items() if info.status in TERMINAL}
+            done.update({i: self._result(info) for i, info in finished.items()})
+            on_done(len(finished))
+            pending = [i for i in pending if i in found and i not in finished]
+            remaining = None if deadline is None else deadline - loop.time()
+            if not pending or (remaining is not None and remaining <= 0):
+                break
+            pause = poll if remaining is None else min(poll, remaining)
+            # in this process the settle signal rings; other processes show as a change
+            await first_of([ticket.wait(), self.backend.wait_for_change(pause)], pause)
+            poll = min(poll * 2, self.backend.poll_interval)
+        if missing and not missing_ok:
+            raise TaskNotFoundError(f"no task with id(s) {sorted(map(str, missing))}")
+        return [done.get(i) if isinstance(i, str) else None for i in ids]
+
+    def _result(self, info: TaskInfo) -> Result[Any]:
+        value = None
+        if info.status is TaskStatus.SUCCEEDED and info.result is not None:
+            value = self.serializer.decode_value(info.result, task_id=info.task_id)
+        return Result(
+            task_id=info.task_id,
+            status=info.status,
+            value=value,
+            error=info.error,
+            error_type=info.error_type,
+            traceback=info.traceback,
+            attempts=info.attempts,
+            enqueued_at=to_datetime(info.enqueued_at),
+            started_at=to_datetime(info.started_at),
+            finished_at=to_datetime(info.finished_at),
+            task_name=info.name,
+            max_attempts=info.max_attempts,
+        )
+
+    # -- inspecting ------------------------------------------------------------------------
+
+    async def get_task(self, task_id: str) -> TaskInfo:
+        """The task's full row (status, attempts, progress...); TaskNotFoundError if none."""
+        check_task_id(task_id)
+        await self._ready()
+        found = await self.backend.get_tasks([task_id])
+        if task_id not in found:
+            raise TaskNotFoundError(
+                f"no task with id {task_id!r} in {self.backend!r}; ids come from enqueue()"
+            )
+        return found[task_id]
+
+    async def status(self, task_id: str) -> TaskStatus:
+        """The task's current TaskStatus; TaskNotFoundError for an unknown id."""
+        return (await self.get_task(task_id)).status
+
+    async def counts(self) -> dict[TaskStatus, int]:
+        """How many tasks are in each state (every state listed, zeros included)."""
+        await self._ready()
+        return await self.backend.counts()
+
+    async def summary(self) -> QueueSummary:
+        """`counts()` as an object that shows as a table in Jupyter."""
+        return QueueSummary(await self.counts())
+
+    async def history(self, task_id: str | None = None) -> History:
+        """Attempt records, oldest first: of one task, or of every task (a list that
+        shows as a table in Jupyter). A purged task's history stays readable."""
+        if task_id is not None:
+            check_task_id(task_id)
+        await self._ready()
+        records = await self.backend.attempts(task_id)
+        if task_id is not None and not records:
+            await self.get_task(task_id)  # an unknown id is an error, not "no attempts yet"
+        return History(records)
+
+    # -- dead letters and control -----------------------------------------------------------
+
+    async def dead_letters(self) -> list[Result[Any]]:
+        """Tasks that failed for good, with their error, traceback and attempt count."""
+        await self._ready()
+        rows = await self.backend.list_tasks(state.DEAD_LETTERS)
+        return [self._result(info) for info in rows]
+
+    async def requeue(self, task_id: str) -> None:
+        """Give a failed (or cancelled) task a fresh run with a fresh retry budget.
+
+        Its attempt history is kept; new attempts continue the numbering.
+        """
+        await self.get_task(task_id)
+        old = await self.backend.requeue(task_id, self.clock.now())
+        if state.on_requeue(old) is None:
+            raise TaskStateError(
+                f"task {task_id} is {old}: only failed or cancelled tasks can be requeued"
+            )
+
+    async def purge_dead_letters(self) -> int:
+        """Delete every dead letter (their attempt history stays); return how many."""
+        await self._ready()
+        return await self.backend.purge(state.PURGEABLE)
+
+    async def prune(self, older_than: float, *, batch: int = 500) -> int:
+        """Delete succeeded and cancelled tasks that finished more than `older_than`
+        seconds ago, with their attempt records; return how many. Dead letters stay until
+        `purge_dead_letters()`. Workers do this by themselves (`Worker(retention=...)`)."""
+        if (
+            isinstance(older_than, bool)
+            or not isinstance(older_than, int | float)
+            or not (0 <= older_than < float("inf"))
+        ):
+            raise InvalidOptionError(f"older_than must be seconds >= 0, got {older_than!r}")
+        await self._ready()
+        total = 0
+        while pruned := await self.backend.prune(older_than, self.clock.now, batch):
+            total += pruned
+        return total
+
+    async def cancel(self, task_id: str) -> bool:
+        """Cancel a waiting task now, or ask a running one to stop.
+
+        Returns True if the task was waiting (now cancelled) or running (its worker
+        cancels it at its next heartbeat; an async task stops, a thread cannot). Returns
+        False if it had already finished.
+        """
+        await self.get_task(task_id)
+        old = await self.backend.cancel(task_id, self.clock.now())
+        return old is not None and old not in TERMINAL
+
+
+class OptionsView:
+    """`queue.with_options(...)`: the same enqueue methods, with options attached."""
+
+    def __init__(self, queue: TaskQueue, options: TaskOptions) -> None:
+        self._queue = queue
+        self.options = options
+
+    @overload
+    async def enqueue(
+        self, func: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> TaskId[R]: ...
+    @overload
+    async def enqueue(
+        self, func: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> TaskId[R]: ...
+    async def enqueue(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> TaskId[Any]:
+        [task_id] = await self._queue._enqueue_calls([TaskCall(func, args, kwargs)], self.options)
+        return TaskId(task_id)
+
+    async def enqueue_many(self, calls: Iterable[TaskCall | tuple[Any, ...]]) -> list[str]:
+        return await self._queue._enqueue_calls(as_calls(calls), self.options)

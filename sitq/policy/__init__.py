@@ -1,0 +1,1 @@
+"""Policy: pure decisions. Every transition (state), retry timing, error classes, breakers."""

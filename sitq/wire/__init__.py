@@ -1,0 +1,1 @@
+"""The wire: how calls and results become bytes (pickle, JSON) and are signed."""
