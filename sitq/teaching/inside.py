@@ -22,8 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sitq.engine.queue import TaskQueue
-from sitq.engine.worker import Worker
+from sitq import TaskQueue, Worker  # the public names: they stay wherever the code moves
 from sitq.policy import state
 from sitq.teaching.trace import Call, Route
 
