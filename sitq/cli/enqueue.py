@@ -2,7 +2,8 @@
 
 The function is named by import path, as a JSON row names it (`myapp.tasks:resize`), and
 checked the way a worker's `--import` allow-list checks a row: only the module named is
-imported (not a package around it, not a submodule), and the name must be a function
+imported (with the packages it sits in, as any import; never a submodule it does not
+name), and the name must be a function
 (`def` or `async def`) *defined* in that module, not a class, not a callable object, not
 something the module merely imported (`myapp.tasks:os.system` is refused). So the command
 runs no code but that module's import.

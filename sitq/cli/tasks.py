@@ -95,7 +95,10 @@ def task_lines(info: TaskInfo, history: list[Attempt]) -> list[str]:
         ("error", f"{info.error_type}: {info.error}" if info.error_type else info.error),
         ("traceback", info.traceback.rstrip("\n") if info.traceback else None),
     ]
-    lines = [_field(label, value) for label, value in fields if value is not None]
+    multi_line = {"error", "traceback"}  # other stored text stays on its one line
+    lines = [
+        _field(label, value, label in multi_line) for label, value in fields if value is not None
+    ]
     for attempt in history:
         error = f"  {attempt.error_type}: {attempt.error_message or ''}".rstrip(": ")
         took = attempt.finished_at - attempt.started_at
@@ -106,9 +109,10 @@ def task_lines(info: TaskInfo, history: list[Attempt]) -> list[str]:
     return lines
 
 
-def _field(label: str, value: str) -> str:
-    """`label     value`; further lines of the value indented to its column."""
-    text = shown(value, keep="\n").replace("\n", "\n" + " " * LABEL_WIDTH)
+def _field(label: str, value: str, multi_line: bool = False) -> str:
+    """`label     value`; with `multi_line`, further lines of the value are indented to
+    its column (else a newline is escaped, as every other control character is)."""
+    text = shown(value, keep="\n" if multi_line else "").replace("\n", "\n" + " " * LABEL_WIDTH)
     return f"{label:<{LABEL_WIDTH}}{text}"
 
 
