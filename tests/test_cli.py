@@ -867,3 +867,22 @@ def test_help_texts_show_examples(capsys: pytest.CaptureFixture[str]) -> None:
         out = capsys.readouterr().out
         assert exit_.value.code == 0 and "examples:" in out and example in out, command
         assert "(default: $SITQ_DATABASE_URL)" in " ".join(out.split())
+
+
+@pytest.mark.timeout(60)
+def test_ctrl_c_ends_status_watch_with_exit_0(db_path: Path) -> None:
+    """Ctrl-C is how `status --watch` is meant to end: exit 0, no "interrupted" message."""
+    prepare(db_path)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sitq", "status", str(db_path), "--watch", "30"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().startswith(f"{db_path} at ")  # the first frame
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert (process.returncode, err) == (0, "")
+    assert out.splitlines()[-1].split() == ["total", "2"]

@@ -120,7 +120,7 @@ def _frame_header(args: argparse.Namespace, now: float, first: bool) -> None:
     elif not first:
         print()
     moment = dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    print(f"{redacted(args.db)} at {moment} (every {args.watch:g}s; Ctrl-C to stop)")
+    print(f"{shown(redacted(args.db))} at {moment} (every {args.watch:g}s; Ctrl-C to stop)")
 
 
 async def show_dead(args: argparse.Namespace) -> int:
