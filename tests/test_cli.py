@@ -879,10 +879,10 @@ def test_ctrl_c_ends_status_watch_with_exit_0(db_path: Path) -> None:
     )  # fmt: skip
     try:
         assert process.stdout is not None
-        assert process.stdout.readline().startswith(f"{db_path} at ")  # the first frame
-        process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=30)
+        frame = [process.stdout.readline() for _ in range(len(TaskStatus) + 2)]
+        assert frame[0].startswith(f"{db_path} at ") and frame[-1].split() == ["total", "2"]
+        process.send_signal(signal.SIGINT)  # while it waits 30 s for the next frame
+        _, err = process.communicate(timeout=30)
     finally:
         process.kill()
     assert (process.returncode, err) == (0, "")
-    assert out.splitlines()[-1].split() == ["total", "2"]
