@@ -55,6 +55,16 @@ class BackendError(SitqError, RuntimeError):
     """The storage cannot be opened or written (missing folder, read-only file...)."""
 
 
+class QueueNotFoundError(BackendError, LookupError):
+    """No queue where the URL points, and none may be made there: a PostgreSQL schema
+    without sitq's tables opened with `create=False` (`schema` names it), or a database
+    the server does not have (`schema` is None: sitq never creates databases)."""
+
+    def __init__(self, message: str, *, schema: str | None = None) -> None:
+        super().__init__(message)
+        self.schema = schema
+
+
 class IncompleteBackendError(SitqError, TypeError):
     """An object given as a backend lacks operations of `sitq.backends.Backend`."""
 

@@ -63,6 +63,8 @@ class PostgresBackend(PostgresLink):
     the most connections operations use at once (a worker needs about four: claim,
     settle, heartbeat, progress), plus one that listens for notifications.
     reconnect_timeout: how long an operation keeps trying when the connection is lost.
+    create: make sitq's schema and tables if they are missing (the default); with False a
+    schema holding no queue raises QueueNotFoundError at connect.
     """
 
     # -- writing -------------------------------------------------------------------------
