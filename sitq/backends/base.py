@@ -53,6 +53,7 @@ class NewTask(NamedTuple):
     priority: int = 0
     max_attempts: int | None = None
     retry_policy: str | None = None
+    unique_key: str | None = None  # see `Backend.add_unique_tasks`
 
 
 @dataclass(frozen=True)
@@ -278,6 +279,22 @@ class Backend(Protocol):
 
     async def add_tasks(self, tasks: Sequence[NewTask]) -> None:
         """Insert all tasks atomically: all or nothing (one task: one statement)."""
+        ...
+
+    async def add_unique_tasks(self, tasks: Sequence[NewTask]) -> list[str]:
+        """Insert tasks, some with a `unique_key`, in one transaction; return, for each, the
+        id of the task that holds its key: its own when it was inserted, else that of the
+        unfinished task (`state.HOLDS_UNIQUE_KEY`) that holds the key already (inserted
+        earlier, by anyone, or earlier in this batch), in which case it is not inserted.
+        The database enforces it (a partial UNIQUE index), so racing enqueuers in several
+        processes get one task and the same id."""
+        ...
+
+    async def take_rate_slot(self, name: str, limit: int, period: float, now: Now) -> float | None:
+        """Record a start of task `name` if fewer than `limit` starts of it were recorded
+        in the `period` seconds before `now` (`sitq.policy.rate_limits`), and return None;
+        else record nothing and return the seconds until there is room. Atomic across
+        every worker on the database."""
         ...
 
     async def claim(

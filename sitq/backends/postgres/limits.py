@@ -1,0 +1,127 @@
+"""Where the database says no: unique keys and rate limits, on PostgreSQL.
+
+Each function takes a pooled connection and runs one transaction. Racing enqueuers of
+one key meet in the partial UNIQUE index `sitq_tasks_unique`: the second INSERT waits for
+the first's transaction, then does nothing, and reads the holder's id. Racing workers on
+one rate limit take turns on a transaction-scoped advisory lock per task name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import asyncpg
+
+from sitq.backends.base import NewTask
+from sitq.backends.postgres import rows as convert
+from sitq.backends.postgres.sql import HOLDS_KEY_SQL, lease_clock
+from sitq.errors import UniqueKeyTakenError
+from sitq.policy.rate_limits import RateLimit
+from sitq.policy.state import on_requeue
+from sitq.task import TaskStatus
+
+Connection = Any  # asyncpg.Connection: asyncpg has no type hints
+T = TypeVar("T")
+
+#: Insert the rows whose key nobody holds ($10: each row's key, NULL for none). DO NOTHING
+#: skips a row that would be a second holder of a key (or whose id is there already: a
+#: batch run again after its COMMIT's answer was lost). Returns the ids inserted.
+INSERT_UNIQUE = """
+INSERT INTO sitq_tasks (id, name, payload, status, priority, enqueued_at, due_at,
+                        max_attempts, retry_policy, unique_key)
+SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::bigint[],
+                     $6::float8[], $7::float8[], $8::int[], $9::text[], $10::text[])
+ON CONFLICT DO NOTHING
+RETURNING id
+"""
+
+#: For each row ($1 ids, $2 keys): the task that stands in its place, if any: itself, or
+#: the unfinished task that holds its key.
+HOLDERS = f"""
+SELECT n.place, COALESCE(own.id, holder.id)
+  FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS n(id, key, place)
+  LEFT JOIN sitq_tasks AS own ON own.id = n.id
+  LEFT JOIN sitq_tasks AS holder
+         ON holder.unique_key = n.key AND holder.status IN ({HOLDS_KEY_SQL})
+"""
+
+STATUS_AND_KEY_FOR_UPDATE = "SELECT status, unique_key FROM sitq_tasks WHERE id = $1 FOR UPDATE"
+KEY_HOLDER = f"""
+SELECT id FROM sitq_tasks WHERE unique_key = $1 AND id <> $2 AND status IN ({HOLDS_KEY_SQL})
+"""
+
+#: Rate limits: one turn at a time per task name ($1: the schema and the name).
+RATE_TURN = "SELECT pg_advisory_xact_lock(hashtext($1))"
+RATE_NOW = f"SELECT {lease_clock('$1')}"
+FORGET_STARTS = "DELETE FROM sitq_rate_starts WHERE name = $1 AND started_at <= $2"
+RECENT_STARTS = """
+SELECT started_at FROM sitq_rate_starts WHERE name = $1 AND started_at > $2
+ ORDER BY started_at DESC LIMIT $3
+"""
+RECORD_START = "INSERT INTO sitq_rate_starts (name, started_at) VALUES ($1, $2)"
+
+
+async def add_unique_tasks(conn: Connection, tasks: Sequence[NewTask]) -> tuple[list[str], bool]:
+    """Insert each task unless its key is held; return, for each, the id that holds its
+    place, and whether any was inserted. A row whose holder finished between the INSERT
+    and the look (its key free again) is inserted in the next round."""
+    found: dict[int, str] = {}
+    added = False
+    while len(found) < len(tasks):
+        rest = [i for i in range(len(tasks)) if i not in found]
+        rows = [(*convert.task_row(tasks[i]), tasks[i].unique_key) for i in rest]
+        columns = [list(column) for column in zip(*rows, strict=True)]
+        added |= bool(await conn.fetch(INSERT_UNIQUE, *columns))
+        ids, keys = columns[0], columns[-1]
+        for place, holder in await conn.fetch(HOLDERS, ids, keys):
+            if holder is not None:
+                found[rest[place - 1]] = holder  # WITH ORDINALITY counts from 1
+    return [found[i] for i in range(len(tasks))], added
+
+
+async def requeue_decision(
+    conn: Connection, task_id: str
+) -> tuple[TaskStatus | None, TaskStatus | None]:
+    """The task's status (locked) and `state.on_requeue`'s answer, asked with its key's
+    holder; UniqueKeyTakenError when only that holder stands in the way."""
+    row = await conn.fetchrow(STATUS_AND_KEY_FOR_UPDATE, task_id)
+    old, key = (None, None) if row is None else (convert.status(row[0]), row[1])
+    holder = await conn.fetchval(KEY_HOLDER, key, task_id) if key is not None else None
+    new = on_requeue(old, holder)
+    if new is None and holder is not None and on_requeue(old) is not None:
+        raise UniqueKeyTakenError.of(task_id, str(key), holder)
+    return old, new
+
+
+async def take_rate_slot(
+    conn: Connection, turn: str, name: str, limit: int, period: float, at: float | None
+) -> float | None:
+    """Record a start of `name` if its window has room (`RateLimit.wait`): None; else the
+    seconds until it has. `at`: the worker's virtual time, or None for the server's."""
+    async with conn.transaction():
+        await conn.execute(RATE_TURN, turn)
+        moment = await conn.fetchval(RATE_NOW, at)  # once the turn is ours
+        await conn.execute(FORGET_STARTS, name, moment - period)
+        rows = await conn.fetch(RECENT_STARTS, name, moment - period, limit)
+        wait = RateLimit(limit, period).wait([row[0] for row in rows], moment)
+        if wait is None:
+            await conn.execute(RECORD_START, name, moment)
+    return wait
+
+
+#: Errors after which a transaction of this module simply runs again: two batches that
+#: insert the same keys in opposite orders (a deadlock), or a requeue that met a task
+#: inserted with its key while it looked.
+RUN_AGAIN = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.UniqueViolationError)
+TRIES = 5
+
+
+async def again_on_conflict(operation: Callable[[Connection], Awaitable[T]], conn: Connection) -> T:
+    """`operation(conn)` (a whole transaction), run again after a RUN_AGAIN error."""
+    for _ in range(TRIES - 1):
+        try:
+            return await operation(conn)
+        except RUN_AGAIN:
+            continue
+    return await operation(conn)
