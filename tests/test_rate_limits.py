@@ -8,6 +8,7 @@ a rate-limited task never spends its retry budget on waiting.
 
 from __future__ import annotations
 
+import logging
 import random
 from collections import Counter
 from pathlib import Path
@@ -18,7 +19,7 @@ from limit_tasks import limited
 from worker_processes import workers
 
 from sitq import FakeClock, InvalidOptionError, RetryPolicy, TaskQueue, TaskStatus, Worker, task
-from sitq.policy.rate_limits import RateLimit, parse
+from sitq.policy.rate_limits import RateLimit, Slot, parse
 
 pytestmark = pytest.mark.every_backend  # the conformance suite: SQLite and PostgreSQL
 
@@ -30,6 +31,21 @@ async def fetch(n: int) -> int:
 
 async def call_api(n: int) -> int:
     return n
+
+
+FAILED_ONCE: set[int] = set()
+
+
+async def fail_once(n: int) -> int:
+    if n not in FAILED_ONCE:
+        FAILED_ONCE.add(n)
+        raise ValueError(f"{n} fails the first time")
+    return n
+
+
+@pytest.fixture(autouse=True)
+def _forget_failures() -> None:
+    FAILED_ONCE.clear()
 
 
 # -- the spec and the rule, without a database ----------------------------------------------
@@ -68,20 +84,38 @@ def test_a_start_waits_until_the_oldest_start_in_the_window_leaves_it() -> None:
     assert five_a_second.wait([-5.0, 0.1, 0.2, 0.3, 0.4], now=0.5) is None  # too old to count
 
 
+def test_a_task_that_must_wait_books_the_earliest_slot_that_keeps_the_rule() -> None:
+    two_a_second = RateLimit(2, 1.0)
+    assert two_a_second.slot(None, [], now=0.0) == Slot(wait=None, book=0.0)
+    assert two_a_second.slot(None, [0.0, 0.0], now=0.2) == Slot(wait=0.8, book=1.0)
+    # booked slots count like starts: the next one books after them
+    assert two_a_second.slot(None, [0.0, 0.0, 1.0, 1.0], now=0.2) == Slot(wait=1.8, book=2.0)
+
+
+def test_a_task_back_for_its_booked_slot_starts_on_it_and_never_twice() -> None:
+    limit = RateLimit(2, 1.0)
+    assert limit.slot(1.0, [0.0, 0.0, 1.0], now=1.0) == Slot(wait=None, spent_booking=True)
+    assert limit.slot(1.0, [0.0, 0.0, 1.0], now=0.9) == Slot(wait=pytest.approx(0.1))
+
+
 # -- workers ------------------------------------------------------------------------------------
 
 
 async def test_starts_under_5_per_second_make_a_timeline_of_fives(
-    queue: TaskQueue, worker: Worker, clock: FakeClock
+    queue: TaskQueue, worker: Worker, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Twelve tasks limited to 5/s, enqueued at once: five start at 0 s, five at 1 s, two
-    at 2 s; none spent an attempt waiting, and each history holds its one real attempt."""
+    at 2 s; none spent an attempt waiting, and each history holds its one real attempt.
+    The seven that waited were each sent back once, to a slot booked for it."""
+    caplog.set_level(logging.INFO, logger="sitq.worker")
     start = clock.now()
     ids = [await queue.enqueue(fetch, n) for n in range(12)]
     await worker.run_until_idle()
     history = await queue.history()
     timeline = Counter(round(a.started_at - start, 6) for a in history)
     assert timeline == {0.0: 5, 1.0: 5, 2.0: 2}
+    sent_back = [r.getMessage().split()[1] for r in caplog.records if "for its slot" in r.message]
+    assert len(sent_back) == len(set(sent_back)) == 7
     results = await queue.gather(ids, timeout=0)
     assert all(r is not None and r.is_success() and r.attempts == 1 for r in results)
     assert sorted(a.task_id for a in history) == sorted(ids)
@@ -90,17 +124,33 @@ async def test_starts_under_5_per_second_make_a_timeline_of_fives(
 async def test_a_rate_limited_wait_spends_no_retry_budget(
     queue: TaskQueue, worker: Worker, clock: FakeClock
 ) -> None:
-    """A task with one attempt in its budget, kept waiting twice by the limit, still runs."""
+    """Tasks with one attempt in their budget, kept waiting by the limit, still run."""
     once = RetryPolicy.fixed(0, max_attempts=1)
     ids = [await queue.with_options(retry=once, rate_limit="1/s").enqueue(call_api, n)
            for n in range(3)]  # fmt: skip
     assert await worker.run_once() == 3  # one started, two sent back to wait
     waiting = [await queue.get_task(i) for i in ids[1:]]
     assert {(t.status, t.attempts) for t in waiting} == {(TaskStatus.SCHEDULED, 0)}
-    assert sorted(t.due_at - clock.now() for t in waiting) == [1.0, 1.0]
+    assert sorted(t.due_at - clock.now() for t in waiting) == [1.0, 2.0]  # a slot each
     await worker.run_until_idle()
     results = await queue.gather(ids, timeout=0)
     assert [(r.status, r.attempts) for r in results if r] == [(TaskStatus.SUCCEEDED, 1)] * 3
+
+
+async def test_a_retry_asks_for_a_new_slot_and_never_reuses_the_one_it_started_on(
+    queue: TaskQueue, worker: Worker, clock: FakeClock
+) -> None:
+    """Under 1/s, two tasks that each fail once and retry at once: four starts, one a
+    second, whichever slot (fresh or booked) each attempt started on."""
+    retry = RetryPolicy.fixed(0, max_attempts=2)
+    start = clock.now()
+    ids = [await queue.with_options(retry=retry, rate_limit="1/s").enqueue(fail_once, n)
+           for n in range(2)]  # fmt: skip
+    await worker.run_until_idle()
+    history = await queue.history()
+    assert sorted(round(a.started_at - start, 6) for a in history) == [0.0, 1.0, 2.0, 3.0]
+    results = await queue.gather(ids, timeout=0)
+    assert [(r.status, r.attempts) for r in results if r] == [(TaskStatus.SUCCEEDED, 2)] * 2
 
 
 async def test_two_workers_share_one_limit(database: Database) -> None:
@@ -128,7 +178,7 @@ async def test_two_workers_share_one_limit(database: Database) -> None:
     starts = sorted(a.started_at for a in history)
     assert len(starts) == 23
     spans = [later - earlier for earlier, later in zip(starts, starts[5:], strict=False)]
-    assert min(spans) >= 1.0 - 1e-9, spans
+    assert min(spans) >= 1.0 - 1e-6, spans  # a FakeClock at epoch seconds: float rounding
     assert {a.worker_id for a in history} == {"w1", "w2"}
     assert all(r is not None and r.attempts == 1 for r in results)
 

@@ -290,11 +290,13 @@ class Backend(Protocol):
         processes get one task and the same id."""
         ...
 
-    async def take_rate_slot(self, name: str, limit: int, period: float, now: Now) -> float | None:
-        """Record a start of task `name` if fewer than `limit` starts of it were recorded
-        in the `period` seconds before `now` (`sitq.policy.rate_limits`), and return None;
-        else record nothing and return the seconds until there is room. Atomic across
-        every worker on the database."""
+    async def take_rate_slot(
+        self, name: str, limit: int, period: float, now: Now, task_id: str
+    ) -> float | None:
+        """Give task `task_id` of name `name` a slot to start in under "`limit` starts per
+        `period` seconds" (`sitq.policy.rate_limits`): None, it starts now (the slot is
+        recorded); else the seconds until the slot booked for it. Asked again when it comes
+        back, it starts on that slot. Atomic across every worker on the database."""
         ...
 
     async def claim(

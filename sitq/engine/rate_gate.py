@@ -2,11 +2,11 @@
 
 A task whose name has a rate limit (`@sitq.task(rate_limit="10/s")`, or
 `Worker(rate_limits={"call_api": "10/s"})` for tasks that set none) asks the database for
-a start (`Backend.take_rate_slot`): the count is shared by every worker on the database.
-If the window is full, the task is not run: it goes back to wait until the window has
-room (`state.rate_limited`), its attempt given back, as a task behind an open circuit
-breaker does. The gate comes before the breaker, so a refused start never spends one of
-the breaker's probes.
+a slot to start in (`Backend.take_rate_slot`): the slots are shared by every worker on
+the database. If the window is full, the task is not run: it goes back to wait for the slot
+booked for it (`state.rate_limited`), its attempt given back, as a task behind an open
+circuit breaker does, and starts on it when it comes back. The gate comes before the
+breaker, so a refused start never spends one of the breaker's probes.
 """
 
 from __future__ import annotations
@@ -41,15 +41,15 @@ class RateGate:
         return self.limits.get(name)
 
     async def admits(self, claimed: ClaimedTask, options: TaskOptions) -> bool:
-        """True if the task may start now (its start is counted). False if it was sent
-        back to wait, no attempt used: for its window to have room, or, if the database
-        could not be asked, to be claimed again at once."""
+        """True if the task may start now (its slot is counted). False if it was sent back
+        to wait, no attempt used: for its booked slot, or, if the database could not be
+        asked, to be claimed again at once."""
         limit = self.limit_of(claimed.name, options)
         if limit is None:
             return True
         try:
             wait = await self.backend.take_rate_slot(
-                claimed.name, limit.count, limit.period, self.clock.now
+                claimed.name, limit.count, limit.period, self.clock.now, claimed.task_id
             )
         except Exception as exc:  # a storage error is never the task's: hand it back
             logger.warning("task %s: its rate limit could not be checked (%s); handed back",
@@ -62,7 +62,7 @@ class RateGate:
         now = self.clock.now()
         decision = state.rate_limited(now + wait, now)
         await self._store(claimed, decision, now)
-        logger.info("task %s (%s) waits %.3gs: rate limit %s reached",
+        logger.info("task %s (%s) waits %.3gs for its slot: rate limit %s reached",
                     claimed.task_id, claimed.name, wait, limit)  # fmt: skip
         return False
 

@@ -1,16 +1,21 @@
 """Rate limits: at most N starts of a task name per period, across every worker.
 
-A limit is written as text, `"10/s"`: ten starts a second. The rule is a sliding window:
-a start at time t is admitted when fewer than N starts of that name were admitted in the
-period before it, (t - period, t]. So under "5/s" no second-long stretch ever holds more
-than five starts, wherever it begins (a window fixed to the clock's seconds would let ten
+A limit is written as text, `"10/s"`: ten starts a second. The rule is a sliding window
+over *slots*, the moments starts are counted at: no stretch of one period, wherever it
+begins, holds more than N slots (a window fixed to the clock's seconds would let ten
 through around each boundary).
 
-The count lives in the database (`Backend.take_rate_slot`), so workers on many machines
-share it; this module only reads the spec and makes the decision from the starts the
-database holds. A task whose start is refused waits, its attempt given back
-(`sitq.policy.state.rate_limited`), until the window has room: when the oldest of the N
-starts in the window leaves it.
+A task that asks to start gets the earliest slot that keeps the rule (`RateLimit.slot`):
+now, if the window has room; else a slot booked in the future, which it waits for, its
+attempt given back (`sitq.policy.state.rate_limited`). When it comes back it starts on
+its booked slot without asking again. So a backlog of a thousand tasks under "10/s" is
+sent back once each, to a slot of its own 0.1 s apart in effect, instead of all of them
+being claimed and sent back again every time the window opens. (A task late for its slot,
+on a busy worker, starts a little after it: slots keep the rule exactly, starts as
+closely as workers keep time. A booked slot whose task was cancelled stays unused.)
+
+The slots live in the database (`Backend.take_rate_slot`), so workers on many machines
+share them; this module reads the spec and decides from the slots the database holds.
 """
 
 from __future__ import annotations
@@ -38,13 +43,38 @@ class RateLimit:
     def __str__(self) -> str:
         return f"{self.count}/{self.period:g}s"
 
-    def wait(self, starts: Sequence[float], now: float) -> float | None:
-        """None if a start at `now` is admitted, given the admitted `starts` (any order;
-        older ones are ignored); else the seconds until the window has room."""
-        recent = sorted(t for t in starts if t > now - self.period)
+    def wait(self, slots: Sequence[float], now: float) -> float | None:
+        """None if a start at `now` keeps the rule, given the `slots` taken already (past
+        and booked, any order; those a period old or more are ignored); else the seconds
+        until the earliest slot that keeps it: a period after the N-th latest slot. (No
+        stretch of one period that holds that slot can hold more than N-1 others.)"""
+        recent = sorted(t for t in slots if t > now - self.period)
         if len(recent) < self.count:
             return None
         return recent[-self.count] + self.period - now
+
+    def slot(self, booked: float | None, slots: Sequence[float], now: float) -> Slot:
+        """What a task asking to start at `now` gets: its own booked slot if it has one
+        (due: it starts on it; not yet: it waits on), else the earliest slot free
+        (`wait`), which the database records: as a start, or as the task's booking."""
+        if booked is not None:
+            if booked <= now:
+                return Slot(wait=None, spent_booking=True)
+            return Slot(wait=booked - now)
+        wait = self.wait(slots, now)
+        return Slot(wait=wait, book=now if wait is None else now + wait)
+
+
+@dataclass(frozen=True)
+class Slot:
+    """`RateLimit.slot`'s answer. `wait`: None, start now; else seconds to wait. `book`:
+    a slot time to record (a start now when `wait` is None, else the task's booking).
+    `spent_booking`: the task starts on its booking, which counts as a plain start from
+    now on (its retry, later, asks afresh)."""
+
+    wait: float | None
+    book: float | None = None
+    spent_booking: bool = False
 
 
 def parse(spec: object, what: str = "rate_limit") -> RateLimit:

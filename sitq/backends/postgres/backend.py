@@ -49,6 +49,7 @@ from sitq.backends.postgres import limits, sql
 from sitq.backends.postgres import rows as convert
 from sitq.backends.postgres.link import Connection, PostgresLink
 from sitq.clock import wall_clock_of
+from sitq.policy.rate_limits import RateLimit
 from sitq.policy.state import CancelAction, on_cancel, on_requeue
 from sitq.task import WAITING, Attempt, TaskInfo, TaskStatus
 
@@ -100,11 +101,14 @@ class PostgresBackend(PostgresLink):
         self.work_signal.ring()
         return ids
 
-    async def take_rate_slot(self, name: str, limit: int, period: float, now: Now) -> float | None:
+    async def take_rate_slot(
+        self, name: str, limit: int, period: float, now: Now, task_id: str
+    ) -> float | None:
         turn = f"sitq rate limit: {self.schema}.{name}"
         at = _lease_clock(now, read_now(now))
+        rule = RateLimit(limit, period)
         return await self._run(
-            lambda conn: limits.take_rate_slot(conn, turn, name, limit, period, at)
+            lambda conn: limits.take_rate_slot(conn, turn, name, rule, at, task_id)
         )
 
     async def claim(

@@ -3,7 +3,7 @@
 Each function takes a pooled connection and runs one transaction. Racing enqueuers of
 one key meet in the partial UNIQUE index `sitq_tasks_unique`: the second INSERT waits for
 the first's transaction, then does nothing, and reads the holder's id. Racing workers on
-one rate limit take turns on a transaction-scoped advisory lock per task name.
+one rate limit's slots take turns on a transaction-scoped advisory lock per task name.
 """
 
 from __future__ import annotations
@@ -54,12 +54,14 @@ SELECT id FROM sitq_tasks WHERE unique_key = $1 AND id <> $2 AND status IN ({HOL
 #: Rate limits: one turn at a time per task name ($1: the schema and the name).
 RATE_TURN = "SELECT pg_advisory_xact_lock(hashtext($1))"
 RATE_NOW = f"SELECT {lease_clock('$1')}"
-FORGET_STARTS = "DELETE FROM sitq_rate_starts WHERE name = $1 AND started_at <= $2"
-RECENT_STARTS = """
+FORGET_SLOTS = "DELETE FROM sitq_rate_starts WHERE name = $1 AND started_at <= $2"
+BOOKED_SLOT = "SELECT started_at FROM sitq_rate_starts WHERE task_id = $1 AND name = $2"
+LATEST_SLOTS = """
 SELECT started_at FROM sitq_rate_starts WHERE name = $1 AND started_at > $2
  ORDER BY started_at DESC LIMIT $3
 """
-RECORD_START = "INSERT INTO sitq_rate_starts (name, started_at) VALUES ($1, $2)"
+RECORD_SLOT = "INSERT INTO sitq_rate_starts (name, started_at, task_id) VALUES ($1, $2, $3)"
+SPEND_BOOKING = "UPDATE sitq_rate_starts SET task_id = NULL WHERE task_id = $1 AND name = $2"
 
 
 async def add_unique_tasks(conn: Connection, tasks: Sequence[NewTask]) -> tuple[list[str], bool]:
@@ -95,19 +97,24 @@ async def requeue_decision(
 
 
 async def take_rate_slot(
-    conn: Connection, turn: str, name: str, limit: int, period: float, at: float | None
+    conn: Connection, turn: str, name: str, limit: RateLimit, at: float | None, task_id: str
 ) -> float | None:
-    """Record a start of `name` if its window has room (`RateLimit.wait`): None; else the
-    seconds until it has. `at`: the worker's virtual time, or None for the server's."""
+    """Give task `task_id` of `name` its slot (`RateLimit.slot`): None, start now; else the
+    seconds until its booked slot. `at`: the worker's virtual time, None for the server's."""
     async with conn.transaction():
         await conn.execute(RATE_TURN, turn)
         moment = await conn.fetchval(RATE_NOW, at)  # once the turn is ours
-        await conn.execute(FORGET_STARTS, name, moment - period)
-        rows = await conn.fetch(RECENT_STARTS, name, moment - period, limit)
-        wait = RateLimit(limit, period).wait([row[0] for row in rows], moment)
-        if wait is None:
-            await conn.execute(RECORD_START, name, moment)
-    return wait
+        since = moment - limit.period
+        await conn.execute(FORGET_SLOTS, name, since)
+        booked = await conn.fetchval(BOOKED_SLOT, task_id, name)
+        rows = await conn.fetch(LATEST_SLOTS, name, since, limit.count)
+        chosen = limit.slot(booked, [row[0] for row in rows], moment)
+        if chosen.spent_booking:
+            await conn.execute(SPEND_BOOKING, task_id, name)
+        if chosen.book is not None:
+            booking = None if chosen.wait is None else task_id
+            await conn.execute(RECORD_SLOT, name, chosen.book, booking)
+    return chosen.wait
 
 
 #: Errors after which a transaction of this module simply runs again: two batches that

@@ -103,12 +103,16 @@ CREATE INDEX IF NOT EXISTS sitq_tasks_status ON sitq_tasks (status);
 -- One unfinished task per unique key (`state.HOLDS_UNIQUE_KEY`), enforced here.
 CREATE UNIQUE INDEX IF NOT EXISTS sitq_tasks_unique
     ON sitq_tasks (unique_key) WHERE status IN ({HOLDS_KEY_SQL});
--- The starts a rate limit counts (`sitq.policy.rate_limits`): recent ones, by task name.
+-- The starts a rate limit counts (`sitq.policy.rate_limits`), by task name: recent ones,
+-- and the slots booked for tasks sent back to wait (task_id: the task a booked slot is
+-- for, NULL once a task started on it or for a start that needed no booking).
 CREATE TABLE IF NOT EXISTS sitq_rate_starts (
     name       TEXT NOT NULL,
-    started_at DOUBLE PRECISION NOT NULL
+    started_at DOUBLE PRECISION NOT NULL,
+    task_id    TEXT
 );
 CREATE INDEX IF NOT EXISTS sitq_rate_starts_name ON sitq_rate_starts (name, started_at);
+CREATE INDEX IF NOT EXISTS sitq_rate_starts_task ON sitq_rate_starts (task_id);
 CREATE TABLE IF NOT EXISTS sitq_attempts (
     seq           BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     task_id       TEXT NOT NULL,

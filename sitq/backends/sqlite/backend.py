@@ -217,8 +217,10 @@ class SQLiteBackend(Connectable):
         self.work_signal.ring()
         return ids
 
-    async def take_rate_slot(self, name: str, limit: int, period: float, now: Now) -> float | None:
-        return await self._write(limits.take_rate_slot, name, limit, period, now)
+    async def take_rate_slot(
+        self, name: str, limit: int, period: float, now: Now, task_id: str
+    ) -> float | None:
+        return await self._write(limits.take_rate_slot, name, limit, period, now, task_id)
 
     async def claim(
         self,

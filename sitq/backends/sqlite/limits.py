@@ -2,7 +2,7 @@
 
 Each function runs whole in the connection's thread, in one transaction that holds the
 write lock (`ops.in_transaction`), like the backend's other operations. Two processes
-racing to enqueue one key, or two workers racing for a rate limit's last start, take
+racing to enqueue one key, or two workers racing for a rate limit's last slot, take
 turns on that lock, and the second sees what the first committed.
 """
 
@@ -23,14 +23,18 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT DO NOTHING
 """
 
-#: Starts of a name that left every window: no rate limit counts them any more.
-FORGET_STARTS = "DELETE FROM sitq_rate_starts WHERE name = ? AND started_at <= ?"
-#: The newest starts of a name since a moment (at most as many as the limit counts).
-RECENT_STARTS = """
+#: Slots of a name that left every window: no rate limit counts them any more.
+FORGET_SLOTS = "DELETE FROM sitq_rate_starts WHERE name = ? AND started_at <= ?"
+#: The slot booked for a task, if any.
+BOOKED_SLOT = "SELECT started_at FROM sitq_rate_starts WHERE task_id = ? AND name = ?"
+#: The latest slots of a name, past and booked (at most as many as the limit counts).
+LATEST_SLOTS = """
 SELECT started_at FROM sitq_rate_starts WHERE name = ? AND started_at > ?
  ORDER BY started_at DESC LIMIT ?
 """
-RECORD_START = "INSERT INTO sitq_rate_starts (name, started_at) VALUES (?, ?)"
+RECORD_SLOT = "INSERT INTO sitq_rate_starts (name, started_at, task_id) VALUES (?, ?, ?)"
+#: A task starts on its booked slot: from now on the slot is a plain start.
+SPEND_BOOKING = "UPDATE sitq_rate_starts SET task_id = NULL WHERE task_id = ? AND name = ?"
 
 
 def add_unique_tasks(conn: sqlite3.Connection, rows: list[NewTask]) -> list[str]:
@@ -52,19 +56,24 @@ def add_unique_tasks(conn: sqlite3.Connection, rows: list[NewTask]) -> list[str]
 
 
 def take_rate_slot(
-    conn: sqlite3.Connection, name: str, limit: int, period: float, now: Now
+    conn: sqlite3.Connection, name: str, limit: int, period: float, now: Now, task_id: str
 ) -> float | None:
-    """Record a start of `name` if its window has room (`RateLimit.wait`): None; else the
-    seconds until it has, and nothing recorded."""
+    """Give task `task_id` of `name` its slot (`RateLimit.slot`): None, start now; else the
+    seconds until its booked slot."""
 
     def work() -> float | None:
-        moment = read_now(now)  # after BEGIN IMMEDIATE: no other start can slip in
+        moment = read_now(now)  # after BEGIN IMMEDIATE: no other worker books meanwhile
         since = moment - period
-        conn.execute(FORGET_STARTS, (name, since))
-        starts = [row[0] for row in conn.execute(RECENT_STARTS, (name, since, limit))]
-        wait = RateLimit(limit, period).wait(starts, moment)
-        if wait is None:
-            conn.execute(RECORD_START, (name, moment))
-        return wait
+        conn.execute(FORGET_SLOTS, (name, since))
+        booked = conn.execute(BOOKED_SLOT, (task_id, name)).fetchone()
+        slots = [row[0] for row in conn.execute(LATEST_SLOTS, (name, since, limit))]
+        chosen = RateLimit(limit, period).slot(None if booked is None else booked[0], slots,
+                                               moment)  # fmt: skip
+        if chosen.spent_booking:
+            conn.execute(SPEND_BOOKING, (task_id, name))
+        if chosen.book is not None:
+            booking = None if chosen.wait is None else task_id
+            conn.execute(RECORD_SLOT, (name, chosen.book, booking))
+        return chosen.wait
 
     return ops.in_transaction(conn, work)

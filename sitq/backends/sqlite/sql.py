@@ -89,12 +89,16 @@ CREATE INDEX IF NOT EXISTS sitq_tasks_status ON sitq_tasks (status);
 -- a second, whichever process inserts it. A finished task leaves the index: its key is free.
 CREATE UNIQUE INDEX IF NOT EXISTS sitq_tasks_unique
     ON sitq_tasks (unique_key) WHERE unique_key IS NOT NULL AND {HOLDS_KEY};
--- The starts a rate limit counts (`sitq.policy.rate_limits`): recent ones, by task name.
+-- The starts a rate limit counts (`sitq.policy.rate_limits`), by task name: recent ones,
+-- and the slots booked for tasks sent back to wait (task_id: the task a booked slot is
+-- for, NULL once a task started on it or for a start that needed no booking).
 CREATE TABLE IF NOT EXISTS sitq_rate_starts (
     name       TEXT NOT NULL,
-    started_at REAL NOT NULL
+    started_at REAL NOT NULL,
+    task_id    TEXT
 );
 CREATE INDEX IF NOT EXISTS sitq_rate_starts_name ON sitq_rate_starts (name, started_at);
+CREATE INDEX IF NOT EXISTS sitq_rate_starts_task ON sitq_rate_starts (task_id);
 CREATE TABLE IF NOT EXISTS sitq_attempts (
     seq           INTEGER PRIMARY KEY,
     task_id       TEXT NOT NULL,
