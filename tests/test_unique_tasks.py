@@ -203,3 +203,46 @@ async def test_two_enqueuer_processes_racing_on_each_key_make_one_task_and_get_o
     async with TaskQueue(database.url) as queue:
         counts = await queue.counts()
     assert counts[TaskStatus.QUEUED] == sum(counts.values()) == len(keys)
+
+
+# -- a store made by the sitq before unique keys is upgraded in place ------------------------
+
+
+async def test_a_store_from_before_unique_keys_gains_them_when_it_is_opened(
+    database: Database,
+) -> None:
+    """Take a fresh store back to the schema before this change (no unique_key column, no
+    index, no rate table, the older version number), with a task in it: opening it again
+    upgrades it, the old task is kept, and unique keys and rate slots work."""
+    async with TaskQueue(database.url) as queue:
+        old_task = await queue.enqueue(invoice, 1)
+    await _downgrade(database)
+    async with TaskQueue(database.url) as queue:
+        assert await queue.status(old_task) is TaskStatus.QUEUED
+        first = await queue.with_options(unique_key="k").enqueue(invoice, 2)
+        assert await queue.with_options(unique_key="k").enqueue(invoice, 3) == first
+        assert await queue.backend.take_rate_slot("f", 1, 1.0, 0.0, first) is None
+
+
+async def _downgrade(database: Database) -> None:
+    if database.kind == "sqlite":
+        import sqlite3
+
+        conn = sqlite3.connect(database.url, isolation_level=None)
+        conn.execute("DROP INDEX sitq_tasks_unique")
+        conn.execute("DROP TABLE sitq_rate_starts")
+        conn.execute("ALTER TABLE sitq_tasks DROP COLUMN unique_key")
+        conn.execute("UPDATE sitq_meta SET value = '3' WHERE key = 'schema_version'")
+        conn.close()
+        return
+    import asyncpg
+    from backends import POSTGRES_URL
+
+    conn = await asyncpg.connect(POSTGRES_URL)
+    try:
+        schema = f'"{database.schema}"'
+        await conn.execute(f"DROP TABLE {schema}.sitq_rate_starts")
+        await conn.execute(f"ALTER TABLE {schema}.sitq_tasks DROP COLUMN unique_key")
+        await conn.execute(f"UPDATE {schema}.sitq_meta SET value = '1'")
+    finally:
+        await conn.close()
