@@ -18,6 +18,7 @@ from backends import Database
 from limit_tasks import enqueue_racing, invoice
 
 from sitq import (
+    Attempt,
     FakeClock,
     InvalidOptionError,
     RetryPolicy,
@@ -29,7 +30,9 @@ from sitq import (
     call,
     task,
 )
+from sitq.backends.base import Settlement
 from sitq.options import MAX_UNIQUE_KEY
+from sitq.policy import state
 
 pytestmark = pytest.mark.every_backend  # the conformance suite: SQLite and PostgreSQL
 
@@ -203,6 +206,39 @@ async def test_two_enqueuer_processes_racing_on_each_key_make_one_task_and_get_o
     async with TaskQueue(database.url) as queue:
         counts = await queue.counts()
     assert counts[TaskStatus.QUEUED] == sum(counts.values()) == len(keys)
+
+
+async def test_a_late_outcome_never_makes_a_second_holder_of_a_key(
+    queue: TaskQueue, clock: FakeClock
+) -> None:
+    """A task whose stalled worker was declared lost (a WorkerLost dead letter: its key is
+    free, and another task takes it) may still send its outcome late. One that would make
+    it wait again ("retrying") is refused, so the key keeps one holder, and the outcomes
+    sent with it are stored all the same; a final one ("succeeded") replaces the dead letter
+    as usual (`state.LATE_OUTCOME_REPLACES`)."""
+    backend = queue.backend
+    budget = state.budget_of(None)
+    lost = await queue.with_options(unique_key="k").enqueue(invoice, 1)
+    [held] = await backend.claim("stalled", 1, clock.now(), 4.0, default_budget=budget)
+    clock.advance(5)
+    [ended] = await backend.claim("other", 1, clock.now(), 4.0, default_budget=budget)
+    assert ended.decided is TaskStatus.FAILED
+    holder = await queue.with_options(unique_key="k").enqueue(invoice, 2)
+    [running] = await backend.claim("w", 1, clock.now(), 4.0, default_budget=budget)
+    assert (held.task_id, running.task_id) == (lost, holder)
+
+    def late(status: TaskStatus, outcome: str) -> Settlement:
+        record = Attempt(lost, "invoice", 1, "stalled", held.scheduled_for, held.claimed_at,
+                         clock.now(), outcome)  # fmt: skip
+        due = clock.now() + 1 if status is TaskStatus.RETRYING else None
+        return Settlement(lost, held.token, status, clock.now(), due_at=due, attempt=record)
+
+    done = Settlement(holder, running.token, TaskStatus.SUCCEEDED, clock.now())
+    assert await backend.settle([late(TaskStatus.RETRYING, "retrying"), done]) == [False, True]
+    assert await queue.status(lost) is TaskStatus.FAILED
+    assert await queue.status(holder) is TaskStatus.SUCCEEDED
+    assert await backend.settle([late(TaskStatus.SUCCEEDED, "succeeded")]) == [True]
+    assert await queue.status(lost) is TaskStatus.SUCCEEDED
 
 
 # -- a store made by the sitq before unique keys is upgraded in place ------------------------

@@ -19,7 +19,7 @@ The transition table (what happens, from which state, to which state, and who de
 | running, claimed ahead and never started, lease expired | another worker takes it over | running under the new lease as a plain claim: no attempt spent, nothing recorded | the claim (below) |
 | running, claimed ahead and not started | it waited in hand too long, or its lease ran low while it waited | queued, in its place in line (due time kept); attempt refunded | `return_unstarted` |
 | running, lease expired, budget spent | another worker's claim finds it  | lost attempt recorded; failed (WorkerLost), or cancelled if a cancel was asked: in the claim's own transaction, no attempt added | `LOST_WHEN_SPENT` |
-| failed (WorkerLost)           | the lost attempt's body did complete: its outcome arrives late | that outcome (succeeded, retrying, failed), in place of the lost attempt's record | `LATE_OUTCOME_REPLACES` |
+| failed (WorkerLost)           | the lost attempt's body did complete: its outcome arrives late | that outcome (succeeded, retrying, failed), in place of the lost attempt's record; not one that waits again while another task holds its unique key (`HOLDS_UNIQUE_KEY`) | `LATE_OUTCOME_REPLACES` |
 | running                       | its circuit breaker is open            | scheduled at the breaker's probe time; attempt refunded | `deferral` |
 | running                       | the worker stops (grace over), or it was claimed ahead and never started | queued now; attempt refunded | `hand_back` |
 | running                       | its task name's rate limit is reached  | scheduled when the window has room; attempt refunded | `rate_limited` |

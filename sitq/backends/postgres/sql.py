@@ -46,8 +46,7 @@ def lease_clock(param: str) -> str:
 
 
 #: The version of this schema; stored in sitq_meta, a newer one is refused.
-SCHEMA_VERSION = 2  # 2: unique keys (unique_key, sitq_tasks_unique), rate limits
-# (sitq_rate_starts): branch `unique`
+SCHEMA_VERSION = 2  # 2: unique keys and rate limits (branch `unique`)
 
 #: Taken (for the transaction) while creating or upgrading the schema, so that workers
 #: starting at the same moment never race on CREATE: the key is `hashtext` of this + schema.
@@ -103,13 +102,11 @@ CREATE INDEX IF NOT EXISTS sitq_tasks_status ON sitq_tasks (status);
 -- One unfinished task per unique key (`state.HOLDS_UNIQUE_KEY`), enforced here.
 CREATE UNIQUE INDEX IF NOT EXISTS sitq_tasks_unique
     ON sitq_tasks (unique_key) WHERE status IN ({HOLDS_KEY_SQL});
--- The starts a rate limit counts (`sitq.policy.rate_limits`), by task name: recent ones,
--- and the slots booked for tasks sent back to wait (task_id: the task a booked slot is
--- for, NULL once a task started on it or for a start that needed no booking).
+-- Rate limits' slots by task name, recent and booked (`sitq.policy.rate_limits`).
 CREATE TABLE IF NOT EXISTS sitq_rate_starts (
     name       TEXT NOT NULL,
     started_at DOUBLE PRECISION NOT NULL,
-    task_id    TEXT
+    task_id    TEXT                      -- a booked slot's task (NULL once started)
 );
 CREATE INDEX IF NOT EXISTS sitq_rate_starts_name ON sitq_rate_starts (name, started_at);
 CREATE INDEX IF NOT EXISTS sitq_rate_starts_task ON sitq_rate_starts (task_id);
@@ -286,7 +283,8 @@ SELECT * FROM (SELECT 0 AS taken_first, *, NULL::text AS decided FROM taken
 # fencing check is in the UPDATE's WHERE: a stale token changes nothing, and only the
 # settlements it accepted get their record appended. Returns the accepted positions.
 # `late`: a completed attempt's outcome ($16: its worker) replaces the WorkerLost dead
-# letter a takeover made of it, and its record the lost one (`state.LATE_OUTCOME_REPLACES`).
+# letter a takeover made of it, and its record the lost one (`state.LATE_OUTCOME_REPLACES`),
+# unless that would make it a second holder of its unique key.
 SETTLE = f"""
 WITH s AS (
     SELECT * FROM unnest(
@@ -304,6 +302,9 @@ WITH s AS (
      WHERE t.status = '{LATE_OUTCOME_REPLACES[0].value}'
        AND t.error_type = '{LATE_OUTCOME_REPLACES[1]}'
        AND t.lost_worker_id = s.a_worker_id AND t.lease_token - s.token IN (0, 1)
+       AND NOT (s.status IN ({HOLDS_KEY_SQL}) AND EXISTS (  -- its key taken meanwhile
+           SELECT 1 FROM sitq_tasks AS h WHERE h.unique_key = t.unique_key AND h.id <> t.id
+              AND h.status IN ({HOLDS_KEY_SQL})))
 ), settled AS (
     UPDATE sitq_tasks AS t SET
         status = s.status,

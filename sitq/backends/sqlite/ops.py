@@ -21,7 +21,7 @@ from sitq.backends.sqlite import sql
 from sitq.backends.sqlite.lock import with_the_lock
 from sitq.clock import wall_clock_of
 from sitq.errors import UniqueKeyTakenError
-from sitq.policy.state import CancelAction, on_cancel, on_requeue
+from sitq.policy.state import HOLDS_UNIQUE_KEY, CancelAction, on_cancel, on_requeue
 from sitq.task import Attempt, TaskInfo, TaskStatus
 
 T = TypeVar("T")
@@ -347,6 +347,7 @@ def settle_params(s: Settlement) -> dict[str, Any]:
         "keep_last_delay": int(s.keeps_last_delay),
         "next_delay": s.next_delay,
         "worker_id": None if s.attempt is None else s.attempt.worker_id,
+        "holds_key": int(s.status in HOLDS_UNIQUE_KEY),
     }
 
 

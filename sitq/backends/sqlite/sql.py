@@ -276,10 +276,15 @@ WHERE id = :task_id AND lease_token = :token AND status = 'running'
 # it replaces the WorkerLost dead letter if this worker held that attempt, with its token
 # or the one the takeover took (+1). :worker_id is NULL for a settlement that brings no
 # attempt record (a hand-back, a deferral): only a completed body's outcome qualifies.
+# Not if it would make the task hold its unique key (:holds_key) while another task holds
+# it: it stays the dead letter it is, as a requeue would.
 SETTLE_LATE = f"""{SETTLE_SET}
 WHERE id = :task_id AND status = '{LATE_OUTCOME_REPLACES[0].value}'
   AND error_type = '{LATE_OUTCOME_REPLACES[1]}' AND lost_worker_id = :worker_id
   AND lease_token - :token IN (0, 1)
+  AND NOT (:holds_key AND unique_key IS NOT NULL AND EXISTS (
+      SELECT 1 FROM sitq_tasks AS holder WHERE holder.unique_key = sitq_tasks.unique_key
+         AND holder.id <> sitq_tasks.id AND {HOLDS_KEY}))
 """
 
 #: The lost-attempt record a late outcome replaces (task id, attempt number).
