@@ -153,6 +153,21 @@ async def test_a_retry_asks_for_a_new_slot_and_never_reuses_the_one_it_started_o
     assert [(r.status, r.attempts) for r in results if r] == [(TaskStatus.SUCCEEDED, 2)] * 2
 
 
+async def test_slots_booked_for_tasks_cancelled_while_they_waited_are_free_again(
+    queue: TaskQueue, worker: Worker, clock: FakeClock
+) -> None:
+    """Under 1/s, five tasks: one starts, four book 1, 2, 3 and 4 s and are cancelled. A
+    new task then books the first slot free, 1 s, not 5 s behind the cancelled ones."""
+    limited_ids = [await queue.with_options(rate_limit="1/s").enqueue(call_api, n)
+                   for n in range(5)]  # fmt: skip
+    assert await worker.run_once() == 5
+    for task_id in limited_ids[1:]:
+        assert await queue.cancel(task_id)
+    late = await queue.with_options(rate_limit="1/s").enqueue(call_api, 5)
+    assert await worker.run_once() == 1
+    assert (await queue.get_task(late)).due_at == clock.now() + 1.0
+
+
 async def test_two_workers_share_one_limit(database: Database) -> None:
     """Two workers, each on its own connection, both told 5/s for call_api and able to
     run three at once, take turns on one FakeClock: both run some, and in every one-second

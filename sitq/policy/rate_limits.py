@@ -12,7 +12,8 @@ its booked slot without asking again. So a backlog of a thousand tasks under "10
 sent back once each, to a slot of its own 0.1 s apart in effect, instead of all of them
 being claimed and sent back again every time the window opens. (A task late for its slot,
 on a busy worker, starts a little after it: slots keep the rule exactly, starts as
-closely as workers keep time. A booked slot whose task was cancelled stays unused.)
+closely as workers keep time. A slot booked for a task cancelled while it waited is free
+again: `state.KEEPS_BOOKED_SLOT`.)
 
 The slots live in the database (`Backend.take_rate_slot`), so workers on many machines
 share them; this module reads the spec and decides from the slots the database holds.

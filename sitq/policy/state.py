@@ -65,6 +65,9 @@ REQUEUEABLE: frozenset[TaskStatus] = frozenset({TaskStatus.FAILED, TaskStatus.CA
 #: key returns the holder's id and adds nothing; a partial UNIQUE index over these states
 #: makes the database refuse a second holder, whichever process races to insert it.
 HOLDS_UNIQUE_KEY: frozenset[TaskStatus] = frozenset(TaskStatus) - TERMINAL
+#: States in which a task keeps the rate-limit slot booked for it (`sitq.policy.rate_limits`):
+#: a task cancelled while it waited for its slot leaves it free for the next.
+KEEPS_BOOKED_SLOT: frozenset[TaskStatus] = frozenset(TaskStatus) - TERMINAL
 #: A lost lease whose retry budget is spent (the lost attempt was the last one the budget
 #: allowed): (status, error type) without a cancel request, and with one. Every policy gives
 #: up there (`RetryPolicy.next_delay` returns None once `max_attempts` is reached), so the

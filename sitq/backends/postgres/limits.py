@@ -15,10 +15,10 @@ import asyncpg
 
 from sitq.backends.base import NewTask
 from sitq.backends.postgres import rows as convert
-from sitq.backends.postgres.sql import HOLDS_KEY_SQL, lease_clock
+from sitq.backends.postgres.sql import HOLDS_KEY_SQL, _in, lease_clock
 from sitq.errors import UniqueKeyTakenError
 from sitq.policy.rate_limits import RateLimit
-from sitq.policy.state import on_requeue
+from sitq.policy.state import KEEPS_BOOKED_SLOT, on_requeue
 from sitq.task import TaskStatus
 
 Connection = Any  # asyncpg.Connection: asyncpg has no type hints
@@ -56,8 +56,11 @@ RATE_TURN = "SELECT pg_advisory_xact_lock(hashtext($1))"
 RATE_NOW = f"SELECT {lease_clock('$1')}"
 FORGET_SLOTS = "DELETE FROM sitq_rate_starts WHERE name = $1 AND started_at <= $2"
 BOOKED_SLOT = "SELECT started_at FROM sitq_rate_starts WHERE task_id = $1 AND name = $2"
-LATEST_SLOTS = """
-SELECT started_at FROM sitq_rate_starts WHERE name = $1 AND started_at > $2
+#: The latest slots of a name, past and booked; one booked for a finished task is free.
+LATEST_SLOTS = f"""
+SELECT started_at FROM sitq_rate_starts AS r WHERE name = $1 AND started_at > $2
+   AND (task_id IS NULL OR EXISTS (SELECT 1 FROM sitq_tasks AS t WHERE t.id = r.task_id
+                                      AND t.status IN ({_in(KEEPS_BOOKED_SLOT)})))
  ORDER BY started_at DESC LIMIT $3
 """
 RECORD_SLOT = "INSERT INTO sitq_rate_starts (name, started_at, task_id) VALUES ($1, $2, $3)"

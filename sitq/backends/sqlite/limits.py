@@ -27,9 +27,12 @@ ON CONFLICT DO NOTHING
 FORGET_SLOTS = "DELETE FROM sitq_rate_starts WHERE name = ? AND started_at <= ?"
 #: The slot booked for a task, if any.
 BOOKED_SLOT = "SELECT started_at FROM sitq_rate_starts WHERE task_id = ? AND name = ?"
-#: The latest slots of a name, past and booked (at most as many as the limit counts).
-LATEST_SLOTS = """
-SELECT started_at FROM sitq_rate_starts WHERE name = ? AND started_at > ?
+#: The latest slots of a name, past and booked (at most as many as the limit counts); a
+#: slot booked for a task that has finished since (cancelled as it waited) is free again.
+LATEST_SLOTS = f"""
+SELECT started_at FROM sitq_rate_starts AS r WHERE name = ? AND started_at > ?
+   AND (task_id IS NULL OR EXISTS (SELECT 1 FROM sitq_tasks WHERE id = r.task_id
+                                                             AND {sql.KEEPS_SLOT}))
  ORDER BY started_at DESC LIMIT ?
 """
 RECORD_SLOT = "INSERT INTO sitq_rate_starts (name, started_at, task_id) VALUES (?, ?, ?)"

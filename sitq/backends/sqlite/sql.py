@@ -10,6 +10,7 @@ from __future__ import annotations
 from sitq.policy.state import (
     CLAIMABLE,
     HOLDS_UNIQUE_KEY,
+    KEEPS_BOOKED_SLOT,
     LATE_OUTCOME_REPLACES,
     LOST_CANCEL_MESSAGE,
     LOST_WHEN_SPENT,
@@ -34,6 +35,7 @@ def _status_is_one_of(statuses: frozenset[TaskStatus]) -> str:
 IS_WAITING = _status_is_one_of(CLAIMABLE)
 IS_PRUNABLE = _status_is_one_of(PRUNABLE)
 HOLDS_KEY = _status_is_one_of(HOLDS_UNIQUE_KEY)
+KEEPS_SLOT = _status_is_one_of(KEEPS_BOOKED_SLOT)
 
 SCHEMA_VERSION = 4  # 3: partial indexes say (status = ... OR ...), see _status_is_one_of
 # 4: unique keys (the unique_key column, its partial UNIQUE index) and rate limits
