@@ -76,26 +76,25 @@ def test_rate_limits_of_the_wrong_shape_are_a_typed_error(limits: object) -> Non
         Worker("unused.db", rate_limits=limits)  # type: ignore[arg-type]
 
 
-def test_a_start_waits_until_the_oldest_start_in_the_window_leaves_it() -> None:
+def test_a_start_waits_until_the_nth_latest_slot_is_a_period_old() -> None:
     five_a_second = RateLimit(5, 1.0)
-    assert five_a_second.wait([0.0, 0.1, 0.2, 0.3], now=0.5) is None
-    assert five_a_second.wait([0.0, 0.1, 0.2, 0.3, 0.4], now=0.5) == pytest.approx(0.5)
-    assert five_a_second.wait([0.0, 0.1, 0.2, 0.3, 0.4], now=1.0) is None  # 0.0 has left
-    assert five_a_second.wait([-5.0, 0.1, 0.2, 0.3, 0.4], now=0.5) is None  # too old to count
+    assert five_a_second.wait(None, now=0.5) is None  # fewer than five slots in the window
+    assert five_a_second.wait(0.0, now=0.5) == pytest.approx(0.5)
+    assert five_a_second.wait(0.0, now=1.0) is None  # 0.0 has left the window
 
 
 def test_a_task_that_must_wait_books_the_earliest_slot_that_keeps_the_rule() -> None:
     two_a_second = RateLimit(2, 1.0)
-    assert two_a_second.slot(None, [], now=0.0) == Slot(wait=None, book=0.0)
-    assert two_a_second.slot(None, [0.0, 0.0], now=0.2) == Slot(wait=0.8, book=1.0)
-    # booked slots count like starts: the next one books after them
-    assert two_a_second.slot(None, [0.0, 0.0, 1.0, 1.0], now=0.2) == Slot(wait=1.8, book=2.0)
+    assert two_a_second.slot(None, None, now=0.0) == Slot(wait=None, book=0.0)
+    assert two_a_second.slot(None, 0.0, now=0.2) == Slot(wait=0.8, book=1.0)
+    # booked slots count like starts: with 1.0 booked twice, the next one books 2.0
+    assert two_a_second.slot(None, 1.0, now=0.2) == Slot(wait=1.8, book=2.0)
 
 
 def test_a_task_back_for_its_booked_slot_starts_on_it_and_never_twice() -> None:
     limit = RateLimit(2, 1.0)
-    assert limit.slot(1.0, [0.0, 0.0, 1.0], now=1.0) == Slot(wait=None, spent_booking=True)
-    assert limit.slot(1.0, [0.0, 0.0, 1.0], now=0.9) == Slot(wait=pytest.approx(0.1))
+    assert limit.slot(1.0, 1.0, now=1.0) == Slot(wait=None, spent_booking=True)
+    assert limit.slot(1.0, 1.0, now=0.9) == Slot(wait=pytest.approx(0.1))
 
 
 # -- workers ------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ A task that asks to start gets the earliest slot that keeps the rule (`RateLimit
 now, if the window has room; else a slot booked in the future, which it waits for, its
 attempt given back (`sitq.policy.state.rate_limited`). When it comes back it starts on
 its booked slot without asking again. So a backlog of a thousand tasks under "10/s" is
-sent back once each, to a slot of its own 0.1 s apart in effect, instead of all of them
+sent back once each, to a slot of its own (ten at 1 s, ten at 2 s...), instead of all of them
 being claimed and sent back again every time the window opens. (A task late for its slot,
 on a busy worker, starts a little after it: slots keep the rule exactly, starts as
 closely as workers keep time. A slot booked for a task cancelled while it waited is free
@@ -22,7 +22,7 @@ share them; this module reads the spec and decides from the slots the database h
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sitq.errors import InvalidOptionError
@@ -44,17 +44,16 @@ class RateLimit:
     def __str__(self) -> str:
         return f"{self.count}/{self.period:g}s"
 
-    def wait(self, slots: Sequence[float], now: float) -> float | None:
-        """None if a start at `now` keeps the rule, given the `slots` taken already (past
-        and booked, any order; those a period old or more are ignored); else the seconds
-        until the earliest slot that keeps it: a period after the N-th latest slot. (No
-        stretch of one period that holds that slot can hold more than N-1 others.)"""
-        recent = sorted(t for t in slots if t > now - self.period)
-        if len(recent) < self.count:
+    def wait(self, nth_latest: float | None, now: float) -> float | None:
+        """None if a start at `now` keeps the rule; else the seconds until the earliest
+        slot that does: a period after `nth_latest`, the N-th latest of the slots taken
+        already (past and booked) that are less than a period old (None: fewer than N).
+        No stretch of one period that holds that slot can hold more than N-1 others."""
+        if nth_latest is None or nth_latest <= now - self.period:
             return None
-        return recent[-self.count] + self.period - now
+        return nth_latest + self.period - now
 
-    def slot(self, booked: float | None, slots: Sequence[float], now: float) -> Slot:
+    def slot(self, booked: float | None, nth_latest: float | None, now: float) -> Slot:
         """What a task asking to start at `now` gets: its own booked slot if it has one
         (due: it starts on it; not yet: it waits on), else the earliest slot free
         (`wait`), which the database records: as a start, or as the task's booking."""
@@ -62,7 +61,7 @@ class RateLimit:
             if booked <= now:
                 return Slot(wait=None, spent_booking=True)
             return Slot(wait=booked - now)
-        wait = self.wait(slots, now)
+        wait = self.wait(nth_latest, now)
         return Slot(wait=wait, book=now if wait is None else now + wait)
 
 

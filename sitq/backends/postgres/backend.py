@@ -104,11 +104,11 @@ class PostgresBackend(PostgresLink):
     async def take_rate_slot(
         self, name: str, limit: int, period: float, now: Now, task_id: str
     ) -> float | None:
-        turn = f"sitq rate limit: {self.schema}.{name}"
+        key = limits.turn_key(self.schema, name)
         at = _lease_clock(now, read_now(now))
         rule = RateLimit(limit, period)
         return await self._run(
-            lambda conn: limits.take_rate_slot(conn, turn, name, rule, at, task_id)
+            lambda conn: limits.take_rate_slot(conn, key, name, rule, at, task_id)
         )
 
     async def claim(

@@ -8,6 +8,7 @@ one rate limit's slots take turns on a transaction-scoped advisory lock per task
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -51,17 +52,26 @@ KEY_HOLDER = f"""
 SELECT id FROM sitq_tasks WHERE unique_key = $1 AND id <> $2 AND status IN ({HOLDS_KEY_SQL})
 """
 
-#: Rate limits: one turn at a time per task name ($1: the schema and the name).
-RATE_TURN = "SELECT pg_advisory_xact_lock(hashtext($1))"
-RATE_NOW = f"SELECT {lease_clock('$1')}"
-FORGET_SLOTS = "DELETE FROM sitq_rate_starts WHERE name = $1 AND started_at <= $2"
-BOOKED_SLOT = "SELECT started_at FROM sitq_rate_starts WHERE task_id = $1 AND name = $2"
-#: The latest slots of a name, past and booked; one booked for a finished task is free.
-LATEST_SLOTS = f"""
-SELECT started_at FROM sitq_rate_starts AS r WHERE name = $1 AND started_at > $2
-   AND (task_id IS NULL OR EXISTS (SELECT 1 FROM sitq_tasks AS t WHERE t.id = r.task_id
-                                      AND t.status IN ({_in(KEEPS_BOOKED_SLOT)})))
- ORDER BY started_at DESC LIMIT $3
+#: Rate limits: one turn at a time per task name ({key}: a number made from the schema
+#: and the name, `turn_key`), and the slots are written without waiting for the disk: a
+#: server crash may forget the last few (a few more starts after it), never a task.
+RATE_TURN = "SET LOCAL synchronous_commit = off; SELECT pg_advisory_xact_lock({key})"
+#: Once the turn is ours, in one look: the time ($1: the worker's virtual time, or NULL for
+#: the server's), the slot booked for task $4, and the N-th latest slot of name $2 less than
+#: a period ($3) old (OFFSET $5 = N - 1; none: fewer than N), past or booked. Slots a period
+#: old go; one booked for a task that has finished since (cancelled as it waited) is free.
+SLOT_LOOK = f"""
+WITH now AS (SELECT {lease_clock("$1")} AS t),
+forgot AS (DELETE FROM sitq_rate_starts WHERE name = $2 AND started_at <= (SELECT t FROM now) - $3)
+SELECT (SELECT t FROM now),
+       (SELECT started_at FROM sitq_rate_starts
+         WHERE task_id = $4 AND name = $2 AND started_at > (SELECT t FROM now) - $3),
+       (SELECT started_at FROM sitq_rate_starts AS r
+         WHERE name = $2 AND started_at > (SELECT t FROM now) - $3
+           AND (task_id IS NULL OR EXISTS (
+                SELECT 1 FROM sitq_tasks AS t WHERE t.id = r.task_id
+                   AND t.status IN ({_in(KEEPS_BOOKED_SLOT)})))
+         ORDER BY started_at DESC LIMIT 1 OFFSET $5)
 """
 RECORD_SLOT = "INSERT INTO sitq_rate_starts (name, started_at, task_id) VALUES ($1, $2, $3)"
 SPEND_BOOKING = "UPDATE sitq_rate_starts SET task_id = NULL WHERE task_id = $1 AND name = $2"
@@ -100,24 +110,28 @@ async def requeue_decision(
 
 
 async def take_rate_slot(
-    conn: Connection, turn: str, name: str, limit: RateLimit, at: float | None, task_id: str
+    conn: Connection, key: int, name: str, limit: RateLimit, at: float | None, task_id: str
 ) -> float | None:
     """Give task `task_id` of `name` its slot (`RateLimit.slot`): None, start now; else the
     seconds until its booked slot. `at`: the worker's virtual time, None for the server's."""
     async with conn.transaction():
-        await conn.execute(RATE_TURN, turn)
-        moment = await conn.fetchval(RATE_NOW, at)  # once the turn is ours
-        since = moment - limit.period
-        await conn.execute(FORGET_SLOTS, name, since)
-        booked = await conn.fetchval(BOOKED_SLOT, task_id, name)
-        rows = await conn.fetch(LATEST_SLOTS, name, since, limit.count)
-        chosen = limit.slot(booked, [row[0] for row in rows], moment)
+        await conn.execute(RATE_TURN.format(key=int(key)))
+        moment, booked, nth = await conn.fetchrow(
+            SLOT_LOOK, at, name, limit.period, task_id, limit.count - 1
+        )
+        chosen = limit.slot(booked, nth, moment)
         if chosen.spent_booking:
             await conn.execute(SPEND_BOOKING, task_id, name)
         if chosen.book is not None:
             booking = None if chosen.wait is None else task_id
             await conn.execute(RECORD_SLOT, name, chosen.book, booking)
     return chosen.wait
+
+
+def turn_key(schema: str, name: str) -> int:
+    """The advisory lock number of a task name's rate limit in a schema (64 bits, signed)."""
+    digest = hashlib.blake2b(f"sitq rate limit: {schema}.{name}".encode(), digest_size=8)
+    return int.from_bytes(digest.digest(), "big", signed=True)
 
 
 #: Errors after which a transaction of this module simply runs again: two batches that

@@ -27,13 +27,14 @@ ON CONFLICT DO NOTHING
 FORGET_SLOTS = "DELETE FROM sitq_rate_starts WHERE name = ? AND started_at <= ?"
 #: The slot booked for a task, if any.
 BOOKED_SLOT = "SELECT started_at FROM sitq_rate_starts WHERE task_id = ? AND name = ?"
-#: The latest slots of a name, past and booked (at most as many as the limit counts); a
-#: slot booked for a task that has finished since (cancelled as it waited) is free again.
-LATEST_SLOTS = f"""
+#: The N-th latest slot of a name less than a period old, past or booked (OFFSET N - 1;
+#: none: fewer than N). A slot booked for a task that has finished since (cancelled as it
+#: waited) is free again.
+NTH_LATEST_SLOT = f"""
 SELECT started_at FROM sitq_rate_starts AS r WHERE name = ? AND started_at > ?
    AND (task_id IS NULL OR EXISTS (SELECT 1 FROM sitq_tasks WHERE id = r.task_id
                                                              AND {sql.KEEPS_SLOT}))
- ORDER BY started_at DESC LIMIT ?
+ ORDER BY started_at DESC LIMIT 1 OFFSET ?
 """
 RECORD_SLOT = "INSERT INTO sitq_rate_starts (name, started_at, task_id) VALUES (?, ?, ?)"
 #: A task starts on its booked slot: from now on the slot is a plain start.
@@ -69,9 +70,9 @@ def take_rate_slot(
         since = moment - period
         conn.execute(FORGET_SLOTS, (name, since))
         booked = conn.execute(BOOKED_SLOT, (task_id, name)).fetchone()
-        slots = [row[0] for row in conn.execute(LATEST_SLOTS, (name, since, limit))]
-        chosen = RateLimit(limit, period).slot(None if booked is None else booked[0], slots,
-                                               moment)  # fmt: skip
+        nth = conn.execute(NTH_LATEST_SLOT, (name, since, limit - 1)).fetchone()
+        chosen = RateLimit(limit, period).slot(None if booked is None else booked[0],
+                                               None if nth is None else nth[0], moment)  # fmt: skip
         if chosen.spent_booking:
             conn.execute(SPEND_BOOKING, (task_id, name))
         if chosen.book is not None:
