@@ -47,6 +47,25 @@ class TaskStateError(SitqError, RuntimeError):
     """The task is not in a state that allows this (e.g. requeue a running task)."""
 
 
+class UniqueKeyTakenError(TaskStateError):
+    """A task cannot be requeued: another unfinished task holds its unique key now."""
+
+    def __init__(self, message: str, *, task_id: str, key: str, holder: str) -> None:
+        super().__init__(message)
+        self.task_id, self.key, self.holder = task_id, key, holder
+
+    @classmethod
+    def of(cls, task_id: str, key: str, holder: str) -> UniqueKeyTakenError:
+        return cls(
+            f"task {task_id} was not requeued: its unique key {key!r} is held by unfinished "
+            f"task {holder}. Cancel that task or let it finish, then requeue this one (or "
+            "enqueue the work again)",
+            task_id=task_id,
+            key=key,
+            holder=holder,
+        )
+
+
 class SchemaVersionError(SitqError, RuntimeError):
     """The database was written by a newer sitq than this one."""
 
