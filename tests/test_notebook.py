@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import textwrap
@@ -75,10 +76,20 @@ def test_history_html_rows_and_relative_times() -> None:
     assert html.count("<tr>") == 3  # header and two attempts
     for header in ("task", "attempt", "outcome", "error", "start (s)", "took (s)", "worker"):
         assert f"<th>{header}</th>" in html
-    assert "<td>3f2a9c11</td>" in html  # a short id, enough to tell tasks apart
+    assert "<td>fetch</td>" in html and "3f2a9c" not in html  # a name, never a hash id
     assert "<td>ConnectionError: &lt;down&gt;</td>" in html
     assert "<td>2.500</td>" in html  # seconds since the first attempt, not an epoch
     assert "<td>2.000</td>" in html  # the wait before the next try
+
+
+def test_history_html_numbers_tasks_that_share_a_name() -> None:
+    first, second = attempt(1, "succeeded", 0), attempt(1, "succeeded", 1)
+    other = Attempt("77b01e2a", "shop.mail:send_receipt", 1, "w1", T0, T0, T0, "succeeded")
+    records = [first, other, dataclasses.replace(second, task_id="90aa4c11")]
+    html = history_html(records)
+
+    assert "<td>fetch #1</td>" in html and "<td>fetch #2</td>" in html
+    assert "<td>send_receipt</td>" in html
 
 
 def test_history_html_cuts_long_histories() -> None:

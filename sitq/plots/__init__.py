@@ -44,6 +44,7 @@ from sitq.plots.style import (
     time_origin,
 )
 from sitq.task import Attempt
+from sitq.views.html import task_labels
 
 __all__ = [
     "BREAKER_COLORS", "OUTCOME_COLORS", "SERIES_COLORS", "attempts_histogram", "breaker_timeline",
@@ -55,15 +56,9 @@ __all__ = [
 MIN_LABELLED_GAP = 0.07
 
 
-def _task_label(task: analysis.TaskTimeline) -> str:
-    """Row label "fetch · 3f2a9c" for task pkg.mod.fetch: the short id tells repeats apart."""
-    name = task.task_name.replace(":", ".").rsplit(".", 1)[-1] or task.task_name
-    return f"{short(name)} · {task.task_id[:6]}"
-
-
 def _gap_label(attempt: int, gap: float, backoff: float | None) -> str:
-    """The gap drawn, "#3 +11.5s", over "(backoff 1.68s)" when the policy asked for less."""
-    label = f"#{attempt} +{gap:.3g}s"
+    """The gap drawn, "try 3 +11.5s", over "(backoff 1.68s)" when the policy asked for less."""
+    label = f"try {attempt} +{gap:.3g}s"
     if backoff is not None and abs(gap - backoff) > max(0.01, 0.02 * gap):
         label += f"\n(backoff {backoff:.3g}s)"  # two short lines fit a gap better than one
     return label
@@ -78,10 +73,12 @@ def retry_timeline(
 ) -> Axes:
     """One row per task, one bar per attempt coloured by outcome, dashed backoff gaps.
 
-    Each retry is labelled "#k +Ds" above its gap: attempt number and the gap drawn (from
-    the end of one attempt to the start of the next). When that gap is longer than the
+    Rows are labelled by task name, numbered when several tasks share one ("charge_card #2",
+    see `sitq.views.html.task_labels`), never by hash id. Each retry is labelled
+    "try k +Ds" above its gap: attempt number and the gap drawn (from the end of one
+    attempt to the start of the next). When that gap is longer than the
     backoff the policy chose (an open breaker or busy workers held the retry), the label
-    says both, on two lines: "#3 +11.5s" over "(backoff 1.68s)". Gaps narrower than
+    says both, on two lines: "try 3 +11.5s" over "(backoff 1.68s)". Gaps narrower than
     MIN_LABELLED_GAP of the time span stay unlabelled, as their labels would print over
     each other. Bars have a minimum width (a small fraction of the time span) so instant
     attempts on a FakeClock stay visible.
@@ -94,7 +91,7 @@ def retry_timeline(
     if len(shown) < len(tasks):
         title += f" (first {len(shown)} of {len(tasks)} tasks)"
     size = (10, 1.6 + 0.5 * max(len(shown), 3))
-    ax = new_axes(ax, title, TIME_LABEL, "task (name · id)", size)
+    ax = new_axes(ax, title, TIME_LABEL, "task", size)
     if not shown:
         return no_data(ax)
     records = [a for t in shown for a in t.attempts]
@@ -111,7 +108,7 @@ def retry_timeline(
             ax.annotate(
                 _gap_label(a.attempt, gap, prev.next_delay),
                 xy=((x0 + x1) / 2, row),
-                fontsize=7,
+                fontsize=8,
                 xytext=(0, 7),
                 textcoords="offset points",
                 ha="center",
@@ -124,7 +121,8 @@ def retry_timeline(
         rows, lefts, widths = zip(*bars[outcome], strict=True)
         color = OUTCOME_COLORS.get(outcome, "black")
         ax.barh(rows, widths, left=lefts, height=0.45, color=color, label=outcome, **EDGE)
-    ax.set_yticks(range(len(shown)), [_task_label(t) for t in shown])
+    labels = task_labels((t.task_name, t.task_id) for t in shown)
+    ax.set_yticks(range(len(shown)), [short(labels[t.task_id]) for t in shown])
     ax.set_ylim(len(shown) - 0.4, -0.7)  # first task on top, room for the labels
     ax.set_xlim(min(0.0, time_origin(records) - t0) - 0.02 * span, 1.05 * span)
     ax.legend(title="outcome", loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
