@@ -211,7 +211,8 @@ class Kernel:
         outputs: list[tuple[str, dict[str, Any]]] = []
 
         def keep(msg: dict[str, Any]) -> None:
-            if msg["msg_type"] in ("stream", "execute_result", "display_data", "error"):
+            kinds = ("stream", "execute_result", "display_data", "update_display_data", "error")
+            if msg["msg_type"] in kinds:
                 outputs.append((msg["msg_type"], msg["content"]))
 
         self.client.execute_interactive(textwrap.dedent(code), timeout=60, output_hook=keep)
@@ -257,6 +258,8 @@ def test_in_a_kernel_sync_queue_works_without_any_patch(kernel: Kernel) -> None:
     widget = "application/vnd.jupyter.widget-view+json"
     widgets = [c for _, c in outputs if widget in c.get("data", {})]
     assert widgets, "in a kernel with ipywidgets, tqdm.auto draws the bar as a widget"
+    [ended] = [c["data"] for kind, c in outputs if kind == "update_display_data"]
+    assert ended == {"text/plain": "tasks: 5/5 finished"}  # what a saved notebook keeps
     [result] = [c["data"] for kind, c in outputs if kind == "execute_result"]
     assert "<tr><td>succeeded</td><td>5</td></tr>" in result["text/html"]
     assert result["text/plain"].startswith("QueueSummary(")
