@@ -54,6 +54,21 @@ __all__ = [
 
 #: The narrowest backoff gap (a fraction of the plot's time span) that gets a text label.
 MIN_LABELLED_GAP = 0.07
+#: Gap labels' font size (points), and the width of one of their characters, as a fraction
+#: of it (DejaVu Sans digits and lower case average about 0.6 em).
+GAP_FONT_SIZE = 8
+CHARACTER_WIDTH = 0.6
+
+
+def _seconds_per_character(ax: Axes, span: float) -> float:
+    """How many seconds of the x axis one character of a gap label covers, roughly.
+
+    The axes' width is read before the figure's layout settles, so this is an estimate;
+    it only has to keep labels in one row from printing over each other.
+    """
+    points = ax.get_window_extent().width / ax.figure.dpi * 72
+    seconds_per_point = 1.07 * span / max(points, 1.0)  # the x limits span about 1.07 spans
+    return CHARACTER_WIDTH * GAP_FONT_SIZE * seconds_per_point
 
 
 def _gap_label(attempt: int, gap: float, backoff: float | None) -> str:
@@ -79,9 +94,9 @@ def retry_timeline(
     attempt to the start of the next). When that gap is longer than the
     backoff the policy chose (an open breaker or busy workers held the retry), the label
     says both, on two lines: "try 3 +11.5s" over "(backoff 1.68s)". Gaps narrower than
-    MIN_LABELLED_GAP of the time span stay unlabelled, as their labels would print over
-    each other. Bars have a minimum width (a small fraction of the time span) so instant
-    attempts on a FakeClock stay visible.
+    MIN_LABELLED_GAP of the time span stay unlabelled, and so does a label that would
+    print over the one before it in its row. Bars have a minimum width (a small fraction
+    of the time span) so instant attempts on a FakeClock stay visible.
     `origin` (epoch s, default the earliest time shown) is time zero: pass it to line up
     several plots.
     """
@@ -98,17 +113,23 @@ def retry_timeline(
     t0 = time_origin(records) if origin is None else origin
     span = max(a.finished_at for a in records) - t0 or 1.0
     bars: dict[str, list[tuple[int, float, float]]] = defaultdict(list)
+    per_char = _seconds_per_character(ax, span)
     for row, task in enumerate(shown):
+        free_from = -math.inf  # where the row's last label ends: the next starts after it
         for i, (gap, a) in enumerate(zip(task.gaps, task.attempts[1:], strict=True)):
             prev = task.attempts[i]
             x0, x1 = prev.finished_at - t0, a.started_at - t0
             ax.plot([x0, x1], [row, row], linestyle="--", linewidth=1, color="0.45", zorder=0.5)
-            if x1 - x0 < span * MIN_LABELLED_GAP:
-                continue  # too narrow to label without overprinting its neighbours
+            text = _gap_label(a.attempt, gap, prev.next_delay)
+            half = per_char * max(len(line) for line in text.splitlines()) / 2
+            middle = (x0 + x1) / 2
+            if x1 - x0 < span * MIN_LABELLED_GAP or middle - half < free_from:
+                continue  # too narrow, or it would print over the label before it
+            free_from = middle + half
             ax.annotate(
-                _gap_label(a.attempt, gap, prev.next_delay),
-                xy=((x0 + x1) / 2, row),
-                fontsize=8,
+                text,
+                xy=(middle, row),
+                fontsize=GAP_FONT_SIZE,
                 xytext=(0, 7),
                 textcoords="offset points",
                 ha="center",
