@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 import matplotlib
@@ -127,6 +128,21 @@ def test_retry_timeline_labels_the_gap_drawn_not_only_the_backoff(tmp_path: Path
     assert texts(ax) == ["try 2 +30s\n(backoff 0.5s)"]
     [gap] = [line for line in ax.lines if line.get_linestyle() == "--"]
     assert list(gap.get_xdata()) == [0, 30]  # the label's 30 s is the gap drawn
+
+
+def test_retry_timeline_gap_labels_never_print_over_each_other(tmp_path: Path) -> None:
+    # Eleven quick retries, 1.6 s apart, in a 20 s plot: each gap is wide enough for a
+    # label on its own, but their labels are wider than the gaps. Every other one goes.
+    quick = [
+        attempt("q", n, 1.6 * (n - 1), 1.6 * (n - 1), 1.6 * (n - 1), "retrying", "E", 1.6)
+        for n in range(1, 12)
+    ] + [attempt("q", 12, 20, 20, 20, "succeeded")]
+    ax = render(plots.retry_timeline(quick), tmp_path)
+
+    renderer = ax.figure.canvas.get_renderer()  # type: ignore[attr-defined]
+    boxes = sorted((t.get_window_extent(renderer) for t in ax.texts), key=lambda b: b.x0)
+    assert 3 <= len(boxes) < 11  # some labelled, not all
+    assert all(left.x1 <= right.x0 for left, right in pairwise(boxes))
 
 
 def test_retry_timeline_keeps_instant_attempts_visible(tmp_path: Path) -> None:
