@@ -33,6 +33,32 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def short_task_name(task_name: str) -> str:
+    """ "charge_card" for task shop.payments:charge_card (or shop.payments.charge_card)."""
+    return task_name.replace(":", ".").rsplit(".", 1)[-1] or task_name
+
+
+def task_labels(tasks: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """A readable label per task id, from (task_name, task_id) pairs in the order shown.
+
+    A name that occurs once is its own label ("send_receipt"); a name shared by several
+    tasks is numbered in order of first appearance ("charge_card #1", "charge_card #2"),
+    so a reader can tell the rows apart without reading hash ids.
+    """
+    first_seen: dict[str, str] = {}
+    for name, task_id in tasks:
+        first_seen.setdefault(task_id, short_task_name(name))
+    totals: dict[str, int] = {}
+    for name in first_seen.values():
+        totals[name] = totals.get(name, 0) + 1
+    seen: dict[str, int] = {}
+    labels = {}
+    for task_id, name in first_seen.items():
+        seen[name] = seen.get(name, 0) + 1
+        labels[task_id] = name if totals[name] == 1 else f"{name} #{seen[name]}"
+    return labels
+
+
 def result_html(result: Any) -> str:
     """One result as a two-column table (field, value)."""
     fields = [
@@ -50,16 +76,18 @@ def result_html(result: Any) -> str:
 def history_html(attempts: Iterable[Any], max_rows: int = MAX_HISTORY_ROWS) -> str:
     """Attempt records as a table, one row per attempt, oldest first.
 
-    Times are seconds since the earliest attempt was scheduled (as in `sitq.plots`), since
+    Tasks are labelled by name, numbered when several share one (`task_labels`). Times
+    are seconds since the earliest attempt was scheduled (as in `sitq.plots`), since
     raw epoch timestamps say nothing to a reader; a FakeClock run reads 0, 1, 3 s.
     """
     records = list(attempts)
     if not records:
         return "<p>no attempts recorded</p>"
     origin = min(a.scheduled_for for a in records)
-    headers = ["task", "id", "attempt", "outcome", "error", "start (s)", "took (s)",
+    headers = ["task", "attempt", "outcome", "error", "start (s)", "took (s)",
                "next try in (s)", "worker"]  # fmt: skip
-    rows = [_attempt_row(a, origin) for a in records[:max_rows]]
+    labels = task_labels((a.task_name, a.task_id) for a in records)
+    rows = [_attempt_row(a, labels[a.task_id], origin) for a in records[:max_rows]]
     table = table_html(headers, rows)
     hidden = len(records) - len(rows)
     if hidden > 0:
@@ -67,13 +95,12 @@ def history_html(attempts: Iterable[Any], max_rows: int = MAX_HISTORY_ROWS) -> s
     return table
 
 
-def _attempt_row(attempt: Any, origin: float) -> list[Any]:
+def _attempt_row(attempt: Any, label: str, origin: float) -> list[Any]:
     error = None
     if attempt.error_type:
         error = f"{attempt.error_type}: {attempt.error_message or ''}".rstrip(": ")
     return [
-        attempt.task_name,
-        attempt.task_id[:8],  # enough to tell tasks apart in one table
+        label,  # "charge_card #2": readable, and tells tasks of one name apart
         attempt.attempt,
         attempt.outcome,
         error,
