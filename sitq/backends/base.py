@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, Self, runtime_checkable
 
-from sitq.task import TERMINAL, Attempt, TaskInfo, TaskStatus
+from sitq.task import TERMINAL, Attempt, ScheduleInfo, TaskInfo, TaskStatus
 
 #: A time source for a backend operation: a timestamp, or a function read once the
 #: operation holds the database's write lock (so a wait for the lock never shortens a lease).
@@ -53,6 +53,52 @@ class NewTask(NamedTuple):
     priority: int = 0
     max_attempts: int | None = None
     retry_policy: str | None = None
+
+
+class NewSchedule(NamedTuple):
+    """A periodic task to store (`TaskQueue.schedule`): its call, serialized for the
+    payload id `schedule_payload_id(name)`, when it ticks, and the columns each tick's task
+    gets (priority, retry budget). `next_at` is its first tick; a schedule stored again
+    with the same timing keeps the next tick it has (a program that declares its schedules
+    at every start must not postpone them)."""
+
+    name: str
+    task_name: str
+    payload: bytes
+    every: float | None
+    cron: str | None
+    tz: str
+    missed: str
+    next_at: float
+    created_at: float
+    priority: int = 0
+    max_attempts: int | None = None
+    retry_policy: str | None = None
+
+
+def schedule_payload_id(name: str) -> str:
+    """The id a schedule's call is serialized (and signed) for: a signed payload is bound
+    to its id, so a tick's task gets the call serialized again for its own id."""
+    return f"sitq-schedule:{name}"
+
+
+@dataclass(frozen=True)
+class ScheduleFire:
+    """What a worker stores for a schedule whose tick has come (`Backend.fire_schedule`).
+
+    Stored only if the schedule's next tick is still `expected_next_at` (no other worker
+    fired it meanwhile): then `next_at` becomes the next tick and, if `task` is given, the
+    tick `tick_at` is recorded (unique per schedule and tick) and its task added, all in
+    one transaction. `error` is kept as the schedule's last error (None clears it).
+    """
+
+    name: str
+    expected_next_at: float
+    next_at: float
+    now: float
+    tick_at: float | None = None
+    task: NewTask | None = None
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -367,4 +413,26 @@ class Backend(Protocol):
         """The newest `limit` attempt records, newest first. Read backwards along the
         primary key, with no sort, so its cost depends on `limit`, not on how many records
         are kept: a live view asks for it every second."""
+        ...
+
+    # -- periodic tasks (sitq.engine.schedules) ---------------------------------------------
+
+    async def save_schedule(self, schedule: NewSchedule) -> ScheduleInfo:
+        """Insert or replace the schedule of this name. Its next tick is kept when the
+        timing (every, cron, tz) is unchanged, else set to `schedule.next_at`."""
+        ...
+
+    async def delete_schedule(self, name: str) -> bool:
+        """Remove a schedule (tasks it enqueued stay); False if there was none."""
+        ...
+
+    async def list_schedules(self) -> list[ScheduleInfo]:
+        """Every schedule, by name (an older database without the table: none)."""
+        ...
+
+    async def fire_schedule(self, fire: ScheduleFire) -> bool:
+        """Atomically: advance the schedule's next tick from `fire.expected_next_at` to
+        `fire.next_at` (nothing if another worker already did), record the tick under a
+        UNIQUE (schedule, tick) key, and add its task. True if the task was added: each
+        tick is enqueued once, however many workers fire it at the same moment."""
         ...

@@ -7,12 +7,14 @@ share one backend object (as in the tutorial) a worker hears about new work at o
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, ParamSpec, TypeVar, Unpack, overload
 
 from sitq.backends import as_backend
 from sitq.backends.base import Backend, NewTask, first_of
 from sitq.clock import Clock, SystemClock
+from sitq.engine import schedules
 from sitq.engine.calls import (
     Plan,
     as_calls,
@@ -38,6 +40,8 @@ from sitq.task import (
     History,
     QueueSummary,
     Result,
+    ScheduleInfo,
+    Schedules,
     TaskId,
     TaskInfo,
     TaskStatus,
@@ -185,6 +189,67 @@ class TaskQueue(LiveDisplay):
             )
         return NewTask._make((task_id, plan.name, payload, *plan.shared_columns))
 
+    # -- periodic tasks --------------------------------------------------------------------
+
+    async def schedule(
+        self,
+        func: Callable[..., Any],
+        /,
+        *,
+        every: float | dt.timedelta | None = None,
+        cron: str | None = None,
+        tz: str | None = None,
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        missed: str = "last",
+        name: str | None = None,
+    ) -> ScheduleInfo:
+        """Run `func(*args, **kwargs)` periodically: `every` seconds (or a timedelta), or
+        at the times a five-field `cron` expression names in time zone `tz` (default UTC).
+
+        The schedule is stored in the database under `name` (default: the task's name) and
+        the workers enqueue its ticks: each tick once, however many workers run, on
+        however many machines. Declare it again (at every start of a program, say) and
+        it is updated in place; its next tick is kept unless the timing changed. An
+        interval's first tick is `every` after the first declaration.
+
+        `missed`: what happens to ticks missed while no worker ran: "last" (default)
+        enqueues the latest one once; "skip" enqueues nothing until the next tick (a tick
+        found late by less than half a period still runs). See `sitq.policy.schedule`.
+        Task options (retry, timeout, priority) come from `@sitq.task(...)` or
+        `queue.with_options(...).schedule(...)`. Bad input raises InvalidScheduleError.
+        """
+        return await self._schedule(func, NO_OPTIONS, every, cron, tz, args, kwargs, missed,
+                                    name)  # fmt: skip
+
+    async def _schedule(
+        self,
+        func: Callable[..., Any],
+        options: TaskOptions,
+        every: float | dt.timedelta | None,
+        cron: str | None,
+        tz: str | None,
+        args: Sequence[Any],
+        kwargs: dict[str, Any] | None,
+        missed: str,
+        name: str | None,
+    ) -> ScheduleInfo:
+        row = schedules.declare(func, args, {} if kwargs is None else kwargs, options,
+                                self.serializer, self.clock.now(), every=every, cron=cron,
+                                tz=tz, missed=missed, name=name)  # fmt: skip
+        await self._ready()
+        return await self.backend.save_schedule(row)
+
+    async def unschedule(self, name: str) -> bool:
+        """Remove the schedule `name` (the tasks it enqueued stay); False if none."""
+        await self._ready()
+        return await self.backend.delete_schedule(name)
+
+    async def schedules(self) -> Schedules:
+        """Every schedule with its next tick (a list that shows as a table in Jupyter)."""
+        await self._ready()
+        return Schedules(await self.backend.list_schedules())
+
     # -- results ---------------------------------------------------------------------------
 
     @overload
@@ -307,8 +372,10 @@ class TaskQueue(LiveDisplay):
         return await self.backend.counts()
 
     async def summary(self) -> QueueSummary:
-        """`counts()` as an object that shows as a table in Jupyter."""
-        return QueueSummary(await self.counts())
+        """`counts()` (and the schedules, if any) as an object that shows as a table in
+        Jupyter."""
+        counts = await self.counts()
+        return QueueSummary(counts, tuple(await self.backend.list_schedules()))
 
     async def history(self, task_id: str | None = None) -> History:
         """Attempt records, oldest first: of one task, or of every task (a list that
@@ -395,3 +462,20 @@ class OptionsView:
 
     async def enqueue_many(self, calls: Iterable[TaskCall | tuple[Any, ...]]) -> list[str]:
         return await self._queue._enqueue_calls(as_calls(calls), self.options)
+
+    async def schedule(
+        self,
+        func: Callable[..., Any],
+        /,
+        *,
+        every: float | dt.timedelta | None = None,
+        cron: str | None = None,
+        tz: str | None = None,
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        missed: str = "last",
+        name: str | None = None,
+    ) -> ScheduleInfo:
+        """`TaskQueue.schedule`, each tick's task with these options (no delay/eta)."""
+        return await self._queue._schedule(func, self.options, every, cron, tz, args, kwargs,
+                                           missed, name)  # fmt: skip
