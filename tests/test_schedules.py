@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import datetime as dt
+import json
 import random
 import re
 from pathlib import Path
@@ -19,8 +20,18 @@ from backends import Database
 from reliability_tasks import count, tally
 from worker_processes import wait_until, workers
 
-from sitq import FakeClock, SignedSerializer, TaskQueue, TaskStatus, Worker
-from sitq.backends.base import NewTask, ScheduleFire
+from sitq import (
+    FakeClock,
+    SignedSerializer,
+    SQLiteBackend,
+    SyncTaskQueue,
+    TaskQueue,
+    TaskStatus,
+    Worker,
+)
+from sitq.backends.base import NewTask
+from sitq.backends.schedule_rows import ScheduleFire
+from sitq.cli import main
 from sitq.errors import InvalidOptionError, InvalidScheduleError, SitqError
 from sitq.policy import schedule as policy
 from sitq.policy.retry import RetryPolicy
@@ -386,3 +397,61 @@ async def test_two_worker_processes_enqueue_each_tick_once(
     per_schedule = collections.Counter(t.name for t in tasks)
     assert tally(log, "start") == per_schedule  # each tick's task ran once
     assert min(per_schedule.values()) >= 10
+
+
+# -- the command line -----------------------------------------------------------------------
+
+
+async def test_sitq_schedules_and_status_list_the_schedules_with_their_next_tick(
+    database: Database, clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with TaskQueue(database.backend(), clock=clock) as queue:
+        await queue.schedule(beat, every=HOUR, args=("cli",), name="hourly")
+        await queue.schedule(beat, cron="0 9 * * *", tz="Europe/Paris", name="daily\x1b[31m")
+
+    def sitq(*argv: str) -> tuple[int, str, str]:
+        code = main(list(argv))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, out, err = await asyncio.to_thread(sitq, "schedules", database.url)
+    assert (code, err) == (0, "")
+    daily, hourly = (line.split("\t") for line in out.splitlines())
+    assert hourly == ["hourly", "beat", "every 3600s", "missed=last", "2026-01-01T01:00:00Z",
+                      "", ""]  # fmt: skip
+    assert daily[0] == "daily\\x1b[31m"  # stored text never sends escapes to the terminal
+    assert daily[2:5] == ["cron 0 9 * * * (Europe/Paris)", "missed=last", "2026-01-01T08:00:00Z"]
+    code, out, _ = await asyncio.to_thread(sitq, "schedules", database.url, "--json")
+    listed = json.loads(out)
+    assert [s["name"] for s in listed] == ["daily\x1b[31m", "hourly"]
+    assert listed[1]["every"] == HOUR and listed[1]["next_tick"] == "2026-01-01T01:00:00Z"
+    code, out, _ = await asyncio.to_thread(sitq, "status", database.url)
+    assert code == 0 and "2 schedules:" in out
+    assert "  hourly: every 3600s, next tick 2026-01-01T01:00:00Z" in out.splitlines()
+    code, out, _ = await asyncio.to_thread(sitq, "status", database.url, "--json")
+    assert set(json.loads(out)) == {str(s) for s in TaskStatus}  # the counts, as before
+
+
+def test_sitq_schedules_on_a_queue_without_any(
+    db_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def create() -> None:
+        async with TaskQueue(str(db_path)):
+            pass
+
+    asyncio.run(create())
+    assert main(["schedules", str(db_path)]) == 0
+    out, err = capsys.readouterr()
+    assert (out, err) == ("", "no schedules\n")
+
+
+def test_a_sync_queue_schedules_and_its_worker_runs_a_day_of_ticks(db_path: Path) -> None:
+    RUNS.clear()
+    clock = FakeClock()
+    with SyncTaskQueue(SQLiteBackend(db_path), clock=clock) as queue:
+        queue.with_options(priority=2).schedule(beat, cron="0 */6 * * *", args=("sync",))
+        worker = queue.worker()
+        assert worker.run_until_idle(until=clock.now() + DAY) == 4
+        [stored] = queue.schedules()
+        assert queue.unschedule(stored.name)
+    assert RUNS == {"sync": 4} and stored.priority == 2

@@ -1,15 +1,17 @@
-"""The command line: `sitq worker | status | dead | requeue | purge | prune | plot | lessons`.
+"""The command line: `sitq worker | status | schedules | dead | requeue | purge | prune | plot |
+lessons`.
 
 Made for shells and scripts: results go to stdout, messages and logs to stderr, and the exit
 code says what happened: 0 done, 1 a runtime error (no such task, database unusable...),
 2 a usage error (bad arguments, a database file that does not exist, an unsupported
 database URL, a module that does not exist), 3 the database file is damaged (a worker
 stops; restarting it will not help). `sitq` and `python -m sitq` are the same program.
-Commands that only look (status, dead, plot) open the database read-only: they work on a
+Commands that only look (status, schedules, dead, plot) open the database read-only: they work on a
 read-only copy, and never wait for the write lock.
 
     sitq worker queue.db --create --import myapp.tasks --concurrency 8
     sitq status queue.db [--json]
+    sitq schedules queue.db [--json]   (periodic tasks and their next tick)
     sitq dead queue.db
     sitq requeue queue.db 3f1c...      (or --all: every dead letter)
     sitq purge queue.db                (delete the dead letters)
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import json
 import logging
 import signal
@@ -42,7 +45,7 @@ from sitq.cli.lessons import add_command as add_lessons_command
 from sitq.cli.worker import run_worker
 from sitq.engine.queue import TaskQueue
 from sitq.errors import DatabaseCorruptError, MissingExtraError, SitqError, TaskStateError
-from sitq.task import TaskStatus
+from sitq.task import ScheduleInfo, TaskStatus
 
 Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]  # returns the exit code
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -54,9 +57,11 @@ CONTINUATION = "    "  # starts every further line of a log record that spans li
 
 
 async def show_status(args: argparse.Namespace) -> int:
-    """Print how many tasks are in each state, then the total (or the counts as JSON)."""
+    """Print how many tasks are in each state, then the total (or the counts as JSON),
+    then the periodic tasks, if any, with their next tick (`sitq schedules` says more)."""
     async with _open_queue(args, read_only=True) as queue:
         counts = await queue.counts()
+        schedules = [] if args.json else await queue.schedules()
     if args.json:  # for scripts: {"queued": 0, "running": 1, ...}, every state listed
         print(json.dumps({str(status): n for status, n in counts.items()}))
         return 0
@@ -64,7 +69,49 @@ async def show_status(args: argparse.Namespace) -> int:
     for status, n in counts.items():
         print(f"{status!s:<{width}} {n:>8}")
     print(f"{'total':<{width}} {sum(counts.values()):>8}")
+    if schedules:
+        print(f"\n{_plural(len(schedules), 'schedule')}:")
+        for info in schedules:
+            print(f"  {shown(info.name)}: {shown(info.when)}, next tick {_utc(info.next_at)}")
     return 0
+
+
+async def show_schedules(args: argparse.Namespace) -> int:
+    """One tab-separated line per periodic task: name, task, when it ticks, missed-tick
+    policy, next tick, last tick (UTC, ISO 8601), last error (or all of it as JSON)."""
+    async with _open_queue(args, read_only=True) as queue:
+        schedules = await queue.schedules()
+    if args.json:
+        print(json.dumps([_schedule_json(info) for info in schedules]))
+        return 0
+    for info in schedules:
+        error = (info.last_error or "").splitlines()[0] if info.last_error else ""
+        fields = [info.name, info.task_name, info.when, f"missed={info.missed}",
+                  _utc(info.next_at), _utc(info.last_tick_at), error]  # fmt: skip
+        print("\t".join(shown(field) for field in fields))
+    if not schedules:
+        print("no schedules", file=sys.stderr)
+    return 0
+
+
+def _schedule_json(info: ScheduleInfo) -> dict[str, Any]:
+    return {
+        "name": info.name, "task": info.task_name, "every": info.every, "cron": info.cron,
+        "tz": info.tz, "missed": info.missed, "next_tick": _utc(info.next_at),
+        "last_tick": _utc(info.last_tick_at) or None, "last_task_id": info.last_task_id,
+        "last_error": info.last_error,
+    }  # fmt: skip
+
+
+def _utc(timestamp: float | None) -> str:
+    """A tick as ISO 8601 in UTC, "2026-01-01T09:00:00Z"; "" for none."""
+    if timestamp is None:
+        return ""
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 async def show_dead(args: argparse.Namespace) -> int:
@@ -267,6 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status = command("status", show_status, "count tasks in each state")
     status.add_argument("--json", action="store_true", help="print the counts as one JSON object")
+    periodic = command("schedules", show_schedules, "list periodic tasks with their next tick")
+    periodic.add_argument("--json", action="store_true", help="print them as a JSON list")
     command("dead", show_dead, "list dead letters: id, name, attempts, error")
     requeuer = command("requeue", requeue, "give a failed or cancelled task a fresh run")
     which = requeuer.add_mutually_exclusive_group(required=True)

@@ -7,14 +7,12 @@ share one backend object (as in the tutorial) a worker hears about new work at o
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, ParamSpec, TypeVar, Unpack, overload
 
 from sitq.backends import as_backend
 from sitq.backends.base import Backend, NewTask, first_of
 from sitq.clock import Clock, SystemClock
-from sitq.engine import schedules
 from sitq.engine.calls import (
     Plan,
     as_calls,
@@ -24,6 +22,7 @@ from sitq.engine.calls import (
     no_cycle_collection,
     with_options,
 )
+from sitq.engine.schedules import QueueSchedules, ScheduleKeywords
 from sitq.errors import (
     InvalidOptionError,
     InvalidTaskError,
@@ -41,7 +40,6 @@ from sitq.task import (
     QueueSummary,
     Result,
     ScheduleInfo,
-    Schedules,
     TaskId,
     TaskInfo,
     TaskStatus,
@@ -56,7 +54,7 @@ P = ParamSpec("P")  # a task function's parameters: enqueue checks the arguments
 R = TypeVar("R")  # what it returns: the id it gets remembers it, so its Result does too
 
 
-class TaskQueue(LiveDisplay):
+class TaskQueue(LiveDisplay, QueueSchedules):
     """Enqueue tasks and read their results, status and history.
 
     backend: where tasks live (e.g. `SQLiteBackend("queue.db")`). serializer: how calls
@@ -188,67 +186,6 @@ class TaskQueue(LiveDisplay):
                 "and pass its path or key, or raise TaskQueue(max_payload_bytes=...)"
             )
         return NewTask._make((task_id, plan.name, payload, *plan.shared_columns))
-
-    # -- periodic tasks --------------------------------------------------------------------
-
-    async def schedule(
-        self,
-        func: Callable[..., Any],
-        /,
-        *,
-        every: float | dt.timedelta | None = None,
-        cron: str | None = None,
-        tz: str | None = None,
-        args: Sequence[Any] = (),
-        kwargs: dict[str, Any] | None = None,
-        missed: str = "last",
-        name: str | None = None,
-    ) -> ScheduleInfo:
-        """Run `func(*args, **kwargs)` periodically: `every` seconds (or a timedelta), or
-        at the times a five-field `cron` expression names in time zone `tz` (default UTC).
-
-        The schedule is stored in the database under `name` (default: the task's name) and
-        the workers enqueue its ticks: each tick once, however many workers run, on
-        however many machines. Declare it again (at every start of a program, say) and
-        it is updated in place; its next tick is kept unless the timing changed. An
-        interval's first tick is `every` after the first declaration.
-
-        `missed`: what happens to ticks missed while no worker ran: "last" (default)
-        enqueues the latest one once; "skip" enqueues nothing until the next tick (a tick
-        found late by less than half a period still runs). See `sitq.policy.schedule`.
-        Task options (retry, timeout, priority) come from `@sitq.task(...)` or
-        `queue.with_options(...).schedule(...)`. Bad input raises InvalidScheduleError.
-        """
-        return await self._schedule(func, NO_OPTIONS, every, cron, tz, args, kwargs, missed,
-                                    name)  # fmt: skip
-
-    async def _schedule(
-        self,
-        func: Callable[..., Any],
-        options: TaskOptions,
-        every: float | dt.timedelta | None,
-        cron: str | None,
-        tz: str | None,
-        args: Sequence[Any],
-        kwargs: dict[str, Any] | None,
-        missed: str,
-        name: str | None,
-    ) -> ScheduleInfo:
-        row = schedules.declare(func, args, {} if kwargs is None else kwargs, options,
-                                self.serializer, self.clock.now(), every=every, cron=cron,
-                                tz=tz, missed=missed, name=name)  # fmt: skip
-        await self._ready()
-        return await self.backend.save_schedule(row)
-
-    async def unschedule(self, name: str) -> bool:
-        """Remove the schedule `name` (the tasks it enqueued stay); False if none."""
-        await self._ready()
-        return await self.backend.delete_schedule(name)
-
-    async def schedules(self) -> Schedules:
-        """Every schedule with its next tick (a list that shows as a table in Jupyter)."""
-        await self._ready()
-        return Schedules(await self.backend.list_schedules())
 
     # -- results ---------------------------------------------------------------------------
 
@@ -464,18 +401,7 @@ class OptionsView:
         return await self._queue._enqueue_calls(as_calls(calls), self.options)
 
     async def schedule(
-        self,
-        func: Callable[..., Any],
-        /,
-        *,
-        every: float | dt.timedelta | None = None,
-        cron: str | None = None,
-        tz: str | None = None,
-        args: Sequence[Any] = (),
-        kwargs: dict[str, Any] | None = None,
-        missed: str = "last",
-        name: str | None = None,
+        self, func: Callable[..., Any], /, **when: Unpack[ScheduleKeywords]
     ) -> ScheduleInfo:
         """`TaskQueue.schedule`, each tick's task with these options (no delay/eta)."""
-        return await self._queue._schedule(func, self.options, every, cron, tz, args, kwargs,
-                                           missed, name)  # fmt: skip
+        return await self._queue._schedule_with(self.options, func, **when)

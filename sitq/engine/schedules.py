@@ -20,17 +20,18 @@ import datetime as dt
 import logging
 import math
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypedDict, Unpack
 
-from sitq.backends.base import Backend, NewSchedule, NewTask, ScheduleFire, schedule_payload_id
+from sitq.backends.base import Backend, NewTask
+from sitq.backends.schedule_rows import NewSchedule, ScheduleFire, schedule_payload_id
 from sitq.clock import Clock
 from sitq.engine.calls import Plan, new_task_ids, with_options
 from sitq.errors import InvalidScheduleError
-from sitq.options import TaskOptions
+from sitq.options import NO_OPTIONS, TaskOptions
 from sitq.policy import schedule as policy
 from sitq.policy import state
-from sitq.task import ScheduleInfo
+from sitq.task import ScheduleInfo, Schedules
 from sitq.wire.serialization import Serializer, TaskCall
 
 logger: logging.Logger = logging.getLogger("sitq.schedules")
@@ -86,6 +87,86 @@ def declare(
         max_attempts=max_attempts,
         retry_policy=retry_policy,
     )
+
+
+class ScheduleKeywords(TypedDict, total=False):
+    """The keywords of `TaskQueue.schedule`, for the methods that pass them on
+    (`with_options(...).schedule`, `SyncTaskQueue.schedule`)."""
+
+    every: float | dt.timedelta | None
+    cron: str | None
+    tz: str | None
+    args: Sequence[Any]
+    kwargs: dict[str, Any] | None
+    missed: str
+    name: str | None
+
+
+class QueueSchedules:
+    """`TaskQueue`'s methods for periodic tasks: schedule, unschedule, schedules."""
+
+    # Set by TaskQueue; declared here for the type checker.
+    backend: Backend
+    serializer: Serializer
+    clock: Clock
+
+    async def _ready(self) -> None:
+        raise NotImplementedError
+
+    async def schedule(
+        self,
+        func: Callable[..., Any],
+        /,
+        *,
+        every: float | dt.timedelta | None = None,
+        cron: str | None = None,
+        tz: str | None = None,
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        missed: str = "last",
+        name: str | None = None,
+    ) -> ScheduleInfo:
+        """Run `func(*args, **kwargs)` periodically: `every` seconds (or a timedelta), or
+        at the times a five-field `cron` expression names in time zone `tz` (default UTC).
+
+        The schedule is stored in the database under `name` (default: the task's name) and
+        the workers enqueue its ticks: each tick once, however many workers run, on
+        however many machines; each tick's task is due at the tick's time. Declare it
+        again (at every start of a program, say) and it is updated in place; its next tick
+        is kept unless the timing changed. An interval's first tick is `every` after the
+        first declaration; a cron schedule's is the first time it names after now.
+
+        `missed`: what happens to ticks missed while no worker ran: "last" (default)
+        enqueues the latest one once; "skip" enqueues nothing until the next tick (a tick
+        found late by less than half a period still runs). See `sitq.policy.schedule`.
+        Task options (retry, timeout, priority) come from `@sitq.task(...)` or
+        `queue.with_options(...).schedule(...)`. Bad input raises InvalidScheduleError.
+        """
+        return await self._schedule_with(NO_OPTIONS, func, every=every, cron=cron, tz=tz,
+                                        args=args, kwargs=kwargs, missed=missed,
+                                        name=name)  # fmt: skip
+
+    async def _schedule_with(
+        self, options: TaskOptions, func: Callable[..., Any], /, **when: Unpack[ScheduleKeywords]
+    ) -> ScheduleInfo:
+        """`schedule`, each tick's task with these options (`with_options(...).schedule`)."""
+        kwargs = when.get("kwargs")
+        row = declare(func, when.get("args", ()), {} if kwargs is None else kwargs, options,
+                      self.serializer, self.clock.now(), every=when.get("every"),
+                      cron=when.get("cron"), tz=when.get("tz"),
+                      missed=when.get("missed", "last"), name=when.get("name"))  # fmt: skip
+        await self._ready()
+        return await self.backend.save_schedule(row)
+
+    async def unschedule(self, name: str) -> bool:
+        """Remove the schedule `name` (the tasks it enqueued stay); False if none."""
+        await self._ready()
+        return await self.backend.delete_schedule(name)
+
+    async def schedules(self) -> Schedules:
+        """Every schedule with its next tick (a list that shows as a table in Jupyter)."""
+        await self._ready()
+        return Schedules(await self.backend.list_schedules())
 
 
 def timing_of(schedule: ScheduleInfo) -> policy.Timing:

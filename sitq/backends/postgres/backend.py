@@ -40,10 +40,8 @@ from typing import Any
 from sitq.backends.base import (
     ClaimedTask,
     ClaimRequest,
-    NewSchedule,
     NewTask,
     Now,
-    ScheduleFire,
     Settlement,
     read_now,
 )
@@ -51,6 +49,7 @@ from sitq.backends.postgres import rows as convert
 from sitq.backends.postgres import schedules as schedule_sql
 from sitq.backends.postgres import sql
 from sitq.backends.postgres.link import Connection, PostgresLink
+from sitq.backends.schedule_rows import NewSchedule, ScheduleFire
 from sitq.clock import wall_clock_of
 from sitq.policy.state import CancelAction, on_cancel, on_requeue
 from sitq.task import WAITING, Attempt, ScheduleInfo, TaskInfo, TaskStatus

@@ -10,6 +10,36 @@ then finds the row changed and updates nothing), records the tick under the prim
 
 from __future__ import annotations
 
+#: The tables, created with the rest of the schema (`sql.SCHEMA`).
+SCHEDULE_TABLES = """
+-- Periodic tasks: when each ticks, and the call each tick enqueues (sitq.engine.schedules).
+CREATE TABLE IF NOT EXISTS sitq_schedules (
+    name          TEXT PRIMARY KEY,
+    task_name     TEXT NOT NULL,
+    payload       BYTEA NOT NULL,           -- the call, serialized for 'sitq-schedule:<name>'
+    every         DOUBLE PRECISION,         -- seconds between ticks, or NULL for cron
+    cron          TEXT,                     -- five fields, read in tz
+    tz            TEXT NOT NULL,
+    missed        TEXT NOT NULL,            -- 'last' or 'skip' (sitq.policy.schedule)
+    priority      BIGINT NOT NULL DEFAULT 0,
+    max_attempts  INTEGER,
+    retry_policy  TEXT,
+    next_at       DOUBLE PRECISION NOT NULL, -- the next tick to enqueue
+    created_at    DOUBLE PRECISION NOT NULL,
+    last_tick_at  DOUBLE PRECISION,
+    last_task_id  TEXT,
+    last_error    TEXT
+);
+-- One row per tick enqueued: the key makes a second enqueue of a tick impossible.
+CREATE TABLE IF NOT EXISTS sitq_schedule_ticks (
+    schedule      TEXT NOT NULL,
+    tick_at       DOUBLE PRECISION NOT NULL,
+    task_id       TEXT NOT NULL,
+    enqueued_at   DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (schedule, tick_at)
+);
+"""
+
 SCHEDULE_COLUMNS = """name, task_name, every, cron, tz, missed, next_at, created_at,
     last_tick_at, last_task_id, last_error, priority, max_attempts, retry_policy, payload"""
 

@@ -16,6 +16,7 @@ make these statements safe with many workers on many machines:
 
 from __future__ import annotations
 
+from sitq.backends.postgres.schedules import SCHEDULE_TABLES
 from sitq.policy.state import (
     CLAIMABLE,
     LATE_OUTCOME_REPLACES,
@@ -110,33 +111,8 @@ CREATE TABLE IF NOT EXISTS sitq_attempts (
     next_delay    DOUBLE PRECISION
 );
 CREATE INDEX IF NOT EXISTS sitq_attempts_task ON sitq_attempts (task_id);
--- Periodic tasks: when each ticks, and the call each tick enqueues (sitq.engine.schedules).
-CREATE TABLE IF NOT EXISTS sitq_schedules (
-    name          TEXT PRIMARY KEY,
-    task_name     TEXT NOT NULL,
-    payload       BYTEA NOT NULL,           -- the call, serialized for 'sitq-schedule:<name>'
-    every         DOUBLE PRECISION,         -- seconds between ticks, or NULL for cron
-    cron          TEXT,                     -- five fields, read in tz
-    tz            TEXT NOT NULL,
-    missed        TEXT NOT NULL,            -- 'last' or 'skip' (sitq.policy.schedule)
-    priority      BIGINT NOT NULL DEFAULT 0,
-    max_attempts  INTEGER,
-    retry_policy  TEXT,
-    next_at       DOUBLE PRECISION NOT NULL, -- the next tick to enqueue
-    created_at    DOUBLE PRECISION NOT NULL,
-    last_tick_at  DOUBLE PRECISION,
-    last_task_id  TEXT,
-    last_error    TEXT
-);
--- One row per tick enqueued: the key makes a second enqueue of a tick impossible.
-CREATE TABLE IF NOT EXISTS sitq_schedule_ticks (
-    schedule      TEXT NOT NULL,
-    tick_at       DOUBLE PRECISION NOT NULL,
-    task_id       TEXT NOT NULL,
-    enqueued_at   DOUBLE PRECISION NOT NULL,
-    PRIMARY KEY (schedule, tick_at)
-);
 """
+SCHEMA += SCHEDULE_TABLES  # periodic tasks: sitq.backends.postgres.schedules
 
 READ_VERSION = "SELECT value FROM sitq_meta WHERE key = 'schema_version'"
 WRITE_VERSION = """

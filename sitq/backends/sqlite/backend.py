@@ -33,14 +33,13 @@ from sitq.backends.base import (
     ClaimedTask,
     ClaimRequest,
     Connectable,
-    NewSchedule,
     NewTask,
     Now,
-    ScheduleFire,
     Settlement,
     Signal,
 )
 from sitq.backends.group_commit import GroupCommit
+from sitq.backends.schedule_rows import NewSchedule, ScheduleFire
 from sitq.backends.sqlite import lock as sqlite_lock
 from sitq.backends.sqlite import ops, schema, sql
 from sitq.backends.sqlite import schedules as schedule_ops

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from sitq.backends.base import NewSchedule, ScheduleFire
+from sitq.backends.schedule_rows import NewSchedule, ScheduleFire
 from sitq.backends.sqlite import sql
 from sitq.backends.sqlite.ops import in_transaction
 from sitq.task import ScheduleInfo
