@@ -14,7 +14,9 @@ updating the model to match:
 - run one worker step (`worker.run_once()`), or advance the clock;
 - a worker that claims and dies: `backend.claim(...)` under a made-up worker id, and
   never a report (advancing past its lease lets the live worker take the task over);
-- cancel, requeue, purge the dead letters, `get_result(timeout=0)`.
+- cancel, requeue, purge the dead letters, `get_result(timeout=0)`;
+- declare a periodic task (`queue.schedule(every=..., missed=...)`): each worker step
+  then enqueues the tick the model's own arithmetic expects, once, and runs it.
 
 **The invariants**, checked after every step, and what each one protects:
 
@@ -49,6 +51,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import os
 import random
 import shutil
@@ -167,6 +170,26 @@ class ModelTask:
 
 
 @dataclass
+class ModelSchedule:
+    """A periodic task as the model expects it: its next tick, moved on by worker steps."""
+
+    every: float
+    missed: str  # "last": the latest due tick runs; "skip": only one found on time
+    failures: int  # each tick's task fails this many executions first
+    next_at: float
+
+    def tick(self, now: float) -> float | None:
+        """The tick a worker step at `now` enqueues (None: none), moving `next_at` on."""
+        if self.next_at > now:
+            return None
+        latest = self.next_at + math.floor((now - self.next_at) / self.every) * self.every
+        self.next_at = latest + self.every
+        if self.missed == "skip" and now - latest > self.every / 2:
+            return None
+        return latest
+
+
+@dataclass
 class Snapshot:
     """Everything the invariants read, fetched once per step through the public API."""
 
@@ -195,6 +218,7 @@ class QueueModel(RuleBasedStateMachine):
         )
         self.tasks: dict[str, ModelTask] = {}  # in enqueue order, purged ones included
         self.dead_workers = 0
+        self.periodic: ModelSchedule | None = None
         self._snapshot: Snapshot | None = None
         self.act(self.queue.connect())
 
@@ -301,6 +325,19 @@ class QueueModel(RuleBasedStateMachine):
         now = self.clock.now()
         self.tasks[task_id] = ModelTask(task_id, failures, policy, status, now + delay)
 
+    @precondition(lambda self: self.periodic is None)
+    @rule(
+        every=st.sampled_from([2.0, 5.0]),
+        missed=st.sampled_from(["last", "skip"]),
+        failures=st.sampled_from([0, ALWAYS]),
+    )
+    def schedule(self, every: float, missed: str, failures: int) -> None:
+        info = self.act(
+            self.queue.schedule(fail_then_succeed, every=every, args=(failures,), missed=missed)
+        )
+        assert info.next_at == self.clock.now() + every
+        self.periodic = ModelSchedule(every, missed, failures, info.next_at)
+
     @rule()
     def run_worker_step(self) -> None:
         now = self.clock.now()
@@ -310,13 +347,29 @@ class QueueModel(RuleBasedStateMachine):
         maybe = sum(t.cancel_requested for t in due)
         # An expired lease whose lost attempt spent the budget is ended by the claim itself.
         spent = sum(_spent(t, now) for t in due)
+        tick = None if self.periodic is None else self.periodic.tick(now)
         ran = self.act(self.worker.run_once())
+        due += self.tick_task(tick)
         assert len(due) - spent - maybe <= ran <= len(due) - spent, f"ran {ran} of {len(due)}"
         for task in due:
             if task.status is TaskStatus.RUNNING:
                 self.take_over(task, now)
             else:
                 self.execute(task, now)
+
+    def tick_task(self, tick: float | None) -> list[ModelTask]:
+        """The task a worker step enqueued for the schedule's tick: exactly one if the
+        model expects a tick, due at the tick's time; none otherwise."""
+        rows = self.act(self.backend.list_tasks())
+        new = [row for row in rows if row.task_id not in self.tasks]
+        assert len(new) == (tick is not None), f"tick {tick}: new tasks {new}"
+        if tick is None:
+            return []
+        assert self.periodic is not None and new[0].due_at == tick
+        task = ModelTask(new[0].task_id, self.periodic.failures, Policy("none"),
+                         TaskStatus.QUEUED, tick)  # fmt: skip
+        self.tasks[task.task_id] = task
+        return [task]
 
     @rule(seconds=st.sampled_from([0.5, 1.0, 3.0, LEASE + 1, 30.0]))
     def advance_time(self, seconds: float) -> None:
