@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import random
 import re
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -455,3 +456,27 @@ def test_a_sync_queue_schedules_and_its_worker_runs_a_day_of_ticks(db_path: Path
         [stored] = queue.schedules()
         assert queue.unschedule(stored.name)
     assert RUNS == {"sync": 4} and stored.priority == 2
+
+
+def test_a_file_made_before_schedules_gains_their_tables(db_path: Path) -> None:
+    """A queue file of schema 3 (no schedules) is upgraded when a queue opens it; read-only,
+    it is left as it is and lists no schedules."""
+
+    async def open_and_schedule() -> list[str]:
+        async with TaskQueue(str(db_path)) as queue:
+            await queue.schedule(beat, every=60, args=("old",))
+            return [s.name for s in await queue.schedules()]
+
+    async def make_the_file() -> None:
+        async with TaskQueue(str(db_path)):
+            pass
+
+    asyncio.run(make_the_file())
+    conn = sqlite3.connect(db_path)
+    conn.executescript(
+        "DROP TABLE sitq_schedules; DROP TABLE sitq_schedule_ticks;"
+        "UPDATE sitq_meta SET value = '3' WHERE key = 'schema_version';"
+    )
+    conn.close()
+    assert main(["schedules", str(db_path)]) == 0  # read-only: no table, no schedules
+    assert asyncio.run(open_and_schedule()) == ["beat"]

@@ -264,10 +264,11 @@ class Worker(WorkerRun):
     async def _loop_step(self) -> None:
         """One turn of the main loop: enqueue the ticks of periodic tasks that have come,
         send back overdue tasks in hand, claim, or wait."""
-        await self.schedules.enqueue_due()
         for task in self._slots.ahead.overdue():
             self._send_back(task)
         work_ticket, wake_ticket = self.backend.work_signal.ticket(), self._wake.ticket()
+        # After the tickets: a stop() that rings while the schedules are read is not missed.
+        await self.schedules.enqueue_due()
         request = None if self._leave_claim_to_settles() else self._next_claim()
         if request is None:  # until a slot frees, a claim lands, stop(), or a task is overdue
             await Signal.wait(wake_ticket, self._slots.ahead.overdue_in())
