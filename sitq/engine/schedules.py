@@ -185,10 +185,10 @@ class ScheduleKeeper:
     def __init__(
         self, backend: Backend, serializer: Serializer, clock: Clock, look_every: float
     ) -> None:
-        self.backend = backend
-        self.serializer = serializer
-        self.clock = clock
-        self.look_every = look_every
+        self.backend: Backend = backend
+        self.serializer: Serializer = serializer
+        self.clock: Clock = clock
+        self.look_every: float = look_every
         self.earliest: float | None = None  # the earliest next tick seen at the last look
         self._looked = -math.inf  # time.monotonic() of the last look
 

@@ -106,7 +106,9 @@ class Worker(WorkerRun):
         self._connected = False
         self._pruner = Pruner(self.backend, self.clock, self.worker_id)
         look_every = self.poll_interval or self.backend.poll_interval
-        self.schedules = ScheduleKeeper(self.backend, self.serializer, self.clock, look_every)
+        self.schedules: ScheduleKeeper = ScheduleKeeper(
+            self.backend, self.serializer, self.clock, look_every
+        )
         self._runner: TaskRunner | None = None
         self._keeper: LeaseKeeper | None = None
         self.processed: int = 0
