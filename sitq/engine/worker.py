@@ -106,7 +106,7 @@ class Worker(WorkerRun):
         self._connected = False
         self._pruner = Pruner(self.backend, self.clock, self.worker_id)
         look_every = self.poll_interval or self.backend.poll_interval
-        self.schedules: ScheduleKeeper = ScheduleKeeper(
+        self._schedules: ScheduleKeeper = ScheduleKeeper(
             self.backend, self.serializer, self.clock, look_every
         )
         self._runner: TaskRunner | None = None
@@ -204,7 +204,7 @@ class Worker(WorkerRun):
     async def run_once(self) -> int:
         """Claim the tasks due now (up to `concurrency`), run them all, return how many."""
         await self._ensure_connected()
-        await self.schedules.enqueue_due(force=True)
+        await self._schedules.enqueue_due(force=True)
         sent = await self._request(self.concurrency).sent_to(self.backend)
         claimed = self.runner.report_decided(sent)  # lost leases the claim itself ended
         if claimed:
@@ -236,7 +236,7 @@ class Worker(WorkerRun):
                 continue
             next_due = await self.backend.next_due_at()
             if last is not None:
-                next_due = self.schedules.sooner(next_due)
+                next_due = self._schedules.sooner(next_due)
                 if next_due is not None and next_due > last:
                     break
             if next_due is None:
@@ -270,7 +270,7 @@ class Worker(WorkerRun):
             self._send_back(task)
         work_ticket, wake_ticket = self.backend.work_signal.ticket(), self._wake.ticket()
         # After the tickets: a stop() that rings while the schedules are read is not missed.
-        await self.schedules.enqueue_due()
+        await self._schedules.enqueue_due()
         request = None if self._leave_claim_to_settles() else self._next_claim()
         if request is None:  # until a slot frees, a claim lands, stop(), or a task is overdue
             await Signal.wait(wake_ticket, self._slots.ahead.overdue_in())
@@ -285,7 +285,7 @@ class Worker(WorkerRun):
         # Fewer than asked: nothing else is due now. Wait (the tickets were taken before the
         # claim, so work enqueued meanwhile is not missed) instead of asking again.
         await self._pruner.now_and_then(self.retention)
-        next_due = self.schedules.sooner(await self.backend.next_due_at())
+        next_due = self._schedules.sooner(await self.backend.next_due_at())
         waits = [work_ticket.wait(), wake_ticket.wait(), self.clock.wait(next_due),
                  self.backend.wait_for_change(self._poll_interval)]  # fmt: skip
         await first_of(waits, self._slots.ahead.overdue_in())
