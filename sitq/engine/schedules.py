@@ -11,7 +11,8 @@ tick and a UNIQUE key per schedule and tick). A tick's task is an ordinary task:
 claimed, retried and recorded like any other, due at the tick's time.
 
 Time is the worker's clock, so on a `FakeClock` `worker.run_until_idle(until=...)` runs a
-day of ticks in a moment, each tick once however many workers share the clock.
+day of ticks in a moment; several workers sharing one FakeClock step it together
+(`clock.advance(...)`, then each worker's `run_once()`), and each tick still runs once.
 """
 
 from __future__ import annotations

@@ -77,12 +77,6 @@ class Timing:
         """The first tick of a schedule declared at `now`."""
         return self.next_after(now)
 
-    def describe(self) -> str:
-        """A few words for tables and the CLI: "every 3600s" or "cron 0 * * * * (UTC)"."""
-        if self.every is not None:
-            return f"every {self.every:g}s"
-        return f"cron {self.cron} ({self.tz})"
-
 
 def timing(
     every: float | dt.timedelta | None = None, cron: str | None = None, tz: str | None = None
