@@ -17,7 +17,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from backends import Database
+from backends import POSTGRES_URL, Database, discard, make_database
 from reliability_tasks import count, tally
 from worker_processes import wait_until, workers
 
@@ -480,3 +480,20 @@ def test_a_file_made_before_schedules_gains_their_tables(db_path: Path) -> None:
     conn.close()
     assert main(["schedules", str(db_path)]) == 0  # read-only: no table, no schedules
     assert asyncio.run(open_and_schedule()) == ["beat"]
+
+
+async def test_a_postgres_schema_without_the_schedule_tables_lists_none(tmp_path: Path) -> None:
+    """As `sitq status` reads a schema an older sitq made (before it is upgraded)."""
+    import asyncpg
+
+    database = make_database("postgres", tmp_path)
+    try:
+        async with TaskQueue(database.url) as queue:
+            admin = await asyncpg.connect(POSTGRES_URL)
+            try:
+                await admin.execute(f'DROP TABLE "{database.schema}".sitq_schedules')
+            finally:
+                await admin.close()
+            assert await queue.schedules() == []
+    finally:
+        await discard(database)

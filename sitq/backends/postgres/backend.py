@@ -37,6 +37,8 @@ import logging
 from collections.abc import Collection, Sequence
 from typing import Any
 
+import asyncpg
+
 from sitq.backends.base import (
     ClaimedTask,
     ClaimRequest,
@@ -285,12 +287,11 @@ class PostgresBackend(PostgresLink):
         return await self._execute(schedule_sql.DELETE_SCHEDULE, name) == 1
 
     async def list_schedules(self) -> list[ScheduleInfo]:
-        async def read(conn: Connection) -> list[ScheduleInfo]:
-            if not await conn.fetchval(schedule_sql.HAS_SCHEDULES):
-                return []  # a schema made before schedules existed, not yet upgraded
-            return [ScheduleInfo(*row) for row in await conn.fetch(schedule_sql.LIST_SCHEDULES)]
-
-        return await self._run(read)
+        try:
+            rows = await self._fetch(schedule_sql.LIST_SCHEDULES)
+        except asyncpg.exceptions.UndefinedTableError:
+            return []  # a schema made before schedules existed, not yet upgraded
+        return [ScheduleInfo(*row) for row in rows]
 
     async def fire_schedule(self, fire: ScheduleFire) -> bool:
         """One transaction: advance (compare-and-set), record the tick, add the task and

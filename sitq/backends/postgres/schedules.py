@@ -67,7 +67,6 @@ RETURNING {SCHEDULE_COLUMNS}
 
 LIST_SCHEDULES = f"SELECT {SCHEDULE_COLUMNS} FROM sitq_schedules ORDER BY name"
 DELETE_SCHEDULE = "DELETE FROM sitq_schedules WHERE name = $1"
-HAS_SCHEDULES = "SELECT to_regclass('sitq_schedules') IS NOT NULL"
 
 #: The compare-and-set: only the worker that read this next tick moves it on.
 ADVANCE = """
