@@ -24,6 +24,7 @@ from sitq.errors import (
     EventLoopError,
     IncompleteBackendError,
     InvalidOptionError,
+    InvalidScheduleError,
     InvalidTaskError,
     MissingExtraError,
     PayloadTooLargeError,
@@ -55,6 +56,8 @@ from sitq.task import (
     History,
     QueueSummary,
     Result,
+    ScheduleInfo,
+    Schedules,
     TaskId,
     TaskInfo,
     TaskStatus,
@@ -78,7 +81,7 @@ __all__ = [
     # the client, the worker and what they exchange
     "TaskQueue", "Worker", "Result", "TaskId", "TaskStatus", "TERMINAL", "TaskInfo", "Attempt",
     "call",
-    "History", "QueueSummary", "SyncTaskQueue", "SyncWorker",
+    "History", "QueueSummary", "SyncTaskQueue", "SyncWorker", "ScheduleInfo", "Schedules",
     # options and retries
     "task", "TaskOptions", "RetryPolicy", "NO_RETRY", "Retry", "TransientError",
     "PermanentError", "TaskTimeout", "WorkerLost",
@@ -93,5 +96,5 @@ __all__ = [
     "InvalidTaskError", "InvalidOptionError", "QueueClosedError", "TaskStateError",
     "SchemaVersionError", "BackendError", "SignatureError", "TaskImportError",
     "TaskNotAllowedError", "IncompleteBackendError", "MissingExtraError", "SitqWarning",
-    "EventLoopError", "UniqueKeyTakenError",
+    "EventLoopError", "InvalidScheduleError", "UniqueKeyTakenError",
 ]  # fmt: skip

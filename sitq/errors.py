@@ -39,6 +39,11 @@ class InvalidOptionError(SitqError, ValueError):
     """A task option (delay, eta, timeout, priority...) has an impossible value."""
 
 
+class InvalidScheduleError(InvalidOptionError):
+    """A periodic task's schedule is impossible: a bad cron expression, an interval that is
+    not positive, both `every=` and `cron=` (or neither), an unknown time zone."""
+
+
 class QueueClosedError(SitqError, RuntimeError):
     """The queue (or its backend) was used before `connect()` or after `close()`."""
 

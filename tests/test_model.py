@@ -18,6 +18,8 @@ updating the model to match:
 - enqueue with a unique key (`with_options(unique_key=...)`, always the same key): while an
   unfinished task holds the key, the enqueue returns its id and adds nothing; a requeue
   of a task whose key another unfinished task holds is refused (UniqueKeyTakenError).
+- declare a periodic task (`queue.schedule(every=..., missed=...)`): each worker step
+  then enqueues the tick the model's own arithmetic expects, once, and runs it.
 
 **The invariants**, checked after every step, and what each one protects:
 
@@ -53,6 +55,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import os
 import random
 import shutil
@@ -182,6 +185,26 @@ class ModelTask:
 
 
 @dataclass
+class ModelSchedule:
+    """A periodic task as the model expects it: its next tick, moved on by worker steps."""
+
+    every: float
+    missed: str  # "last": the latest due tick runs; "skip": only one found on time
+    failures: int  # each tick's task fails this many executions first
+    next_at: float
+
+    def tick(self, now: float) -> float | None:
+        """The tick a worker step at `now` enqueues (None: none), moving `next_at` on."""
+        if self.next_at > now:
+            return None
+        latest = self.next_at + math.floor((now - self.next_at) / self.every) * self.every
+        self.next_at = latest + self.every
+        if self.missed == "skip" and now - latest > self.every / 2:
+            return None
+        return latest
+
+
+@dataclass
 class Snapshot:
     """Everything the invariants read, fetched once per step through the public API."""
 
@@ -210,6 +233,7 @@ class QueueModel(RuleBasedStateMachine):
         )
         self.tasks: dict[str, ModelTask] = {}  # in enqueue order, purged ones included
         self.dead_workers = 0
+        self.periodic: ModelSchedule | None = None
         self._snapshot: Snapshot | None = None
         self.act(self.queue.connect())
 
@@ -335,6 +359,19 @@ class QueueModel(RuleBasedStateMachine):
             task_id, failures, policy, status, now + delay, unique_key=key
         )
 
+    @precondition(lambda self: self.periodic is None)
+    @rule(
+        every=st.sampled_from([2.0, 5.0]),
+        missed=st.sampled_from(["last", "skip"]),
+        failures=st.sampled_from([0, ALWAYS]),
+    )
+    def schedule(self, every: float, missed: str, failures: int) -> None:
+        info = self.act(
+            self.queue.schedule(fail_then_succeed, every=every, args=(failures,), missed=missed)
+        )
+        assert info.next_at == self.clock.now() + every
+        self.periodic = ModelSchedule(every, missed, failures, info.next_at)
+
     @rule()
     def run_worker_step(self) -> None:
         now = self.clock.now()
@@ -344,13 +381,29 @@ class QueueModel(RuleBasedStateMachine):
         maybe = sum(t.cancel_requested for t in due)
         # An expired lease whose lost attempt spent the budget is ended by the claim itself.
         spent = sum(_spent(t, now) for t in due)
+        tick = None if self.periodic is None else self.periodic.tick(now)
         ran = self.act(self.worker.run_once())
+        due += self.tick_task(tick)
         assert len(due) - spent - maybe <= ran <= len(due) - spent, f"ran {ran} of {len(due)}"
         for task in due:
             if task.status is TaskStatus.RUNNING:
                 self.take_over(task, now)
             else:
                 self.execute(task, now)
+
+    def tick_task(self, tick: float | None) -> list[ModelTask]:
+        """The task a worker step enqueued for the schedule's tick: exactly one if the
+        model expects a tick, due at the tick's time; none otherwise."""
+        rows = self.act(self.backend.list_tasks())
+        new = [row for row in rows if row.task_id not in self.tasks]
+        assert len(new) == (tick is not None), f"tick {tick}: new tasks {new}"
+        if tick is None:
+            return []
+        assert self.periodic is not None and new[0].due_at == tick
+        task = ModelTask(new[0].task_id, self.periodic.failures, Policy("none"),
+                         TaskStatus.QUEUED, tick)  # fmt: skip
+        self.tasks[task.task_id] = task
+        return [task]
 
     @rule(seconds=st.sampled_from([0.5, 1.0, 3.0, LEASE + 1, 30.0]))
     def advance_time(self, seconds: float) -> None:

@@ -92,6 +92,8 @@ async def test_connect_creates_a_versioned_schema_of_its_own(
         "sitq_attempts",
         "sitq_meta",
         "sitq_rate_starts",
+        "sitq_schedule_ticks",
+        "sitq_schedules",
         "sitq_tasks",
     ]
     version = await admin.fetchval(

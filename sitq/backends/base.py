@@ -17,9 +17,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol, Self, runtime_checkable
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, Self, runtime_checkable
 
-from sitq.task import TERMINAL, Attempt, TaskInfo, TaskStatus
+from sitq.task import TERMINAL, Attempt, ScheduleInfo, TaskInfo, TaskStatus
+
+if TYPE_CHECKING:
+    from sitq.backends.schedule_rows import NewSchedule, ScheduleFire
 
 #: A time source for a backend operation: a timestamp, or a function read once the
 #: operation holds the database's write lock (so a wait for the lock never shortens a lease).
@@ -386,4 +389,26 @@ class Backend(Protocol):
         """The newest `limit` attempt records, newest first. Read backwards along the
         primary key, with no sort, so its cost depends on `limit`, not on how many records
         are kept: a live view asks for it every second."""
+        ...
+
+    # -- periodic tasks (sitq.engine.schedules) ---------------------------------------------
+
+    async def save_schedule(self, schedule: NewSchedule) -> ScheduleInfo:
+        """Insert or replace the schedule of this name. Its next tick is kept when the
+        timing (every, cron, tz) is unchanged, else set to `schedule.next_at`."""
+        ...
+
+    async def delete_schedule(self, name: str) -> bool:
+        """Remove a schedule (tasks it enqueued stay); False if there was none."""
+        ...
+
+    async def list_schedules(self) -> list[ScheduleInfo]:
+        """Every schedule, by name (an older database without the table: none)."""
+        ...
+
+    async def fire_schedule(self, fire: ScheduleFire) -> bool:
+        """Atomically: advance the schedule's next tick from `fire.expected_next_at` to
+        `fire.next_at` (nothing if another worker already did), record the tick under a
+        UNIQUE (schedule, tick) key, and add its task. True if the task was added: each
+        tick is enqueued once, however many workers fire it at the same moment."""
         ...

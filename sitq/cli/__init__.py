@@ -6,7 +6,7 @@ state, database unusable...), 2 a usage error (bad arguments, no database there,
 unsupported database URL, a module that does not exist, a function or JSON argument
 `enqueue` refuses), 3 the database file is damaged (a worker stops; restarting it will not
 help). `sitq` and `python -m sitq` are the same program. Commands that only look (status,
-show, dead, plot) open the database read-only: they work on a read-only copy, and never
+schedules, show, dead, plot) open the database read-only: they work on a read-only copy, and never
 wait for the write lock. Every command takes DB from `SITQ_DATABASE_URL` when it is left
 out. Only `--create` (worker, enqueue) makes a new queue: elsewhere a SQLite path with no
 file, or a PostgreSQL schema with no queue (a typo'd `?schema=`), is a usage error.
@@ -14,6 +14,7 @@ file, or a PostgreSQL schema with no queue (a typo'd `?schema=`), is a usage err
     sitq worker queue.db --create --import myapp.tasks --concurrency 8
     sitq enqueue queue.db myapp.tasks:add 1 2  (JSON arguments; --kwargs, --delay, --json)
     sitq status queue.db [--json] [--watch 2]  (redraw every 2 s until Ctrl-C)
+    sitq schedules queue.db [--json]   (periodic tasks and their next tick)
     sitq show queue.db 3f1c...         (status, attempts, times, error, traceback; --json)
     sitq cancel queue.db 3f1c...       (a waiting task now; a running one at its heartbeat)
     sitq dead queue.db [--json]

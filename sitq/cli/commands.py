@@ -12,6 +12,7 @@ from contextlib import suppress
 from sitq.backends.urls import redacted
 from sitq.cli.common import UsageError, open_database, serializer_for, shown
 from sitq.cli.enqueue import check_binding, load_function, parse_arguments, print_enqueued
+from sitq.cli.schedules import print_schedules
 from sitq.cli.tasks import dead_line, task_json, task_lines
 from sitq.engine.queue import TaskQueue
 from sitq.errors import InvalidOptionError, MissingExtraError, SitqError, TaskStateError
@@ -22,7 +23,8 @@ CLEAR_SCREEN = "\x1b[H\x1b[2J"  # cursor home, clear: each `status --watch` fram
 
 
 async def show_status(args: argparse.Namespace) -> int:
-    """Print how many tasks are in each state, then the total (or the counts as JSON).
+    """Print how many tasks are in each state, then the total (or the counts as JSON), then
+    the periodic tasks, if any, with their next tick (`sitq schedules` says more).
 
     With --watch SECONDS, again every SECONDS until Ctrl-C (or --count frames): on a
     terminal each frame replaces the last; otherwise (a file, a pipe) frames follow each
@@ -31,9 +33,11 @@ async def show_status(args: argparse.Namespace) -> int:
         frames = 0
         while True:
             counts = await queue.counts()
+            schedules = [] if args.json else await queue.schedules()
             if args.watch is not None and not args.json:
                 _frame_header(args, args.clock.now(), first=frames == 0)
             _print_counts(counts, args.json)
+            print_schedules(schedules)
             frames += 1
             if args.watch is None or frames == args.count:
                 return 0

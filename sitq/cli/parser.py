@@ -22,6 +22,7 @@ from sitq.cli.commands import (
 from sitq.cli.common import DATABASE_ENV
 from sitq.cli.enqueue import add_command as add_enqueue_command
 from sitq.cli.lessons import add_command as add_lessons_command
+from sitq.cli.schedules import show_schedules
 from sitq.cli.worker import run_worker
 
 Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]  # returns the exit code
@@ -164,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="with --watch: stop after N frames (default: until Ctrl-C)",
     )
+    periodic = command("schedules", show_schedules, "list periodic tasks with their next tick")
+    periodic.add_argument("--json", action="store_true", help="print them as a JSON list")
     show = command("show", show_task, "show one task: status, attempts, times, error, "
                    "traceback and its attempts", SHOW_EXAMPLES)  # fmt: skip
     show.add_argument("task_id", metavar="ID", help="the task's id, as enqueue printed it")

@@ -22,6 +22,7 @@ from sitq.engine.calls import (
     no_cycle_collection,
     with_options,
 )
+from sitq.engine.schedules import QueueSchedules, ScheduleKeywords
 from sitq.errors import (
     InvalidOptionError,
     InvalidTaskError,
@@ -38,6 +39,7 @@ from sitq.task import (
     History,
     QueueSummary,
     Result,
+    ScheduleInfo,
     TaskId,
     TaskInfo,
     TaskStatus,
@@ -52,7 +54,7 @@ P = ParamSpec("P")  # a task function's parameters: enqueue checks the arguments
 R = TypeVar("R")  # what it returns: the id it gets remembers it, so its Result does too
 
 
-class TaskQueue(LiveDisplay):
+class TaskQueue(LiveDisplay, QueueSchedules):
     """Enqueue tasks and read their results, status and history.
 
     backend: where tasks live (e.g. `SQLiteBackend("queue.db")`). serializer: how calls
@@ -309,8 +311,10 @@ class TaskQueue(LiveDisplay):
         return await self.backend.counts()
 
     async def summary(self) -> QueueSummary:
-        """`counts()` as an object that shows as a table in Jupyter."""
-        return QueueSummary(await self.counts())
+        """`counts()` (and the schedules, if any) as an object that shows as a table in
+        Jupyter."""
+        counts = await self.counts()
+        return QueueSummary(counts, tuple(await self.backend.list_schedules()))
 
     async def history(self, task_id: str | None = None) -> History:
         """Attempt records, oldest first: of one task, or of every task (a list that
@@ -399,3 +403,9 @@ class OptionsView:
 
     async def enqueue_many(self, calls: Iterable[TaskCall | tuple[Any, ...]]) -> list[str]:
         return await self._queue._enqueue_calls(as_calls(calls), self.options)
+
+    async def schedule(
+        self, func: Callable[..., Any], /, **when: Unpack[ScheduleKeywords]
+    ) -> ScheduleInfo:
+        """`TaskQueue.schedule`, each tick's task with these options (no delay/eta)."""
+        return await self._queue._schedule_with(self.options, func, **when)

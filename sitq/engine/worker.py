@@ -15,6 +15,7 @@ Leases are kept alive by a heartbeat (`sitq.engine.leases`). Two ways to drive i
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import os
 import random
@@ -32,6 +33,7 @@ from sitq.engine.pools import DaemonThreadPool
 from sitq.engine.rate_gate import RateGate
 from sitq.engine.retention import DEFAULT_RETENTION, Pruner
 from sitq.engine.running import SHUTDOWN, UNSTARTED, TaskRunner
+from sitq.engine.schedules import ScheduleKeeper, horizon
 from sitq.engine.settling import Settler
 from sitq.engine.slots import Slots
 from sitq.engine.worker_run import WorkerRun
@@ -110,6 +112,10 @@ class Worker(WorkerRun):
         self._stopping = False
         self._connected = False
         self._pruner = Pruner(self.backend, self.clock, self.worker_id)
+        look_every = self.poll_interval or self.backend.poll_interval
+        self._schedules: ScheduleKeeper = ScheduleKeeper(
+            self.backend, self.serializer, self.clock, look_every
+        )
         self._runner: TaskRunner | None = None
         self._keeper: LeaseKeeper | None = None
         self.processed: int = 0
@@ -207,18 +213,30 @@ class Worker(WorkerRun):
     async def run_once(self) -> int:
         """Claim the tasks due now (up to `concurrency`), run them all, return how many."""
         await self._ensure_connected()
+        await self._schedules.enqueue_due(force=True)
         sent = await self._request(self.concurrency).sent_to(self.backend)
         claimed = self.runner.report_decided(sent)  # lost leases the claim itself ended
         if claimed:
             await asyncio.gather(*(self._spawn(task) for task in claimed))
         return len(claimed)
 
-    async def run_until_idle(self, *, max_tasks: int | None = None) -> int:
+    async def run_until_idle(
+        self, *, max_tasks: int | None = None, until: float | dt.datetime | None = None
+    ) -> int:
         """Run until no task waits, including retries and delayed tasks due later.
 
         With a FakeClock the waits cost no real time: the clock jumps to the next due
         task. `max_tasks` stops early (a guard against tasks that retry forever).
+
+        Periodic tasks: ticks already due are enqueued and run, but a schedule always has
+        a next tick, so the worker waits for ticks to come only up to `until` (a clock
+        time: epoch seconds or an aware datetime), and runs nothing due after it:
+        `run_until_idle(until=clock.now() + 86400)` runs a day of ticks on a FakeClock
+        in a moment. (Several workers sharing one FakeClock: step it instead, with
+        `clock.advance(...)` and each worker's `run_once()`: a worker that jumps the clock
+        while another runs a task would expire that task's lease.)
         """
+        last = horizon(until)
         total = 0
         while max_tasks is None or total < max_tasks:
             done = await self.run_once()
@@ -226,6 +244,10 @@ class Worker(WorkerRun):
             if done:
                 continue
             next_due = await self.backend.next_due_at()
+            if last is not None:
+                next_due = self._schedules.sooner(next_due)
+                if next_due is not None and next_due > last:
+                    break
             if next_due is None:
                 break
             await self.clock.sleep_until(next_due)
@@ -251,10 +273,13 @@ class Worker(WorkerRun):
         return self.poll_interval or self.backend.poll_interval
 
     async def _loop_step(self) -> None:
-        """One turn of the main loop: send back overdue tasks in hand, claim, or wait."""
+        """One turn of the main loop: enqueue the ticks of periodic tasks that have come,
+        send back overdue tasks in hand, claim, or wait."""
         for task in self._slots.ahead.overdue():
             self._send_back(task)
         work_ticket, wake_ticket = self.backend.work_signal.ticket(), self._wake.ticket()
+        # After the tickets: a stop() that rings while the schedules are read is not missed.
+        await self._schedules.enqueue_due()
         request = None if self._leave_claim_to_settles() else self._next_claim()
         if request is None:  # until a slot frees, a claim lands, stop(), or a task is overdue
             await Signal.wait(wake_ticket, self._slots.ahead.overdue_in())
@@ -269,7 +294,7 @@ class Worker(WorkerRun):
         # Fewer than asked: nothing else is due now. Wait (the tickets were taken before the
         # claim, so work enqueued meanwhile is not missed) instead of asking again.
         await self._pruner.now_and_then(self.retention)
-        next_due = await self.backend.next_due_at()
+        next_due = self._schedules.sooner(await self.backend.next_due_at())
         waits = [work_ticket.wait(), wake_ticket.wait(), self.clock.wait(next_due),
                  self.backend.wait_for_change(self._poll_interval)]  # fmt: skip
         await first_of(waits, self._slots.ahead.overdue_in())

@@ -7,6 +7,7 @@ use it without depending on any notebook machinery (and no import cycle can form
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -113,3 +114,22 @@ def _attempt_row(attempt: Any, label: str, origin: float) -> list[Any]:
 
 def _attempts_text(attempts: int, max_attempts: int | None) -> str:
     return str(attempts) if max_attempts is None else f"{attempts} of {max_attempts}"
+
+
+def schedules_html(schedules: Iterable[Any]) -> str:
+    """Periodic tasks as a table: name, task, when it ticks, its next and last tick (UTC)."""
+    rows = [
+        [s.name, s.task_name, s.when, _utc(s.next_at), _utc(s.last_tick_at), s.last_error]
+        for s in schedules
+    ]
+    if not rows:
+        return "<p>no schedules</p>"
+    headers = ["schedule", "task", "when", "next tick (UTC)", "last tick (UTC)", "last error"]
+    return table_html(headers, rows)
+
+
+def _utc(timestamp: float | None) -> str | None:
+    """A tick time as people read it: "2026-01-01 09:00:00" (UTC)."""
+    if timestamp is None:
+        return None
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")

@@ -37,6 +37,8 @@ import logging
 from collections.abc import Collection, Sequence
 from typing import Any
 
+import asyncpg
+
 from sitq.backends.base import (
     ClaimedTask,
     ClaimRequest,
@@ -47,11 +49,13 @@ from sitq.backends.base import (
 )
 from sitq.backends.postgres import limits, sql
 from sitq.backends.postgres import rows as convert
+from sitq.backends.postgres import schedules as schedule_sql
 from sitq.backends.postgres.link import Connection, PostgresLink
+from sitq.backends.schedule_rows import NewSchedule, ScheduleFire
 from sitq.clock import wall_clock_of
 from sitq.policy.rate_limits import RateLimit
 from sitq.policy.state import CancelAction, on_cancel, on_requeue
-from sitq.task import WAITING, Attempt, TaskInfo, TaskStatus
+from sitq.task import WAITING, Attempt, ScheduleInfo, TaskInfo, TaskStatus
 
 logger: logging.Logger = logging.getLogger("sitq.backends.postgres")
 
@@ -301,6 +305,56 @@ class PostgresBackend(PostgresLink):
     async def newest_attempts(self, limit: int) -> list[Attempt]:
         rows = await self._fetch(sql.LIST_ATTEMPTS + " ORDER BY seq DESC LIMIT $1", int(limit))
         return [Attempt(*row) for row in rows]
+
+    # -- periodic tasks (sitq.backends.postgres.schedules) ----------------------------------
+
+    async def save_schedule(self, schedule: NewSchedule) -> ScheduleInfo:
+        [row] = await self._fetch(schedule_sql.SAVE_SCHEDULE, *schedule)
+        return ScheduleInfo(*row)
+
+    async def delete_schedule(self, name: str) -> bool:
+        return await self._execute(schedule_sql.DELETE_SCHEDULE, name) == 1
+
+    async def list_schedules(self) -> list[ScheduleInfo]:
+        try:
+            rows = await self._fetch(schedule_sql.LIST_SCHEDULES)
+        except asyncpg.exceptions.UndefinedTableError:
+            return []  # a schema made before schedules existed, not yet upgraded
+        return [ScheduleInfo(*row) for row in rows]
+
+    async def fire_schedule(self, fire: ScheduleFire) -> bool:
+        """One transaction: advance (compare-and-set), record the tick, add the task and
+        NOTIFY the listening workers (see `sitq.backends.postgres.schedules`)."""
+
+        async def fire_once(conn: Connection) -> bool:
+            async with conn.transaction():
+                advanced = await conn.execute(schedule_sql.ADVANCE, fire.next_at, fire.error,
+                                              fire.name, fire.expected_next_at)  # fmt: skip
+                task = fire.task
+                if convert.row_count(advanced) != 1 or task is None or fire.tick_at is None:
+                    return False
+                recorded = await conn.execute(schedule_sql.RECORD_TICK, fire.name, fire.tick_at,
+                                              task.task_id, fire.now)  # fmt: skip
+                if convert.row_count(recorded) != 1:
+                    return False
+                columns = [[value] for value in convert.task_row(task)]
+                await conn.execute(sql.ADD_TASKS, *columns, self._channel, self._me)
+                await conn.execute(schedule_sql.LAST_TICK, fire.tick_at, task.task_id, fire.name)
+                await conn.execute(schedule_sql.FORGET_OLD_TICKS, fire.name,
+                                   schedule_sql.TICKS_KEPT - 1)  # fmt: skip
+            return True
+
+        async def fired_already(conn: Connection) -> bool | None:
+            # A lost COMMIT: if the tick is recorded with our task, it went through.
+            if fire.task is None:
+                return None
+            found = await conn.fetch(sql.EXISTING_IDS, [fire.task.task_id])
+            return True if found else None
+
+        added = await self._run(fire_once, again=fired_already)
+        if added:
+            self.work_signal.ring()
+        return added
 
 
 def _lease_clock(now: Now, moment: float) -> float | None:

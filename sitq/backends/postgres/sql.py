@@ -16,6 +16,7 @@ make these statements safe with many workers on many machines:
 
 from __future__ import annotations
 
+from sitq.backends.postgres.schedules import SCHEDULE_TABLES
 from sitq.policy.state import (
     CLAIMABLE,
     HOLDS_UNIQUE_KEY,
@@ -46,7 +47,9 @@ def lease_clock(param: str) -> str:
 
 
 #: The version of this schema; stored in sitq_meta, a newer one is refused.
-SCHEMA_VERSION = 2  # 2: unique keys and rate limits (branch `unique`)
+# 2: unique keys, rate limits (sitq_rate_starts), periodic tasks (sitq_schedules and
+# sitq_schedule_ticks)
+SCHEMA_VERSION = 2
 
 #: Taken (for the transaction) while creating or upgrading the schema, so that workers
 #: starting at the same moment never race on CREATE: the key is `hashtext` of this + schema.
@@ -126,6 +129,7 @@ CREATE TABLE IF NOT EXISTS sitq_attempts (
 );
 CREATE INDEX IF NOT EXISTS sitq_attempts_task ON sitq_attempts (task_id);
 """
+SCHEMA += SCHEDULE_TABLES  # periodic tasks: sitq.backends.postgres.schedules
 
 READ_VERSION = "SELECT value FROM sitq_meta WHERE key = 'schema_version'"
 WRITE_VERSION = """

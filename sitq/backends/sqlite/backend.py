@@ -39,15 +39,17 @@ from sitq.backends.base import (
     Signal,
 )
 from sitq.backends.group_commit import GroupCommit
+from sitq.backends.schedule_rows import NewSchedule, ScheduleFire
 from sitq.backends.sqlite import limits, ops, schema, sql
 from sitq.backends.sqlite import lock as sqlite_lock
+from sitq.backends.sqlite import schedules as schedule_ops
 from sitq.backends.sqlite.errors import named
 from sitq.backends.sqlite.watch import CommitWatch
 from sitq.backends.urls import sqlite_path
 from sitq.errors import BackendError, InvalidOptionError, QueueClosedError
 from sitq.options import seconds_setting
 from sitq.policy.state import CancelAction, on_cancel, on_requeue
-from sitq.task import WAITING, Attempt, TaskInfo, TaskStatus
+from sitq.task import WAITING, Attempt, ScheduleInfo, TaskInfo, TaskStatus
 
 logger: logging.Logger = logging.getLogger("sitq.backends.sqlite")
 T = TypeVar("T")
@@ -370,6 +372,23 @@ class SQLiteBackend(Connectable):
 
     async def newest_attempts(self, limit: int) -> list[Attempt]:
         return [Attempt(*row) for row in await self._fetch(sql.NEWEST_ATTEMPTS, (int(limit),))]
+
+    # -- periodic tasks (sitq.backends.sqlite.schedules) ------------------------------------
+
+    async def save_schedule(self, schedule: NewSchedule) -> ScheduleInfo:
+        return await self._write(schedule_ops.save, schedule)
+
+    async def delete_schedule(self, name: str) -> bool:
+        return await self._write(schedule_ops.delete, name)
+
+    async def list_schedules(self) -> list[ScheduleInfo]:
+        return await self._run(schedule_ops.list_all)
+
+    async def fire_schedule(self, fire: ScheduleFire) -> bool:
+        added = await self._write(schedule_ops.fire, fire)
+        if added:
+            self.work_signal.ring()
+        return added
 
 
 def _claim_args(request: ClaimRequest) -> tuple[Any, ...]:

@@ -38,8 +38,8 @@ HOLDS_KEY = _status_is_one_of(HOLDS_UNIQUE_KEY)
 KEEPS_SLOT = _status_is_one_of(KEEPS_BOOKED_SLOT)
 
 SCHEMA_VERSION = 4  # 3: partial indexes say (status = ... OR ...), see _status_is_one_of
-# 4: unique keys (the unique_key column, its partial UNIQUE index) and rate limits
-# (the sitq_rate_starts table): branch `unique`
+# 4: unique keys (the unique_key column, its partial UNIQUE index), rate limits (the
+# sitq_rate_starts table) and periodic tasks (sitq_schedules, sitq_schedule_ticks)
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS sitq_meta (
@@ -116,6 +116,32 @@ CREATE TABLE IF NOT EXISTS sitq_attempts (
     next_delay    REAL
 );
 CREATE INDEX IF NOT EXISTS sitq_attempts_task ON sitq_attempts (task_id);
+-- Periodic tasks: when each ticks, and the call each tick enqueues (sitq.engine.schedules).
+CREATE TABLE IF NOT EXISTS sitq_schedules (
+    name          TEXT PRIMARY KEY,
+    task_name     TEXT NOT NULL,
+    payload       BLOB NOT NULL,            -- the call, serialized for 'sitq-schedule:<name>'
+    every         REAL,                     -- seconds between ticks, or NULL for cron
+    cron          TEXT,                     -- five fields, read in tz
+    tz            TEXT NOT NULL,
+    missed        TEXT NOT NULL,            -- 'last' or 'skip' (sitq.policy.schedule)
+    priority      INTEGER NOT NULL DEFAULT 0,
+    max_attempts  INTEGER,
+    retry_policy  TEXT,
+    next_at       REAL NOT NULL,            -- the next tick to enqueue
+    created_at    REAL NOT NULL,
+    last_tick_at  REAL,
+    last_task_id  TEXT,
+    last_error    TEXT
+);
+-- One row per tick enqueued: the key makes a second enqueue of a tick impossible.
+CREATE TABLE IF NOT EXISTS sitq_schedule_ticks (
+    schedule      TEXT NOT NULL,
+    tick_at       REAL NOT NULL,
+    task_id       TEXT NOT NULL,
+    enqueued_at   REAL NOT NULL,
+    PRIMARY KEY (schedule, tick_at)
+);
 """
 
 #: Columns added since schema version 1, with their types: an older file gains them.
