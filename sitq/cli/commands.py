@@ -12,7 +12,7 @@ from contextlib import suppress
 from sitq.backends.urls import redacted
 from sitq.cli.common import UsageError, open_database, serializer_for, shown
 from sitq.cli.enqueue import check_binding, load_function, parse_arguments, print_enqueued
-from sitq.cli.schedules import print_schedules
+from sitq.cli.schedules import list_schedules, print_schedules
 from sitq.cli.tasks import dead_line, task_json, task_lines
 from sitq.engine.queue import TaskQueue
 from sitq.errors import InvalidOptionError, MissingExtraError, SitqError, TaskStateError
@@ -42,6 +42,12 @@ async def show_status(args: argparse.Namespace) -> int:
             if args.watch is None or frames == args.count:
                 return 0
             await args.clock.sleep_until(args.clock.now() + args.watch)
+
+
+async def show_schedules(args: argparse.Namespace) -> int:
+    """`sitq schedules`: the periodic tasks (`sitq.cli.schedules.list_schedules`)."""
+    async with open_queue(args, read_only=True) as queue:
+        return list_schedules(await queue.schedules(), args)
 
 
 def _print_counts(counts: dict[TaskStatus, int], as_json: bool) -> None:

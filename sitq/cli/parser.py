@@ -16,13 +16,13 @@ from sitq.cli.commands import (
     purge,
     requeue,
     show_dead,
+    show_schedules,
     show_status,
     show_task,
 )
 from sitq.cli.common import DATABASE_ENV
 from sitq.cli.enqueue import add_command as add_enqueue_command
 from sitq.cli.lessons import add_command as add_lessons_command
-from sitq.cli.schedules import show_schedules
 from sitq.cli.worker import run_worker
 
 Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]  # returns the exit code

@@ -12,13 +12,9 @@ from sitq.cli.common import shown
 from sitq.task import ScheduleInfo
 
 
-async def show_schedules(args: argparse.Namespace) -> int:
+def list_schedules(schedules: list[ScheduleInfo], args: argparse.Namespace) -> int:
     """One tab-separated line per periodic task: name, task, when it ticks, missed-tick
     policy, next tick, last tick (UTC, ISO 8601), last error (or all of it as JSON)."""
-    from sitq.cli.commands import open_queue  # commands imports this module
-
-    async with open_queue(args, read_only=True) as queue:
-        schedules = await queue.schedules()
     if args.json:
         print(json.dumps([_schedule_json(info) for info in schedules]))
         return 0

@@ -47,9 +47,7 @@ def lease_clock(param: str) -> str:
 
 
 #: The version of this schema; stored in sitq_meta, a newer one is refused.
-# 2: unique keys, rate limits (sitq_rate_starts), periodic tasks (sitq_schedules and
-# sitq_schedule_ticks)
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 2  # 2: unique keys, rate limits and periodic tasks (their tables)
 
 #: Taken (for the transaction) while creating or upgrading the schema, so that workers
 #: starting at the same moment never race on CREATE: the key is `hashtext` of this + schema.

@@ -15,7 +15,7 @@ from typing import Any
 
 from sitq.backends.schedule_rows import NewSchedule, ScheduleFire
 from sitq.backends.sqlite import sql
-from sitq.backends.sqlite.ops import in_transaction
+from sitq.backends.sqlite.ops import FULL_COLUMNS, in_transaction
 from sitq.task import ScheduleInfo
 
 #: Tick rows kept per schedule (the newest); older ones go as new ticks are recorded. The
@@ -105,7 +105,7 @@ def fire(conn: sqlite3.Connection, fire: ScheduleFire) -> bool:
         recorded = conn.execute(RECORD_TICK, (fire.name, fire.tick_at, task.task_id, fire.now))
         if recorded.rowcount != 1:
             return False
-        conn.execute(sql.INSERT_TASK, tuple(task))  # NewTask is in INSERT_TASK order
+        conn.execute(sql.INSERT_TASK, task[:FULL_COLUMNS])  # NewTask is in INSERT_TASK order
         conn.execute(LAST_TICK, (fire.tick_at, task.task_id, fire.name))
         conn.execute(FORGET_OLD_TICKS, (fire.name, fire.name, TICKS_KEPT - 1))
         return True
