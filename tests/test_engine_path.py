@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from itertools import pairwise
 from pathlib import Path
 
 from sitq import TaskQueue, Worker
@@ -43,10 +44,32 @@ async def one_task_route(path: Path) -> Route:
     return route
 
 
+STORAGE = "sitq.backends"
+
+
+def sides(route: Route) -> str:
+    """Where the cost is: modules and hops on the storage side (`sitq.backends.*`), on the
+    engine side (everything else), and hops across the seam between them."""
+    storage = [m for m in route.modules if m.startswith(STORAGE)]
+    paths: dict[str, list[str]] = {}  # per thread, as `Route.hops` counts them
+    for call in route.calls:
+        paths.setdefault(call.thread, []).append(call.module)
+    within: Counter[tuple[bool, bool]] = Counter()
+    for path in paths.values():
+        for a, b in pairwise(path):
+            if a != b:
+                within[(a.startswith(STORAGE), b.startswith(STORAGE))] += 1
+    return (
+        f"engine side: {len(route.modules) - len(storage)} modules, "
+        f"{within[(False, False)]} hops; storage side: {len(storage)} modules, "
+        f"{within[(True, True)]} hops; across: {within[(True, False)] + within[(False, True)]}"
+    )
+
+
 def figures(route: Route) -> str:
-    """The summary, calls per module (in the order first entered), then every hop."""
+    """The summary, calls per module (in the order first entered), then every call."""
     per_module = Counter(call.module for call in route.calls)
-    lines = [route.summary()]
+    lines = [route.summary(), sides(route)]
     lines += [f"  {per_module[module]:3d} calls  {module}" for module in route.modules]
     lines.append("the route (thread, module, function), one line per call:")
     lines += [f"  {c.thread[:12]:12s} {c.module} {c.function}" for c in route.calls]

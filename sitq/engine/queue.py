@@ -1,27 +1,31 @@
-"""TaskQueue: the client side. Enqueue calls, wait for results, inspect and repair.
+"""TaskQueue: the client side. Enqueue calls and wait for their results.
 
 A TaskQueue never runs tasks; a `Worker` does. Both talk to the same backend, and when they
-share one backend object (as in the tutorial) a worker hears about new work at once.
+share one backend object (as in the tutorial) a worker hears about new work at once. This
+module is a task's first and last step: checking the call and turning it into a row
+(`Plan`, `_new_task`), and reading the row back as a `Result`. Inspecting and repairing a
+queue (status, history, dead letters, requeue, cancel, prune) is `sitq.engine.control`'s.
+The checks run in the caller's process, at enqueue, so a mistake (a coroutine object
+instead of a function, a task id that is not a string) is reported where it was made,
+with a message that says how to fix it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+import gc
+import inspect
+import os
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar, Unpack, overload
 
 from sitq.backends import as_backend
 from sitq.backends.base import Backend, NewTask, first_of
 from sitq.clock import Clock, SystemClock
-from sitq.engine.calls import (
-    Plan,
-    as_calls,
-    check_task_id,
-    describe,
-    new_task_ids,
-    no_cycle_collection,
-    with_options,
-)
+from sitq.engine.calls import as_calls, describe
+from sitq.engine.control import QueueControl
 from sitq.errors import (
     InvalidOptionError,
     InvalidTaskError,
@@ -29,20 +33,10 @@ from sitq.errors import (
     QueueClosedError,
     SerializationError,
     TaskNotFoundError,
-    TaskStateError,
 )
-from sitq.options import NO_OPTIONS, OptionValues, TaskOptions
+from sitq.options import NO_OPTIONS, OptionValues, TaskOptions, resolve
 from sitq.policy import state
-from sitq.task import (
-    TERMINAL,
-    History,
-    QueueSummary,
-    Result,
-    TaskId,
-    TaskInfo,
-    TaskStatus,
-    to_datetime,
-)
+from sitq.task import TERMINAL, Result, TaskId, TaskInfo, TaskStatus, check_task_id
 from sitq.views.live_hook import LiveDisplay
 from sitq.wire.serialization import DumpsLoads, Serializer, TaskCall, as_serializer
 
@@ -52,7 +46,7 @@ P = ParamSpec("P")  # a task function's parameters: enqueue checks the arguments
 R = TypeVar("R")  # what it returns: the id it gets remembers it, so its Result does too
 
 
-class TaskQueue(LiveDisplay):
+class TaskQueue(QueueControl, LiveDisplay):
     """Enqueue tasks and read their results, status and history.
 
     backend: where tasks live (e.g. `SQLiteBackend("queue.db")`). serializer: how calls
@@ -201,7 +195,8 @@ class TaskQueue(LiveDisplay):
         Returns the Result once the task succeeded, failed or was cancelled; returns None
         if it is still unfinished at the timeout, or if no task has this id.
         """
-        check_task_id(task_id)
+        if not isinstance(task_id, str):
+            check_task_id(task_id)  # raises, saying what a task id is
         await self._ready()
         [result] = await self._wait_for([task_id], timeout, True, lambda _: None)
         return result
@@ -269,109 +264,7 @@ class TaskQueue(LiveDisplay):
         value = None
         if info.status is TaskStatus.SUCCEEDED and info.result is not None:
             value = self.serializer.decode_value(info.result, task_id=info.task_id)
-        return Result(
-            task_id=info.task_id,
-            status=info.status,
-            value=value,
-            error=info.error,
-            error_type=info.error_type,
-            traceback=info.traceback,
-            attempts=info.attempts,
-            enqueued_at=to_datetime(info.enqueued_at),
-            started_at=to_datetime(info.started_at),
-            finished_at=to_datetime(info.finished_at),
-            task_name=info.name,
-            max_attempts=info.max_attempts,
-        )
-
-    # -- inspecting ------------------------------------------------------------------------
-
-    async def get_task(self, task_id: str) -> TaskInfo:
-        """The task's full row (status, attempts, progress...); TaskNotFoundError if none."""
-        check_task_id(task_id)
-        await self._ready()
-        found = await self.backend.get_tasks([task_id])
-        if task_id not in found:
-            raise TaskNotFoundError(
-                f"no task with id {task_id!r} in {self.backend!r}; ids come from enqueue()"
-            )
-        return found[task_id]
-
-    async def status(self, task_id: str) -> TaskStatus:
-        """The task's current TaskStatus; TaskNotFoundError for an unknown id."""
-        return (await self.get_task(task_id)).status
-
-    async def counts(self) -> dict[TaskStatus, int]:
-        """How many tasks are in each state (every state listed, zeros included)."""
-        await self._ready()
-        return await self.backend.counts()
-
-    async def summary(self) -> QueueSummary:
-        """`counts()` as an object that shows as a table in Jupyter."""
-        return QueueSummary(await self.counts())
-
-    async def history(self, task_id: str | None = None) -> History:
-        """Attempt records, oldest first: of one task, or of every task (a list that
-        shows as a table in Jupyter). A purged task's history stays readable."""
-        if task_id is not None:
-            check_task_id(task_id)
-        await self._ready()
-        records = await self.backend.attempts(task_id)
-        if task_id is not None and not records:
-            await self.get_task(task_id)  # an unknown id is an error, not "no attempts yet"
-        return History(records)
-
-    # -- dead letters and control -----------------------------------------------------------
-
-    async def dead_letters(self) -> list[Result[Any]]:
-        """Tasks that failed for good, with their error, traceback and attempt count."""
-        await self._ready()
-        rows = await self.backend.list_tasks(state.DEAD_LETTERS)
-        return [self._result(info) for info in rows]
-
-    async def requeue(self, task_id: str) -> None:
-        """Give a failed (or cancelled) task a fresh run with a fresh retry budget.
-
-        Its attempt history is kept; new attempts continue the numbering.
-        """
-        await self.get_task(task_id)
-        old = await self.backend.requeue(task_id, self.clock.now())
-        if state.on_requeue(old) is None:
-            raise TaskStateError(
-                f"task {task_id} is {old}: only failed or cancelled tasks can be requeued"
-            )
-
-    async def purge_dead_letters(self) -> int:
-        """Delete every dead letter (their attempt history stays); return how many."""
-        await self._ready()
-        return await self.backend.purge(state.PURGEABLE)
-
-    async def prune(self, older_than: float, *, batch: int = 500) -> int:
-        """Delete succeeded and cancelled tasks that finished more than `older_than`
-        seconds ago, with their attempt records; return how many. Dead letters stay until
-        `purge_dead_letters()`. Workers do this by themselves (`Worker(retention=...)`)."""
-        if (
-            isinstance(older_than, bool)
-            or not isinstance(older_than, int | float)
-            or not (0 <= older_than < float("inf"))
-        ):
-            raise InvalidOptionError(f"older_than must be seconds >= 0, got {older_than!r}")
-        await self._ready()
-        total = 0
-        while pruned := await self.backend.prune(older_than, self.clock.now, batch):
-            total += pruned
-        return total
-
-    async def cancel(self, task_id: str) -> bool:
-        """Cancel a waiting task now, or ask a running one to stop.
-
-        Returns True if the task was waiting (now cancelled) or running (its worker
-        cancels it at its next heartbeat; an async task stops, a thread cannot). Returns
-        False if it had already finished.
-        """
-        await self.get_task(task_id)
-        old = await self.backend.cancel(task_id, self.clock.now())
-        return old is not None and old not in TERMINAL
+        return Result.of(info, value)
 
 
 class OptionsView:
@@ -395,3 +288,106 @@ class OptionsView:
 
     async def enqueue_many(self, calls: Iterable[TaskCall | tuple[Any, ...]]) -> list[str]:
         return await self._queue._enqueue_calls(as_calls(calls), self.options)
+
+
+# -- checking a call and making its row ---------------------------------------------------
+
+
+def check_callable(func: Any) -> None:
+    if inspect.iscoroutine(func):
+        func.close()  # it will never run; closing avoids a "never awaited" warning
+        raise InvalidTaskError(
+            "enqueue got a coroutine object, i.e. the *result* of calling an async function. "
+            "Pass the function and its arguments instead: enqueue(task, 1), not enqueue(task(1))"
+        )
+    if not callable(func):
+        raise InvalidTaskError(
+            f"enqueue needs a callable (a function), got {type(func).__name__} {func!r}. "
+            "Pass the function itself, then its arguments: enqueue(task, 1, key=2)"
+        )
+
+
+def run_options(effective: TaskOptions) -> TaskOptions | None:
+    """What the worker needs of the merged options (None when there is nothing to say):
+    when to run and the task's name are already columns of its row."""
+    wanted = (effective.retry, effective.timeout, effective.executor, effective.name)
+    if wanted == (None, None, None, None):
+        return None
+    retry, timeout, executor, name = wanted
+    return TaskOptions(retry=retry, timeout=timeout, executor=executor, name=name)
+
+
+#: Byte tables for `bytes.translate`: byte 6 of a version-4 UUID starts with the bits 0100
+#: (the version), byte 8 with 10 (the RFC 4122 variant); the other bits stay random.
+VERSION_4_BYTE = bytes((byte & 0x0F) | 0x40 for byte in range(256))
+RFC_VARIANT_BYTE = bytes((byte & 0x3F) | 0x80 for byte in range(256))
+
+
+def new_task_ids(count: int) -> list[str]:
+    """`count` random (version 4) UUIDs as text, from one read of the system's randomness:
+    enqueue_many makes one per task, and a read per id would cost twice as much. The
+    version and variant bits are set for all ids at once, through the tables above."""
+    raw = bytearray(os.urandom(16 * count))
+    raw[6::16] = raw[6::16].translate(VERSION_4_BYTE)
+    raw[8::16] = raw[8::16].translate(RFC_VARIANT_BYTE)
+    h = raw.hex()
+    return [
+        f"{h[at : at + 8]}-{h[at + 8 : at + 12]}-{h[at + 12 : at + 16]}-"
+        f"{h[at + 16 : at + 20]}-{h[at + 20 : at + 32]}"
+        for at in range(0, 32 * count, 32)
+    ]
+
+
+def with_options(call: TaskCall, options: TaskOptions | None) -> TaskCall:
+    """The call with the options the worker needs (the same object when nothing changes)."""
+    if options == call.options:
+        return call
+    return TaskCall(call.func, call.args, call.kwargs, options)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What every call of one function in one enqueue shares: its options, merged once
+    (the call's over the function's), what the worker needs of them, its name, and the
+    columns its rows have in common (state, due time, enqueue time, priority, budget)."""
+
+    func: Any
+    options: TaskOptions
+    run_options: TaskOptions | None
+    name: str
+    shared_columns: tuple[str, float, float, int, int | None, str | None]
+
+    @classmethod
+    def of(cls, func: Any, options: TaskOptions, now: float) -> Plan:
+        """The plan for calls of `func` enqueued at `now` with `options`."""
+        check_callable(func)
+        effective, due_at, name = resolve(func, options, now)
+        budget: tuple[int | None, str | None] = (None, None)  # None: the worker's default
+        if effective.retry is not None:
+            budget = state.budget_of(effective.retry)
+        status = state.on_enqueue(due_at, now).value  # see NewTask.status
+        shared = (status, due_at, now, effective.priority or 0, *budget)
+        return cls(func, effective, run_options(effective), name, shared)
+
+
+def no_cycle_collection(rows: int) -> AbstractContextManager[None]:
+    """Pause Python's cycle collector while a big batch of rows is built.
+
+    Ten thousand rows are tens of thousands of new objects that all stay alive, so the
+    collector would run again and again meanwhile, and may walk every object the program
+    holds (a pause of tens of milliseconds in a big program). None of them can form a
+    cycle, so there is nothing for it to find; it runs again as usual afterwards. A small
+    batch (one enqueue) changes nothing and pays for no more than a `nullcontext`.
+    """
+    if rows < 1000 or not gc.isenabled():
+        return nullcontext()
+    return _collector_paused()
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
