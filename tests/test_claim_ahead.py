@@ -3,7 +3,8 @@
 The tasks in hand must never be lost or run twice: they are handed back at stop (their
 attempt refunded), a cancel request settles them as cancelled without running them, and a
 lost lease drops them. Real SQLite files and real workers; the worker's internal steps
-(`_request`, `_landed`) are driven directly so that what is in hand is known, not raced for.
+(`pipeline.claim`, `pipeline._land`, `_start_waiting`) are driven directly so that what is
+in hand is known, not raced for.
 """
 
 from __future__ import annotations
@@ -81,8 +82,9 @@ async def in_hand(queue: TaskQueue, worker: Worker) -> tuple[str, str]:
     retried = queue.with_options(retry=RetryPolicy.fixed(0, max_attempts=3))
     first = await retried.enqueue(blocker)
     second = await retried.enqueue(record, 2)
-    worker.pipeline._land(await worker.pipeline.claim(2))  # into the hand, as a started
-    worker._start_waiting()  # worker's claims land: then it starts what its slots allow
+    claimed = await worker.pipeline._request(2).sent_to(worker.backend)
+    worker.pipeline._land(claimed)  # into the hand, as a started worker's claims land
+    worker._start_waiting()  # then it starts what its slots allow
     await asyncio.sleep(0)  # the first one starts and blocks on the gate
     assert [t.task_id for t in worker._slots.ahead.waiting] == [second]
     assert (await queue.get_task(second)).status is TaskStatus.RUNNING  # leased to us

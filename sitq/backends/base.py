@@ -101,7 +101,9 @@ class ClaimedTask:
          lost_worker, lost_started, lost_scheduled, last_delay, cancel, budget) = row  # fmt: skip
         lost = None
         if lost_worker is not None:
-            lost = LostAttempt(lost_worker, lost_started, lost_scheduled)
+            lost = LostAttempt(
+                worker_id=lost_worker, started_at=lost_started, scheduled_for=lost_scheduled
+            )
         return cls(task_id=task_id, name=name, payload=payload, attempt=attempt, tries=tries,
                    token=token, scheduled_for=due_at, enqueued_at=enqueued_at, claimed_at=now,
                    lost_attempt=lost, last_delay=last_delay, cancel_requested=bool(cancel),

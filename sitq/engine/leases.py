@@ -49,10 +49,10 @@ class LeaseKeeper:
     (`Worker._beat`)."""
 
     def __init__(self, backend: Backend, clock: Clock, worker_id: str, lease_seconds: float):
-        self.backend = backend
-        self.clock = clock
-        self.worker_id = worker_id
-        self.lease_seconds = lease_seconds
+        self.backend: Backend = backend
+        self.clock: Clock = clock
+        self.worker_id: str = worker_id
+        self.lease_seconds: float = lease_seconds
         self.tokens: dict[str, int] = {}
         #: task id -> a time (on `clock`) before which its lease surely holds: when the
         #: claim or the last renewal was *sent*, plus the lease (the database read its

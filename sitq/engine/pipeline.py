@@ -249,18 +249,18 @@ class Pipeline:
         lease_seconds: float,
         default_budget: tuple[int, str],
     ) -> None:
-        self.backend = backend
-        self.keeper = keeper
-        self.clock = clock
-        self.worker_id = worker_id
-        self.lease_seconds = lease_seconds
-        self.default_budget = default_budget
-        self.slots = Slots(concurrency)
+        self.backend: Backend = backend
+        self.keeper: LeaseKeeper = keeper
+        self.clock: Clock = clock
+        self.worker_id: str = worker_id
+        self.lease_seconds: float = lease_seconds
+        self.default_budget: tuple[int, str] = default_budget
+        self.slots: Slots = Slots(concurrency)
         #: Set by the worker while its loop runs: a flush then takes its next claim along.
-        self.claims_along = False
+        self.claims_along: bool = False
         #: The worker's bell, rung when a claim that went along with outcomes came back: its
         #: tasks wait in hand, and the slots it did not fill are the main loop's again.
-        self.wake = wake
+        self.wake: Signal = wake
         self.decided: list[ClaimedTask] = []  # lost leases claims ended, to be reported
         self._claim_sent = 0.0  # when the last claim left: its leases hold from then
         self._pending: list[Waiting] = []

@@ -109,8 +109,11 @@ class TaskRunner:
     processes: Processes
 
     def __post_init__(self) -> None:
-        # A hook left as WorkerHooks' no-op is not called (nor its event built).
-        self._tells_success = type(self.hooks).on_success is not WorkerHooks.on_success
+        # A success is reported only if someone listens: an `on_success` hook other than
+        # WorkerHooks' no-op (overridden, or set on the object), or an INFO log (`decide`).
+        hooks = self.hooks
+        overridden = type(hooks).on_success is not WorkerHooks.on_success
+        self._tells_success = overridden or "on_success" in getattr(hooks, "__dict__", {})
 
     def prepare(self, task: ClaimedTask, now: float) -> Prepared | Ending:
         """Decode the call; judge a lost lease the claim took over; ask the breaker."""
