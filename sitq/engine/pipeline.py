@@ -325,11 +325,11 @@ class Pipeline:
     def took(self, task: ClaimedTask, work: asyncio.Task[None], now: float, unrun: bool) -> None:
         """The worker took a task up (`unrun`: it leaves without running, cancelled or sent
         back): its lease is held, its slot counted."""
-        self.keeper.hold(task.task_id, task.token, task.claimed_at + self.lease_seconds)
         if unrun:
             self.slots.ends_unrun(task.task_id, work)
         else:
             self.slots.started(task, work, now)
+        self.keeper.hold(task.task_id, task.token, task.claimed_at + self.lease_seconds)
 
     def done(self, task_id: str) -> None:
         """The worker is done with a task, its outcome stored: its slot and lease go."""
