@@ -86,7 +86,9 @@ class QueueControl:
     async def requeue(self, task_id: str) -> None:
         """Give a failed (or cancelled) task a fresh run with a fresh retry budget.
 
-        Its attempt history is kept; new attempts continue the numbering.
+        Its attempt history is kept; new attempts continue the numbering. A task whose
+        unique key another unfinished task holds now stays as it is: UniqueKeyTakenError
+        names that task (cancel it, or wait for it to finish, then requeue).
         """
         await self.get_task(task_id)
         old = await self.backend.requeue(task_id, self.clock.now())

@@ -148,12 +148,14 @@ class TaskQueue(QueueControl, LiveDisplay):
         now = self.clock.now()
         rows: list[NewTask] = []
         plans: dict[int, Plan] = {}  # by id(func): a batch repeats a few functions
+        keyed = False  # some call has a unique key: the key's holder may answer for it
         try:
             with no_cycle_collection(len(calls)):
                 for one, task_id in zip(calls, new_task_ids(len(calls)), strict=True):
                     plan = plans.get(id(one.func))
                     if plan is None or plan.func is not one.func:
                         plan = plans[id(one.func)] = Plan.of(one.func, options, now)
+                        keyed = keyed or plan.options.unique_key is not None
                     rows.append(self._new_task(one, plan, task_id))
         except (InvalidTaskError, InvalidOptionError, PayloadTooLargeError,
                 SerializationError) as exc:  # fmt: skip
@@ -163,6 +165,8 @@ class TaskQueue(QueueControl, LiveDisplay):
             raise type(exc)(
                 f"enqueue_many: call #{len(rows)} ({describe(culprit)}): {exc}"
             ) from exc
+        if keyed:
+            return await self.backend.add_unique_tasks(rows)  # a held key: the holder's id
         if rows:
             await self.backend.add_tasks(rows)
         return [row.task_id for row in rows]
@@ -309,12 +313,14 @@ def check_callable(func: Any) -> None:
 
 def run_options(effective: TaskOptions) -> TaskOptions | None:
     """What the worker needs of the merged options (None when there is nothing to say):
-    when to run and the task's name are already columns of its row."""
-    wanted = (effective.retry, effective.timeout, effective.executor, effective.name)
-    if wanted == (None, None, None, None):
+    when to run, the task's name and its unique key are already columns of its row."""
+    wanted = (effective.retry, effective.timeout, effective.executor, effective.name,
+              effective.rate_limit)  # fmt: skip
+    if wanted == (None, None, None, None, None):
         return None
-    retry, timeout, executor, name = wanted
-    return TaskOptions(retry=retry, timeout=timeout, executor=executor, name=name)
+    retry, timeout, executor, name, rate_limit = wanted
+    return TaskOptions(retry=retry, timeout=timeout, executor=executor, name=name,
+                       rate_limit=rate_limit)  # fmt: skip
 
 
 #: Byte tables for `bytes.translate`: byte 6 of a version-4 UUID starts with the bits 0100
@@ -349,13 +355,14 @@ def with_options(call: TaskCall, options: TaskOptions | None) -> TaskCall:
 class Plan:
     """What every call of one function in one enqueue shares: its options, merged once
     (the call's over the function's), what the worker needs of them, its name, and the
-    columns its rows have in common (state, due time, enqueue time, priority, budget)."""
+    columns its rows have in common (state, due time, enqueue time, priority, budget,
+    unique key)."""
 
     func: Any
     options: TaskOptions
     run_options: TaskOptions | None
     name: str
-    shared_columns: tuple[str, float, float, int, int | None, str | None]
+    shared_columns: tuple[str, float, float, int, int | None, str | None, str | None]
 
     @classmethod
     def of(cls, func: Any, options: TaskOptions, now: float) -> Plan:
@@ -366,7 +373,7 @@ class Plan:
         if effective.retry is not None:
             budget = state.budget_of(effective.retry)
         status = state.on_enqueue(due_at, now).value  # see NewTask.status
-        shared = (status, due_at, now, effective.priority or 0, *budget)
+        shared = (status, due_at, now, effective.priority or 0, *budget, effective.unique_key)
         return cls(func, effective, run_options(effective), name, shared)
 
 

@@ -2,10 +2,11 @@
 ask `sitq.policy.state` what comes next. The worker (`sitq.engine.worker`) calls these steps
 in order, stores what they decided, then has them reported:
 
-    prepare(task)                  the call to run, or an ending decided without running it
-    call(task, prepared, started)  run it: an Outcome (a value, or an error), never a raise
-    decide(task, outcome, ...)     state decides; the Ending says what to store
-    report(ending)                 once stored: log it, call the hooks
+    prepare(task, now)          the call to run, or an ending decided without running it
+                                (a lost lease, a full rate-limit window, an open breaker)
+    call(task, prepared)        run it: an Outcome (a value, or an error), never a raise
+    decide(task, outcome, ...)  state decides; the Ending says what to store
+    report(ending)              once stored: log it, call the hooks
 
 Words used for an attempt, here and in the records: `attempt` is an attempt's number in the
 task's history (1, 2, ...: every attempt it ever had, requeues included); `tries` is how
@@ -41,6 +42,7 @@ from sitq.clock import Clock
 from sitq.engine import progress, reporting
 from sitq.engine.hooks import WorkerHooks
 from sitq.engine.pools import Processes, run_in_thread
+from sitq.engine.rate_gate import RateGate
 from sitq.errors import text_of, traceback_of, unsendable
 from sitq.options import NO_OPTIONS, TaskOptions
 from sitq.policy import state
@@ -67,20 +69,23 @@ class Outcome:
 
 @dataclass(slots=True)
 class Prepared:
-    """A task ready to run: its decoded call, its options, and what judges its outcome."""
+    """A task ready to run: its decoded call, its options, what judges its outcome, and
+    when it starts."""
 
     call: TaskCall
     options: TaskOptions
     policy: RetryPolicy
     breaker: CircuitBreaker | None
+    started: float
 
 
 @dataclass(slots=True)
 class Ending:
     """How a claimed task's turn ends: what to store, then what to tell once it is stored.
     `attempt` is the attempt to name when it is not the claim's own (a lost one); `note`
-    is logged instead of the usual report (a deferral, a task going back unstarted).
-    `news`: something to tell once it is stored (False for a success nobody listens to)."""
+    is logged instead of the usual report (a deferral, a wait for a rate-limit slot, a task
+    going back unstarted). `news`: something to tell once it is stored (False for a
+    success nobody listens to)."""
 
     task: ClaimedTask
     settlement: Settlement
@@ -107,6 +112,7 @@ class TaskRunner:
     breakers: Mapping[str, CircuitBreaker]
     threads: Executor
     processes: Processes
+    rate_gate: RateGate  # the rate limits (`sitq.engine.rate_gate`)
 
     def __post_init__(self) -> None:
         # A success is reported only if someone listens: an `on_success` hook other than
@@ -115,8 +121,10 @@ class TaskRunner:
         overridden = type(hooks).on_success is not WorkerHooks.on_success
         self._tells_success = overridden or "on_success" in getattr(hooks, "__dict__", {})
 
-    def prepare(self, task: ClaimedTask, now: float) -> Prepared | Ending:
-        """Decode the call; judge a lost lease the claim took over; ask the breaker."""
+    async def prepare(self, task: ClaimedTask, now: float) -> Prepared | Ending:
+        """Decode the call; judge a lost lease the claim took over; take a start under the
+        task's rate limit, if it has one; ask the breaker. What runs starts now, or, if its
+        rate limit was asked (a trip to the database), once its slot is taken."""
         try:
             call = self.serializer.decode_call(task.payload, task_id=task.task_id)
         except BaseException as exc:  # corrupted, tampered, unimportable: fail, never run
@@ -126,15 +134,22 @@ class TaskRunner:
         policy = options.retry or self.retry
         if task.lost_attempt is not None and (lost := self._after_lost(task, policy, now)):
             return lost
+        # A task with a rate limit takes a start first (before the breaker: no probe spent);
+        # one without never enters the gate.
+        if options.rate_limit is not None or task.name in self.rate_gate.limits:
+            away = await self.rate_gate.turned_away(task, options)
+            if away is not None:  # no room now: it waits for its slot, no attempt used
+                return self._ending(task, away.decision, away.now, away.note)
+            now = self.clock.now()
         breaker = self.breakers.get(task.name) if self.breakers else None
         if breaker is not None and not breaker.allow():
             decision = state.deferral(breaker.retry_at(), breaker.recovery_timeout, now)
             note = f"task {task.task_id} ({task.name}) deferred: circuit breaker {breaker.name}"
             note += " is open"
             return self._ending(task, decision, now, note)
-        return Prepared(call=call, options=options, policy=policy, breaker=breaker)
+        return Prepared(call=call, options=options, policy=policy, breaker=breaker, started=now)
 
-    async def call(self, task: ClaimedTask, prepared: Prepared, started: float) -> Outcome:
+    async def call(self, task: ClaimedTask, prepared: Prepared) -> Outcome:
         """Run the call with `current_task()` set to this task. A cancel of the worker's
         asyncio task (a cancel request, a lost lease, shutdown) is the worker's to handle."""
         if logger.isEnabledFor(logging.INFO):  # else build no record that nobody reads
@@ -146,7 +161,7 @@ class TaskRunner:
             worker_id=self.worker_id,
             _report=functools.partial(self.backend.set_progress, task.task_id, task.token),
             _loop=asyncio.get_running_loop(),
-            started_at=started,
+            started_at=prepared.started,
         )
         reset = _current.set(context)
         try:

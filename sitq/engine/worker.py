@@ -38,6 +38,7 @@ from sitq.engine.hooks import WorkerHooks, call_hook
 from sitq.engine.leases import CANCELLED, LeaseKeeper
 from sitq.engine.pipeline import Pipeline, Slots
 from sitq.engine.pools import DaemonThreadPool, Processes
+from sitq.engine.rate_gate import RateGate
 from sitq.engine.retention import DEFAULT_RETENTION, Pruner
 from sitq.engine.running import Ending, Outcome, Prepared, TaskRunner
 from sitq.engine.worker_run import SHUTDOWN, UNSTARTED, WorkerRun
@@ -45,6 +46,8 @@ from sitq.errors import DatabaseCorruptError, traceback_of
 from sitq.options import concurrency_setting, count_setting, optional_seconds, seconds_setting
 from sitq.policy import state
 from sitq.policy.breaker import CircuitBreaker
+from sitq.policy.rate_limits import RateLimit
+from sitq.policy.rate_limits import parse_all as parse_rate_limits
 from sitq.policy.retry import NO_RETRY, RetryPolicy
 from sitq.wire.serialization import DumpsLoads, Serializer, as_serializer
 
@@ -57,11 +60,13 @@ class Worker(WorkerRun):
     concurrency (alias max_concurrency): tasks run at once. retry: the default RetryPolicy
     for tasks that set none (default: no retry). lease_seconds: how long a claim is valid
     without a heartbeat; heartbeats renew it every lease_seconds/3 while a task runs.
-    breakers: {task name: CircuitBreaker}. hooks: a WorkerHooks. clock, rng: injectable
-    time and jitter randomness. shutdown_grace: seconds `stop()` waits for running tasks
-    before handing them back to the queue. poll_interval: the longest an idle worker goes
-    without looking (default: the backend's). retention: seconds finished tasks are kept
-    before workers prune them (None: keep forever); dead letters stay until purged.
+    breakers: {task name: CircuitBreaker}. rate_limits: {task name: "10/s"}, at most so many
+    starts per period across all workers, for tasks that set none with `@task(rate_limit=)`.
+    hooks: a WorkerHooks. clock, rng: injectable time and jitter randomness.
+    shutdown_grace: seconds `stop()` waits for running tasks before handing them back to
+    the queue. poll_interval: the longest an idle worker goes without looking (default:
+    the backend's). retention: seconds finished tasks are kept before workers prune them
+    (None: keep forever); dead letters stay until purged.
     """
 
     def __init__(
@@ -82,6 +87,7 @@ class Worker(WorkerRun):
         processes: int | None = None,
         poll_interval: float | None = None,
         retention: float | None = DEFAULT_RETENTION,
+        rate_limits: Mapping[str, str] | None = None,
     ) -> None:
         self.concurrency: int = concurrency_setting(concurrency, max_concurrency)
         self.lease_seconds: float = seconds_setting("lease_seconds", lease_seconds)
@@ -100,6 +106,7 @@ class Worker(WorkerRun):
         self.clock: Clock = clock or SystemClock()
         self.retry: RetryPolicy = retry or NO_RETRY
         self.breakers: dict[str, CircuitBreaker] = dict(breakers or {})
+        self.rate_limits: dict[str, RateLimit] = parse_rate_limits(rate_limits)
         self.hooks: WorkerHooks = hooks or WorkerHooks()
         self.rng: random.Random = rng or random.Random()
         self._process_count = processes
@@ -147,22 +154,24 @@ class Worker(WorkerRun):
 
     async def _run(self, task: ClaimedTask) -> Ending:
         """Run the task and let `state` decide; an ending decided without running it (a
-        cancel before it started, a lost lease, an open breaker) comes back as it is."""
+        cancel before it started, a lost lease, a full rate-limit window, an open breaker)
+        comes back as it is."""
         why = self._stops.get(task.task_id)
         if why is not None:  # it leaves before it started: cancelled, or sent back
             return self.runner.unstarted(task, cancelled=why == CANCELLED)
-        started = self.clock.now()
-        prepared = self.runner.prepare(task, started)
+        prepared = await self.runner.prepare(task, self.clock.now())
         if not isinstance(prepared, Prepared):
             return prepared
         try:
-            outcome = await self.runner.call(task, prepared, started)
+            outcome = await self.runner.call(task, prepared)
         except asyncio.CancelledError as exc:
             if self._stops.get(task.task_id) != CANCELLED:
                 raise  # lost lease or shutdown: `_work` decides
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
             outcome = Outcome.failed(exc)
-        return self.runner.decide(task, outcome, prepared.policy, started, prepared.breaker)
+        return self.runner.decide(
+            task, outcome, prepared.policy, prepared.started, prepared.breaker
+        )
 
     async def _settle(self, ending: Ending) -> None:
         if await self.pipeline.settle(ending.settlement):
@@ -365,6 +374,7 @@ class Worker(WorkerRun):
             breakers=self.breakers,
             threads=DaemonThreadPool(self.concurrency),
             processes=Processes(self._process_count),
+            rate_gate=RateGate(backend=self.backend, clock=self.clock, limits=self.rate_limits),
         )
         self.pipeline: Pipeline = Pipeline(self.backend, self.keeper, self.clock, self._wake,
                                            worker_id=self.worker_id, concurrency=self.concurrency,
