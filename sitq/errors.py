@@ -8,6 +8,7 @@ so code that already expects those keeps working.
 from __future__ import annotations
 
 import sqlite3
+import traceback as tb
 
 
 class SitqError(Exception):
@@ -137,3 +138,37 @@ class MissingExtraError(SitqError, ModuleNotFoundError):
 class EventLoopError(SitqError, RuntimeError):
     """A queue, backend or worker was used from an event loop it cannot move to: the loop
     that opened it still runs (in another thread), or an in-memory database died with it."""
+
+
+def text_of(error: BaseException) -> str:
+    """`str(error)`, or a description when the error's own __str__ raises (even SystemExit):
+    the worker describes a task's exception without letting that exception's code stop it."""
+    try:
+        return str(error)
+    except BaseException as exc:  # the task's object, not the worker, is broken
+        return f"<{type(error).__name__} whose __str__ raised {type(exc).__name__}>"
+
+
+def traceback_of(error: BaseException) -> str:
+    """The formatted traceback; without the exception's own text if formatting it raises
+    (the traceback module copes with an Exception from __str__, not with SystemExit)."""
+    try:
+        return "".join(tb.format_exception(type(error), error, error.__traceback__))
+    except BaseException:
+        frames = "".join(tb.format_tb(error.__traceback__))
+        last = f"{type(error).__name__}: {text_of(error)}"
+        return f"Traceback (most recent call last):\n{frames}{last}\n"
+
+
+def unsendable(name: str, error: BaseException) -> BaseException:
+    """The error for a result of task `name` the serializer could not encode. The
+    serializer's own SerializationError says what and why; anything else (a __reduce__ that
+    raises SystemExit) is named for what it is, so the task's record shows what failed."""
+    if isinstance(error, Exception):
+        return error
+    unsent = SerializationError(
+        f"the result of {name} could not be serialized: pickling raised "
+        f"{type(error).__name__}: {text_of(error)}"
+    )
+    unsent.__cause__ = error  # its traceback shows where pickling raised
+    return unsent

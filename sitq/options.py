@@ -253,5 +253,12 @@ def task_name(func: Any, options: TaskOptions | None = None) -> str:
     return name or type(func).__name__
 
 
+def resolve(func: Any, options: TaskOptions, now: float) -> tuple[TaskOptions, float, str]:
+    """What enqueueing `func` at `now` with `options` means: the options in effect (these
+    over the function's own, from `@sitq.task`), when the task is due, and its name."""
+    effective = options.merged_over(options_of(func))
+    return effective, effective.due_at(now), task_name(func, effective)
+
+
 #: Nothing set: what a plain `queue.enqueue(f, ...)` passes (made once; it is immutable).
 NO_OPTIONS = TaskOptions()

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
-from sitq.errors import InvalidTaskError, SitqWarning
+from sitq.errors import InvalidTaskError, SitqWarning, TaskNotFoundError
 from sitq.views.html import history_html, result_html, schedules_html, table_html
 
 #: The original sitq's statuses that sitq does not have, and what to write instead: a
@@ -84,6 +84,16 @@ class TaskId(str, Generic[R_co]):
     __slots__ = ()
 
 
+def check_task_id(task_id: object) -> str:
+    """Task ids are the strings `enqueue` returned; anything else is a typed error."""
+    if not isinstance(task_id, str):
+        raise TaskNotFoundError(
+            f"task ids are strings (as enqueue() returned them), got {type(task_id).__name__}"
+            f" {task_id!r}; for many tasks use queue.gather(ids)"
+        )
+    return task_id
+
+
 def to_datetime(timestamp: float | None) -> dt.datetime | None:
     """Turn a stored epoch timestamp into an aware UTC datetime (None stays None)."""
     if timestamp is None:
@@ -113,6 +123,24 @@ class Result(Generic[R_co]):
     finished_at: dt.datetime | None = None
     task_name: str = ""
     max_attempts: int | None = None
+
+    @classmethod
+    def of(cls, info: TaskInfo, value: Any = None) -> Result[Any]:
+        """The Result of a finished task's row; `value` is its result, deserialized."""
+        return Result(
+            task_id=info.task_id,
+            status=info.status,
+            value=value,
+            error=info.error,
+            error_type=info.error_type,
+            traceback=info.traceback,
+            attempts=info.attempts,
+            enqueued_at=to_datetime(info.enqueued_at),
+            started_at=to_datetime(info.started_at),
+            finished_at=to_datetime(info.finished_at),
+            task_name=info.name,
+            max_attempts=info.max_attempts,
+        )
 
     @property
     def duration(self) -> float | None:

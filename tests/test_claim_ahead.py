@@ -3,7 +3,8 @@
 The tasks in hand must never be lost or run twice: they are handed back at stop (their
 attempt refunded), a cancel request settles them as cancelled without running them, and a
 lost lease drops them. Real SQLite files and real workers; the worker's internal steps
-(`_request`, `_landed`) are driven directly so that what is in hand is known, not raced for.
+(`pipeline.claim`, `pipeline._land`, `_start_waiting`) are driven directly so that what is
+in hand is known, not raced for.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from sitq import FakeClock, RetryPolicy, SQLiteBackend, TaskQueue, TaskStatus, Worker
-from sitq.engine.claim_ahead import AHEAD_WHEN_UNDER, ClaimAhead
+from sitq.engine.pipeline import AHEAD_WHEN_UNDER, ClaimAhead
 
 pytestmark = pytest.mark.every_backend
 
@@ -81,8 +82,9 @@ async def in_hand(queue: TaskQueue, worker: Worker) -> tuple[str, str]:
     retried = queue.with_options(retry=RetryPolicy.fixed(0, max_attempts=3))
     first = await retried.enqueue(blocker)
     second = await retried.enqueue(record, 2)
-    claimed = await worker._request(2).sent_to(worker.backend)
-    worker._landed(claimed)
+    claimed = await worker.pipeline._request(2).sent_to(worker.backend)
+    worker.pipeline._land(claimed)  # into the hand, as a started worker's claims land
+    worker._start_waiting()  # then it starts what its slots allow
     await asyncio.sleep(0)  # the first one starts and blocks on the gate
     assert [t.task_id for t in worker._slots.ahead.waiting] == [second]
     assert (await queue.get_task(second)).status is TaskStatus.RUNNING  # leased to us
@@ -107,7 +109,7 @@ async def test_a_cancelled_task_in_hand_is_settled_cancelled_without_running(
 ) -> None:
     first, second = await in_hand(queue, worker)
     await queue.cancel(second)  # a request: the task is leased to a worker
-    await worker.keeper.renew()  # the heartbeat finds the request
+    await worker._renew_leases()  # the heartbeat finds the request
     result = await queue.get_result(second, timeout=10)
     assert result is not None and result.status is TaskStatus.CANCELLED
     assert RAN == []
@@ -123,12 +125,12 @@ async def test_a_task_in_hand_whose_lease_was_lost_is_dropped_and_runs_once_else
     clock.advance(31)  # our leases expire (the heartbeat was not let run)
     other = Worker(backend, clock=clock, concurrency=5, worker_id="other")
     try:
-        taken = await other._request(5).sent_to(backend)  # takes both over
+        taken = await other.pipeline.claim(5)  # takes both over
         assert {t.task_id for t in taken} == {first, second}
-        await worker.keeper.renew()  # ours were lost: the one in hand leaves, unrun
+        await worker._renew_leases()  # ours were lost: the one in hand leaves, unrun
         assert list(worker._slots.ahead.waiting) == []
         GATE["open"].set()  # our blocker ends; its outcome is refused (the lease moved on)
-        await asyncio.gather(*(other._spawn(task) for task in taken))
+        await asyncio.gather(*(other._spawn(task, clock.now()) for task in taken))
     finally:
         await other.stop()
     assert RAN == [2]  # once, by the other worker
@@ -167,7 +169,7 @@ async def test_an_outcome_records_the_start_of_a_task_claimed_ahead(
     first, second = await queue.enqueue(record, 1), await queue.enqueue(record, 2)
     claimed = await backend.claim(worker.worker_id, 2, worker.clock.now(), 30, ahead=1)
     assert (await queue.get_task(second)).started_at is None
-    await asyncio.gather(*(worker._spawn(task) for task in claimed))
+    await asyncio.gather(*(worker._spawn(task, worker.clock.now()) for task in claimed))
     for task_id in (first, second):
         result = await queue.get_result(task_id, timeout=10)
         assert result is not None and result.is_success() and result.started_at is not None

@@ -1,6 +1,6 @@
 """Claiming ahead, tested with real worker processes, real signals and real databases.
 
-A worker whose tasks are short claims some ahead and keeps them in hand (`sitq.engine.claim_ahead`).
+A worker whose tasks are short claims some ahead and keeps them in hand (`sitq.engine.pipeline`).
 What must hold whatever happens to it:
 
 (a) it never holds more than 2 x concurrency leased rows, whatever mix of claims its main

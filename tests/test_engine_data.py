@@ -28,7 +28,7 @@ import sitq
 from sitq import FakeClock, RetryPolicy, SQLiteBackend, TaskQueue, TaskStatus, Worker
 from sitq.backends.base import Settlement
 from sitq.backends.sqlite import sql as sqlite_sql
-from sitq.engine.context import current_task
+from sitq.engine.running import current_task
 from sitq.policy import state
 from sitq.task import Attempt
 
@@ -312,7 +312,7 @@ async def test_outcomes_of_concurrent_tasks_are_settled_in_batches(
     try:
         ids = await queue.enqueue_many([(quick, (i,)) for i in range(10)])
         assert await worker.run_once() == 10
-        batches = worker.runner.settler.batches
+        batches = worker.pipeline.batches
     finally:
         await worker.stop()
     assert 1 <= batches < 10
@@ -382,7 +382,7 @@ async def test_a_worker_pass_costs_one_claim_and_one_trip_per_settle_batch(
     try:
         trips.clear()
         assert await worker.run_once() == 10
-        batches = worker.runner.settler.batches
+        batches = worker.pipeline.batches
         # A deterministic step also reads the schedules once (periodic ticks due now).
         assert trips["list_all"] == 1, trips
         assert sum(trips.values()) - trips["list_all"] == 1 + batches, trips
@@ -443,7 +443,7 @@ async def test_an_idle_worker_in_another_process_picks_up_work_at_once(
 def test_task_ids_made_in_a_batch_are_distinct_version_4_uuids() -> None:
     import uuid
 
-    from sitq.engine.calls import new_task_ids
+    from sitq.engine.queue import new_task_ids
 
     ids = new_task_ids(2000)
     assert len(set(ids)) == 2000

@@ -290,7 +290,7 @@ async def test_an_expired_lease_is_taken_over_and_its_attempt_recorded(
     taken = await pg.claim("w2", 1, later, LEASE)
     assert [c.task_id for c in taken] == ["t"]
     [c] = taken
-    assert (c.attempt, c.try_number, c.token, c.scheduled_for, c.claimed_at) == (
+    assert (c.attempt, c.tries, c.token, c.scheduled_for, c.claimed_at) == (
         2, 2, first[0].token + 1, T0 + LEASE, later,
     )  # fmt: skip
     assert c.lost_attempt == LostAttempt("w1", T0, T0)
@@ -421,9 +421,9 @@ async def test_requeue_gives_a_failed_task_a_fresh_budget(pg: PostgresBackend) -
         TaskStatus.QUEUED, T0 + 2, 1, 0, None,
     )  # fmt: skip
     again = await claim_one(pg, T0 + 2)
-    assert (again.task_id, again.attempt, again.try_number) == ("q", 1, 1)
+    assert (again.task_id, again.attempt, again.tries) == ("q", 1, 1)
     again = await claim_one(pg, T0 + 2)
-    assert (again.task_id, again.attempt, again.try_number) == ("t", 2, 1)
+    assert (again.task_id, again.attempt, again.tries) == ("t", 2, 1)
 
 
 async def test_purge_deletes_tasks_but_keeps_history(pg: PostgresBackend) -> None:

@@ -10,15 +10,29 @@ from __future__ import annotations
 
 import logging
 import random
+import sqlite3
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from backends import Database
 from limit_tasks import limited
 from worker_processes import workers
 
-from sitq import FakeClock, InvalidOptionError, RetryPolicy, TaskQueue, TaskStatus, Worker, task
+from sitq import (
+    BreakerState,
+    CircuitBreaker,
+    FakeClock,
+    InvalidOptionError,
+    RetryPolicy,
+    TaskQueue,
+    TaskStatus,
+    Worker,
+    task,
+)
+from sitq.backends.base import Backend
+from sitq.backends.sqlite import SQLiteBackend
 from sitq.policy.rate_limits import RateLimit, Slot, parse
 
 pytestmark = pytest.mark.every_backend  # the conformance suite: SQLite and PostgreSQL
@@ -216,3 +230,63 @@ async def test_two_worker_processes_share_one_limit(database: Database, tmp_path
     assert min(spans) >= 1.0 - stamped_late, spans
     assert starts[-1] - starts[0] >= 2.0 - stamped_late
     assert len({a.worker_id for a in history}) == 2
+
+
+async def test_a_start_the_limit_refuses_spends_none_of_the_breakers_probes(
+    backend: Backend, queue: TaskQueue, clock: FakeClock
+) -> None:
+    """The gate comes before the breaker. A half-open breaker with one probe, and a task
+    whose 1/s window is full: the task waits for its slot without taking the probe, then
+    takes it, succeeds, and closes the breaker. (Asked the other way round, the probe
+    would go to a start that never happens, and the breaker would stay half open.)"""
+    breaker = CircuitBreaker(failure_threshold=1, recovery_timeout=0.5, clock=clock)
+    worker = Worker(backend, clock=clock, rng=random.Random(0), breakers={"call_api": breaker},
+                    rate_limits={"call_api": "1/s"})  # fmt: skip
+    start = clock.now()
+    first = await queue.enqueue(call_api, 1)
+    assert await worker.run_once() == 1  # the window's one start, at 0 s
+    breaker.record_failure()  # open; half open (one probe) from 0.5 s
+    clock.advance(0.5)
+    second = await queue.enqueue(call_api, 2)
+    assert await worker.run_once() == 1
+    waiting = await queue.get_task(second)
+    assert (waiting.status, waiting.attempts, waiting.due_at) == (
+        TaskStatus.SCHEDULED, 0, pytest.approx(start + 1.0)
+    )  # fmt: skip
+    assert breaker.state is BreakerState.HALF_OPEN
+    await worker.run_until_idle(max_tasks=5)
+    await worker.stop()
+    results = await queue.gather([first, second], timeout=0)
+    assert [(r.status, r.attempts) for r in results if r] == [(TaskStatus.SUCCEEDED, 1)] * 2
+    assert breaker.state is BreakerState.CLOSED
+
+
+class RateCheckFailsOnce(SQLiteBackend):
+    """The real SQLite backend, whose first rate-limit check fails as a locked file does."""
+
+    failed = False
+
+    async def take_rate_slot(self, *args: Any) -> float | None:
+        if not self.failed:
+            self.failed = True
+            raise sqlite3.OperationalError("database is locked")
+        return await super().take_rate_slot(*args)
+
+
+async def test_a_rate_limit_that_cannot_be_checked_hands_the_task_back_unspent(
+    tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A storage error while asking for a slot is never the task's: it goes back to the
+    queue, no attempt used, the warning says why, and the next turn runs it."""
+    backend = RateCheckFailsOnce(tmp_path / "queue.db")
+    worker = Worker(backend, clock=clock, rng=random.Random(0))
+    async with TaskQueue(backend, clock=clock) as queue:
+        task_id = await queue.with_options(rate_limit="1/s").enqueue(call_api, 7)
+        assert await worker.run_once() == 1
+        back = await queue.get_task(task_id)
+        assert (back.status, back.attempts) == (TaskStatus.QUEUED, 0)
+        assert "its rate limit could not be checked" in caplog.text
+        assert await worker.run_once() == 1
+        await worker.stop()
+        result = await queue.get_result(task_id, timeout=0)
+    assert result is not None and (result.value, result.attempts) == (7, 1)

@@ -13,12 +13,22 @@ from collections.abc import AsyncIterator
 import pytest
 
 from sitq.backends.base import ClaimedTask, ClaimRequest
-from sitq.engine.claim_ahead import AHEAD_WHEN_UNDER
-from sitq.engine.slots import Slots
+from sitq.engine.pipeline import AHEAD_WHEN_UNDER, Slots
 
 
 def claimed(task_id: str, *, ahead: bool = False) -> ClaimedTask:
-    return ClaimedTask(task_id, "t", b"", 1, 1, 1, 0.0, 0.0, 0.0, ahead=ahead)
+    return ClaimedTask(
+        task_id=task_id,
+        name="t",
+        payload=b"",
+        attempt=1,
+        tries=1,
+        token=1,
+        scheduled_for=0.0,
+        enqueued_at=0.0,
+        claimed_at=0.0,
+        ahead=ahead,
+    )
 
 
 class Ticks:

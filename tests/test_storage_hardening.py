@@ -108,7 +108,7 @@ async def test_stop_during_a_settle_waiting_for_the_lock_keeps_the_outcome(
         GATE["release"].set()  # the task ends; its settle now waits for the lock
         stopping = asyncio.create_task(worker.stop())
         deadline = time.monotonic() + 10
-        while worker.runner.settler.batches == 0:  # a condition, polled with a deadline
+        while worker.pipeline.batches == 0:  # a condition, polled with a deadline
             assert time.monotonic() < deadline, "the settle never started"
             await asyncio.sleep(0.01)
         assert not stopping.done()

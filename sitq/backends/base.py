@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, Self, runtime_checkable
 
 from sitq.task import TERMINAL, Attempt, ScheduleInfo, TaskInfo, TaskStatus
@@ -63,8 +63,10 @@ class NewTask(NamedTuple):
 class ClaimedTask:
     """A task handed to one worker under a lease.
 
-    `attempt` counts every attempt the task ever had (history numbering); `try_number` counts
-    since the last `requeue`, which is what a retry budget is measured against. `token` is
+    `attempt` is this attempt's number in the task's history (every attempt it ever had);
+    `tries` counts the attempts since the last `requeue`, this one included: what a retry
+    budget is measured against (the database keeps `attempts` and `retry_base`, the count
+    at the last requeue, and the claim returns the difference). `token` is
     the fencing token: only a settlement carrying it is accepted. `lost_attempt` is set when
     the task was taken over from a worker whose lease expired (that attempt is already in
     the history). `cancel_requested` survives such a takeover. `last_delay` is the backoff
@@ -79,7 +81,7 @@ class ClaimedTask:
     name: str
     payload: bytes
     attempt: int
-    try_number: int
+    tries: int
     token: int
     scheduled_for: float
     enqueued_at: float
@@ -99,14 +101,18 @@ class ClaimedTask:
         payload, attempt, try number, token, due_at, enqueued_at, the lost attempt's
         worker, start and schedule, last delay, cancel requested, max attempts (and the
         status the claim decided, for a spent lost lease)."""
-        (task_id, name, payload, attempt, try_number, token, due_at, enqueued_at,
+        (task_id, name, payload, attempt, tries, token, due_at, enqueued_at,
          lost_worker, lost_started, lost_scheduled, last_delay, cancel, budget) = row  # fmt: skip
         lost = None
         if lost_worker is not None:
-            lost = LostAttempt(lost_worker, lost_started, lost_scheduled)
-        return cls(task_id, name, payload, attempt, try_number, token, due_at, enqueued_at,
-                   now, lost, last_delay, bool(cancel), budget, ahead,
-                   None if decided is None else TaskStatus(decided))  # fmt: skip
+            lost = LostAttempt(
+                worker_id=lost_worker, started_at=lost_started, scheduled_for=lost_scheduled
+            )
+        return cls(task_id=task_id, name=name, payload=payload, attempt=attempt, tries=tries,
+                   token=token, scheduled_for=due_at, enqueued_at=enqueued_at, claimed_at=now,
+                   lost_attempt=lost, last_delay=last_delay, cancel_requested=bool(cancel),
+                   max_attempts=budget, ahead=ahead,
+                   decided=None if decided is None else TaskStatus(decided))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -138,28 +144,24 @@ class Settlement:
     traceback: str | None = None
     attempt: Attempt | None = None
     refund_attempt: bool = False
+    # What both backends store besides the fields above, derived once, here, when the
+    # settlement is made (plain attributes: a backend reads them, it calls nothing):
+    #: When the task finished: `now` if its next state is final, else None.
+    finished_at: float | None = field(init=False, repr=False)
+    #: A refund that brings no error of its own (a hand-back, a deferral) keeps the last
+    #: error on the row.
+    keeps_error: bool = field(init=False, repr=False)
+    #: Decorrelated jitter grows from the delay chosen last time: only a retry stores a
+    #: new one.
+    keeps_last_delay: bool = field(init=False, repr=False)
+    next_delay: float | None = field(init=False, repr=False)
 
-    # What both backends store besides the fields above, derived in one place:
-
-    @property
-    def finished_at(self) -> float | None:
-        return self.now if self.status in TERMINAL else None
-
-    @property
-    def keeps_error(self) -> bool:
-        """A refund that brings no error of its own (a hand-back, a deferral) keeps the
-        last error on the row."""
-        return self.refund_attempt and self.error_type is None
-
-    @property
-    def keeps_last_delay(self) -> bool:
-        """Decorrelated jitter grows from the delay chosen last time: only a retry stores
-        a new one."""
-        return self.status is not TaskStatus.RETRYING
-
-    @property
-    def next_delay(self) -> float | None:
-        return None if self.attempt is None else self.attempt.next_delay
+    def __post_init__(self) -> None:
+        set_once = object.__setattr__  # a frozen dataclass: its fields are set here, once
+        set_once(self, "finished_at", self.now if self.status in TERMINAL else None)
+        set_once(self, "keeps_error", self.refund_attempt and self.error_type is None)
+        set_once(self, "keeps_last_delay", self.status is not TaskStatus.RETRYING)
+        set_once(self, "next_delay", None if self.attempt is None else self.attempt.next_delay)
 
 
 @dataclass(frozen=True)

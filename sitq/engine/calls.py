@@ -1,9 +1,9 @@
-"""What `enqueue` is given: calls described as data, and the checks made on them.
+"""What `enqueue_many` is given: calls described as data.
 
-`sitq.call(func, *args, **kwargs)` describes one call for `enqueue_many`. The checks here
-run in the caller's process, at enqueue, so a mistake (a coroutine object instead of a
-function, a malformed batch item, a task id that is not a string) is reported where it
-was made, with a message that says how to fix it.
+`sitq.call(func, *args, **kwargs)` describes one call; a tuple (func, args[, kwargs]) does
+too. A malformed item is reported where it was made, at enqueue, with a message that says
+how to fix it. Below: the checks of a call, and the `Plan` that turns calls of one function
+into rows (shared by `TaskQueue.enqueue*` and `TaskQueue.schedule`).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
-from sitq.errors import InvalidTaskError, TaskNotFoundError
-from sitq.options import TaskOptions, options_of, task_name
+from sitq.errors import InvalidTaskError
+from sitq.options import TaskOptions, resolve
 from sitq.policy import state
 from sitq.wire.serialization import TaskCall
 
@@ -49,14 +49,7 @@ def describe(call: TaskCall) -> str:
     return getattr(call.func, "__qualname__", None) or type(call.func).__name__
 
 
-def check_task_id(task_id: object) -> str:
-    """Task ids are the strings `enqueue` returned; anything else is a typed error."""
-    if not isinstance(task_id, str):
-        raise TaskNotFoundError(
-            f"task ids are strings (as enqueue() returned them), got {type(task_id).__name__}"
-            f" {task_id!r}; for many tasks use queue.gather(ids)"
-        )
-    return task_id
+# -- checking a call and making its row ---------------------------------------------------
 
 
 def check_callable(func: Any) -> None:
@@ -130,14 +123,12 @@ class Plan:
     def of(cls, func: Any, options: TaskOptions, now: float) -> Plan:
         """The plan for calls of `func` enqueued at `now` with `options`."""
         check_callable(func)
-        effective = options.merged_over(options_of(func))
+        effective, due_at, name = resolve(func, options, now)
         budget: tuple[int | None, str | None] = (None, None)  # None: the worker's default
         if effective.retry is not None:
             budget = state.budget_of(effective.retry)
-        due_at = effective.due_at(now)
         status = state.on_enqueue(due_at, now).value  # see NewTask.status
         shared = (status, due_at, now, effective.priority or 0, *budget, effective.unique_key)
-        name = task_name(func, effective)
         return cls(func, effective, run_options(effective), name, shared)
 
 

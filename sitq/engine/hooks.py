@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from sitq.engine.execution import traceback_of
+from sitq.errors import traceback_of
 
 logger: logging.Logger = logging.getLogger("sitq.worker")
 

@@ -1,7 +1,13 @@
-"""TaskQueue: the client side. Enqueue calls, wait for results, inspect and repair.
+"""TaskQueue: the client side. Enqueue calls and wait for their results.
 
 A TaskQueue never runs tasks; a `Worker` does. Both talk to the same backend, and when they
-share one backend object (as in the tutorial) a worker hears about new work at once.
+share one backend object (as in the tutorial) a worker hears about new work at once. This
+module is a task's first and last step: checking the call and turning it into a row
+(`Plan`, `_new_task`), and reading the row back as a `Result`. Inspecting and repairing a
+queue (status, history, dead letters, requeue, cancel, prune) is `sitq.engine.control`'s.
+The checks run in the caller's process, at enqueue, so a mistake (a coroutine object
+instead of a function, a task id that is not a string) is reported where it was made,
+with a message that says how to fix it.
 """
 
 from __future__ import annotations
@@ -16,12 +22,12 @@ from sitq.clock import Clock, SystemClock
 from sitq.engine.calls import (
     Plan,
     as_calls,
-    check_task_id,
     describe,
     new_task_ids,
     no_cycle_collection,
     with_options,
 )
+from sitq.engine.control import QueueControl
 from sitq.engine.schedules import QueueSchedules, ScheduleKeywords
 from sitq.errors import (
     InvalidOptionError,
@@ -30,21 +36,9 @@ from sitq.errors import (
     QueueClosedError,
     SerializationError,
     TaskNotFoundError,
-    TaskStateError,
 )
 from sitq.options import NO_OPTIONS, OptionValues, TaskOptions
-from sitq.policy import state
-from sitq.task import (
-    TERMINAL,
-    History,
-    QueueSummary,
-    Result,
-    ScheduleInfo,
-    TaskId,
-    TaskInfo,
-    TaskStatus,
-    to_datetime,
-)
+from sitq.task import TERMINAL, Result, ScheduleInfo, TaskId, TaskInfo, TaskStatus, check_task_id
 from sitq.views.live_hook import LiveDisplay
 from sitq.wire.serialization import DumpsLoads, Serializer, TaskCall, as_serializer
 
@@ -54,7 +48,7 @@ P = ParamSpec("P")  # a task function's parameters: enqueue checks the arguments
 R = TypeVar("R")  # what it returns: the id it gets remembers it, so its Result does too
 
 
-class TaskQueue(LiveDisplay, QueueSchedules):
+class TaskQueue(QueueControl, LiveDisplay, QueueSchedules):
     """Enqueue tasks and read their results, status and history.
 
     backend: where tasks live (e.g. `SQLiteBackend("queue.db")`). serializer: how calls
@@ -156,12 +150,14 @@ class TaskQueue(LiveDisplay, QueueSchedules):
         now = self.clock.now()
         rows: list[NewTask] = []
         plans: dict[int, Plan] = {}  # by id(func): a batch repeats a few functions
+        keyed = False  # some call has a unique key: the key's holder may answer for it
         try:
             with no_cycle_collection(len(calls)):
                 for one, task_id in zip(calls, new_task_ids(len(calls)), strict=True):
                     plan = plans.get(id(one.func))
                     if plan is None or plan.func is not one.func:
                         plan = plans[id(one.func)] = Plan.of(one.func, options, now)
+                        keyed = keyed or plan.options.unique_key is not None
                     rows.append(self._new_task(one, plan, task_id))
         except (InvalidTaskError, InvalidOptionError, PayloadTooLargeError,
                 SerializationError) as exc:  # fmt: skip
@@ -171,7 +167,7 @@ class TaskQueue(LiveDisplay, QueueSchedules):
             raise type(exc)(
                 f"enqueue_many: call #{len(rows)} ({describe(culprit)}): {exc}"
             ) from exc
-        if any(row.unique_key is not None for row in rows):
+        if keyed:
             return await self.backend.add_unique_tasks(rows)  # a held key: the holder's id
         if rows:
             await self.backend.add_tasks(rows)
@@ -205,7 +201,8 @@ class TaskQueue(LiveDisplay, QueueSchedules):
         Returns the Result once the task succeeded, failed or was cancelled; returns None
         if it is still unfinished at the timeout, or if no task has this id.
         """
-        check_task_id(task_id)
+        if not isinstance(task_id, str):
+            check_task_id(task_id)  # raises, saying what a task id is
         await self._ready()
         [result] = await self._wait_for([task_id], timeout, True, lambda _: None)
         return result
@@ -273,113 +270,7 @@ class TaskQueue(LiveDisplay, QueueSchedules):
         value = None
         if info.status is TaskStatus.SUCCEEDED and info.result is not None:
             value = self.serializer.decode_value(info.result, task_id=info.task_id)
-        return Result(
-            task_id=info.task_id,
-            status=info.status,
-            value=value,
-            error=info.error,
-            error_type=info.error_type,
-            traceback=info.traceback,
-            attempts=info.attempts,
-            enqueued_at=to_datetime(info.enqueued_at),
-            started_at=to_datetime(info.started_at),
-            finished_at=to_datetime(info.finished_at),
-            task_name=info.name,
-            max_attempts=info.max_attempts,
-        )
-
-    # -- inspecting ------------------------------------------------------------------------
-
-    async def get_task(self, task_id: str) -> TaskInfo:
-        """The task's full row (status, attempts, progress...); TaskNotFoundError if none."""
-        check_task_id(task_id)
-        await self._ready()
-        found = await self.backend.get_tasks([task_id])
-        if task_id not in found:
-            raise TaskNotFoundError(
-                f"no task with id {task_id!r} in {self.backend!r}; ids come from enqueue()"
-            )
-        return found[task_id]
-
-    async def status(self, task_id: str) -> TaskStatus:
-        """The task's current TaskStatus; TaskNotFoundError for an unknown id."""
-        return (await self.get_task(task_id)).status
-
-    async def counts(self) -> dict[TaskStatus, int]:
-        """How many tasks are in each state (every state listed, zeros included)."""
-        await self._ready()
-        return await self.backend.counts()
-
-    async def summary(self) -> QueueSummary:
-        """`counts()` (and the schedules, if any) as an object that shows as a table in
-        Jupyter."""
-        counts = await self.counts()
-        return QueueSummary(counts, tuple(await self.backend.list_schedules()))
-
-    async def history(self, task_id: str | None = None) -> History:
-        """Attempt records, oldest first: of one task, or of every task (a list that
-        shows as a table in Jupyter). A purged task's history stays readable."""
-        if task_id is not None:
-            check_task_id(task_id)
-        await self._ready()
-        records = await self.backend.attempts(task_id)
-        if task_id is not None and not records:
-            await self.get_task(task_id)  # an unknown id is an error, not "no attempts yet"
-        return History(records)
-
-    # -- dead letters and control -----------------------------------------------------------
-
-    async def dead_letters(self) -> list[Result[Any]]:
-        """Tasks that failed for good, with their error, traceback and attempt count."""
-        await self._ready()
-        rows = await self.backend.list_tasks(state.DEAD_LETTERS)
-        return [self._result(info) for info in rows]
-
-    async def requeue(self, task_id: str) -> None:
-        """Give a failed (or cancelled) task a fresh run with a fresh retry budget.
-
-        Its attempt history is kept; new attempts continue the numbering. A task whose
-        unique key another unfinished task holds now stays as it is: UniqueKeyTakenError
-        names that task (cancel it, or wait for it to finish, then requeue).
-        """
-        await self.get_task(task_id)
-        old = await self.backend.requeue(task_id, self.clock.now())
-        if state.on_requeue(old) is None:
-            raise TaskStateError(
-                f"task {task_id} is {old}: only failed or cancelled tasks can be requeued"
-            )
-
-    async def purge_dead_letters(self) -> int:
-        """Delete every dead letter (their attempt history stays); return how many."""
-        await self._ready()
-        return await self.backend.purge(state.PURGEABLE)
-
-    async def prune(self, older_than: float, *, batch: int = 500) -> int:
-        """Delete succeeded and cancelled tasks that finished more than `older_than`
-        seconds ago, with their attempt records; return how many. Dead letters stay until
-        `purge_dead_letters()`. Workers do this by themselves (`Worker(retention=...)`)."""
-        if (
-            isinstance(older_than, bool)
-            or not isinstance(older_than, int | float)
-            or not (0 <= older_than < float("inf"))
-        ):
-            raise InvalidOptionError(f"older_than must be seconds >= 0, got {older_than!r}")
-        await self._ready()
-        total = 0
-        while pruned := await self.backend.prune(older_than, self.clock.now, batch):
-            total += pruned
-        return total
-
-    async def cancel(self, task_id: str) -> bool:
-        """Cancel a waiting task now, or ask a running one to stop.
-
-        Returns True if the task was waiting (now cancelled) or running (its worker
-        cancels it at its next heartbeat; an async task stops, a thread cannot). Returns
-        False if it had already finished.
-        """
-        await self.get_task(task_id)
-        old = await self.backend.cancel(task_id, self.clock.now())
-        return old is not None and old not in TERMINAL
+        return Result.of(info, value)
 
 
 class OptionsView:

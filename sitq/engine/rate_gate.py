@@ -6,7 +6,10 @@ a slot to start in (`Backend.take_rate_slot`): the slots are shared by every wor
 the database. If the window is full, the task is not run: it goes back to wait for the slot
 booked for it (`state.rate_limited`), its attempt given back, as a task behind an open
 circuit breaker does, and starts on it when it comes back. The gate comes before the
-breaker, so a refused start never spends one of the breaker's probes.
+breaker (`TaskRunner.prepare`), so a refused start never spends one of the breaker's probes.
+
+The gate only answers: what it decided goes back to the worker, which stores it as it
+stores every other ending, then logs the note.
 """
 
 from __future__ import annotations
@@ -14,10 +17,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
-from sitq.backends.base import Backend, ClaimedTask, Settlement
+from sitq.backends.base import Backend, ClaimedTask
 from sitq.clock import Clock
-from sitq.engine.settling import Settler
 from sitq.options import TaskOptions
 from sitq.policy import rate_limits, state
 from sitq.policy.rate_limits import RateLimit
@@ -25,12 +28,19 @@ from sitq.policy.rate_limits import RateLimit
 logger: logging.Logger = logging.getLogger("sitq.worker")
 
 
+class TurnedAway(NamedTuple):
+    """A task the gate sent back: its next state, when that was decided, and why."""
+
+    decision: state.Decision
+    now: float
+    note: str
+
+
 @dataclass
 class RateGate:
-    """Admits or defers claimed tasks by their rate limits; shared by a worker's tasks."""
+    """Admits or turns away claimed tasks by their rate limits; shared by a worker's tasks."""
 
     backend: Backend
-    settler: Settler
     clock: Clock
     limits: Mapping[str, RateLimit]  # the worker's, by task name
 
@@ -40,40 +50,26 @@ class RateGate:
             return rate_limits.parse(options.rate_limit)
         return self.limits.get(name)
 
-    async def admits(self, claimed: ClaimedTask, options: TaskOptions) -> bool:
-        """True if the task may start now (its slot is counted). False if it was sent back
-        to wait, no attempt used: for its booked slot, or, if the database could not be
+    async def turned_away(self, task: ClaimedTask, options: TaskOptions) -> TurnedAway | None:
+        """None if the task may start now (its slot is counted). Else what sends it back,
+        no attempt used: to wait for its booked slot, or, if the database could not be
         asked, to be claimed again at once."""
-        limit = self.limit_of(claimed.name, options)
+        limit = self.limit_of(task.name, options)
         if limit is None:
-            return True
+            return None
         try:
             wait = await self.backend.take_rate_slot(
-                claimed.name, limit.count, limit.period, self.clock.now, claimed.task_id
+                task.name, limit.count, limit.period, self.clock.now, task.task_id
             )
         except Exception as exc:  # a storage error is never the task's: hand it back
             logger.warning("task %s: its rate limit could not be checked (%s); handed back",
-                           claimed.task_id, exc)  # fmt: skip
+                           task.task_id, exc)  # fmt: skip
             now = self.clock.now()
-            await self._store(claimed, state.hand_back(now), now)
-            return False
+            note = f"task {task.task_id} handed back to the queue: its rate limit was not checked"
+            return TurnedAway(decision=state.hand_back(now), now=now, note=note)
         if wait is None:
-            return True
+            return None
         now = self.clock.now()
-        decision = state.rate_limited(now + wait, now)
-        await self._store(claimed, decision, now)
-        logger.info("task %s (%s) waits %.3gs for its slot: rate limit %s reached",
-                    claimed.task_id, claimed.name, wait, limit)  # fmt: skip
-        return False
-
-    async def _store(self, claimed: ClaimedTask, decision: state.Decision, now: float) -> None:
-        await self.settler.settle(
-            Settlement(
-                claimed.task_id,
-                claimed.token,
-                decision.status,
-                now,
-                due_at=decision.due_at,
-                refund_attempt=decision.refund,
-            )
-        )
+        note = (f"task {task.task_id} ({task.name}) waits {wait:.3g}s for its slot: "
+                f"rate limit {limit} reached")  # fmt: skip
+        return TurnedAway(decision=state.rate_limited(now + wait, now), now=now, note=note)

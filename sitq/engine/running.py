@@ -1,353 +1,419 @@
-"""One claimed task, end to end: decode, check the breaker, run, judge, settle, report.
+"""Run one claimed task: decode its call, run it where it belongs under its time limit, and
+ask `sitq.policy.state` what comes next. The worker (`sitq.engine.worker`) calls these steps
+in order, stores what they decided, then has them reported:
 
-`TaskRunner.process` never raises for anything a task does: every ending (success, error,
-time limit, cancel, lost lease, shutdown) becomes a decision from `sitq.policy.state`, stored
-through the one settle path (`sitq.engine.settling`), then logged and passed to the hooks.
+    prepare(task, now)          the call to run, or an ending decided without running it
+                                (a lost lease, a full rate-limit window, an open breaker)
+    call(task, prepared)        run it: an Outcome (a value, or an error), never a raise
+    decide(task, outcome, ...)  state decides; the Ending says what to store
+    report(ending)              once stored: log it, call the hooks
 
-Wherever the worker touches an object the task supplied (its payload, its result, its
-exception, a retry predicate), it catches BaseException, not Exception: a result whose
-pickling raises SystemExit, or an exception whose __str__ does, fails that task with an
-error that says so, and the worker and the task's neighbours go on.
+Words used for an attempt, here and in the records: `attempt` is an attempt's number in the
+task's history (1, 2, ...: every attempt it ever had, requeues included); `tries` is how
+many attempts count against its retry budget (those since the last requeue, this one
+included); `attempts` (on Result and TaskInfo) is how many it had in all. A task's `name` is
+what it is known by: its `name` option, else its function's qualified name (the public
+records say `task_name`, and log records must, since `LogRecord.name` is the logger's).
+
+Whatever a task does, even `raise SystemExit`, comes back as an `Outcome`: a task can fail,
+but it cannot take the worker down with it. That holds for the objects it hands back too
+(its result, its exception, a retry predicate): the worker catches BaseException around
+them, so a result whose pickling raises SystemExit fails that task with an error that says
+so, and its neighbours go on. Async functions run on the worker's event loop, plain ones in
+a thread (or a process: `sitq.engine.pools`), so they never block it. `current_task()` tells
+a task which one it is, through a context variable the worker sets around the call.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
+import inspect
 import logging
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from typing import Any
 
 from sitq.backends.base import Backend, ClaimedTask, Settlement
 from sitq.clock import Clock
-from sitq.engine import reporting
-from sitq.engine.context import TaskContext, reset_current, set_current
-from sitq.engine.execution import Outcome, run_call, text_of, traceback_of
+from sitq.engine import progress, reporting
 from sitq.engine.hooks import WorkerHooks
-from sitq.engine.leases import CANCELLED
-from sitq.engine.pools import ProcessPool
+from sitq.engine.pools import Processes, run_in_thread
 from sitq.engine.rate_gate import RateGate
-from sitq.engine.settling import Settler
-from sitq.errors import SerializationError
+from sitq.errors import text_of, traceback_of, unsendable
 from sitq.options import NO_OPTIONS, TaskOptions
 from sitq.policy import state
 from sitq.policy.breaker import CircuitBreaker
-from sitq.policy.retry import NO_RETRY, RetryPolicy, WorkerLost
+from sitq.policy.retry import NO_RETRY, RetryPolicy, TaskTimeout, WorkerLost
 from sitq.task import Attempt, TaskStatus
 from sitq.wire.serialization import Serializer, TaskCall
 
 logger: logging.Logger = logging.getLogger("sitq.worker")
-SHUTDOWN = "shutdown"  # a stop reason beside leases.CANCELLED and leases.LOST
-UNSTARTED = "unstarted"  # claimed ahead, going back to the queue before it started
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one attempt produced: a value, or an error with its traceback."""
+
+    value: Any = None
+    error: BaseException | None = None
+    traceback: str | None = None
+
+    @classmethod
+    def failed(cls, error: BaseException) -> Outcome:
+        return cls(error=error, traceback=traceback_of(error))
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A task ready to run: its decoded call, its options, what judges its outcome, and
+    when it starts."""
+
+    call: TaskCall
+    options: TaskOptions
+    policy: RetryPolicy
+    breaker: CircuitBreaker | None
+    started: float
+
+
+@dataclass(slots=True)
+class Ending:
+    """How a claimed task's turn ends: what to store, then what to tell once it is stored.
+    `attempt` is the attempt to name when it is not the claim's own (a lost one); `note`
+    is logged instead of the usual report (a deferral, a wait for a rate-limit slot, a task
+    going back unstarted). `news`: something to tell once it is stored (False for a
+    success nobody listens to)."""
+
+    task: ClaimedTask
+    settlement: Settlement
+    decision: state.Decision
+    error: BaseException | None = None
+    value: object = None
+    duration: float | None = None
+    attempt: int | None = None
+    note: str | None = None
+    news: bool = True
 
 
 @dataclass
 class TaskRunner:
-    """Everything needed to run one claimed task; shared by all of a worker's tasks."""
+    """Everything needed to run a claimed task; shared by all of a worker's tasks."""
 
     worker_id: str
     backend: Backend
     serializer: Serializer
-    settler: Settler
     clock: Clock
     rng: random.Random
     retry: RetryPolicy
     hooks: WorkerHooks
     breakers: Mapping[str, CircuitBreaker]
     threads: Executor
-    process_count: int | None = None
-    stop_reasons: dict[str, str] = field(default_factory=dict)  # task id -> why cancelled
-    processes: ProcessPool | None = None
-    #: Called when a task has run and its outcome goes to be stored: its slot is free.
-    ran: Callable[[str], None] = lambda task_id: None
-    #: Rate limits by task name (`sitq.engine.rate_gate`); None: the worker sets up none.
-    rate_gate: RateGate | None = None
+    processes: Processes
+    rate_gate: RateGate  # the rate limits (`sitq.engine.rate_gate`)
 
-    async def process(self, claimed: ClaimedTask) -> None:
-        """Run one claimed task end to end; never raises (errors become outcomes)."""
-        try:
-            await self._process(claimed)
-        except asyncio.CancelledError:
-            reason = self.stop_reasons.get(claimed.task_id)
-            if reason == SHUTDOWN:
-                await self.hand_back(claimed)
-            elif reason is None:
-                raise
-        except KeyboardInterrupt:
-            raise  # a real Ctrl-C on the loop's thread, in the worker's own code: stop
-        except BaseException as exc:  # even SystemExit from a task's object: never fatal
-            logger.error(
-                "worker %s failed to process task %s:\n%s",
-                self.worker_id,
-                claimed.task_id,
-                traceback_of(exc),
-            )
+    def __post_init__(self) -> None:
+        # A success is reported only if someone listens: an `on_success` hook other than
+        # WorkerHooks' no-op (overridden, or set on the object), or an INFO log (`decide`).
+        hooks = self.hooks
+        overridden = type(hooks).on_success is not WorkerHooks.on_success
+        self._tells_success = overridden or "on_success" in getattr(hooks, "__dict__", {})
 
-    async def _process(self, claimed: ClaimedTask) -> None:
-        if self.stop_reasons.get(claimed.task_id) == CANCELLED:  # before it ever started
-            cancelled = Outcome.failed(asyncio.CancelledError())
-            await self._finish(claimed, cancelled, NO_RETRY, self.clock.now())
-            return
-        if self.stop_reasons.get(claimed.task_id) == UNSTARTED:
-            await self._store(claimed, state.return_unstarted(), self.clock.now())
-            logger.info("task %s, claimed ahead, went back to the queue unstarted", claimed.task_id)
-            return
+    async def prepare(self, task: ClaimedTask, now: float) -> Prepared | Ending:
+        """Decode the call; judge a lost lease the claim took over; take a start under the
+        task's rate limit, if it has one; ask the breaker. What runs starts now, or, if its
+        rate limit was asked (a trip to the database), once its slot is taken."""
         try:
-            call = self.serializer.decode_call(claimed.payload, task_id=claimed.task_id)
+            call = self.serializer.decode_call(task.payload, task_id=task.task_id)
         except BaseException as exc:  # corrupted, tampered, unimportable: fail, never run
-            if claimed.lost_attempt is None or not await self._after_lost(claimed, NO_RETRY):
-                await self._finish(claimed, Outcome.failed(exc), NO_RETRY, claimed.claimed_at)
-            return
+            lost = self._after_lost(task, NO_RETRY, now) if task.lost_attempt else None
+            return lost or self.decide(task, Outcome.failed(exc), NO_RETRY, task.claimed_at)
         options = call.options or NO_OPTIONS
         policy = options.retry or self.retry
-        if claimed.lost_attempt is not None and await self._after_lost(claimed, policy):
-            return
-        if self.rate_gate is not None and not await self.rate_gate.admits(claimed, options):
-            return  # its rate limit is reached: it waits for room, no attempt used
-        breaker = self.breakers.get(claimed.name)
+        if task.lost_attempt is not None and (lost := self._after_lost(task, policy, now)):
+            return lost
+        # A task with a rate limit takes a start first (before the breaker: no probe spent);
+        # one without never enters the gate.
+        if options.rate_limit is not None or task.name in self.rate_gate.limits:
+            away = await self.rate_gate.turned_away(task, options)
+            if away is not None:  # no room now: it waits for its slot, no attempt used
+                return self._ending(task, away.decision, away.now, away.note)
+            now = self.clock.now()
+        breaker = self.breakers.get(task.name) if self.breakers else None
         if breaker is not None and not breaker.allow():
-            await self._defer(claimed, breaker)
-            return
-        started = self.clock.now()
-        reporting.started(claimed)
-        outcome = await self._run(claimed, call, options)
-        if breaker is not None:
-            breaker.record_success() if outcome.ok else breaker.record_failure()
-        await self._finish(claimed, outcome, policy, started)
+            decision = state.deferral(breaker.retry_at(), breaker.recovery_timeout, now)
+            note = f"task {task.task_id} ({task.name}) deferred: circuit breaker {breaker.name}"
+            note += " is open"
+            return self._ending(task, decision, now, note)
+        return Prepared(call=call, options=options, policy=policy, breaker=breaker, started=now)
 
-    async def _run(self, claimed: ClaimedTask, call: TaskCall, options: TaskOptions) -> Outcome:
+    async def call(self, task: ClaimedTask, prepared: Prepared) -> Outcome:
+        """Run the call with `current_task()` set to this task. A cancel of the worker's
+        asyncio task (a cancel request, a lost lease, shutdown) is the worker's to handle."""
+        if logger.isEnabledFor(logging.INFO):  # else build no record that nobody reads
+            reporting.started(task)
         context = TaskContext(
-            claimed.task_id,
-            claimed.name,
-            claimed.attempt,
-            self.worker_id,
-            lambda fraction, message: self.backend.set_progress(
-                claimed.task_id, claimed.token, fraction, message
-            ),
-            asyncio.get_running_loop(),
-            started_at=self.clock.now(),
+            task_id=task.task_id,
+            task_name=task.name,
+            attempt=task.attempt,
+            worker_id=self.worker_id,
+            _report=functools.partial(self.backend.set_progress, task.task_id, task.token),
+            _loop=asyncio.get_running_loop(),
+            started_at=prepared.started,
         )
-        token = set_current(context)
+        reset = _current.set(context)
         try:
-            if options.executor == "process" and self.processes is None:
-                self.processes = ProcessPool(self.process_count)
-            pool = self.processes
-            outcome = await self._call(call, options, pool)
-            if outcome.pool_broken:
-                if pool is not None and pool is self.processes:
-                    self.processes = None  # a child died (os._exit, a crash): the next task
-                    pool.kill()  # starts a new pool instead of failing too
-                outcome = await self._run_alone(call, options)
-            await context.flush_progress()  # a last report must land before the outcome
+            outcome = await self._run(prepared.call, prepared.options)
+            if context._pending:
+                await context.flush_progress()  # a last report must land before the outcome
             return outcome
-        except asyncio.CancelledError as exc:
-            if self.stop_reasons.get(claimed.task_id) == CANCELLED:
-                asyncio.current_task().uncancel()  # type: ignore[union-attr]
-                return Outcome.failed(exc)
-            raise
         finally:
-            reset_current(token)
+            _current.reset(reset)
 
-    async def _call(
-        self, call: TaskCall, options: TaskOptions, pool: ProcessPool | None
-    ) -> Outcome:
-        return await run_call(
-            call,
-            timeout=options.timeout,
-            threads=self.threads,
-            processes=pool,
-            executor=options.executor,
+    def decide(
+        self,
+        task: ClaimedTask,
+        outcome: Outcome,
+        policy: RetryPolicy,
+        started: float,
+        breaker: CircuitBreaker | None = None,
+    ) -> Ending:
+        """Let `state.after_attempt` judge the outcome, and build what to store."""
+        if breaker is not None:
+            breaker.record_success() if outcome.error is None else breaker.record_failure()
+        now = self.clock.now()
+        decision = self._judge(task, outcome.error, policy, now)
+        result = None
+        if outcome.error is None:
+            try:
+                result = self.serializer.encode_value(outcome.value, task_id=task.task_id)
+            except BaseException as exc:  # an unserializable return value fails the task
+                outcome = Outcome.failed(unsendable(task.name, exc))
+                decision = state.unsendable_result()
+        error = outcome.error
+        error_type = error_text = None
+        if error is not None:
+            error_type, error_text = type(error).__name__, text_of(error)
+        record = Attempt(
+            task_id=task.task_id,
+            task_name=task.name,
+            attempt=task.attempt,
+            worker_id=self.worker_id,
+            scheduled_for=task.scheduled_for,
+            started_at=started,
+            finished_at=now,
+            outcome=decision.outcome or "failed",
+            error_type=error_type,
+            error_message=error_text,
+            next_delay=decision.delay,
         )
+        settlement = Settlement(
+            task_id=task.task_id,
+            token=task.token,
+            status=decision.status,
+            now=now,
+            due_at=decision.due_at,
+            result=result,
+            error=error_text,
+            error_type=error_type,
+            traceback=outcome.traceback,
+            attempt=record,
+        )
+        news = error is not None or self._tells_success or logger.isEnabledFor(logging.INFO)
+        return Ending(task=task, settlement=settlement, decision=decision, error=error,
+                      value=outcome.value, duration=now - started, news=news)  # fmt: skip
 
-    async def _run_alone(self, call: TaskCall, options: TaskOptions) -> Outcome:
-        """A pool process died, and every call in that pool failed with it: the one that
-        killed it and its neighbours alike. Run this call once more in a process of its own:
-        a neighbour now succeeds, and the culprit fails alone, with BrokenProcessPool."""
-        pool = ProcessPool(1)
-        try:
-            return await self._call(call, options, pool)
-        finally:
-            pool.kill()
+    def unstarted(self, task: ClaimedTask, cancelled: bool) -> Ending:
+        """A task leaving before it ever started: cancelled (settled as a cancelled attempt),
+        or claimed ahead and going back to the queue in its place (`state.return_unstarted`)."""
+        now = self.clock.now()
+        if cancelled:
+            return self.decide(task, Outcome.failed(asyncio.CancelledError()), NO_RETRY, now)
+        note = f"task {task.task_id}, claimed ahead, went back to the queue unstarted"
+        return self._ending(task, state.return_unstarted(), now, note)
+
+    def handed_back(self, task: ClaimedTask) -> Ending:
+        """Shutdown: back to the queue (running, or claimed and not started), attempt refunded."""
+        now = self.clock.now()
+        note = f"task {task.task_id} handed back to the queue at shutdown"
+        return self._ending(task, state.hand_back(now), now, note)
+
+    def report(self, ending: Ending) -> None:
+        """The ending is stored: log it and call the hooks (`sitq.engine.reporting`)."""
+        if ending.note is not None:
+            logger.info(ending.note)
+        else:
+            reporting.finished(ending.task, self.worker_id, self.hooks, ending.decision,
+                               ending.error, ending.value, ending.duration,
+                               ending.attempt)  # fmt: skip
+
+    def report_decided(self, task: ClaimedTask) -> None:
+        """A lost lease the claim itself ended (its budget was spent: `state.LOST_WHEN_SPENT`):
+        nothing to run or store, only to report."""
+        reporting.decided(task, self.worker_id, self.hooks)
+
+    def close(self) -> None:
+        """Let the pools go: threads end with their last task (a stopping worker does not
+        wait for them), processes at once (the tasks they ran were handed back, and the
+        interpreter would wait for them at exit)."""
+        self.threads.shutdown(wait=False)
+        self.processes.kill()
+
+    # -- the steps' parts -------------------------------------------------------------------
+
+    def _ending(self, task: ClaimedTask, decision: state.Decision, now: float, note: str) -> Ending:
+        """An ending with no attempt to record: only the task's next state."""
+        settlement = Settlement(task_id=task.task_id, token=task.token, status=decision.status,
+                                now=now, due_at=decision.due_at,
+                                refund_attempt=decision.refund)  # fmt: skip
+        return Ending(task=task, settlement=settlement, decision=decision, note=note)
 
     def _judge(
-        self, claimed: ClaimedTask, error: BaseException | None, policy: RetryPolicy, now: float
+        self, task: ClaimedTask, error: BaseException | None, policy: RetryPolicy, now: float
     ) -> state.Decision:
         """`state.after_attempt`, guarded: a retry policy that raises while judging (a buggy
         predicate) fails the task for good, logged, instead of leaving it running."""
         try:
-            return state.after_attempt(
-                error, claimed.try_number, policy, now, self.rng, claimed.last_delay
-            )
+            return state.after_attempt(error, task.tries, policy, now, self.rng, task.last_delay)
         except BaseException as exc:  # even SystemExit from a predicate: the task's doing
             logger.error(
                 "task %s (%s): its retry policy raised while judging %s; the task fails for "
                 "good:\n%s",
-                claimed.task_id,
-                claimed.name,
+                task.task_id,
+                task.name,
                 reporting.type_name(error),
                 traceback_of(exc),
             )
-            return state.after_attempt(error, claimed.try_number, NO_RETRY, now, self.rng)
+            return state.after_attempt(error, task.tries, NO_RETRY, now, self.rng)
 
-    async def _finish(
-        self, claimed: ClaimedTask, outcome: Outcome, policy: RetryPolicy, started: float
-    ) -> None:
-        now = self.clock.now()
-        decision = self._judge(claimed, outcome.error, policy, now)
-        result = None
-        if outcome.ok:
-            try:
-                result = self.serializer.encode_value(outcome.value, task_id=claimed.task_id)
-            except BaseException as exc:  # an unserializable return value fails the task
-                outcome = Outcome.failed(unsendable(claimed, exc))
-                decision = state.unsendable_result()
-        error = outcome.error
-        record = Attempt(
-            claimed.task_id,
-            claimed.name,
-            claimed.attempt,
-            self.worker_id,
-            claimed.scheduled_for,
-            started,
-            now,
-            decision.outcome or "failed",
-            reporting.type_name(error),
-            reporting.message(error),
-            decision.delay,
-        )
-        settlement = Settlement(
-            claimed.task_id,
-            claimed.token,
-            decision.status,
-            now,
-            due_at=decision.due_at,
-            result=result,
-            error=reporting.message(error),
-            error_type=reporting.type_name(error),
-            traceback=outcome.traceback,
-            attempt=record,
-        )
-        self.ran(claimed.task_id)
-        if not await self.settler.settle(settlement):
-            logger.warning(
-                "task %s: lease lost before settling; outcome discarded (another "
-                "worker owns it now)",
-                claimed.task_id,
-            )
-            return
-        reporting.finished(
-            claimed, self.worker_id, self.hooks, decision, error, outcome.value, now - started
-        )
-
-    async def _after_lost(self, claimed: ClaimedTask, policy: RetryPolicy) -> bool:
+    def _after_lost(self, task: ClaimedTask, policy: RetryPolicy, now: float) -> Ending | None:
         """The previous worker died holding this task (its lost attempt is already in the
-        history). True if that ends the run here; False to run the task now."""
-        now = self.clock.now()
+        history, as tries - 1): the ending that decides, or None to run the task now."""
 
         def judged_by(chosen: RetryPolicy) -> state.Decision:
-            return state.after_lost_lease(
-                claimed.try_number - 1,
-                chosen,
-                now,
-                self.rng,
-                cancel_requested=claimed.cancel_requested,
-                previous_delay=claimed.last_delay,
-            )
+            return state.after_lost_lease(task.tries - 1, chosen, now, self.rng,
+                                          cancel_requested=task.cancel_requested,
+                                          previous_delay=task.last_delay)  # fmt: skip
 
         try:
             decision = judged_by(policy)
         except BaseException:  # a policy that raises while judging: the task fails, never sticks
             decision = judged_by(NO_RETRY)
-        assert claimed.lost_attempt is not None
-        error = WorkerLost(f"worker {claimed.lost_attempt.worker_id} stopped renewing its lease")
-        lost_run = claimed.attempt - 1
+        assert task.lost_attempt is not None
+        error = WorkerLost(f"worker {task.lost_attempt.worker_id} stopped renewing its lease")
+        lost_run = task.attempt - 1
         if decision.runs_now:
-            reporting.finished(
-                claimed, self.worker_id, self.hooks, decision, error, attempt=lost_run
-            )
-            return False
+            reporting.finished(task, self.worker_id, self.hooks, decision, error, attempt=lost_run)
+            return None
         cancelled = decision.status is TaskStatus.CANCELLED
         settlement = Settlement(
-            claimed.task_id,
-            claimed.token,
-            decision.status,
-            now,
+            task_id=task.task_id,
+            token=task.token,
+            status=decision.status,
+            now=now,
             due_at=decision.due_at,
-            error="cancelled; its worker was lost before it stopped" if cancelled else str(error),
+            error=state.LOST_CANCEL_MESSAGE if cancelled else str(error),
             error_type="Cancelled" if cancelled else "WorkerLost",
             refund_attempt=decision.refund,
         )
-        if await self.settler.settle(settlement):
-            reporting.finished(
-                claimed, self.worker_id, self.hooks, decision, error, attempt=lost_run
-            )
-        return True
+        return Ending(task=task, settlement=settlement, decision=decision, error=error,
+                      attempt=lost_run)  # fmt: skip
 
-    def report_decided(self, claimed: list[ClaimedTask]) -> list[ClaimedTask]:
-        """Log and pass to the hooks the lost leases the claim itself ended (their budget
-        was spent: `state.LOST_WHEN_SPENT`); return the tasks left to run."""
-        to_run = []
-        for task in claimed:
-            if task.decided is None:
-                to_run.append(task)
-                continue
-            lost_by = task.lost_attempt.worker_id if task.lost_attempt else "?"
-            error = WorkerLost(f"worker {lost_by} stopped renewing its lease")
-            reporting.finished(task, self.worker_id, self.hooks, state.Decision(task.decided),
-                               error)  # fmt: skip
-        return to_run
+    async def _run(self, call: TaskCall, options: TaskOptions) -> Outcome:
+        """Run `call` where it belongs; a time limit becomes a `TaskTimeout` error."""
+        if options.executor == "async" or is_async(call.func):
+            work = _run_async(call)
+        else:
+            work = self._run_plain(call, options.executor)
+        if options.timeout is None:
+            return await work
+        try:
+            return await asyncio.wait_for(work, options.timeout)
+        except TimeoutError:
+            kind = "cancelled" if is_async(call.func) else "abandoned (a thread cannot be stopped)"
+            limit = f"task exceeded its time limit of {options.timeout:g}s and was {kind}"
+            return Outcome.failed(TaskTimeout(options.timeout, limit))
 
-    async def _defer(self, claimed: ClaimedTask, breaker: CircuitBreaker) -> None:
-        """The task's circuit breaker is open: put it back until the breaker may admit it."""
-        now = self.clock.now()
-        decision = state.deferral(breaker.retry_at(), breaker.recovery_timeout, now)
-        await self._store(claimed, decision, now)
-        logger.info(
-            "task %s (%s) deferred: circuit breaker %s is open",
-            claimed.task_id,
-            claimed.name,
-            breaker.name,
-        )
-
-    async def hand_back(self, claimed: ClaimedTask) -> None:
-        """Shutdown: return a running (or claimed, not started) task to the queue, its
-        attempt refunded."""
-        now = self.clock.now()
-        await self._store(claimed, state.hand_back(now), now)
-        logger.info("task %s handed back to the queue at shutdown", claimed.task_id)
-
-    async def close(self) -> None:
-        """Store the outcomes still on their way, then let the pools go: threads end with
-        their last task (a stopping worker does not wait for them), processes at once (the
-        tasks they ran were handed back, and the interpreter would wait for them at exit)."""
-        await self.settler.drain()
-        self.threads.shutdown(wait=False)
-        if self.processes is not None:
-            self.processes.kill()
-
-    async def _store(self, claimed: ClaimedTask, decision: state.Decision, now: float) -> bool:
-        return await self.settler.settle(
-            Settlement(
-                claimed.task_id,
-                claimed.token,
-                decision.status,
-                now,
-                due_at=decision.due_at,
-                refund_attempt=decision.refund,
-            )
-        )
+    async def _run_plain(self, call: TaskCall, executor: str | None) -> Outcome:
+        """A plain function: in a thread, or in a pool process (`executor="process"`)."""
+        if executor == "process":
+            value, error, traceback = await self.processes.run(call)
+        else:
+            value, error, traceback = await run_in_thread(call, self.threads)
+        return Outcome(value=value, error=error, traceback=traceback)
 
 
-def unsendable(claimed: ClaimedTask, error: BaseException) -> BaseException:
-    """The error for a result the serializer could not encode. The serializer's own
-    SerializationError says what and why; anything else (a __reduce__ that raises
-    SystemExit) is named for what it is, so the task's record shows what failed."""
-    if isinstance(error, Exception):
-        return error
-    unsent = SerializationError(
-        f"the result of {claimed.name} could not be serialized: pickling raised "
-        f"{type(error).__name__}: {text_of(error)}"
+def is_async(func: Any) -> bool:
+    """True for `async def` functions (also behind functools.partial or a callable object)."""
+    code = getattr(func, "__code__", None)
+    if code is not None and code.co_flags & inspect.CO_COROUTINE:
+        return True  # a plain `async def` function, the usual case: nothing to unwrap
+    while isinstance(func, functools.partial):
+        func = func.func
+    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
+        getattr(func, "__call__", None)  # noqa: B004 - a callable object's async __call__
     )
-    unsent.__cause__ = error  # its traceback shows where pickling raised
-    return unsent
+
+
+async def _run_async(call: TaskCall) -> Outcome:
+    """Await the task inside this coroutine, so even SystemExit is caught here."""
+    try:
+        value = call.func(*call.args, **call.kwargs)
+        if inspect.isawaitable(value):
+            value = await value
+        return Outcome(value=value)
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:  # a task's SystemExit/KeyboardInterrupt must not kill us
+        return Outcome.failed(exc)
+
+
+# -- what a running task can learn about itself ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    """The running task: its id, name, attempt number, worker and start time."""
+
+    task_id: str
+    task_name: str
+    attempt: int
+    worker_id: str
+    _report: Callable[[float, str], Coroutine[Any, Any, None]] = field(repr=False)
+    _loop: asyncio.AbstractEventLoop = field(repr=False)
+    #: When this attempt started, in epoch seconds on the worker's clock. With a FakeClock
+    #: that is virtual time, which a task can read to simulate e.g. an outage from t1 to t2.
+    started_at: float | None = None
+    _pending: set[Any] = field(default_factory=set, repr=False, compare=False)
+
+    def report_progress(self, fraction: float, message: str = "") -> None:
+        """Store progress (0.0 to 1.0) and a message, visible through `queue.status`."""
+        progress.report(self._report, self._loop, self._pending, self.task_id, fraction, message)
+
+    async def flush_progress(self) -> None:
+        """Wait for the progress writes made so far. The worker calls this before storing
+        the outcome, so a report made just before the task returns is not lost."""
+        await progress.flush(self._pending)
+
+
+_current: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar(
+    "sitq_current_task", default=None
+)
+
+
+def current_task() -> TaskContext:
+    """The task being run by the calling code; raises LookupError outside a task."""
+    found = _current.get()
+    if found is None:
+        raise LookupError(
+            "current_task() was called outside a sitq task, or in a process task "
+            "(executor='process'), which runs in another process with no link to its worker"
+        )
+    return found
+
+
+def report_progress(fraction: float, message: str = "") -> None:
+    """Shortcut for `current_task().report_progress(fraction, message)`."""
+    current_task().report_progress(fraction, message)

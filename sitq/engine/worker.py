@@ -1,13 +1,22 @@
-"""Worker: claim due tasks, run them, settle their outcomes.
+"""Worker: claim due tasks, run them, let `sitq.policy.state` decide, settle what it decided.
 
-A worker's life is one loop: *claim* due tasks under a lease (`backend.claim`), *run* each
-one (`sitq.engine.running`, `sitq.engine.execution`), let `sitq.policy.state` *decide*
-what happens next, and *settle* that through one batched path (`sitq.engine.settling`).
-Leases are kept alive by a heartbeat (`sitq.engine.leases`). Two ways to drive it:
+The worker asks `self.pipeline` (`sitq.engine.pipeline`) for work (`run_once`, or
+`_loop_step` when started), and each claimed task goes through `Worker._work`, in order:
+
+    ending = await self._run(task)            run it (sitq.engine.running); state decides
+    await self.pipeline.settle(ending...)     store what was decided
+    self._report(ending)                      then log it and call the hooks
+
+How many tasks to claim, which wait in hand, how outcomes are grouped into transactions and
+when the next claim travels with them is the pipeline's business, not this module's. The
+worker keeps the leases alive (`_beat`, through `sitq.engine.leases`) and stops a task
+whose lease ended. No engine module calls back into the worker: the pipeline and the
+runner only answer. Two ways to drive it:
 
 - `await worker.start()` / `await worker.stop()`: a background loop on the current event
-  loop, as in the tutorial (in a script: `asyncio.run(worker.run())`, `sitq.engine.worker_run`); it
-  wakes when work is enqueued (in this process at once, from others within ms) or falls due.
+  loop, as in the tutorial (in a script: `asyncio.run(worker.run())`, see
+  `sitq.engine.worker_run`); it wakes when work is enqueued (in this process at once, from
+  others within ms) or falls due.
 - `await worker.run_once()` / `await worker.run_until_idle()`: deterministic steps for
   tests and notebooks. With a FakeClock, `run_until_idle` jumps virtual time to each retry.
 """
@@ -22,22 +31,20 @@ import random
 import socket
 import uuid
 from collections.abc import Mapping
-from contextlib import suppress
 
 from sitq.backends import as_backend
-from sitq.backends.base import Backend, ClaimedTask, ClaimRequest, Signal, first_of
+from sitq.backends.base import Backend, ClaimedTask, Signal, first_of
 from sitq.clock import Clock, SystemClock
 from sitq.engine.hooks import WorkerHooks, call_hook
 from sitq.engine.leases import CANCELLED, LeaseKeeper
-from sitq.engine.pools import DaemonThreadPool
+from sitq.engine.pipeline import Pipeline, Slots
+from sitq.engine.pools import DaemonThreadPool, Processes
 from sitq.engine.rate_gate import RateGate
 from sitq.engine.retention import DEFAULT_RETENTION, Pruner
-from sitq.engine.running import SHUTDOWN, UNSTARTED, TaskRunner
+from sitq.engine.running import Ending, Outcome, Prepared, TaskRunner
 from sitq.engine.schedules import ScheduleKeeper, horizon
-from sitq.engine.settling import Settler
-from sitq.engine.slots import Slots
-from sitq.engine.worker_run import WorkerRun
-from sitq.errors import DatabaseCorruptError
+from sitq.engine.worker_run import SHUTDOWN, UNSTARTED, WorkerRun
+from sitq.errors import DatabaseCorruptError, traceback_of
 from sitq.options import concurrency_setting, count_setting, optional_seconds, seconds_setting
 from sitq.policy import state
 from sitq.policy.breaker import CircuitBreaker
@@ -57,11 +64,11 @@ class Worker(WorkerRun):
     without a heartbeat; heartbeats renew it every lease_seconds/3 while a task runs.
     breakers: {task name: CircuitBreaker}. rate_limits: {task name: "10/s"}, at most so many
     starts per period across all workers, for tasks that set none with `@task(rate_limit=)`.
-    hooks: a WorkerHooks. clock, rng: injectable
-    time and jitter randomness. shutdown_grace: seconds `stop()` waits for running tasks
-    before handing them back to the queue. poll_interval: the longest an idle worker goes
-    without looking (default: the backend's). retention: seconds finished tasks are kept
-    before workers prune them (None: keep forever); dead letters stay until purged.
+    hooks: a WorkerHooks. clock, rng: injectable time and jitter randomness.
+    shutdown_grace: seconds `stop()` waits for running tasks before handing them back to
+    the queue. poll_interval: the longest an idle worker goes without looking (default:
+    the backend's). retention: seconds finished tasks are kept before workers prune them
+    (None: keep forever); dead letters stay until purged.
     """
 
     def __init__(
@@ -105,8 +112,6 @@ class Worker(WorkerRun):
         self.hooks: WorkerHooks = hooks or WorkerHooks()
         self.rng: random.Random = rng or random.Random()
         self._process_count = processes
-        self._slots = Slots(self.concurrency)  # running, settling, claimed ahead
-        self._claim_sent = 0.0  # when the last claim left: its leases hold a lease from then
         self._loop_task: asyncio.Task[None] | None = None
         self._wake = Signal()
         self._stopping = False
@@ -116,109 +121,88 @@ class Worker(WorkerRun):
         self._schedules: ScheduleKeeper = ScheduleKeeper(
             self.backend, self.serializer, self.clock, look_every
         )
-        self._runner: TaskRunner | None = None
-        self._keeper: LeaseKeeper | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._heartbeat_stop = asyncio.Event()
+        self._stops: dict[str, str] = {}  # task id -> why the worker stops it
         self.processed: int = 0
+        self._make_parts()
 
     def __repr__(self) -> str:
         return f"Worker({self.backend!r}, id={self.worker_id!r}, concurrency={self.concurrency})"
 
-    # -- lifecycle ------------------------------------------------------------------------
+    # -- one task: run -> decide -> settle -> report ----------------------------------------
 
-    async def start(self) -> None:
-        """Start the background loop on the running event loop and return at once."""
-        if self._loop_task is not None:
-            raise RuntimeError("this worker is already started")
-        await self._ensure_connected()
-        self._stopping = False
-        self._loop_task = asyncio.create_task(self._main_loop(), name=f"sitq-{self.worker_id}")
-        self._loop_task.add_done_callback(self._loop_ended)
+    async def _work(self, task: ClaimedTask) -> None:
+        """One claimed task, end to end. Never raises for anything a task does: every
+        ending (success, error, time limit, cancel, lost lease, shutdown) is decided and
+        stored. A task that has run frees its slot before its outcome is stored."""
+        try:
+            ending = await self._run(task)
+            ran = ending.settlement.attempt is not None and self._slots.ran(task.task_id)
+            if ran and self._slots.ahead.waiting:
+                self._start_waiting()  # its slot is free while the outcome travels
+            if await self.pipeline.settle(ending.settlement):
+                self._report(ending)
+            elif ending.settlement.attempt is not None:
+                logger.warning("task %s: lease lost before settling; outcome discarded "
+                               "(another worker owns it now)", task.task_id)  # fmt: skip
+        except asyncio.CancelledError:
+            why = self._stops.get(task.task_id)
+            if why == SHUTDOWN:
+                await self._settle(self.runner.handed_back(task))
+            elif why is None:
+                raise
+        except KeyboardInterrupt:
+            raise  # a real Ctrl-C on the loop's thread, in the worker's own code: stop
+        except BaseException as exc:  # even SystemExit from a task's object: never fatal
+            logger.error("worker %s failed to process task %s:\n%s", self.worker_id,
+                         task.task_id, traceback_of(exc))  # fmt: skip
 
-    async def _stop(self, grace: float | None = None) -> None:
-        """`stop()` (in `sitq.engine.worker_run`): stop claiming, let running tasks finish (up to
-        `grace` seconds), then hand back any still running without using an attempt."""
-        self._stopping = True
-        self._wake.ring()
-        if self._loop_task is not None:
-            # The ring ends the loop at its next check. Cancelling it instead could land
-            # inside a claim, whose rows would stay leased with no one to run them.
-            with suppress(asyncio.CancelledError):
-                await self._loop_task
-            self._loop_task = None
-        await self._hand_back_waiting()
-        grace = self.shutdown_grace if grace is None else grace
-        running_now = self._slots.running
-        if running_now:
-            await asyncio.wait(list(running_now.values()), timeout=grace)
-        for task_id, running in list(running_now.items()):
-            self.runner.stop_reasons[task_id] = SHUTDOWN
-            running.cancel()
-        if running_now:
-            await asyncio.wait(list(running_now.values()))
-        if self._runner is not None:
-            await self._runner.settler.drain()  # a claim still out may bring tasks in hand
-        await self._hand_back_waiting()
-        await self._close()
+    async def _run(self, task: ClaimedTask) -> Ending:
+        """Run the task and let `state` decide; an ending decided without running it (a
+        cancel before it started, a lost lease, a full rate-limit window, an open breaker)
+        comes back as it is."""
+        why = self._stops.get(task.task_id)
+        if why is not None:  # it leaves before it started: cancelled, or sent back
+            return self.runner.unstarted(task, cancelled=why == CANCELLED)
+        prepared = await self.runner.prepare(task, self.clock.now())
+        if not isinstance(prepared, Prepared):
+            return prepared
+        try:
+            outcome = await self.runner.call(task, prepared)
+        except asyncio.CancelledError as exc:
+            if self._stops.get(task.task_id) != CANCELLED:
+                raise  # lost lease or shutdown: `_work` decides
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            outcome = Outcome.failed(exc)
+        return self.runner.decide(
+            task, outcome, prepared.policy, prepared.started, prepared.breaker
+        )
 
-    @property
-    def runner(self) -> TaskRunner:
-        if self._runner is None:
-            settler = Settler(
-                self.backend, self._next_claim, self._landed_with_outcomes, self.keeper.alive
-            )
-            self._runner = TaskRunner(
-                self.worker_id,
-                self.backend,
-                self.serializer,
-                settler,
-                self.clock,
-                self.rng,
-                self.retry,
-                self.hooks,
-                self.breakers,
-                DaemonThreadPool(self.concurrency),
-                self._process_count,
-                ran=self._ran,
-                rate_gate=RateGate(self.backend, settler, self.clock, self.rate_limits),
-            )
-        return self._runner
+    async def _settle(self, ending: Ending) -> None:
+        if await self.pipeline.settle(ending.settlement):
+            self._report(ending)
 
-    @property
-    def keeper(self) -> LeaseKeeper:
-        if self._keeper is None:
-            self._keeper = LeaseKeeper(
-                self.backend, self.clock, self.worker_id, self.lease_seconds, self._lease_ended
-            )
-        return self._keeper
-
-    async def _ensure_connected(self) -> None:
-        self._home = asyncio.get_running_loop()  # a stop() on another loop: sitq.engine.worker_run
-        if not self._connected:
-            await self.backend.connect()
-            self._connected = True
-
-    async def _close(self) -> None:
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.close()
-        if self._keeper is not None:
-            await self._keeper.close()
-            self._keeper = None
-        if self._connected:
-            self._connected = False
-            await self.backend.close()
+    def _report(self, ending: Ending) -> None:
+        """The ending is stored: tell whoever listens (a success only if someone does)."""
+        if ending.news:
+            self.runner.report(ending)
 
     # -- deterministic drivers ------------------------------------------------------------
 
     async def run_once(self) -> int:
         """Claim the tasks due now (up to `concurrency`), run them all, return how many."""
         await self._ensure_connected()
-        await self._schedules.enqueue_due(force=True)
-        sent = await self._request(self.concurrency).sent_to(self.backend)
-        claimed = self.runner.report_decided(sent)  # lost leases the claim itself ended
-        if claimed:
-            await asyncio.gather(*(self._spawn(task) for task in claimed))
-        return len(claimed)
+        await self._schedules.enqueue_due(force=True)  # periodic ticks due now, once
+        claimed = await self.pipeline.claim(self.concurrency)
+        for task in claimed:
+            if task.decided is not None:  # a lost lease the claim itself ended: only reported
+                self.runner.report_decided(task)
+        to_run = [task for task in claimed if task.decided is None]
+        if to_run:
+            now = self.clock.now()  # the worker's clock: the heartbeat counts from here
+            await asyncio.gather(*(self._spawn(task, now) for task in to_run))
+        return len(to_run)
 
     async def run_until_idle(
         self, *, max_tasks: int | None = None, until: float | dt.datetime | None = None
@@ -256,7 +240,7 @@ class Worker(WorkerRun):
     # -- the background loop --------------------------------------------------------------
 
     async def _main_loop(self) -> None:
-        """Claim and spawn until stopped. A storage error (a locked or vanished database) is
+        """Claim and start until stopped. A storage error (a locked or vanished database) is
         logged and retried after a pause: a worker must not go idle silently. A damaged file
         is not: no pause mends it, so the loop ends and tells `hooks.on_worker_stopped`."""
         while not self._stopping:
@@ -275,20 +259,17 @@ class Worker(WorkerRun):
     async def _loop_step(self) -> None:
         """One turn of the main loop: enqueue the ticks of periodic tasks that have come,
         send back overdue tasks in hand, claim, or wait."""
-        for task in self._slots.ahead.overdue():
+        hand = self._slots.ahead
+        for task in hand.overdue():
             self._send_back(task)
+        self._start_waiting()  # tasks a claim sent along with outcomes brought
         work_ticket, wake_ticket = self.backend.work_signal.ticket(), self._wake.ticket()
         # After the tickets: a stop() that rings while the schedules are read is not missed.
         await self._schedules.enqueue_due()
-        request = None if self._leave_claim_to_settles() else self._next_claim()
-        if request is None:  # until a slot frees, a claim lands, stop(), or a task is overdue
-            await Signal.wait(wake_ticket, self._slots.ahead.overdue_in())
+        if not await self.pipeline.claim_next():  # until a slot frees, a claim lands, stop(),
+            await Signal.wait(wake_ticket, hand.overdue_in())  # or a task in hand is overdue
             return
-        claimed: list[ClaimedTask] = []
-        try:
-            claimed = await request.sent_to(self.backend)
-        finally:
-            self._landed(claimed)
+        self._start_waiting()
         if not self._slots.dry or self._slots.unrecorded_starts:
             return  # maybe more is due, or there are starts to record: look again at once
         # Fewer than asked: nothing else is due now. Wait (the tickets were taken before the
@@ -297,109 +278,131 @@ class Worker(WorkerRun):
         next_due = self._schedules.sooner(await self.backend.next_due_at())
         waits = [work_ticket.wait(), wake_ticket.wait(), self.clock.wait(next_due),
                  self.backend.wait_for_change(self._poll_interval)]  # fmt: skip
-        await first_of(waits, self._slots.ahead.overdue_in())
+        await first_of(waits, hand.overdue_in())
 
-    def _leave_claim_to_settles(self) -> bool:
-        """Outcomes on their way to the database claim the next tasks in the same trip
-        (`_next_claim`), stored first. A claim from here meanwhile would count their rows
-        as free before they are (`sitq.engine.slots`), and cost a trip of its own: the main loop
-        claims only when no flush is on its way."""
-        return self._runner is not None and self._runner.settler.flushing
+    # -- tasks in hand ----------------------------------------------------------------------
 
-    # -- claim and spawn ------------------------------------------------------------------
-
-    def _request(self, limit: int, ahead: int = 0) -> ClaimRequest:
-        """A claim of `limit` tasks, the last `ahead` to wait in hand; it records starts."""
-        self._claim_sent = self.clock.now()
-        return ClaimRequest(self.worker_id, limit, self.clock.now, self.lease_seconds,
-                            list(self.keeper.tokens), state.budget_of(self.retry), ahead,
-                            self._slots.take_starts())  # fmt: skip
-
-    def _next_claim(self) -> ClaimRequest | None:
-        """The started worker's next claim, from the main loop or sent with a flush
-        (`Slots.next_claim`), on its way until `_landed`. (Not in run_once.)"""
-        if self._loop_task is None or self._stopping:
-            return None
-        size = self._slots.next_claim()
-        if size is not None:
-            self._slots.claiming = self._request(*size)
-        return None if size is None else self._slots.claiming
-
-    def _landed(self, claimed: list[ClaimedTask]) -> None:
-        """A claim came back (empty if it failed): its tasks join the hand, under lease, and
-        start as slots free, those not claimed ahead first (`sitq.engine.claim_ahead`). Lost leases
-        the claim itself ended (`state.LOST_WHEN_SPENT`) are only reported: no lease, no run."""
-        claimed = self.runner.report_decided(claimed)
-        self._slots.landed(claimed)
-        valid_until = self._claim_sent + self.lease_seconds
-        for task in claimed:
-            self.keeper.hold(task.task_id, task.token, valid_until)
-        self._slots.ahead.hold(sorted(claimed, key=lambda task: task.ahead))
-        self._start_waiting()
-
-    def _landed_with_outcomes(self, claimed: list[ClaimedTask]) -> None:
-        """A claim sent along with outcomes came back: the slots it did not fill are the
-        main loop's again, so wake it. (Its own claims do not ring: it would wake itself.)"""
-        self._landed(claimed)
-        self._wake.ring()
+    def _spawn(self, task: ClaimedTask, now: float) -> asyncio.Task[None]:
+        """The task's turn (`_work`) begins, as an asyncio task; its lease and slot are held
+        until it is done (`_forget`). One stopped before it started leaves unrun."""
+        work = asyncio.create_task(self._work(task))
+        self.pipeline.took(task, work, now, unrun=task.task_id in self._stops)
+        self._ensure_heartbeat(now)
+        work.add_done_callback(lambda _: self._forget(task.task_id))
+        return work
 
     def _start_waiting(self) -> None:
-        """Start waiting tasks as slots free; one whose lease may have lapsed goes back."""
-        while not self._stopping and (task := self._slots.next_to_start()) is not None:
-            if self.keeper.safe_to_start(task.task_id):
-                self._spawn(task)
+        """Start waiting tasks as slots free; one whose lease may have lapsed goes back.
+        (Lost leases claims ended are reported first: nothing of them runs.)"""
+        for task in self.pipeline.take_decided():
+            self.runner.report_decided(task)
+        if not self._slots.ahead.waiting:
+            return
+        now = self.clock.now()
+        self._ensure_heartbeat(now)  # the hand's leases need renewing too
+        while not self._stopping and (next_task := self._slots.next_to_start()) is not None:
+            if self.keeper.safe_to_start(next_task.task_id):
+                self._spawn(next_task, now)
             else:
-                self._send_back(task)
+                self._send_back(next_task)
 
     def _send_back(self, task: ClaimedTask) -> None:
         """Back to the queue unstarted (`state.return_unstarted`), unless the lease moved on."""
-        self.runner.stop_reasons[task.task_id] = UNSTARTED
-        self._spawn(task)
+        self._stops[task.task_id] = UNSTARTED
+        self._spawn(task, self.clock.now())
 
     async def _hand_back_waiting(self) -> None:
         """Stopping: tasks claimed ahead go back to the queue, their attempt refunded."""
         waiting = self._slots.ahead.drain()
         if waiting:
-            await asyncio.gather(*(self.runner.hand_back(task) for task in waiting))
+            await asyncio.gather(*(self._settle(self.runner.handed_back(t)) for t in waiting))
         for task in waiting:
-            self.keeper.release(task.task_id)
-
-    def _ran(self, task_id: str) -> None:
-        """The task has run; only its outcome is left to store, so its slot is free."""
-        if self._slots.ran(task_id):
-            self._start_waiting()
-
-    def _spawn(self, claimed: ClaimedTask) -> asyncio.Task[None]:
-        self.keeper.hold(claimed.task_id, claimed.token, claimed.claimed_at + self.lease_seconds)
-        running = asyncio.create_task(self.runner.process(claimed))
-        if claimed.task_id in self.runner.stop_reasons:  # cancelled or sent back, unstarted
-            self._slots.ends_unrun(claimed.task_id, running)
-        else:
-            self._slots.started(claimed, running, self.clock.now())
-        running.add_done_callback(lambda _: self._forget(claimed.task_id))
-        return running
+            self._release(task.task_id)
 
     def _forget(self, task_id: str) -> None:
-        self._slots.forget(task_id)
-        if self._keeper is not None:
-            self._keeper.release(task_id)
-        reason = None if self._runner is None else self._runner.stop_reasons.pop(task_id, None)
-        if reason != UNSTARTED:
+        self.pipeline.done(task_id)
+        if not self.keeper.tokens:
+            self._heartbeat_stop.set()
+        if self._stops.pop(task_id, None) != UNSTARTED:
             self.processed += 1
-        self._start_waiting()
-        self._wake.ring()
+        if self._slots.ahead.waiting or self.pipeline.decided:  # (in run_once, never)
+            self._start_waiting()
+        if self._loop_task is not None:
+            self._wake.ring()  # a slot is free: the main loop may claim
 
-    def _lease_ended(self, task_id: str, reason: str) -> None:
-        """The heartbeat found a lease lost or a cancel requested: stop that task."""
+    # -- leases: the heartbeat --------------------------------------------------------------
+
+    def _ensure_heartbeat(self, now: float) -> None:
+        if self._heartbeat is None or self._heartbeat.done():
+            self._heartbeat_stop = stop = asyncio.Event()  # this heartbeat's own
+            self._heartbeat = asyncio.create_task(self._beat(stop, now), name="sitq-heartbeat")
+
+    def _release(self, task_id: str) -> None:
+        self.keeper.release(task_id)
+        if not self.keeper.tokens:
+            self._heartbeat_stop.set()
+
+    async def _beat(self, stop: asyncio.Event, began: float) -> None:
+        """Renew every lease_seconds/3 (from the start of the last renewal, or `began`) while
+        we hold any. A failed renewal is logged and tried again: the heartbeat must not stop
+        silently."""
+        while self.keeper.tokens and not stop.is_set():
+            if await self.clock.wait(began + self.lease_seconds / 3, stop):
+                return
+            began = self.clock.now()
+            try:
+                await self._renew_leases()
+            except Exception:
+                logger.exception("worker %s: lease renewal failed; retrying", self.worker_id)
+
+    async def _renew_leases(self) -> None:
+        """Renew every lease held now; stop the tasks whose lease ended."""
+        for task_id, why in (await self.keeper.renew()).items():
+            self._lease_ended(task_id, why)
+
+    def _lease_ended(self, task_id: str, why: str) -> None:
+        """A renewal found a lease lost or a cancel requested: stop that task."""
         waiting = self._slots.ahead.remove(task_id)
         if waiting is not None:  # it never started: a cancel settles it, a loss drops it
-            if reason == CANCELLED:
-                self.runner.stop_reasons[task_id] = reason
-                self._spawn(waiting)
+            if why == CANCELLED:
+                self._stops[task_id] = why
+                self._spawn(waiting, self.clock.now())
             else:
-                self.keeper.release(task_id)
+                self._release(task_id)
             return
-        running = self._slots.running.get(task_id)
-        if running is not None:
-            self.runner.stop_reasons[task_id] = reason
-            running.cancel()
+        work = self._slots.running.get(task_id)
+        if work is not None:
+            self._stops[task_id] = why
+            work.cancel()
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def _ensure_connected(self) -> None:
+        self._home = asyncio.get_running_loop()  # a stop() on another loop: worker_run
+        if not self._connected:
+            await self.backend.connect()
+            self._connected = True
+
+    def _make_parts(self) -> None:
+        """The worker's parts, made fresh (also after a stop: a worker can start again)."""
+        self.keeper: LeaseKeeper = LeaseKeeper(
+            self.backend, self.clock, self.worker_id, self.lease_seconds
+        )
+        self.runner: TaskRunner = TaskRunner(
+            worker_id=self.worker_id,
+            backend=self.backend,
+            serializer=self.serializer,
+            clock=self.clock,
+            rng=self.rng,
+            retry=self.retry,
+            hooks=self.hooks,
+            breakers=self.breakers,
+            threads=DaemonThreadPool(self.concurrency),
+            processes=Processes(self._process_count),
+            rate_gate=RateGate(backend=self.backend, clock=self.clock, limits=self.rate_limits),
+        )
+        self.pipeline: Pipeline = Pipeline(self.backend, self.keeper, self.clock, self._wake,
+                                           worker_id=self.worker_id, concurrency=self.concurrency,
+                                           lease_seconds=self.lease_seconds,
+                                           default_budget=state.budget_of(self.retry))  # fmt: skip
+        self._slots: Slots = self.pipeline.slots

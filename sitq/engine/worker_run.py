@@ -1,4 +1,5 @@
-"""Driving a worker from a program: `run()`, `stop()`, `async with`, and a loop that ended.
+"""Driving a worker from a program: `start()`, `run()`, `stop()`, `async with`, and a loop
+that ended.
 
 `Worker` inherits these from `WorkerRun`; the worker's own work (claim, run, settle) is
 in `sitq.engine.worker`. Three ways in:
@@ -23,40 +24,102 @@ import signal
 import warnings
 from collections.abc import Callable
 from contextlib import suppress
-from typing import TYPE_CHECKING, Self
+from typing import Self
 
-from sitq.backends.base import Backend, first_of
-from sitq.engine.slots import Slots
+from sitq.backends.base import Backend, Signal, first_of
+from sitq.engine.leases import LeaseKeeper
+from sitq.engine.pipeline import Pipeline
+from sitq.engine.running import TaskRunner
 from sitq.errors import EventLoopError
-
-if TYPE_CHECKING:
-    from sitq.engine.leases import LeaseKeeper
-    from sitq.engine.running import TaskRunner
 
 logger: logging.Logger = logging.getLogger("sitq.worker")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: Why the worker stops a task, besides leases.CANCELLED and leases.LOST: the worker is
+#: shutting down, or a task claimed ahead goes back to the queue before it started.
+SHUTDOWN, UNSTARTED = "shutdown", "unstarted"
 
 
 class WorkerRun:
-    """`run()`, `stop()` and `async with` for `sitq.engine.worker.Worker` (see the module doc)."""
+    """`start()`, `run()`, `stop()`, `async with` for `sitq.engine.worker.Worker` (see the
+    module doc)."""
 
     # Set by Worker.__init__ and its loop; declared here for the type checker.
     backend: Backend
     concurrency: int
     worker_id: str
+    shutdown_grace: float | None
+    _wake: Signal
+    _heartbeat_stop: asyncio.Event
     _loop_task: asyncio.Task[None] | None
-    _runner: TaskRunner | None
-    _keeper: LeaseKeeper | None
-    _slots: Slots
+    runner: TaskRunner
+    keeper: LeaseKeeper
+    pipeline: Pipeline
+    _heartbeat: asyncio.Task[None] | None
+    _stops: dict[str, str]
     _stopping: bool
     _connected: bool
     _stopped: asyncio.Future[None] | None = None  # set while a stop() is under way
     _home: asyncio.AbstractEventLoop | None = None  # the loop it last started or ran on
 
     async def start(self) -> None:
+        """Start the background loop on the running event loop and return at once."""
+        if self._loop_task is not None:
+            raise RuntimeError("this worker is already started")
+        await self._ensure_connected()
+        self._stopping = False
+        self.pipeline.claims_along = True
+        self._loop_task = asyncio.create_task(self._main_loop(), name=f"sitq-{self.worker_id}")
+        self._loop_task.add_done_callback(self._loop_ended)
+
+    async def _stop(self, grace: float | None = None) -> None:
+        """`stop()` (in `sitq.engine.worker_run`): stop claiming, let running tasks finish (up
+        to `grace` seconds), then hand back any still running without using an attempt."""
+        self._stopping = True
+        self.pipeline.claims_along = False
+        self._wake.ring()
+        if self._loop_task is not None:
+            # The ring ends the loop at its next check. Cancelling it instead could land
+            # inside a claim, whose rows would stay leased with no one to run them.
+            with suppress(asyncio.CancelledError):
+                await self._loop_task
+            self._loop_task = None
+        await self._hand_back_waiting()
+        grace = self.shutdown_grace if grace is None else grace
+        running_now = self.pipeline.slots.running
+        if running_now:
+            await asyncio.wait(list(running_now.values()), timeout=grace)
+        for task_id, work in list(running_now.items()):
+            self._stops[task_id] = SHUTDOWN
+            work.cancel()
+        if running_now:
+            await asyncio.wait(list(running_now.values()))
+        await self.pipeline.drain()  # a claim still out may bring tasks in hand
+        await self._hand_back_waiting()
+        await self._close()
+
+    async def _close(self) -> None:
+        await self.pipeline.drain()  # the outcomes still on their way are stored
+        self.runner.close()
+        self._heartbeat_stop.set()
+        if self._heartbeat is not None:
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
+            self._heartbeat = None
+        self._make_parts()  # fresh ones, should the worker start again
+        if self._connected:
+            self._connected = False
+            await self.backend.close()
+
+    # Defined by Worker (`sitq.engine.worker`): the loop, the tasks in hand, the pieces.
+    async def _main_loop(self) -> None:
         raise NotImplementedError
 
-    async def _stop(self, grace: float | None) -> None:
+    async def _hand_back_waiting(self) -> None:
+        raise NotImplementedError
+
+    async def _ensure_connected(self) -> None:
+        raise NotImplementedError
+
+    def _make_parts(self) -> None:
         raise NotImplementedError
 
     async def __aenter__(self) -> Self:
@@ -125,13 +188,12 @@ class WorkerRun:
                 "use `asyncio.run(worker.run())`",
                 self.worker_id,
             )
-        runner, self._runner, self._keeper, self._loop_task = self._runner, None, None, None
-        self._home = None
-        self._slots, self._stopping = Slots(self.concurrency), False
-        if runner is not None:
-            runner.threads.shutdown(wait=False)
-            if runner.processes is not None:
-                runner.processes.shutdown(wait=False, cancel_futures=True)
+        runner, self._loop_task, self._heartbeat = self.runner, None, None
+        self._home, self._stopping, self._stops = None, False, {}
+        runner.threads.shutdown(wait=False)
+        if runner.processes.pool is not None:
+            runner.processes.pool.shutdown(wait=False, cancel_futures=True)
+        self._make_parts()
         if self._connected:
             self._connected = False
             await self.backend.close()

@@ -122,13 +122,14 @@ def on_enqueue(due_at: float, now: float) -> TaskStatus:
 
 def after_attempt(
     error: BaseException | None,
-    try_number: int,
+    tries: int,
     policy: RetryPolicy,
     now: float,
     rng: random.Random,
     previous_delay: float | None = None,
 ) -> Decision:
-    """What happens after attempt `try_number` (1-based) ended with `error` (None = success).
+    """What happens after an attempt ended with `error` (None = success); `tries` counts the
+    attempts since the last requeue, this one included (what the retry budget measures).
 
     A cancelled attempt is final. Otherwise the policy classifies the error and picks a
     delay; if it gives up (permanent error, budget spent), the task fails for good and
@@ -139,7 +140,7 @@ def after_attempt(
         return SUCCEEDED
     if isinstance(error, asyncio.CancelledError):
         return Decision(TaskStatus.CANCELLED, "cancelled")
-    delay = policy.next_delay(try_number, error, rng, previous_delay)
+    delay = policy.next_delay(tries, error, rng, previous_delay)
     if delay is None:
         return Decision(TaskStatus.FAILED, "failed")
     return Decision(TaskStatus.RETRYING, "retrying", delay, now + delay)
@@ -151,7 +152,7 @@ def unsendable_result() -> Decision:
 
 
 def after_lost_lease(
-    lost_try_number: int,
+    tries: int,
     policy: RetryPolicy,
     now: float,
     rng: random.Random,
@@ -159,7 +160,8 @@ def after_lost_lease(
     cancel_requested: bool,
     previous_delay: float | None = None,
 ) -> Decision:
-    """A worker died (or stalled) holding the task; its lost attempt is already recorded.
+    """A worker died (or stalled) holding the task; its lost attempt is already recorded,
+    and `tries` is that lost attempt's count against the budget.
 
     A cancel asked for before the crash wins: the task ends cancelled. Otherwise the lost
     attempt counts against the budget like a failure with `WorkerLost`: retry at once
@@ -169,7 +171,7 @@ def after_lost_lease(
     if cancel_requested:
         return Decision(TaskStatus.CANCELLED, refund=True)
     error = WorkerLost("the worker stopped renewing its lease")
-    judged = after_attempt(error, lost_try_number, policy, now, rng, previous_delay)
+    judged = after_attempt(error, tries, policy, now, rng, previous_delay)
     if judged.retries and judged.delay == 0:
         return Decision(TaskStatus.RUNNING, delay=0.0)
     return Decision(judged.status, delay=judged.delay, due_at=judged.due_at, refund=True)
