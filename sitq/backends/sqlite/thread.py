@@ -1,0 +1,202 @@
+"""One connection, one thread, a queue of operations: how work reaches the SQLite file.
+
+`sqlite3` blocks while it works, and an event loop must never block. So each SQLiteBackend
+owns one thread, and that thread owns the one `sqlite3` connection. The event loop puts
+a request on a queue: an *operation* (a function of `sitq.backends.sqlite.ops`) and its
+arguments. The thread runs `operation(connection, *args)` and hands the result (or the
+exception) back to the event loop that asked, with `loop.call_soon_threadsafe`.
+
+Each pass of the thread takes everything queued so far:
+
+- reads (and a write with no other beside it) run one by one, in the order they came;
+- several writes run *together*, after them, in one transaction (group commit): writes
+  queued while the thread was busy share one lock, one commit and one wake-up of the event
+  loop. Nothing waits on purpose: a write sent to an idle thread leaves at once, alone. If
+  one write of a group fails (a duplicate id), the group is rolled back and run again one
+  write at a time, so only the failing write reports its error;
+- the answers go back in one call per event loop (one wake-up, not one per request).
+
+What this buys:
+
+- A request, once queued, runs whole even if its caller is cancelled (a timeout,
+  `worker.stop()`, Ctrl-C): no transaction is left open, no outcome is lost half-way.
+- Several event loops (a script calling `asyncio.run()` twice): the connection belongs to
+  this thread, not to a loop, so it simply serves the next loop. An answer for a loop that
+  has closed meanwhile is dropped (nobody is left to wait for it) and the thread carries on.
+  A loop still running elsewhere keeps the backend (`EventLoopError` for the other one):
+  the backend's signals wake one loop's waiters.
+- The thread is a daemon: a program that never closes its queue still exits (SQLite's
+  journal keeps the file whole). `close()` queues a stop *behind* every request already
+  sent: those are done first.
+
+The thread was once aiosqlite's, reached through its private `_execute`; this module is
+the few dozen lines of it that sitq needs, with nothing private.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from contextlib import suppress
+from typing import Any
+
+from sitq.backends.base import set_failed
+from sitq.backends.sqlite import ops
+from sitq.errors import EventLoopError, QueueClosedError
+
+#: Requests one pass takes at most: bounds how long a group of writes holds the write lock.
+MAX_GROUP = 500
+#: A request: the operation, its arguments, the future its caller awaits, and whether it
+#: writes. The operation None asks the thread to close the connection and end.
+Request = tuple[Callable[..., Any] | None, tuple[Any, ...], "asyncio.Future[Any]", bool]
+#: An answer: the future, and (True, value) or (False, exception).
+Answer = tuple["asyncio.Future[Any]", bool, Any]
+
+
+class ConnectionThread:
+    """One `sqlite3` connection, used only by the one thread this object starts."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.loop: asyncio.AbstractEventLoop | None = None  # the loop that uses it now
+        self.trips = 0  # passes of the thread so far (each: one wake-up there and back)
+        self.write_trips = 0  # ... of which wrote (one transaction each): tests count them
+        self._requests: queue.SimpleQueue[Request] = queue.SimpleQueue()
+        self._closing = False
+
+    async def open(self, connect: Callable[[], sqlite3.Connection]) -> None:
+        """Start the thread; it opens the connection with `connect()`, then serves."""
+        self.loop = asyncio.get_running_loop()
+        opened: asyncio.Future[None] = self.loop.create_future()
+        thread = threading.Thread(
+            target=self._serve, args=(connect, opened), name=self.name, daemon=True
+        )
+        thread.start()
+        await opened
+
+    def read(self, operation: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        """Queue `operation(connection, *args)`; await the future for its result."""
+        return self._ask(operation, args, False)
+
+    def write(self, operation: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        """Like `read`, but the operation writes: it joins the group of the next pass."""
+        return self._ask(operation, args, True)
+
+    async def close(self) -> None:
+        """Run every request already queued, then close the connection and end the thread."""
+        await self._ask(None, (), True)
+
+    def _ask(
+        self, operation: Callable[..., Any] | None, args: tuple[Any, ...], write: bool
+    ) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        if loop is not self.loop:
+            self._follow(loop)
+        if self._closing:
+            raise QueueClosedError(f"the connection of {self.name} is closed")
+        self._closing = operation is None
+        future = loop.create_future()
+        self._requests.put((operation, args, future, write))
+        return future
+
+    def _follow(self, loop: asyncio.AbstractEventLoop) -> None:
+        """A request from a new event loop: serve it from now on, unless the old one still
+        runs (in another thread). Requests the old loop left queued still run."""
+        if self.loop is not None and self.loop.is_running():
+            raise EventLoopError(
+                f"{self.name} belongs to an event loop that is still running (in another "
+                "thread): give each event loop its own backend object (and TaskQueue)"
+            )
+        self.loop = loop
+
+    # -- in the thread ---------------------------------------------------------------------
+
+    def _serve(
+        self, connect: Callable[[], sqlite3.Connection], opened: asyncio.Future[None]
+    ) -> None:
+        """The thread's whole life: open the connection, then pass after pass until asked
+        to close. (One function on purpose: the work of a pass is only `ops` calls.)"""
+        try:
+            conn = connect()
+        except BaseException as exc:
+            opened.get_loop().call_soon_threadsafe(_settle, [(opened, False, exc)])
+            return
+        opened.get_loop().call_soon_threadsafe(_settle, [(opened, True, None)])
+        while True:
+            batch = [self._requests.get()]  # sleeps until there is work
+            while len(batch) < MAX_GROUP and not self._requests.empty():
+                batch.append(self._requests.get_nowait())  # this thread is the only taker
+            self.trips += 1
+            alone: list[Request] = []  # reads, and a write with no other beside it
+            writes: list[Request] = []
+            for request in batch:
+                (writes if request[3] else alone).append(request)
+            stop = writes.pop() if writes and writes[-1][0] is None else None
+            self.write_trips += bool(writes)
+            if len(writes) == 1:
+                alone.append(writes.pop())  # its operation makes its own transaction
+            answers: list[Answer] = []
+            for operation, args, future, _ in alone:
+                try:
+                    answers.append((future, True, operation(conn, *args)))  # type: ignore[misc]
+                except Exception as exc:
+                    answers.append((future, False, exc))
+            if writes:
+                try:
+                    answers += run_together(conn, writes)
+                except Exception as exc:  # not even a ROLLBACK went through
+                    answers += [(future, False, exc) for _, _, future, _ in writes]
+            if stop is not None:
+                try:
+                    conn.close()
+                    answers.append((stop[2], True, None))
+                except Exception as exc:
+                    answers.append((stop[2], False, exc))
+            # The answers, one call per event loop. A loop that has closed (its asyncio.run()
+            # ended while a request was out) gets none: nobody is left to wait for them.
+            loops: dict[asyncio.AbstractEventLoop, list[Answer]] = {}
+            for answer in answers:
+                loops.setdefault(answer[0].get_loop(), []).append(answer)
+            for loop, some in loops.items():
+                with suppress(RuntimeError):  # "Event loop is closed"
+                    loop.call_soon_threadsafe(_settle, some)
+            if stop is not None:
+                return
+
+
+def run_together(conn: sqlite3.Connection, writes: list[Request]) -> list[Answer]:
+    """Several writes in one transaction: one lock, one commit. If any of them fails, none
+    of it is kept and each runs again on its own, so every write gets its own answer. If
+    the transaction cannot even begin (the lock stays taken), every write gets that error."""
+    try:
+        ops.begin(conn)
+    except Exception as exc:
+        return [(future, False, exc) for _, _, future, _ in writes]
+    try:
+        answers = [(future, True, op(conn, *args)) for op, args, future, _ in writes]  # type: ignore[misc]
+        conn.execute("COMMIT")
+        return answers
+    except Exception:
+        if conn.in_transaction:  # SQLite ends it by itself on some errors (a full disk)
+            conn.execute("ROLLBACK")
+    answers = []
+    for operation, args, future, _ in writes:
+        try:
+            answers.append((future, True, operation(conn, *args)))  # type: ignore[misc]
+        except Exception as exc:
+            answers.append((future, False, exc))
+    return answers
+
+
+def _settle(answers: list[Answer]) -> None:
+    """On the event loop: set each future (a caller that was cancelled no longer waits)."""
+    for future, ok, value in answers:
+        if future.done():
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            set_failed(future, value)
