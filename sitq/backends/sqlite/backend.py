@@ -59,7 +59,7 @@ class SQLiteBackend(Connectable):
     One backend object holds one connection. Queue and worker can share it (as in the
     tutorial), and then a worker wakes the moment a task is enqueued. Workers in other
     processes open their own backend on the same file and notice new work within a few
-    milliseconds (`sqlite_watch`), with `poll_interval` as the longest look-away.
+    milliseconds (`sqlite.watch`), with `poll_interval` as the longest look-away.
     `read_only=True` reads an existing file and writes nothing, not even the schema.
     """
 
@@ -211,25 +211,29 @@ class SQLiteBackend(Connectable):
     async def settle(self, settlements: Sequence[Settlement]) -> list[bool]:
         if not settlements:
             return []
-        accepted = await self._write(ops.settle, list(settlements))
-        self._ring_after_settle(settlements, accepted)
+        accepted, _ = await self._settle_and_claim(list(settlements))
         return accepted
 
     async def settle_and_claim(
         self, settlements: Sequence[Settlement], claim: ClaimRequest
     ) -> tuple[list[bool], list[ClaimedTask]]:
         c = claim
-        accepted, claimed = await self._write(ops.settle_and_claim, list(settlements),
-                                              c.worker_id, c.limit, c.now, c.lease_seconds,
-                                              list(c.held), c.default_budget, c.ahead,
-                                              list(c.started))  # fmt: skip
-        self._ring_after_settle(settlements, accepted)
-        return accepted, claimed
+        return await self._settle_and_claim(list(settlements), c.worker_id, c.limit, c.now,
+                                             c.lease_seconds, list(c.held), c.default_budget,
+                                             c.ahead, list(c.started))  # fmt: skip
 
-    def _ring_after_settle(self, settlements: Sequence[Settlement], accepted: list[bool]) -> None:
-        if any(ok and s.status in WAITING for s, ok in zip(settlements, accepted, strict=True)):
-            self.work_signal.ring()
+    async def _settle_and_claim(
+        self, settlements: list[Settlement], *claim: Any
+    ) -> tuple[list[bool], list[ClaimedTask]]:
+        """Store the outcomes (and claim, given a claim's arguments), then ring: the work
+        signal if a task went back to waiting, the settle signal for any result waiter."""
+        accepted, claimed = await self._write(ops.settle_and_claim, settlements, *claim)
+        for settlement, ok in zip(settlements, accepted, strict=True):
+            if ok and settlement.status in WAITING:
+                self.work_signal.ring()
+                break
         self.settle_signal.ring()
+        return accepted, claimed
 
     async def renew_leases(
         self, leases: Sequence[tuple[str, int]], now: Now, lease_seconds: float
@@ -280,7 +284,7 @@ class SQLiteBackend(Connectable):
         """Wait until another connection commits (or `timeout` passes), looking after 1 ms,
         then backing off to every 20 ms.
 
-        A look reads the WAL-index header from the `-shm` file (`sqlite_watch`: a memory
+        A look reads the WAL-index header from the `-shm` file (`sqlite.watch`: a memory
         read, no trip); without one (in memory) it asks `PRAGMA data_version`, a trip. The
         first look waits a moment too: a waiter in this process is usually woken by the
         in-process signal first.

@@ -172,24 +172,21 @@ def claim_due(conn: sqlite3.Connection, values: dict[str, Any]) -> list[Any]:
 
     (A claim of one or two rows was once split in two: select the due keys, then update
     each by key, which costs SQLite less. End to end it was slower: every statement is
-    one more hand-over of the GIL between aiosqlite's thread and the event loop.)"""
+    one more hand-over of the GIL between the connection's thread and the event loop.)"""
     rows = conn.execute(sql.CLAIM_DUE, values).fetchall()
     rows.sort(key=lambda row: (-row[-2], row[DUE_AT], row[-1]))  # -priority, due_at, seq
     return [row[:-2] for row in rows]
 
 
-def settle(conn: sqlite3.Connection, settlements: list[Settlement]) -> list[bool]:
-    return in_transaction(conn, lambda: [settle_one(conn, s) for s in settlements])
-
-
 def settle_and_claim(
     conn: sqlite3.Connection, settlements: list[Settlement], *claim_args: Any
 ) -> tuple[list[bool], list[ClaimedTask]]:
-    """A batch of outcomes, then the next claim, in one transaction (one round trip)."""
+    """A batch of outcomes, then the next claim (given its arguments: `claim_in`'s), in one
+    transaction: one round trip."""
 
     def work() -> tuple[list[bool], list[ClaimedTask]]:
         accepted = [settle_one(conn, s) for s in settlements]
-        return accepted, claim_in(conn, *claim_args)
+        return accepted, claim_in(conn, *claim_args) if claim_args else []
 
     return in_transaction(conn, work)
 

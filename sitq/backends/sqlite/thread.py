@@ -6,15 +6,18 @@ a request on a queue: an *operation* (a function of `sitq.backends.sqlite.ops`) 
 arguments. The thread runs `operation(connection, *args)` and hands the result (or the
 exception) back to the event loop that asked, with `loop.call_soon_threadsafe`.
 
-Each pass of the thread takes everything queued so far:
+Group commit: while a trip with writes is out, the writes made meanwhile wait here, on the
+event loop's side; when the trip comes back they leave together, in one transaction (one
+lock, one commit, one wake-up each way). They wait for one more turn of the loop first: the
+callers that trip woke usually write again at once (the next enqueue, the next settle), and
+those writes should join the group, not follow it alone. Nothing waits on purpose: a write
+made while no trip is out leaves at once, alone. If one write of a group fails (a duplicate
+id), the group is rolled back and run again one write at a time, so only the failing write
+reports its error (`run_together`).
 
-- reads (and a write with no other beside it) run one by one, in the order they came;
-- several writes run *together*, after them, in one transaction (group commit): writes
-  queued while the thread was busy share one lock, one commit and one wake-up of the event
-  loop. Nothing waits on purpose: a write sent to an idle thread leaves at once, alone. If
-  one write of a group fails (a duplicate id), the group is rolled back and run again one
-  write at a time, so only the failing write reports its error;
-- the answers go back in one call per event loop (one wake-up, not one per request).
+Reads never wait for writes: each is queued at once. A pass of the thread takes everything
+queued so far, runs the reads (and a lone write) one by one in the order they came, then a
+group of writes, and sends the answers back in one call per event loop.
 
 What this buys:
 
@@ -47,7 +50,7 @@ from sitq.backends.base import set_failed
 from sitq.backends.sqlite import ops
 from sitq.errors import EventLoopError, QueueClosedError
 
-#: Requests one pass takes at most: bounds how long a group of writes holds the write lock.
+#: Writes per group at most: bounds how long one transaction holds the write lock.
 MAX_GROUP = 500
 #: A request: the operation, its arguments, the future its caller awaits, and whether it
 #: writes. The operation None asks the thread to close the connection and end.
@@ -64,7 +67,9 @@ class ConnectionThread:
         self.loop: asyncio.AbstractEventLoop | None = None  # the loop that uses it now
         self.trips = 0  # passes of the thread so far (each: one wake-up there and back)
         self.write_trips = 0  # ... of which wrote (one transaction each): tests count them
-        self._requests: queue.SimpleQueue[Request] = queue.SimpleQueue()
+        self._requests: queue.SimpleQueue[list[Request]] = queue.SimpleQueue()
+        self._out = False  # a trip with writes is out
+        self._waiting: list[Request] = []  # writes made meanwhile: they leave together next
         self._closing = False
 
     async def open(self, connect: Callable[[], sqlite3.Connection]) -> None:
@@ -79,38 +84,77 @@ class ConnectionThread:
 
     def read(self, operation: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         """Queue `operation(connection, *args)`; await the future for its result."""
-        return self._ask(operation, args, False)
+        future = self._future()
+        self._requests.put([(operation, args, future, False)])
+        return future
 
     def write(self, operation: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
-        """Like `read`, but the operation writes: it joins the group of the next pass."""
-        return self._ask(operation, args, True)
+        """Like `read`, for an operation that writes: it leaves at once if no trip with
+        writes is out, else with the group that leaves when that trip is back."""
+        return self._send_write(operation, args)
 
     async def close(self) -> None:
-        """Run every request already queued, then close the connection and end the thread."""
-        await self._ask(None, (), True)
+        """Run every request already made, then close the connection and end the thread."""
+        stopped = self._send_write(None, ())
+        self._closing = True
+        await stopped
 
-    def _ask(
-        self, operation: Callable[..., Any] | None, args: tuple[Any, ...], write: bool
+    def _send_write(
+        self, operation: Callable[..., Any] | None, args: tuple[Any, ...]
     ) -> asyncio.Future[Any]:
+        future = self._future()
+        if self._out:
+            self._waiting.append((operation, args, future, True))
+        else:
+            self._out = True
+            self._requests.put([(operation, args, future, True)])
+        return future
+
+    def _future(self) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         if loop is not self.loop:
             self._follow(loop)
         if self._closing:
             raise QueueClosedError(f"the connection of {self.name} is closed")
-        self._closing = operation is None
-        future = loop.create_future()
-        self._requests.put((operation, args, future, write))
-        return future
+        return loop.create_future()
 
     def _follow(self, loop: asyncio.AbstractEventLoop) -> None:
         """A request from a new event loop: serve it from now on, unless the old one still
-        runs (in another thread). Requests the old loop left queued still run."""
+        runs (in another thread). The writes the old loop left waiting still leave, now,
+        answered on this loop (their callers are gone; the trip that was out may never
+        answer here)."""
         if self.loop is not None and self.loop.is_running():
             raise EventLoopError(
                 f"{self.name} belongs to an event loop that is still running (in another "
                 "thread): give each event loop its own backend object (and TaskQueue)"
             )
         self.loop = loop
+        self._out = bool(self._waiting)
+        if self._waiting:
+            left = [(op, args, loop.create_future(), True) for op, args, _, _ in self._waiting]
+            self._waiting = []
+            self._requests.put(left)
+
+    def _answered(self, answers: list[Answer], wrote: bool) -> None:
+        """On the event loop: set each future (a caller that was cancelled no longer waits).
+        After a trip with writes, the writes waiting leave one turn later, with those the
+        callers woken here make meanwhile."""
+        for future, ok, value in answers:
+            if future.done():
+                continue
+            if ok:
+                future.set_result(value)
+            else:
+                set_failed(future, value)
+        if wrote:
+            if self._waiting:
+                asyncio.get_running_loop().call_soon(self._send_waiting)
+            else:
+                self._out = False
+
+    def _send_waiting(self) -> None:
+        group, self._waiting = self._waiting[:MAX_GROUP], self._waiting[MAX_GROUP:]
+        self._requests.put(group)  # still out: this group's answer sends what waits next
 
     # -- in the thread ---------------------------------------------------------------------
 
@@ -122,20 +166,21 @@ class ConnectionThread:
         try:
             conn = connect()
         except BaseException as exc:
-            opened.get_loop().call_soon_threadsafe(_settle, [(opened, False, exc)])
+            opened.get_loop().call_soon_threadsafe(self._answered, [(opened, False, exc)], False)
             return
-        opened.get_loop().call_soon_threadsafe(_settle, [(opened, True, None)])
+        opened.get_loop().call_soon_threadsafe(self._answered, [(opened, True, None)], False)
         while True:
-            batch = [self._requests.get()]  # sleeps until there is work
-            while len(batch) < MAX_GROUP and not self._requests.empty():
-                batch.append(self._requests.get_nowait())  # this thread is the only taker
+            batch = self._requests.get()  # sleeps until there is work
+            while not self._requests.empty():  # this thread is the only taker
+                batch += self._requests.get_nowait()
             self.trips += 1
             alone: list[Request] = []  # reads, and a write with no other beside it
             writes: list[Request] = []
             for request in batch:
                 (writes if request[3] else alone).append(request)
+            wrote = bool(writes)
+            self.write_trips += wrote
             stop = writes.pop() if writes and writes[-1][0] is None else None
-            self.write_trips += bool(writes)
             if len(writes) == 1:
                 alone.append(writes.pop())  # its operation makes its own transaction
             answers: list[Answer] = []
@@ -162,7 +207,7 @@ class ConnectionThread:
                 loops.setdefault(answer[0].get_loop(), []).append(answer)
             for loop, some in loops.items():
                 with suppress(RuntimeError):  # "Event loop is closed"
-                    loop.call_soon_threadsafe(_settle, some)
+                    loop.call_soon_threadsafe(self._answered, some, wrote)
             if stop is not None:
                 return
 
@@ -189,14 +234,3 @@ def run_together(conn: sqlite3.Connection, writes: list[Request]) -> list[Answer
         except Exception as exc:
             answers.append((future, False, exc))
     return answers
-
-
-def _settle(answers: list[Answer]) -> None:
-    """On the event loop: set each future (a caller that was cancelled no longer waits)."""
-    for future, ok, value in answers:
-        if future.done():
-            continue
-        if ok:
-            future.set_result(value)
-        else:
-            set_failed(future, value)
