@@ -83,9 +83,9 @@ def test_a_queue_survives_100_asyncio_runs_that_end_in_a_timeout(database: Datab
 def test_a_call_answered_after_its_loop_closed_does_not_hang_the_next_one(
     db_path: Path,
 ) -> None:
-    """Given an enqueue stuck behind a held write lock when its loop ends (so the
-    connection's thread answers a closed loop), when the next asyncio.run() enqueues, then
-    it works, and the first enqueue, which did commit, is kept."""
+    """Given three enqueues when their loop ends, one stuck behind a held write lock (so
+    the connection's thread answers a closed loop) and two waiting to go with the next
+    group, when the next asyncio.run() enqueues, then it works, and the three are kept."""
     script = """
         import asyncio, sqlite3, sys, time
         from sitq import TaskQueue
@@ -95,8 +95,9 @@ def test_a_call_answered_after_its_loop_closed_does_not_hang_the_next_one(
         holder.execute("BEGIN IMMEDIATE")
 
         async def stuck():
+            enqueues = asyncio.gather(*(queue.enqueue(print, i) for i in range(3)))
             try:
-                await asyncio.wait_for(queue.enqueue(print, 1), 0.1)
+                await asyncio.wait_for(enqueues, 0.1)
             except TimeoutError:
                 print("timed out", flush=True)
 
@@ -112,7 +113,7 @@ def test_a_call_answered_after_its_loop_closed_does_not_hang_the_next_one(
     """
     done = run_script(textwrap.dedent(script), str(db_path), timeout=30)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.split() == ["timed", "out", "tasks", "2"]
+    assert done.stdout.split() == ["timed", "out", "tasks", "4"]
 
 
 def test_an_in_memory_queue_lives_across_asyncio_runs() -> None:

@@ -53,8 +53,8 @@ from sitq.errors import EventLoopError, QueueClosedError
 #: Writes per group at most: bounds how long one transaction holds the write lock.
 MAX_GROUP = 500
 #: A request: the operation, its arguments, the future its caller awaits, and whether it
-#: writes. The operation None asks the thread to close the connection and end.
-Request = tuple[Callable[..., Any] | None, tuple[Any, ...], "asyncio.Future[Any]", bool]
+#: writes.
+Request = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]", bool]
 #: An answer: the future, and (True, value) or (False, exception).
 Answer = tuple["asyncio.Future[Any]", bool, Any]
 
@@ -84,45 +84,43 @@ class ConnectionThread:
 
     def read(self, operation: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         """Queue `operation(connection, *args)`; await the future for its result."""
-        future = self._future()
+        loop = asyncio.get_running_loop()
+        if loop is not self.loop or self._closing:
+            self._follow(loop)
+        future = loop.create_future()
         self._requests.put([(operation, args, future, False)])
         return future
 
     def write(self, operation: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         """Like `read`, for an operation that writes: it leaves at once if no trip with
         writes is out, else with the group that leaves when that trip is back."""
-        return self._send_write(operation, args)
+        loop = asyncio.get_running_loop()
+        if loop is not self.loop or self._closing:
+            self._follow(loop)
+        future = loop.create_future()
+        request = (operation, args, future, True)
+        if self._out:
+            self._waiting.append(request)
+        else:
+            self._out = True
+            self._requests.put([request])
+        return future
 
     async def close(self) -> None:
         """Run every request already made, then close the connection and end the thread."""
-        stopped = self._send_write(None, ())
+        stopped = self.write(_stop)
         self._closing = True
         await stopped
-
-    def _send_write(
-        self, operation: Callable[..., Any] | None, args: tuple[Any, ...]
-    ) -> asyncio.Future[Any]:
-        future = self._future()
-        if self._out:
-            self._waiting.append((operation, args, future, True))
-        else:
-            self._out = True
-            self._requests.put([(operation, args, future, True)])
-        return future
-
-    def _future(self) -> asyncio.Future[Any]:
-        loop = asyncio.get_running_loop()
-        if loop is not self.loop:
-            self._follow(loop)
-        if self._closing:
-            raise QueueClosedError(f"the connection of {self.name} is closed")
-        return loop.create_future()
 
     def _follow(self, loop: asyncio.AbstractEventLoop) -> None:
         """A request from a new event loop: serve it from now on, unless the old one still
         runs (in another thread). The writes the old loop left waiting still leave, now,
         answered on this loop (their callers are gone; the trip that was out may never
-        answer here)."""
+        answer here). (Also the one place that refuses a request after `close()`.)"""
+        if self._closing:
+            raise QueueClosedError(f"the connection of {self.name} is closed")
+        if loop is self.loop:
+            return
         if self.loop is not None and self.loop.is_running():
             raise EventLoopError(
                 f"{self.name} belongs to an event loop that is still running (in another "
@@ -180,13 +178,13 @@ class ConnectionThread:
                 (writes if request[3] else alone).append(request)
             wrote = bool(writes)
             self.write_trips += wrote
-            stop = writes.pop() if writes and writes[-1][0] is None else None
+            stop = writes.pop() if writes and writes[-1][0] is _stop else None
             if len(writes) == 1:
                 alone.append(writes.pop())  # its operation makes its own transaction
             answers: list[Answer] = []
             for operation, args, future, _ in alone:
                 try:
-                    answers.append((future, True, operation(conn, *args)))  # type: ignore[misc]
+                    answers.append((future, True, operation(conn, *args)))
                 except Exception as exc:
                     answers.append((future, False, exc))
             if writes:
@@ -221,7 +219,7 @@ def run_together(conn: sqlite3.Connection, writes: list[Request]) -> list[Answer
     except Exception as exc:
         return [(future, False, exc) for _, _, future, _ in writes]
     try:
-        answers = [(future, True, op(conn, *args)) for op, args, future, _ in writes]  # type: ignore[misc]
+        answers = [(future, True, op(conn, *args)) for op, args, future, _ in writes]
         conn.execute("COMMIT")
         return answers
     except Exception:
@@ -230,7 +228,11 @@ def run_together(conn: sqlite3.Connection, writes: list[Request]) -> list[Answer
     answers = []
     for operation, args, future, _ in writes:
         try:
-            answers.append((future, True, operation(conn, *args)))  # type: ignore[misc]
+            answers.append((future, True, operation(conn, *args)))
         except Exception as exc:
             answers.append((future, False, exc))
     return answers
+
+
+def _stop(conn: sqlite3.Connection) -> None:
+    """The last request (`close()`): the thread closes the connection and ends."""
