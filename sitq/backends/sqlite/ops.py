@@ -59,7 +59,7 @@ def in_transaction(conn: sqlite3.Connection, work: Callable[[], T]) -> T:
     transaction (`thread.run_together`) the work simply joins it."""
     if conn.in_transaction:
         return work()
-    take_the_lock(conn, "BEGIN IMMEDIATE")
+    begin(conn)
     try:
         result = work()
     except BaseException:
