@@ -35,6 +35,7 @@ from sitq.errors import (
     SitqWarning,
     TaskNotFoundError,
     TaskStateError,
+    UniqueKeyTakenError,
 )
 from sitq.options import TaskOptions, task
 from sitq.policy.breaker import BreakerState, BreakerTransition, CircuitBreaker
@@ -92,5 +93,5 @@ __all__ = [
     "InvalidTaskError", "InvalidOptionError", "QueueClosedError", "TaskStateError",
     "SchemaVersionError", "BackendError", "SignatureError", "TaskImportError",
     "TaskNotAllowedError", "IncompleteBackendError", "MissingExtraError", "SitqWarning",
-    "EventLoopError",
+    "EventLoopError", "UniqueKeyTakenError",
 ]  # fmt: skip

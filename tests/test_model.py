@@ -14,7 +14,10 @@ updating the model to match:
 - run one worker step (`worker.run_once()`), or advance the clock;
 - a worker that claims and dies: `backend.claim(...)` under a made-up worker id, and
   never a report (advancing past its lease lets the live worker take the task over);
-- cancel, requeue, purge the dead letters, `get_result(timeout=0)`.
+- cancel, requeue, purge the dead letters, `get_result(timeout=0)`;
+- enqueue with a unique key (`with_options(unique_key=...)`, always the same key): while an
+  unfinished task holds the key, the enqueue returns its id and adds nothing; a requeue
+  of a task whose key another unfinished task holds is refused (UniqueKeyTakenError).
 
 **The invariants**, checked after every step, and what each one protects:
 
@@ -27,6 +30,7 @@ updating the model to match:
 - *a finished task never runs again*: the executions the tasks logged themselves match
   the model (at-least-once must not become "again after success");
 - *dead letters are exactly the failed tasks*: `dead_letters()` hides none, invents none;
+- *at most one unfinished task per unique key*, whatever the rules did;
 - *every attempt, lost ones included, is in the history*, numbered 1..n without gaps
   and with the expected outcomes: analysis and plots read that history;
 - *no attempt starts before it is due*: neither before its scheduled time, nor before
@@ -75,6 +79,7 @@ from sitq import (
     TaskQueue,
     TaskStateError,
     TaskStatus,
+    UniqueKeyTakenError,
     Worker,
 )
 from sitq.policy import state
@@ -139,11 +144,21 @@ class ModelTask:
     cancel_requested: bool = False
     error_type: str | None = None
     purged: bool = False
+    unique_key: str | None = None
 
     @property
     def tries(self) -> int:
         """Attempts in the current requeue cycle: what the budget is measured against."""
         return self.attempts - self.cycle_base
+
+    def holds_key(self) -> bool | None:
+        """Does it hold its unique key now? None: the model cannot say (a cancel asked of
+        a dead worker's task may have ended it already, or not yet)."""
+        if self.unique_key is None or self.purged:
+            return False
+        if self.cancel_requested:
+            return None
+        return self.status not in FINISHED
 
     def possible_statuses(self) -> frozenset[TaskStatus]:
         """A cancel asked of a dead worker's task may show at once or at the takeover."""
@@ -224,6 +239,15 @@ class QueueModel(RuleBasedStateMachine):
     def live(self) -> list[ModelTask]:
         return [t for t in self.tasks.values() if not t.purged]
 
+    def holders(self, key: str | None, other_than: str = "") -> list[ModelTask]:
+        """Tasks that hold `key` or may (`ModelTask.holds_key`), but `other_than`."""
+        return [
+            t
+            for t in self.live()
+            if key is not None and t.unique_key == key and t.task_id != other_than
+            and t.holds_key() is not False
+        ]  # fmt: skip
+
     def claimable(self, now: float) -> list[ModelTask]:
         """Tasks a claim at `now` takes: due waiting ones, and dead workers' expired leases."""
         return [t for t in self.live() if _due(t, now) or _expired(t, now)]
@@ -288,18 +312,28 @@ class QueueModel(RuleBasedStateMachine):
         failures=st.sampled_from([0, 1, 2, ALWAYS]),
         policy=POLICIES,
         delay=st.sampled_from([0.0, 0.0, 3.0]),
+        key=st.sampled_from([None, "invoice-1"]),
     )
-    def enqueue(self, failures: int, policy: Policy, delay: float) -> None:
+    def enqueue(self, failures: int, policy: Policy, delay: float, key: str | None) -> None:
         options: dict[str, Any] = {}
         if policy.build() is not None:
             options["retry"] = policy.build()
         if delay:
             options["delay"] = delay
+        if key is not None:
+            options["unique_key"] = key
+        holders = self.holders(key)
         queue: Any = self.queue.with_options(**options) if options else self.queue
         task_id = self.act(queue.enqueue(fail_then_succeed, failures))
+        if task_id in self.tasks:  # the key's holder: nothing was added
+            assert [t.task_id for t in holders] == [task_id], "the wrong holder's id"
+            return
+        assert all(t.holds_key() is None for t in holders), f"{key} held, yet a new task"
         status = TaskStatus.SCHEDULED if delay else TaskStatus.QUEUED
         now = self.clock.now()
-        self.tasks[task_id] = ModelTask(task_id, failures, policy, status, now + delay)
+        self.tasks[task_id] = ModelTask(
+            task_id, failures, policy, status, now + delay, unique_key=key
+        )
 
     @rule()
     def run_worker_step(self) -> None:
@@ -376,6 +410,12 @@ class QueueModel(RuleBasedStateMachine):
             self.refused(TaskNotFoundError, self.queue.requeue(task.task_id))
         elif task.cancel_requested:
             return  # running or already cancelled: the model cannot say which
+        elif task.status in (TaskStatus.FAILED, TaskStatus.CANCELLED) and (
+            holders := self.holders(task.unique_key, other_than=task.task_id)
+        ):
+            if any(t.holds_key() is None for t in holders):
+                return  # the holder may have ended already: the model cannot say
+            self.refused(UniqueKeyTakenError, self.queue.requeue(task.task_id))
         elif task.status in (TaskStatus.FAILED, TaskStatus.CANCELLED):
             self.act(self.queue.requeue(task.task_id))
             task.requeued(self.clock.now())
@@ -450,6 +490,15 @@ class QueueModel(RuleBasedStateMachine):
         expected = sorted(t.task_id for t in self.live() if t.status is TaskStatus.FAILED)
         assert dead == failed == expected
         assert all(result.is_failed() for result in snap.dead)
+
+    @invariant()
+    def at_most_one_unfinished_task_holds_each_unique_key(self) -> None:
+        held = Counter(
+            self.tasks[row.task_id].unique_key
+            for row in self.snapshot().rows
+            if row.status not in FINISHED and self.tasks[row.task_id].unique_key is not None
+        )
+        assert all(n == 1 for n in held.values()), held
 
     @invariant()
     def every_attempt_is_in_the_history(self) -> None:

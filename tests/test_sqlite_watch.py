@@ -2,7 +2,7 @@
 
 `CommitWatch` reads the WAL-index header SQLite keeps in the `-shm` file (real files, a
 second real connection standing for another process); `wait_for_change` uses it and makes
-no round trip to aiosqlite's thread while it waits, and falls back to `PRAGMA data_version`
+no round trip to the connection's thread while it waits, and falls back to `PRAGMA data_version`
 where there is no such file.
 """
 

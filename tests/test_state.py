@@ -55,6 +55,8 @@ def test_every_decider_named_in_the_table_exists() -> None:
         "on_requeue",
         "PURGEABLE",
         "PRUNABLE",
+        "rate_limited",
+        "HOLDS_UNIQUE_KEY",
     }
     for name in deciders:
         assert hasattr(state, name), name
@@ -208,6 +210,32 @@ def test_hand_back_at_stop_queues_the_task_now_without_using_an_attempt() -> Non
     assert decision.due_at == NOW
     assert decision.refund
     assert decision.outcome is None
+
+
+def test_a_rate_limited_task_waits_for_room_in_its_window_without_using_an_attempt() -> None:
+    decision = state.rate_limited(NOW + 0.4, NOW)
+    assert decision.status is TaskStatus.SCHEDULED
+    assert decision.due_at == NOW + 0.4
+    assert decision.refund
+    assert decision.outcome is None  # nothing ran: no attempt record
+
+
+def test_a_rate_limited_task_is_never_scheduled_into_the_past() -> None:
+    assert state.rate_limited(NOW - 1, NOW).due_at == NOW
+
+
+def test_every_unfinished_state_holds_a_unique_key_and_no_finished_one() -> None:
+    held = {s for s in TaskStatus if s in state.HOLDS_UNIQUE_KEY}
+    assert held == {s for s in TaskStatus if not state.is_final(s)}
+    assert TaskStatus.RUNNING in held and TaskStatus.FAILED not in held
+
+
+@pytest.mark.parametrize("status", [TaskStatus.FAILED, TaskStatus.CANCELLED])
+def test_requeue_while_another_task_holds_the_key_leaves_the_task_as_it_is(
+    status: TaskStatus,
+) -> None:
+    assert state.on_requeue(status, key_held_by="other-task") is None
+    assert state.on_requeue(status, key_held_by=None) is TaskStatus.QUEUED
 
 
 @pytest.mark.parametrize("status", ALL_STATUSES)

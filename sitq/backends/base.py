@@ -53,6 +53,7 @@ class NewTask(NamedTuple):
     priority: int = 0
     max_attempts: int | None = None
     retry_policy: str | None = None
+    unique_key: str | None = None  # see `Backend.add_unique_tasks`
 
 
 @dataclass(frozen=True)
@@ -278,6 +279,24 @@ class Backend(Protocol):
 
     async def add_tasks(self, tasks: Sequence[NewTask]) -> None:
         """Insert all tasks atomically: all or nothing (one task: one statement)."""
+        ...
+
+    async def add_unique_tasks(self, tasks: Sequence[NewTask]) -> list[str]:
+        """Insert tasks, some with a `unique_key`, in one transaction; return, for each, the
+        id of the task that holds its key: its own when it was inserted, else that of the
+        unfinished task (`state.HOLDS_UNIQUE_KEY`) that holds the key already (inserted
+        earlier, by anyone, or earlier in this batch), in which case it is not inserted.
+        The database enforces it (a partial UNIQUE index), so racing enqueuers in several
+        processes get one task and the same id."""
+        ...
+
+    async def take_rate_slot(
+        self, name: str, limit: int, period: float, now: Now, task_id: str
+    ) -> float | None:
+        """Give task `task_id` of name `name` a slot to start in under "`limit` starts per
+        `period` seconds" (`sitq.policy.rate_limits`): None, it starts now (the slot is
+        recorded); else the seconds until the slot booked for it. Asked again when it comes
+        back, it starts on that slot. Atomic across every worker on the database."""
         ...
 
     async def claim(

@@ -169,6 +169,8 @@ class TaskQueue(LiveDisplay):
             raise type(exc)(
                 f"enqueue_many: call #{len(rows)} ({describe(culprit)}): {exc}"
             ) from exc
+        if any(row.unique_key is not None for row in rows):
+            return await self.backend.add_unique_tasks(rows)  # a held key: the holder's id
         if rows:
             await self.backend.add_tasks(rows)
         return [row.task_id for row in rows]
@@ -332,7 +334,9 @@ class TaskQueue(LiveDisplay):
     async def requeue(self, task_id: str) -> None:
         """Give a failed (or cancelled) task a fresh run with a fresh retry budget.
 
-        Its attempt history is kept; new attempts continue the numbering.
+        Its attempt history is kept; new attempts continue the numbering. A task whose
+        unique key another unfinished task holds now stays as it is: UniqueKeyTakenError
+        names that task (cancel it, or wait for it to finish, then requeue).
         """
         await self.get_task(task_id)
         old = await self.backend.requeue(task_id, self.clock.now())

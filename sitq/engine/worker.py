@@ -29,6 +29,7 @@ from sitq.clock import Clock, SystemClock
 from sitq.engine.hooks import WorkerHooks, call_hook
 from sitq.engine.leases import CANCELLED, LeaseKeeper
 from sitq.engine.pools import DaemonThreadPool
+from sitq.engine.rate_gate import RateGate
 from sitq.engine.retention import DEFAULT_RETENTION, Pruner
 from sitq.engine.running import SHUTDOWN, UNSTARTED, TaskRunner
 from sitq.engine.settling import Settler
@@ -38,6 +39,8 @@ from sitq.errors import DatabaseCorruptError
 from sitq.options import concurrency_setting, count_setting, optional_seconds, seconds_setting
 from sitq.policy import state
 from sitq.policy.breaker import CircuitBreaker
+from sitq.policy.rate_limits import RateLimit
+from sitq.policy.rate_limits import parse_all as parse_rate_limits
 from sitq.policy.retry import NO_RETRY, RetryPolicy
 from sitq.wire.serialization import DumpsLoads, Serializer, as_serializer
 
@@ -50,7 +53,9 @@ class Worker(WorkerRun):
     concurrency (alias max_concurrency): tasks run at once. retry: the default RetryPolicy
     for tasks that set none (default: no retry). lease_seconds: how long a claim is valid
     without a heartbeat; heartbeats renew it every lease_seconds/3 while a task runs.
-    breakers: {task name: CircuitBreaker}. hooks: a WorkerHooks. clock, rng: injectable
+    breakers: {task name: CircuitBreaker}. rate_limits: {task name: "10/s"}, at most so many
+    starts per period across all workers, for tasks that set none with `@task(rate_limit=)`.
+    hooks: a WorkerHooks. clock, rng: injectable
     time and jitter randomness. shutdown_grace: seconds `stop()` waits for running tasks
     before handing them back to the queue. poll_interval: the longest an idle worker goes
     without looking (default: the backend's). retention: seconds finished tasks are kept
@@ -75,6 +80,7 @@ class Worker(WorkerRun):
         processes: int | None = None,
         poll_interval: float | None = None,
         retention: float | None = DEFAULT_RETENTION,
+        rate_limits: Mapping[str, str] | None = None,
     ) -> None:
         self.concurrency: int = concurrency_setting(concurrency, max_concurrency)
         self.lease_seconds: float = seconds_setting("lease_seconds", lease_seconds)
@@ -93,6 +99,7 @@ class Worker(WorkerRun):
         self.clock: Clock = clock or SystemClock()
         self.retry: RetryPolicy = retry or NO_RETRY
         self.breakers: dict[str, CircuitBreaker] = dict(breakers or {})
+        self.rate_limits: dict[str, RateLimit] = parse_rate_limits(rate_limits)
         self.hooks: WorkerHooks = hooks or WorkerHooks()
         self.rng: random.Random = rng or random.Random()
         self._process_count = processes
@@ -150,13 +157,14 @@ class Worker(WorkerRun):
     @property
     def runner(self) -> TaskRunner:
         if self._runner is None:
+            settler = Settler(
+                self.backend, self._next_claim, self._landed_with_outcomes, self.keeper.alive
+            )
             self._runner = TaskRunner(
                 self.worker_id,
                 self.backend,
                 self.serializer,
-                Settler(
-                    self.backend, self._next_claim, self._landed_with_outcomes, self.keeper.alive
-                ),
+                settler,
                 self.clock,
                 self.rng,
                 self.retry,
@@ -165,6 +173,7 @@ class Worker(WorkerRun):
                 DaemonThreadPool(self.concurrency),
                 self._process_count,
                 ran=self._ran,
+                rate_gate=RateGate(self.backend, settler, self.clock, self.rate_limits),
             )
         return self._runner
 

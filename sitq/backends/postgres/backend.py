@@ -45,10 +45,11 @@ from sitq.backends.base import (
     Settlement,
     read_now,
 )
+from sitq.backends.postgres import limits, sql
 from sitq.backends.postgres import rows as convert
-from sitq.backends.postgres import sql
 from sitq.backends.postgres.link import Connection, PostgresLink
 from sitq.clock import wall_clock_of
+from sitq.policy.rate_limits import RateLimit
 from sitq.policy.state import CancelAction, on_cancel, on_requeue
 from sitq.task import WAITING, Attempt, TaskInfo, TaskStatus
 
@@ -63,6 +64,8 @@ class PostgresBackend(PostgresLink):
     the most connections operations use at once (a worker needs about four: claim,
     settle, heartbeat, progress), plus one that listens for notifications.
     reconnect_timeout: how long an operation keeps trying when the connection is lost.
+    create: make sitq's schema and tables if they are missing (the default); with False a
+    schema holding no queue raises QueueNotFoundError at connect.
     """
 
     # -- writing -------------------------------------------------------------------------
@@ -82,6 +85,33 @@ class PostgresBackend(PostgresLink):
 
         await self._run(add, again=added_already)
         self.work_signal.ring()
+
+    async def add_unique_tasks(self, tasks: Sequence[NewTask]) -> list[str]:
+        """One transaction (see `postgres.limits`), run again whole if the connection is
+        lost or it met a deadlock: rows inserted before stand in their own place."""
+
+        async def add(conn: Connection) -> list[str]:
+            async with conn.transaction():
+                ids, added = await limits.add_unique_tasks(conn, tasks)
+                if added:
+                    await self._notify_work(conn)
+            return ids
+
+        if not tasks:
+            return []
+        ids = await self._run(lambda conn: limits.again_on_conflict(add, conn))
+        self.work_signal.ring()
+        return ids
+
+    async def take_rate_slot(
+        self, name: str, limit: int, period: float, now: Now, task_id: str
+    ) -> float | None:
+        key = limits.turn_key(self.schema, name)
+        at = _lease_clock(now, read_now(now))
+        rule = RateLimit(limit, period)
+        return await self._run(
+            lambda conn: limits.take_rate_slot(conn, key, name, rule, at, task_id)
+        )
 
     async def claim(
         self,
@@ -211,14 +241,13 @@ class PostgresBackend(PostgresLink):
     async def requeue(self, task_id: str, now: float) -> TaskStatus | None:
         async def requeue(conn: Connection) -> TaskStatus | None:
             async with conn.transaction():
-                old = convert.status(await conn.fetchval(sql.STATUS_FOR_UPDATE, task_id))
-                new = on_requeue(old)
+                old, new = await limits.requeue_decision(conn, task_id)
                 if new is not None:
                     await conn.execute(sql.REQUEUE, str(new), now, task_id)
                     await self._notify_work(conn)
             return old
 
-        old = await self._run(requeue)
+        old = await self._run(lambda conn: limits.again_on_conflict(requeue, conn))
         if on_requeue(old) is not None:
             self.work_signal.ring()
         return old

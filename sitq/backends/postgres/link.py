@@ -37,6 +37,7 @@ from sitq.errors import (
     EventLoopError,
     InvalidOptionError,
     QueueClosedError,
+    QueueNotFoundError,
     SchemaVersionError,
 )
 from sitq.options import seconds_setting
@@ -61,7 +62,9 @@ RETRY_FIRST_PAUSE = 0.05
 
 class PostgresLink(Connectable):
     """The connection side of PostgresBackend (see the module docstring); it creates and
-    checks sitq's schema when it connects."""
+    checks sitq's schema when it connects. `create=False`: a schema with no sitq queue
+    in it is an error (QueueNotFoundError), not made: a typo'd `?schema=` must not start
+    an empty queue that reports zeros (the CLI opens this way unless `--create`)."""
 
     def __init__(
         self,
@@ -72,6 +75,7 @@ class PostgresLink(Connectable):
         poll_interval: float = 0.5,
         connect_timeout: float = 10.0,
         reconnect_timeout: float = 30.0,
+        create: bool = True,
     ) -> None:
         if not isinstance(dsn, str) or not dsn.lower().startswith(("postgresql://", "postgres://")):
             shown = redacted(dsn) if isinstance(dsn, str) else repr(dsn)
@@ -89,6 +93,7 @@ class PostgresLink(Connectable):
         self.dsn = dsn
         self.schema = schema
         self.pool_size = pool_size
+        self.create = bool(create)
         self.poll_interval: float = seconds_setting("poll_interval", poll_interval)
         self.connect_timeout: float = seconds_setting("connect_timeout", connect_timeout)
         self.reconnect_timeout: float = seconds_setting("reconnect_timeout", reconnect_timeout)
@@ -144,6 +149,12 @@ class PostgresLink(Connectable):
             )
         except (*CONNECTION_LOST, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError,
                 ValueError) as exc:  # fmt: skip
+            if isinstance(exc, asyncpg.InvalidCatalogNameError):
+                raise QueueNotFoundError(
+                    f"cannot connect to {redacted(self.dsn)}: {scrubbed(str(exc), self.dsn)}; "
+                    "check the database name in the URL, or create the database first "
+                    "(createdb NAME): sitq creates its schema, never a database"
+                ) from None
             raise BackendError(
                 f"cannot connect to {redacted(self.dsn)}: "
                 f"{type(exc).__name__}: {scrubbed(str(exc), self.dsn)}"
@@ -174,8 +185,16 @@ class PostgresLink(Connectable):
         a running claim). Otherwise the advisory lock makes starters take turns: the first
         creates everything, the others then find the version written and do nothing.
         """
-        if await self._stored_version(conn) == sql.SCHEMA_VERSION:
+        version = await self._stored_version(conn)
+        if version == sql.SCHEMA_VERSION:
             return
+        if version is None and not self.create:
+            raise QueueNotFoundError(
+                f"no sitq queue in schema {self.schema!r} of {redacted(self.dsn)}: check "
+                "the schema name (the URL's ?schema=, 'sitq' if none), or open it with "
+                "create=True to make one",
+                schema=self.schema,
+            )
         key = sql.SETUP_LOCK_KEY + self.schema
         await conn.execute("SELECT pg_advisory_lock(hashtext($1))", key)
         try:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from sitq.policy.state import (
     CLAIMABLE,
+    HOLDS_UNIQUE_KEY,
     LATE_OUTCOME_REPLACES,
     LOST_CANCEL_MESSAGE,
     LOST_WHEN_SPENT,
@@ -34,6 +35,7 @@ def _in(statuses: frozenset[TaskStatus]) -> str:
 
 WAITING_SQL = _in(CLAIMABLE)
 PRUNABLE_SQL = _in(PRUNABLE)
+HOLDS_KEY_SQL = _in(HOLDS_UNIQUE_KEY)
 
 
 def lease_clock(param: str) -> str:
@@ -44,7 +46,7 @@ def lease_clock(param: str) -> str:
 
 
 #: The version of this schema; stored in sitq_meta, a newer one is refused.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: unique keys and rate limits (branch `unique`)
 
 #: Taken (for the transaction) while creating or upgrading the schema, so that workers
 #: starting at the same moment never race on CREATE: the key is `hashtext` of this + schema.
@@ -83,8 +85,10 @@ CREATE TABLE IF NOT EXISTS sitq_tasks (
     lost_worker_id   TEXT,                     -- set by a claim that took over a dead lease
     lost_started_at  DOUBLE PRECISION,
     lost_scheduled_for DOUBLE PRECISION,
-    last_delay       DOUBLE PRECISION          -- backoff chosen after the last failed attempt
+    last_delay       DOUBLE PRECISION,         -- backoff chosen after the last failed attempt
+    unique_key       TEXT                      -- with_options(unique_key=...), else NULL
 );
+ALTER TABLE sitq_tasks ADD COLUMN IF NOT EXISTS unique_key TEXT;  -- a version 1 schema
 -- The claim reads this index in its own order: no sort, however deep the backlog.
 CREATE INDEX IF NOT EXISTS sitq_tasks_claim
     ON sitq_tasks (priority DESC, due_at, seq) WHERE status IN ({WAITING_SQL});
@@ -95,6 +99,17 @@ CREATE INDEX IF NOT EXISTS sitq_tasks_leased
 CREATE INDEX IF NOT EXISTS sitq_tasks_finished
     ON sitq_tasks (finished_at) WHERE status IN ({PRUNABLE_SQL});
 CREATE INDEX IF NOT EXISTS sitq_tasks_status ON sitq_tasks (status);
+-- One unfinished task per unique key (`state.HOLDS_UNIQUE_KEY`), enforced here.
+CREATE UNIQUE INDEX IF NOT EXISTS sitq_tasks_unique
+    ON sitq_tasks (unique_key) WHERE status IN ({HOLDS_KEY_SQL});
+-- Rate limits' slots by task name, recent and booked (`sitq.policy.rate_limits`).
+CREATE TABLE IF NOT EXISTS sitq_rate_starts (
+    name       TEXT NOT NULL,
+    started_at DOUBLE PRECISION NOT NULL,
+    task_id    TEXT                      -- a booked slot's task (NULL once started)
+);
+CREATE INDEX IF NOT EXISTS sitq_rate_starts_name ON sitq_rate_starts (name, started_at);
+CREATE INDEX IF NOT EXISTS sitq_rate_starts_task ON sitq_rate_starts (task_id);
 CREATE TABLE IF NOT EXISTS sitq_attempts (
     seq           BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     task_id       TEXT NOT NULL,
@@ -268,7 +283,8 @@ SELECT * FROM (SELECT 0 AS taken_first, *, NULL::text AS decided FROM taken
 # fencing check is in the UPDATE's WHERE: a stale token changes nothing, and only the
 # settlements it accepted get their record appended. Returns the accepted positions.
 # `late`: a completed attempt's outcome ($16: its worker) replaces the WorkerLost dead
-# letter a takeover made of it, and its record the lost one (`state.LATE_OUTCOME_REPLACES`).
+# letter a takeover made of it, and its record the lost one (`state.LATE_OUTCOME_REPLACES`),
+# unless that would make it a second holder of its unique key.
 SETTLE = f"""
 WITH s AS (
     SELECT * FROM unnest(
@@ -286,6 +302,9 @@ WITH s AS (
      WHERE t.status = '{LATE_OUTCOME_REPLACES[0].value}'
        AND t.error_type = '{LATE_OUTCOME_REPLACES[1]}'
        AND t.lost_worker_id = s.a_worker_id AND t.lease_token - s.token IN (0, 1)
+       AND NOT (s.status IN ({HOLDS_KEY_SQL}) AND EXISTS (  -- its key taken meanwhile
+           SELECT 1 FROM sitq_tasks AS h WHERE h.unique_key = t.unique_key AND h.id <> t.id
+              AND h.status IN ({HOLDS_KEY_SQL})))
 ), settled AS (
     UPDATE sitq_tasks AS t SET
         status = s.status,

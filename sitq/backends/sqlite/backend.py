@@ -35,8 +35,8 @@ from sitq.backends.base import (
     Settlement,
     Signal,
 )
+from sitq.backends.sqlite import limits, ops, schema, sql
 from sitq.backends.sqlite import lock as sqlite_lock
-from sitq.backends.sqlite import ops, schema, sql
 from sitq.backends.sqlite.errors import named
 from sitq.backends.sqlite.thread import ConnectionThread
 from sitq.backends.sqlite.watch import CommitWatch
@@ -191,6 +191,16 @@ class SQLiteBackend(Connectable):
             return
         await self._write(ops.add_tasks, list(tasks))  # NewTask is a tuple in INSERT_TASK order
         self.work_signal.ring()
+
+    async def add_unique_tasks(self, tasks: Sequence[NewTask]) -> list[str]:
+        ids = await self._write(limits.add_unique_tasks, list(tasks)) if tasks else []
+        self.work_signal.ring()
+        return ids
+
+    async def take_rate_slot(
+        self, name: str, limit: int, period: float, now: Now, task_id: str
+    ) -> float | None:
+        return await self._write(limits.take_rate_slot, name, limit, period, now, task_id)
 
     async def claim(
         self,

@@ -21,7 +21,8 @@ from typing import Any, TypeVar
 from sitq.backends.base import ClaimedTask, NewTask, Now, Settlement, read_now
 from sitq.backends.sqlite import lock, sql
 from sitq.clock import wall_clock_of
-from sitq.policy.state import CancelAction, on_cancel, on_requeue
+from sitq.errors import UniqueKeyTakenError
+from sitq.policy.state import HOLDS_UNIQUE_KEY, CancelAction, on_cancel, on_requeue
 from sitq.task import Attempt, TaskInfo, TaskStatus
 
 T = TypeVar("T")
@@ -30,6 +31,7 @@ MAX_VARIABLES = 900  # stay well under SQLite's limit on ? placeholders per stat
 #: rows a statement 2.7 us a row, 500 rows 2.3, 1,500 2.3-2.5, 5,000 2.4-2.8.
 ROWS_PER_INSERT = 500
 PLAIN_COLUMNS = 6  # NewTask's first fields: what INSERT_PLAIN_TASK writes
+FULL_COLUMNS = 9  # ... and INSERT_TASK (a unique key goes through `sqlite.limits`)
 DUE_AT = 6  # where a claim's row (CLAIM_RETURNING) has the task's due time
 LOST_WORKER = 8  # ... and the worker that lost it (None: not taken over, or never started)
 
@@ -84,7 +86,7 @@ def add_tasks(conn: sqlite3.Connection, rows: list[NewTask]) -> None:
     transaction. When every row has the default priority and no retry budget of its own
     (the common case), those three columns are left to their defaults: binding fewer
     values makes a big insert about a sixth faster."""
-    statement, width = sql.INSERT_TASK, len(NewTask._fields)  # NewTask is in INSERT_TASK order
+    statement, width = sql.INSERT_TASK, FULL_COLUMNS  # NewTask is in INSERT_TASK order
     if all(r.priority == 0 and r.max_attempts is None and r.retry_policy is None for r in rows):
         statement, width = sql.INSERT_PLAIN_TASK, PLAIN_COLUMNS
     if len(rows) == 1:
@@ -240,10 +242,14 @@ def cancel(conn: sqlite3.Connection, task_id: str, now: float) -> TaskStatus | N
 
 def requeue(conn: sqlite3.Connection, task_id: str, now: float) -> TaskStatus | None:
     def work() -> TaskStatus | None:
-        old = status_of(conn, task_id)
-        new = on_requeue(old)
+        row = conn.execute(sql.STATUS_AND_KEY, (task_id,)).fetchone()
+        old, key = (None, None) if row is None else (TaskStatus(row[0]), row[1])
+        holder = conn.execute(sql.KEY_HOLDER, (key, task_id)).fetchone() if key else None
+        new = on_requeue(old, None if holder is None else holder[0])
         if new is not None:
             conn.execute(sql.REQUEUE, (str(new), now, task_id))
+        elif holder is not None and on_requeue(old) is not None:
+            raise UniqueKeyTakenError.of(task_id, str(key), holder[0])
         return old
 
     return in_transaction(conn, work)
@@ -350,6 +356,7 @@ def settle_params(s: Settlement) -> dict[str, Any]:
         "keep_last_delay": int(s.keeps_last_delay),
         "next_delay": s.next_delay,
         "worker_id": None if s.attempt is None else s.attempt.worker_id,
+        "holds_key": int(s.status in HOLDS_UNIQUE_KEY),
     }
 
 

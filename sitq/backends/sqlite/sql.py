@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from sitq.policy.state import (
     CLAIMABLE,
+    HOLDS_UNIQUE_KEY,
+    KEEPS_BOOKED_SLOT,
     LATE_OUTCOME_REPLACES,
     LOST_CANCEL_MESSAGE,
     LOST_WHEN_SPENT,
@@ -32,8 +34,12 @@ def _status_is_one_of(statuses: frozenset[TaskStatus]) -> str:
 
 IS_WAITING = _status_is_one_of(CLAIMABLE)
 IS_PRUNABLE = _status_is_one_of(PRUNABLE)
+HOLDS_KEY = _status_is_one_of(HOLDS_UNIQUE_KEY)
+KEEPS_SLOT = _status_is_one_of(KEEPS_BOOKED_SLOT)
 
-SCHEMA_VERSION = 3  # 3: partial indexes say (status = ... OR ...), see _status_is_one_of
+SCHEMA_VERSION = 4  # 3: partial indexes say (status = ... OR ...), see _status_is_one_of
+# 4: unique keys (the unique_key column, its partial UNIQUE index) and rate limits
+# (the sitq_rate_starts table): branch `unique`
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS sitq_meta (
@@ -68,7 +74,8 @@ CREATE TABLE IF NOT EXISTS sitq_tasks (
     lost_worker_id   TEXT,                     -- set by a claim that took over a dead lease
     lost_started_at  REAL,
     lost_scheduled_for REAL,
-    last_delay       REAL                      -- backoff chosen after the last failed attempt
+    last_delay       REAL,                     -- backoff chosen after the last failed attempt
+    unique_key       TEXT                      -- with_options(unique_key=...), else NULL
 );
 -- The claim reads this index in its own order: no sort, however deep the backlog.
 CREATE INDEX IF NOT EXISTS sitq_tasks_claim
@@ -80,6 +87,20 @@ CREATE INDEX IF NOT EXISTS sitq_tasks_leased
 CREATE INDEX IF NOT EXISTS sitq_tasks_finished
     ON sitq_tasks (finished_at) WHERE {IS_PRUNABLE};
 CREATE INDEX IF NOT EXISTS sitq_tasks_status ON sitq_tasks (status);
+-- One unfinished task per unique key (`state.HOLDS_UNIQUE_KEY`): the database says no to
+-- a second, whichever process inserts it. A finished task leaves the index: its key is free.
+CREATE UNIQUE INDEX IF NOT EXISTS sitq_tasks_unique
+    ON sitq_tasks (unique_key) WHERE unique_key IS NOT NULL AND {HOLDS_KEY};
+-- The starts a rate limit counts (`sitq.policy.rate_limits`), by task name: recent ones,
+-- and the slots booked for tasks sent back to wait (task_id: the task a booked slot is
+-- for, NULL once a task started on it or for a start that needed no booking).
+CREATE TABLE IF NOT EXISTS sitq_rate_starts (
+    name       TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    task_id    TEXT
+);
+CREATE INDEX IF NOT EXISTS sitq_rate_starts_name ON sitq_rate_starts (name, started_at);
+CREATE INDEX IF NOT EXISTS sitq_rate_starts_task ON sitq_rate_starts (task_id);
 CREATE TABLE IF NOT EXISTS sitq_attempts (
     seq           INTEGER PRIMARY KEY,
     task_id       TEXT NOT NULL,
@@ -98,7 +119,8 @@ CREATE INDEX IF NOT EXISTS sitq_attempts_task ON sitq_attempts (task_id);
 """
 
 #: Columns added since schema version 1, with their types: an older file gains them.
-NEW_COLUMNS = {"last_delay": "REAL", "max_attempts": "INTEGER", "retry_policy": "TEXT"}
+NEW_COLUMNS = {"last_delay": "REAL", "max_attempts": "INTEGER", "retry_policy": "TEXT",
+               "unique_key": "TEXT"}  # fmt: skip
 
 INSERT_TASK = """
 INSERT INTO sitq_tasks (id, name, payload, status, due_at, enqueued_at, priority,
@@ -256,10 +278,15 @@ WHERE id = :task_id AND lease_token = :token AND status = 'running'
 # it replaces the WorkerLost dead letter if this worker held that attempt, with its token
 # or the one the takeover took (+1). :worker_id is NULL for a settlement that brings no
 # attempt record (a hand-back, a deferral): only a completed body's outcome qualifies.
+# Not if it would make the task hold its unique key (:holds_key) while another task holds
+# it: it stays the dead letter it is, as a requeue would.
 SETTLE_LATE = f"""{SETTLE_SET}
 WHERE id = :task_id AND status = '{LATE_OUTCOME_REPLACES[0].value}'
   AND error_type = '{LATE_OUTCOME_REPLACES[1]}' AND lost_worker_id = :worker_id
   AND lease_token - :token IN (0, 1)
+  AND NOT (:holds_key AND unique_key IS NOT NULL AND EXISTS (
+      SELECT 1 FROM sitq_tasks AS holder WHERE holder.unique_key = sitq_tasks.unique_key
+         AND holder.id <> sitq_tasks.id AND {HOLDS_KEY}))
 """
 
 #: The lost-attempt record a late outcome replaces (task id, attempt number).
@@ -293,6 +320,15 @@ CANCEL_NOW = """
 UPDATE sitq_tasks SET status = 'cancelled', finished_at = ?,
        error = 'cancelled before it ran', error_type = 'Cancelled'
 WHERE id = ?
+"""
+
+#: A task's status and unique key (requeue asks, then `state.on_requeue` decides).
+STATUS_AND_KEY = "SELECT status, unique_key FROM sitq_tasks WHERE id = ?"
+
+#: The unfinished task holding unique key ? (other than task ?), if any.
+KEY_HOLDER = f"""
+SELECT id FROM sitq_tasks WHERE unique_key = ? AND id <> ? AND unique_key IS NOT NULL
+   AND {HOLDS_KEY}
 """
 
 REQUEST_CANCEL = "UPDATE sitq_tasks SET cancel_requested = 1 WHERE id = ?"
