@@ -3,9 +3,11 @@
 A script or a notebook may call `asyncio.run()` many times with one TaskQueue. A call left
 in flight when a loop closes (a timeout) used to kill aiosqlite's thread, and the next
 call then waited forever; a PostgreSQL pool refused to work on the next loop. The queue
-must follow the new loop or raise a typed error, never block. A worker gets `run()` for
-scripts, a warning for `asyncio.run(worker.start())`, and a `stop()` that returns at once
-when its loop has gone. Hangs are caught by subprocess and wait_for deadlines.
+must follow the new loop or raise a typed error, never block. (SQLite's connection now
+lives in a thread of sitq's own, which drops an answer for a closed loop and carries on.)
+A worker gets `run()` for scripts, a warning for `asyncio.run(worker.start())`, and a
+`stop()` that returns at once when its loop has gone. Hangs are caught by subprocess and
+wait_for deadlines.
 """
 
 from __future__ import annotations
@@ -17,20 +19,18 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
 import pytest
 from backends import Database
 
-from sitq import TaskQueue, Worker
+from sitq import EventLoopError, TaskQueue, Worker
 from sitq.backends.sqlite import SQLiteBackend
 from sitq.task import TaskStatus
 
 ROOT = Path(__file__).resolve().parent.parent
-# A loop that ends with a call still in aiosqlite's thread kills that thread, which prints
-# "RuntimeError: Event loop is closed": that is the case under test, and sitq recovers.
-pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 HANG = 90  # seconds: far above what the scripts need; reached only if something hangs
 
 #: 100 rounds of asyncio.run, each ending with a get_result timed out mid-call, then a
@@ -83,9 +83,9 @@ def test_a_queue_survives_100_asyncio_runs_that_end_in_a_timeout(database: Datab
 def test_a_call_answered_after_its_loop_closed_does_not_hang_the_next_one(
     db_path: Path,
 ) -> None:
-    """Given an enqueue stuck behind a held write lock when its loop ends (so aiosqlite's
-    thread answers a closed loop and dies), when the next asyncio.run() enqueues, then it
-    works on a new connection, and the first enqueue, which did commit, is kept."""
+    """Given three enqueues when their loop ends, one stuck behind a held write lock (so
+    the connection's thread answers a closed loop) and two waiting to go with the next
+    group, when the next asyncio.run() enqueues, then it works, and the three are kept."""
     script = """
         import asyncio, sqlite3, sys, time
         from sitq import TaskQueue
@@ -95,8 +95,9 @@ def test_a_call_answered_after_its_loop_closed_does_not_hang_the_next_one(
         holder.execute("BEGIN IMMEDIATE")
 
         async def stuck():
+            enqueues = asyncio.gather(*(queue.enqueue(print, i) for i in range(3)))
             try:
-                await asyncio.wait_for(queue.enqueue(print, 1), 0.1)
+                await asyncio.wait_for(enqueues, 0.1)
             except TimeoutError:
                 print("timed out", flush=True)
 
@@ -112,7 +113,71 @@ def test_a_call_answered_after_its_loop_closed_does_not_hang_the_next_one(
     """
     done = run_script(textwrap.dedent(script), str(db_path), timeout=30)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.split() == ["timed", "out", "tasks", "2"]
+    assert done.stdout.split() == ["timed", "out", "tasks", "4"]
+
+
+def test_an_in_memory_queue_lives_across_asyncio_runs() -> None:
+    """Given an in-memory queue, when one asyncio.run() enqueues, a second runs the task
+    and a third reads the result, then the task and its result are there: the database
+    lives in the connection's thread, not in an event loop."""
+    backend = SQLiteBackend(":memory:")
+    queue, worker = TaskQueue(backend), Worker(backend)
+    task_id = asyncio.run(queue.enqueue(pow, 2, 5))
+    assert asyncio.run(worker.run_until_idle()) == 1
+
+    async def result() -> object:
+        found = await queue.get_result(task_id, timeout=0)
+        await worker.stop()
+        await queue.close()
+        return None if found is None else found.value
+
+    assert asyncio.run(result()) == 32
+
+
+def test_a_program_that_never_closes_its_queue_still_exits(db_path: Path) -> None:
+    """Given a script that enqueues and ends without closing its queue, then it exits at
+    once (the connection's thread is a daemon) and the task is in the file."""
+    script = """
+        import asyncio, sys
+        from sitq import TaskQueue
+
+        async def main():
+            queue = TaskQueue(sys.argv[1])
+            await queue.enqueue(print, "kept")
+            print("enqueued", flush=True)
+
+        asyncio.run(main())
+    """
+    done = run_script(textwrap.dedent(script), str(db_path), timeout=30)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["enqueued"]
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("SELECT count(*) FROM sitq_tasks").fetchone()[0] == 1
+    conn.close()
+
+
+def test_a_backend_refuses_a_second_loop_while_the_first_still_runs(db_path: Path) -> None:
+    """Given a backend connected on an event loop that runs in another thread, when this
+    thread's loop uses it, then EventLoopError says to give each loop its own backend; the
+    first loop keeps using it."""
+    backend = SQLiteBackend(db_path)
+    other = asyncio.new_event_loop()
+    runner = threading.Thread(target=other.run_forever, daemon=True)
+    runner.start()
+
+    def on_other(coro: object) -> object:
+        return asyncio.run_coroutine_threadsafe(coro, other).result(timeout=HANG)  # type: ignore[arg-type]
+
+    try:
+        on_other(backend.connect())
+        with pytest.raises(EventLoopError, match="its own backend"):
+            asyncio.run(backend.counts())
+        assert on_other(backend.counts())[TaskStatus.QUEUED] == 0  # type: ignore[index]
+        on_other(backend.close())
+    finally:
+        other.call_soon_threadsafe(other.stop)
+        runner.join(HANG)
+        other.close()
 
 
 # -- the worker -----------------------------------------------------------------------------

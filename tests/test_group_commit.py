@@ -1,7 +1,7 @@
 """Group commit on SQLite: writes queued while a trip is out travel together in the next.
 
-Real files, a real aiosqlite thread; trips are counted by wrapping aiosqlite's `_execute`
-(the one way into its thread). Each write must keep its own outcome, nothing queued may be
+Real files, the backend's real connection thread (`sitq.backends.sqlite.thread`), which
+counts its passes (trips). Each write must keep its own outcome, nothing queued may be
 lost at close, and a group is one transaction (all of it or, after a failure, one by one).
 """
 
@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections import Counter
+import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from trip_counting import counting_trips
+from trip_counting import Trips, counting_trips
 
 from sitq import FakeClock, SQLiteBackend, TaskQueue, TaskStatus, Worker
 from sitq.backends.base import NewTask
-from sitq.backends.group_commit import GroupCommit
+from sitq.backends.sqlite.thread import ConnectionThread
+from sitq.errors import StorageBusyError
 
 pytestmark = pytest.mark.sqlite_only
 
@@ -37,18 +37,18 @@ def row_count(db: Path) -> int:
 
 
 @pytest.fixture
-def trips(backend: SQLiteBackend) -> Iterator[Counter[str]]:
-    """Count the functions handed to aiosqlite's thread (the connection is real)."""
+def trips(backend: SQLiteBackend) -> Iterator[Trips]:
+    """Count the passes of the connection's thread (the connection is real)."""
     with counting_trips(backend) as counted:
         yield counted
 
 
 async def test_concurrent_enqueues_share_trips_and_each_gets_its_own_id(
-    backend: SQLiteBackend, queue: TaskQueue, trips: Counter[str], db_path: Path
+    backend: SQLiteBackend, queue: TaskQueue, trips: Trips, db_path: Path
 ) -> None:
     ids = await asyncio.gather(*(queue.enqueue(quick, i) for i in range(50)))
     assert len(set(ids)) == 50
-    assert sum(trips.values()) <= 2, trips  # one group (two if the first left alone)
+    assert trips.count <= 2, trips  # one group (two if the first left alone)
     assert row_count(db_path) == 50
     results = await backend.get_tasks(ids)
     assert [r.status for r in results.values()] == [TaskStatus.QUEUED] * 50
@@ -95,7 +95,7 @@ async def test_a_cancelled_caller_does_not_cancel_its_write(
 
 
 async def test_a_worker_settle_travels_with_the_next_enqueue(
-    backend: SQLiteBackend, queue: TaskQueue, trips: Counter[str]
+    backend: SQLiteBackend, queue: TaskQueue, trips: Trips
 ) -> None:
     """End to end with the worker in this process: about one trip per task, not two."""
     async with Worker(backend, concurrency=10):
@@ -105,19 +105,52 @@ async def test_a_worker_settle_travels_with_the_next_enqueue(
         ids = [await queue.enqueue(quick, i) for i in range(200)]
         results = await queue.gather(ids, timeout=30)
     assert [r.value for r in results if r is not None] == list(range(200))
-    grouped = trips["run_together"]
-    assert grouped < 1.5 * 200, trips  # one trip per task alone would be 400 (enqueue+settle)
+    assert trips.writes < 1.5 * 200, trips  # one trip per task alone would be 400 (enqueue+settle)
 
 
-async def test_a_trip_that_fails_reaches_every_write_of_its_group() -> None:
-    async def broken(group: list[Any]) -> list[Any]:
-        raise OSError("disk I/O error")
+class Gate:
+    """A write that holds the connection's thread until the test opens the gate, so that
+    what the test sends meanwhile is queued behind it."""
 
-    commit = GroupCommit(broken)
-    outcomes = await asyncio.gather(
-        commit.write(print), commit.write(print), return_exceptions=True
-    )
-    assert [type(o) for o in outcomes] == [OSError, OSError]
+    def __init__(self) -> None:
+        self.entered, self.opened = threading.Event(), threading.Event()
+
+    def __call__(self, conn: sqlite3.Connection) -> str:
+        self.entered.set()
+        assert self.opened.wait(30), "the test never opened the gate"
+        return "through"
+
+    async def hold(self, thread: ConnectionThread) -> asyncio.Future[str]:
+        passed = thread.write(self)
+        assert await asyncio.to_thread(self.entered.wait, 30)
+        return passed
+
+
+def connection_thread(backend: SQLiteBackend) -> ConnectionThread:
+    assert backend._thread is not None, "connect the backend first"
+    return backend._thread
+
+
+async def test_a_group_that_cannot_begin_reaches_every_write_of_it(db_path: Path) -> None:
+    """Given another connection holding the write lock and no busy timeout, when three
+    enqueues travel as one group, then each of them gets the named lock error."""
+    backend = SQLiteBackend(db_path, busy_timeout=0)
+    async with TaskQueue(backend) as queue:
+        gate = Gate()
+        passed = await gate.hold(connection_thread(backend))
+        writes = [asyncio.ensure_future(queue.enqueue(quick, i)) for i in range(3)]
+        await asyncio.sleep(0)  # one turn: the three are queued behind the gate
+        holder = sqlite3.connect(db_path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            gate.opened.set()
+            assert await passed == "through"
+            outcomes = await asyncio.gather(*writes, return_exceptions=True)
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+    assert [type(o) for o in outcomes] == [StorageBusyError] * 3, outcomes
+    assert row_count(db_path) == 0
 
 
 async def test_queue_and_worker_stay_correct_under_a_fake_clock(
@@ -134,28 +167,22 @@ async def test_queue_and_worker_stay_correct_under_a_fake_clock(
     assert sorted(r.value for r in results if r is not None) == list(range(25))
 
 
-async def test_a_lone_write_goes_at_once_and_what_comes_meanwhile_goes_together() -> None:
-    sent: list[int] = []
-    gate = asyncio.Event()
-
-    async def send(group: list[Any]) -> list[Any]:
-        sent.append(len(group))
-        if len(sent) == 1:
-            await gate.wait()  # the first trip stays out until the test lets it back
-        return [(True, i) for i in range(len(group))]
-
-    commit = GroupCommit(send)
-    first = asyncio.ensure_future(commit.write(print))
-    await asyncio.sleep(0)  # one turn: the lone write is out, from its caller
-    assert sent == [1]
-    others = [asyncio.ensure_future(commit.write(print)) for _ in range(5)]
-    await asyncio.sleep(0)
-    assert sent == [1]  # they wait for the trip that is out
-    gate.set()
-    assert await first == 0
-    assert sorted(await asyncio.gather(*others)) == [0, 1, 2, 3, 4]
-    assert sent == [1, 5]  # the five went together, in one trip
-    await commit.drain()
+async def test_a_lone_write_goes_at_once_and_what_comes_meanwhile_goes_together(
+    backend: SQLiteBackend, queue: TaskQueue, trips: Trips, db_path: Path
+) -> None:
+    """Given a write out in the connection's thread (held there by a gate), when five
+    enqueues come meanwhile, then they wait for it and then go together, in one trip."""
+    gate = Gate()
+    passed = await gate.hold(connection_thread(backend))
+    assert (trips.count, trips.writes) == (1, 1)  # the lone write left at once
+    others = [asyncio.ensure_future(queue.enqueue(quick, i)) for i in range(5)]
+    await asyncio.sleep(0)  # one turn: the five are queued behind the gate
+    assert not any(other.done() for other in others)
+    gate.opened.set()
+    assert await passed == "through"
+    assert len(set(await asyncio.gather(*others))) == 5
+    assert (trips.count, trips.writes) == (2, 2), trips  # the five went together
+    assert row_count(db_path) == 5
 
 
 def test_a_failed_write_nobody_reads_any_more_is_not_logged(

@@ -57,14 +57,15 @@ def _sitq(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_the_core_install_has_no_plotting_stack_and_runs_a_worker_without_it(
+def test_the_core_install_has_no_plotting_stack_nor_aiosqlite_and_runs_a_worker_without_them(
     tmp_path: Path,
 ) -> None:
     core = _pyproject()["project"]["dependencies"]
-    assert not [r for r in core if r.startswith(("matplotlib", "numpy"))], core
+    assert not [r for r in core if r.startswith(("matplotlib", "numpy", "aiosqlite"))], core
     run = _python(
         """
         import asyncio, sys
+        sys.modules["aiosqlite"] = None  # SQLite's thread is sitq's own: importing it fails
         import sitq, sitq.cli
         from sitq import TaskQueue, Worker
 

@@ -2,7 +2,7 @@
 
 `CommitWatch` reads the WAL-index header SQLite keeps in the `-shm` file (real files, a
 second real connection standing for another process); `wait_for_change` uses it and makes
-no round trip to aiosqlite's thread while it waits, and falls back to `PRAGMA data_version`
+no round trip to the connection's thread while it waits, and falls back to `PRAGMA data_version`
 where there is no such file.
 """
 
@@ -61,13 +61,13 @@ async def test_waiting_for_a_change_makes_no_trip_and_returns_on_a_commit(
         await queue.enqueue(quick)
         with counting_trips(backend) as trips:
             await backend.wait_for_change(0.1)  # nothing happens: times out
-            assert sum(trips.values()) == 0, trips
+            assert trips.count == 0, trips
             waiter = asyncio.ensure_future(backend.wait_for_change(30))
             await asyncio.sleep(0.05)
             assert not waiter.done()
             other_process_enqueues(db_path)
             await asyncio.wait_for(waiter, 5)  # noticed within a look or two
-            assert sum(trips.values()) == 0, trips
+            assert trips.count == 0, trips
 
 
 async def test_in_memory_waiting_falls_back_to_asking_sqlite() -> None:

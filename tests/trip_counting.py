@@ -1,31 +1,43 @@
-"""Counting round trips into aiosqlite's thread: the functions handed to it, by name.
+"""Counting round trips into the SQLite connection's thread (`sitq.backends.sqlite.thread`).
 
-The connection stays real; only its one way in (`_execute`) is wrapped while counting.
+A trip is one pass of that thread: it wakes, runs what was queued, and wakes the event loop
+with the answers. The thread counts its passes (and those that wrote); this reads the counts.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from sitq import SQLiteBackend
+from sitq.backends.sqlite.thread import ConnectionThread
+
+
+class Trips:
+    """Trips since the block began (or since `clear()`)."""
+
+    def __init__(self, thread: ConnectionThread) -> None:
+        self._thread = thread
+        self.clear()
+
+    def clear(self) -> None:
+        self._trips, self._writes = self._thread.trips, self._thread.write_trips
+
+    @property
+    def count(self) -> int:
+        return self._thread.trips - self._trips
+
+    @property
+    def writes(self) -> int:
+        """Trips that wrote: each one transaction (one group of writes)."""
+        return self._thread.write_trips - self._writes
+
+    def __repr__(self) -> str:
+        return f"Trips(count={self.count}, writes={self.writes})"
 
 
 @contextmanager
-def counting_trips(backend: SQLiteBackend) -> Iterator[Counter[str]]:
-    conn = backend._conn
-    assert conn is not None, "connect the backend first"
-    real = conn._execute
-    counted: Counter[str] = Counter()
-
-    async def counting(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        counted[getattr(fn, "__name__", repr(fn))] += 1
-        return await real(fn, *args, **kwargs)
-
-    conn._execute = counting  # type: ignore[method-assign]
-    try:
-        yield counted
-    finally:
-        conn._execute = real  # type: ignore[method-assign]
+def counting_trips(backend: SQLiteBackend) -> Iterator[Trips]:
+    thread = backend._thread
+    assert thread is not None, "connect the backend first"
+    yield Trips(thread)

@@ -7,7 +7,9 @@ that run again when the connection is lost. The queue's operations are in `postg
   no lock held: asyncpg asks the server to cancel the statement and the pool rolls the
   connection back before anyone else uses it;
 - a lost connection (a server restart, `pg_terminate_backend`) is not an error for long:
-  the operation runs again on a fresh connection until `reconnect_timeout`.
+  the operation runs again on a fresh connection until `reconnect_timeout`;
+- one backend object across several event loops (`asyncio.run()` called again): the pool
+  follows the new loop (`sitq.backends.postgres.loops`).
 """
 
 from __future__ import annotations
@@ -27,9 +29,9 @@ from sitq.backends.base import (
     Connectable,
     Signal,
 )
-from sitq.backends.loops import LoopOwner
 from sitq.backends.postgres import rows as convert
 from sitq.backends.postgres import sql
+from sitq.backends.postgres.loops import LoopOwner
 from sitq.backends.urls import redacted, require_encoded_password, scrubbed
 from sitq.errors import (
     BackendError,
@@ -226,7 +228,7 @@ class PostgresLink(Connectable):
         return version
 
     async def _move(self) -> None:
-        """On a new event loop (`sitq.backends.loops`): the pool and the listening
+        """On a new event loop (`sitq.backends.postgres.loops`): the pool and the listening
         connection belong to the old one, so drop them and open new ones here."""
         self._drop()
         self._opening = asyncio.Lock()

@@ -1,16 +1,17 @@
-"""SQLiteBackend: a durable queue in one file (or in memory), on aiosqlite.
+"""SQLiteBackend: a durable queue in one file (or in memory).
 
 Why SQLite: it ships with Python, a file in WAL mode lets many readers work beside one
 writer, and every claim is one atomic transaction, so two workers (even in two processes)
 can never take the same task. The SQL itself is in `sitq.backends.sqlite.sql`.
 
-How it talks to the file: aiosqlite runs one thread per connection and hands it one
-function at a time. Every operation here is *one* such function (`_run`): it opens the
-transaction, does all its statements and commits or rolls back before returning. So:
+How it talks to the file: one connection in one thread of its own
+(`sitq.backends.sqlite.thread`), handed one operation at a time (`sitq.backends.sqlite.ops`).
+Every operation is *one* function that opens the transaction, does all its statements and
+commits or rolls back before returning. So:
 
 - one round trip per operation (a thread wake-up costs more than most statements), and
   writes queued while a trip is out share the next one, in one transaction (group
-  commit, `sitq.backends.group_commit`): an enqueue and a worker's settle travel together;
+  commit): an enqueue and a worker's settle travel together;
 - a cancelled caller (a timeout, `worker.stop()`, Ctrl-C) can never leave a transaction
   open or the write lock held: the function still finishes in the thread;
 - `now` is read inside the transaction, after the write lock is held, so a wait for the
@@ -19,16 +20,12 @@ transaction, does all its statements and commits or rolls back before returning.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import sqlite3
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar
 
-import aiosqlite
-
-from sitq.backends import loops
 from sitq.backends.base import (
     ClaimedTask,
     ClaimRequest,
@@ -38,12 +35,12 @@ from sitq.backends.base import (
     Settlement,
     Signal,
 )
-from sitq.backends.group_commit import GroupCommit
 from sitq.backends.schedule_rows import NewSchedule, ScheduleFire
 from sitq.backends.sqlite import limits, ops, schema, sql
 from sitq.backends.sqlite import lock as sqlite_lock
 from sitq.backends.sqlite import schedules as schedule_ops
 from sitq.backends.sqlite.errors import named
+from sitq.backends.sqlite.thread import ConnectionThread
 from sitq.backends.sqlite.watch import CommitWatch
 from sitq.backends.urls import sqlite_path
 from sitq.errors import BackendError, InvalidOptionError, QueueClosedError
@@ -64,7 +61,7 @@ class SQLiteBackend(Connectable):
     One backend object holds one connection. Queue and worker can share it (as in the
     tutorial), and then a worker wakes the moment a task is enqueued. Workers in other
     processes open their own backend on the same file and notice new work within a few
-    milliseconds (`sqlite_watch`), with `poll_interval` as the longest look-away.
+    milliseconds (`sqlite.watch`), with `poll_interval` as the longest look-away.
     `read_only=True` reads an existing file and writes nothing, not even the schema.
     """
 
@@ -93,12 +90,10 @@ class SQLiteBackend(Connectable):
         self.read_only: bool = bool(read_only)
         self.work_signal: Signal = Signal()
         self.settle_signal: Signal = Signal()
-        self._conn: aiosqlite.Connection | None = None
-        self._writes = GroupCommit(lambda group: self._run(ops.run_together, group))
+        self._thread: ConnectionThread | None = None  # set while connected
         self._watch: CommitWatch | None = None  # set once the file is open in WAL mode
         self._users = 0
         self._data_version: int | None = None
-        self._owner = loops.LoopOwner(repr(self), self._move)
 
     def __repr__(self) -> str:
         return f"SQLiteBackend({self.path!r})"
@@ -107,7 +102,7 @@ class SQLiteBackend(Connectable):
 
     @property
     def is_connected(self) -> bool:
-        return self._conn is not None
+        return self._thread is not None
 
     @property
     def is_memory(self) -> bool:
@@ -115,93 +110,78 @@ class SQLiteBackend(Connectable):
 
     async def connect(self) -> None:
         self._users += 1
-        if self._conn is not None:
+        if self._thread is not None:
             return
         try:
-            self._conn = await self._open()
+            self._thread = await self._open()
         except BaseException:
             self._users -= 1
             raise
         if not self.is_memory and not _is_uri(self.path):
             self._watch = CommitWatch(self.path)
 
-    async def _open(self) -> aiosqlite.Connection:
+    async def _open(self) -> ConnectionThread:
         target = schema.prepare_file(self.path, self.is_memory, self.read_only)
-        conn = aiosqlite.connect(
-            target, isolation_level=None, timeout=self.busy_timeout, uri=_is_uri(target)
-        )
-        # aiosqlite's thread would keep a program alive at exit if nobody closed the
-        # queue; as a daemon it ends with the program (SQLite's journal keeps the file safe).
-        conn._thread.daemon = True
+
+        def connect() -> sqlite3.Connection:  # runs in the connection's thread
+            return sqlite3.connect(
+                target, isolation_level=None, timeout=self.busy_timeout, uri=_is_uri(target)
+            )
+
+        thread = ConnectionThread(repr(self))
         try:
-            await conn
+            await thread.open(connect)
         except (OSError, sqlite3.Error) as exc:
             raise BackendError(f"cannot open SQLite database {self.path!r}: {exc}") from exc
         try:
-            # aiosqlite's _execute (run a function in its thread) has no type hints
-            await conn._execute(  # type: ignore[no-untyped-call]
-                schema.set_up,
-                conn._conn,
-                self.path,
-                self.is_memory,
-                self.synchronous,
-                self.busy_timeout,
-                self.read_only,
-            )
-            await conn._execute(  # type: ignore[no-untyped-call]
-                sqlite_lock.wait_for_lock_up_to, conn._conn, self.busy_timeout
-            )
+            await thread.write(schema.set_up, self.path, self.is_memory, self.synchronous,
+                               self.busy_timeout, self.read_only)  # fmt: skip
+            await thread.write(sqlite_lock.wait_for_lock_up_to, self.busy_timeout)
         except BaseException:
-            await conn.close()
+            await thread.close()
             raise
-        return conn
+        return thread
 
     async def close(self) -> None:
+        """The last close sends the writes still queued (they are kept, not dropped), then
+        ends the connection's thread."""
         if self._users > 0:
             self._users -= 1
-        if self._users == 0 and self._conn is not None:
-            alive = await loops.drain_before_close(self._owner, self._connection, self._writes)
-            if self._watch is not None:
+        if self._users == 0 and self._thread is not None:
+            if self._watch is not None:  # before the connection: see `watch`
                 self._watch.close()
                 self._watch = None
-            conn, self._conn = self._conn, None
-            await conn.close() if alive else conn.stop()
-
-    async def _move(self) -> None:
-        """On a new event loop (`sitq.backends.loops`): the same connection, or a new one."""
-        self._conn = await loops.kept_or_reopened(self._connection(), self.is_memory, self._open)
-        self._writes.follow()
+            thread, self._thread = self._thread, None
+            await thread.close()
 
     # -- the one way in: a whole operation in the connection's thread ---------------------
 
     async def _run(self, operation: Callable[..., T], *args: Any) -> T:
-        """Run `operation(sqlite3_connection, *args)` in aiosqlite's thread: one trip."""
-        await self._owner.follow()
-        conn = self._connection()
-        try:  # aiosqlite's _execute has no type hints: it returns Any to mypy
-            return await conn._execute(operation, conn._conn, *args)  # type: ignore[no-untyped-call, no-any-return]
-        except sqlite3.DatabaseError as exc:  # named: `sqlite_errors`
+        """Run `operation(sqlite3_connection, *args)` in the connection's thread: one trip."""
+        if self._thread is None:
+            raise self._not_connected()
+        try:
+            result: T = await self._thread.read(operation, *args)
+        except sqlite3.DatabaseError as exc:  # named: `sqlite.errors`
             raise named(exc, self.path, self.busy_timeout)  # noqa: B904 (it sets the cause)
+        return result
 
     async def _write(self, operation: Callable[..., T], *args: Any) -> T:
-        """Run a write operation like `_run`, grouped with the writes queued beside it
-        (`sitq.backends.group_commit`): one transaction and one trip for all of them.
-        Reads go straight to `_run`: they never wait behind queued writes."""
-        await self._owner.follow()
-        self._connection()
+        """Run a write operation like `_run`, in one transaction with the writes queued
+        beside it (group commit, `sitq.backends.sqlite.thread`)."""
+        if self._thread is None:
+            raise self._not_connected()
         try:
-            result: T = await self._writes.write(operation, *args)
+            result: T = await self._thread.write(operation, *args)
         except sqlite3.DatabaseError as exc:
             raise named(exc, self.path, self.busy_timeout)  # noqa: B904 (it sets the cause)
         return result
 
-    def _connection(self) -> aiosqlite.Connection:
-        if self._conn is None:
-            raise QueueClosedError(
-                f"{self!r} is not connected: call `await queue.connect()` (or use "
-                "`async with queue:`) before using it, and not after `close()`"
-            )
-        return self._conn
+    def _not_connected(self) -> QueueClosedError:
+        return QueueClosedError(
+            f"{self!r} is not connected: call `await queue.connect()` (or use "
+            "`async with queue:`) before using it, and not after `close()`"
+        )
 
     async def _fetch(self, statement: str, params: Sequence[Any] = ()) -> list[Any]:
         return await self._run(ops.fetchall, statement, params)
@@ -236,30 +216,36 @@ class SQLiteBackend(Connectable):
         ahead: int = 0,
         started: Sequence[tuple[str, int, float]] = (),
     ) -> list[ClaimedTask]:
-        request = ClaimRequest(worker_id, limit, now, lease_seconds, held, default_budget,
-                               ahead, started)  # fmt: skip
-        return await self._write(ops.claim, *_claim_args(request))
+        # `held` and `started` are copied now: the caller may change them meanwhile
+        return await self._write(ops.claim, worker_id, limit, now, lease_seconds, list(held),
+                                 default_budget, ahead, list(started))  # fmt: skip
 
     async def settle(self, settlements: Sequence[Settlement]) -> list[bool]:
         if not settlements:
             return []
-        accepted = await self._write(ops.settle, list(settlements))
-        self._ring_after_settle(settlements, accepted)
+        accepted, _ = await self._settle_and_claim(list(settlements))
         return accepted
 
     async def settle_and_claim(
         self, settlements: Sequence[Settlement], claim: ClaimRequest
     ) -> tuple[list[bool], list[ClaimedTask]]:
-        accepted, claimed = await self._write(
-            ops.settle_and_claim, list(settlements), *_claim_args(claim)
-        )
-        self._ring_after_settle(settlements, accepted)
-        return accepted, claimed
+        c = claim
+        return await self._settle_and_claim(list(settlements), c.worker_id, c.limit, c.now,
+                                             c.lease_seconds, list(c.held), c.default_budget,
+                                             c.ahead, list(c.started))  # fmt: skip
 
-    def _ring_after_settle(self, settlements: Sequence[Settlement], accepted: list[bool]) -> None:
-        if any(ok and s.status in WAITING for s, ok in zip(settlements, accepted, strict=True)):
-            self.work_signal.ring()
+    async def _settle_and_claim(
+        self, settlements: list[Settlement], *claim: Any
+    ) -> tuple[list[bool], list[ClaimedTask]]:
+        """Store the outcomes (and claim, given a claim's arguments), then ring: the work
+        signal if a task went back to waiting, the settle signal for any result waiter."""
+        accepted, claimed = await self._write(ops.settle_and_claim, settlements, *claim)
+        for settlement, ok in zip(settlements, accepted, strict=True):
+            if ok and settlement.status in WAITING:
+                self.work_signal.ring()
+                break
         self.settle_signal.ring()
+        return accepted, claimed
 
     async def renew_leases(
         self, leases: Sequence[tuple[str, int]], now: Now, lease_seconds: float
@@ -310,7 +296,7 @@ class SQLiteBackend(Connectable):
         """Wait until another connection commits (or `timeout` passes), looking after 1 ms,
         then backing off to every 20 ms.
 
-        A look reads the WAL-index header from the `-shm` file (`sqlite_watch`: a memory
+        A look reads the WAL-index header from the `-shm` file (`sqlite.watch`: a memory
         read, no trip); without one (in memory) it asks `PRAGMA data_version`, a trip. The
         first look waits a moment too: a waiter in this process is usually woken by the
         in-process signal first.
@@ -337,10 +323,7 @@ class SQLiteBackend(Connectable):
         return moved
 
     async def get_tasks(self, task_ids: Collection[str]) -> dict[str, TaskInfo]:
-        rows = await self._run(
-            ops.select_in, f"SELECT {sql.TASK_COLUMNS} FROM sitq_tasks", list(task_ids)
-        )
-        return {row[0]: ops.task_info(row) for row in rows}
+        return await self._run(ops.get_tasks, list(task_ids))
 
     async def list_tasks(
         self, statuses: Collection[TaskStatus] | None = None, limit: int | None = None
@@ -354,7 +337,7 @@ class SQLiteBackend(Connectable):
         if limit is not None:
             query += " LIMIT ?"
             params.append(int(limit))
-        return [ops.task_info(row) for row in await self._fetch(query, params)]
+        return await self._run(ops.list_tasks, query, params)
 
     async def counts(self) -> dict[TaskStatus, int]:
         rows = await self._fetch("SELECT status, COUNT(*) FROM sitq_tasks GROUP BY status")
@@ -367,11 +350,10 @@ class SQLiteBackend(Connectable):
         if task_id is not None:
             query += " WHERE task_id = ?"
             params = (task_id,)
-        rows = await self._fetch(query + " ORDER BY seq", params)
-        return [Attempt(*row) for row in rows]
+        return await self._run(ops.attempts, query + " ORDER BY seq", params)
 
     async def newest_attempts(self, limit: int) -> list[Attempt]:
-        return [Attempt(*row) for row in await self._fetch(sql.NEWEST_ATTEMPTS, (int(limit),))]
+        return await self._run(ops.attempts, sql.NEWEST_ATTEMPTS, (int(limit),))
 
     # -- periodic tasks (sitq.backends.sqlite.schedules) ------------------------------------
 
@@ -389,19 +371,6 @@ class SQLiteBackend(Connectable):
         if added:
             self.work_signal.ring()
         return added
-
-
-def _claim_args(request: ClaimRequest) -> tuple[Any, ...]:
-    """A ClaimRequest as the arguments of `sqlite_ops.claim` (after the connection)."""
-    budget = request.default_budget or (None, None)
-    params = {
-        "worker_id": request.worker_id,
-        "held": json.dumps(list(request.held)),
-        "default_max": budget[0],
-        "default_policy": budget[1],
-    }
-    return (params, request.limit, request.now, request.lease_seconds, request.ahead,
-            list(request.started))  # fmt: skip
 
 
 def _is_uri(path: str) -> bool:

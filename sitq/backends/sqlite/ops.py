@@ -1,10 +1,12 @@
 """The SQLite backend's operations: each one runs whole in the connection's thread.
 
-`SQLiteBackend._run` hands one of these functions to aiosqlite's thread, with the raw
-`sqlite3` connection. A function opens its transaction, runs every statement it needs and
-commits (or rolls back) before it returns: one round trip from the event loop, and nothing
-left open if the caller is cancelled meanwhile. Below them, the conversions between rows
-and sitq's dataclasses.
+The backend hands one of these functions, with its arguments, to its connection's thread
+(`sitq.backends.sqlite.thread`), which calls it with the raw `sqlite3` connection. A
+function opens its transaction, runs every statement it needs and commits (or rolls back)
+before it returns: one round trip from the event loop, and nothing left open if the caller
+is cancelled meanwhile. Inside a group of writes (`thread.run_together`) it joins the
+group's transaction instead. What an operation returns is what its caller wants: rows are
+turned into sitq's records here, in the thread.
 """
 
 from __future__ import annotations
@@ -12,13 +14,12 @@ from __future__ import annotations
 import functools
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from itertools import chain
 from typing import Any, TypeVar
 
 from sitq.backends.base import ClaimedTask, NewTask, Now, Settlement, read_now
-from sitq.backends.sqlite import sql
-from sitq.backends.sqlite.lock import with_the_lock
+from sitq.backends.sqlite import lock, sql
 from sitq.clock import wall_clock_of
 from sitq.errors import UniqueKeyTakenError
 from sitq.policy.state import HOLDS_UNIQUE_KEY, CancelAction, on_cancel, on_requeue
@@ -35,14 +36,32 @@ DUE_AT = 6  # where a claim's row (CLAIM_RETURNING) has the task's due time
 LOST_WORKER = 8  # ... and the worker that lost it (None: not taken over, or never started)
 
 
-def in_transaction(conn: sqlite3.Connection, work: Callable[[], T]) -> T:
-    """BEGIN IMMEDIATE (take the write lock up front, so two processes never deadlock
-    upgrading a read), run `work`, COMMIT; on any error ROLLBACK and re-raise.
+def take_the_lock(conn: sqlite3.Connection, statement: str, params: Any = ()) -> sqlite3.Cursor:
+    """Run an operation's first write, which takes SQLite's write lock: BEGIN IMMEDIATE,
+    or one autocommit statement. Another connection holding the lock: wait for it
+    (`sitq.backends.sqlite.lock`). An outage waited through and not yet made up for (an
+    earlier wait gave up): make up for it now that the lock is ours."""
+    try:
+        cursor = conn.execute(statement, params)
+    except sqlite3.OperationalError as exc:
+        return lock.wait_for_lock(conn, statement, params, exc)
+    if lock.waiting.since is not None:
+        lock.make_up_for_outage(conn)
+    return cursor
 
-    Inside a group's transaction (`run_together`) the work simply joins it."""
+
+def begin(conn: sqlite3.Connection) -> None:
+    """BEGIN IMMEDIATE: take the write lock up front, so two processes never deadlock
+    upgrading a read."""
+    take_the_lock(conn, "BEGIN IMMEDIATE")
+
+
+def in_transaction(conn: sqlite3.Connection, work: Callable[[], T]) -> T:
+    """`begin`, run `work`, COMMIT; on any error ROLLBACK and re-raise. Inside a group's
+    transaction (`thread.run_together`) the work simply joins it."""
     if conn.in_transaction:
         return work()
-    with_the_lock(conn, lambda: conn.execute("BEGIN IMMEDIATE"))
+    begin(conn)
     try:
         result = work()
     except BaseException:
@@ -53,40 +72,13 @@ def in_transaction(conn: sqlite3.Connection, work: Callable[[], T]) -> T:
     return result
 
 
-def run_together(
-    conn: sqlite3.Connection, group: list[tuple[Callable[..., Any], tuple[Any, ...]]]
-) -> list[tuple[bool, Any]]:
-    """A group of writes (see `sitq.backends.group_commit`) in one transaction: one lock,
-    one commit. If any of them fails, none of it is kept and each runs again on its own,
-    so every write gets its own outcome: (True, value) or (False, exception)."""
-    if len(group) > 1:
-        with_the_lock(conn, lambda: conn.execute("BEGIN IMMEDIATE"))
-        try:
-            values = [operation(conn, *args) for operation, args in group]
-            conn.execute("COMMIT")
-            return [(True, value) for value in values]
-        except Exception:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-    return [_outcome(conn, operation, args) for operation, args in group]
-
-
-def _outcome(
-    conn: sqlite3.Connection, operation: Callable[..., Any], args: tuple[Any, ...]
-) -> tuple[bool, Any]:
-    try:
-        return True, operation(conn, *args)
-    except Exception as exc:
-        return False, exc
-
-
 def fetchall(conn: sqlite3.Connection, statement: str, params: Sequence[Any]) -> list[Any]:
     return conn.execute(statement, params).fetchall()
 
 
 def write(conn: sqlite3.Connection, statement: str, params: Sequence[Any]) -> int:
     """One statement in autocommit: atomic by itself. Returns the rows it changed."""
-    return with_the_lock(conn, lambda: conn.execute(statement, params).rowcount)
+    return take_the_lock(conn, statement, params).rowcount
 
 
 def add_tasks(conn: sqlite3.Connection, rows: list[NewTask]) -> None:
@@ -98,7 +90,7 @@ def add_tasks(conn: sqlite3.Connection, rows: list[NewTask]) -> None:
     if all(r.priority == 0 and r.max_attempts is None and r.retry_policy is None for r in rows):
         statement, width = sql.INSERT_PLAIN_TASK, PLAIN_COLUMNS
     if len(rows) == 1:
-        with_the_lock(conn, lambda: conn.execute(statement, rows[0][:width]))  # autocommit
+        take_the_lock(conn, statement, rows[0][:width])  # autocommit: atomic by itself
         return
     in_transaction(conn, lambda: insert_in_chunks(conn, statement, rows, width))
 
@@ -126,13 +118,14 @@ def rows_of(insert: str, count: int) -> str:
 
 
 def claim(conn: sqlite3.Connection, *claim_args: Any) -> list[ClaimedTask]:
-    """`claim_in` in a transaction of its own (the arguments: `sqlite._claim_args`)."""
+    """`claim_in` in a transaction of its own (the arguments: `Backend.claim`'s)."""
     return in_transaction(conn, lambda: claim_in(conn, *claim_args))
 
 
 def claim_in(
-    conn: sqlite3.Connection, params: dict[str, Any], limit: int, now: Now, lease: float,
-    ahead: int = 0, started: Sequence[tuple[str, int, float]] = (),
+    conn: sqlite3.Connection, worker_id: str, limit: int, now: Now, lease: float,
+    held: Collection[str], default_budget: tuple[int, str] | None, ahead: int,
+    started: Sequence[tuple[str, int, float]],
 ) -> list[ClaimedTask]:  # fmt: skip
     """The claim's statements, inside a transaction that holds the write lock: record the
     starts of tasks claimed ahead (`started`: id, token, when), take over expired leases,
@@ -144,9 +137,13 @@ def claim_in(
         ])  # fmt: skip
     if limit <= 0:
         return []
-    moment = read_now(now)  # after BEGIN IMMEDIATE: the lock is ours
-    values = {**params, "now": moment, "lease_until": moment + lease, "limit": limit,
-              "expired_before": steady_now(now, moment, lease)}  # fmt: skip
+    moment, steady = read_clock(now, lease)  # after BEGIN IMMEDIATE: the lock is ours
+    default_max, default_policy = default_budget or (None, None)
+    values: dict[str, Any] = {
+        "worker_id": worker_id, "held": json.dumps(held), "now": moment,
+        "lease_until": moment + lease, "limit": limit, "expired_before": steady,
+        "default_max": default_max, "default_policy": default_policy,
+    }  # fmt: skip
     ended, taken = [], []
     if conn.execute(sql.ANY_LEASE_EXPIRED, values).fetchone() is not None:
         ended = conn.execute(sql.END_SPENT, values).fetchall()  # decided here, not leased
@@ -177,24 +174,21 @@ def claim_due(conn: sqlite3.Connection, values: dict[str, Any]) -> list[Any]:
 
     (A claim of one or two rows was once split in two: select the due keys, then update
     each by key, which costs SQLite less. End to end it was slower: every statement is
-    one more hand-over of the GIL between aiosqlite's thread and the event loop.)"""
+    one more hand-over of the GIL between the connection's thread and the event loop.)"""
     rows = conn.execute(sql.CLAIM_DUE, values).fetchall()
     rows.sort(key=lambda row: (-row[-2], row[DUE_AT], row[-1]))  # -priority, due_at, seq
     return [row[:-2] for row in rows]
 
 
-def settle(conn: sqlite3.Connection, settlements: list[Settlement]) -> list[bool]:
-    return in_transaction(conn, lambda: [settle_one(conn, s) for s in settlements])
-
-
 def settle_and_claim(
     conn: sqlite3.Connection, settlements: list[Settlement], *claim_args: Any
 ) -> tuple[list[bool], list[ClaimedTask]]:
-    """A batch of outcomes, then the next claim, in one transaction (one round trip)."""
+    """A batch of outcomes, then the next claim (given its arguments: `claim_in`'s), in one
+    transaction: one round trip."""
 
     def work() -> tuple[list[bool], list[ClaimedTask]]:
         accepted = [settle_one(conn, s) for s in settlements]
-        return accepted, claim_in(conn, *claim_args)
+        return accepted, claim_in(conn, *claim_args) if claim_args else []
 
     return in_transaction(conn, work)
 
@@ -263,7 +257,7 @@ def requeue(conn: sqlite3.Connection, task_id: str, now: float) -> TaskStatus | 
 
 def prune(conn: sqlite3.Connection, older_than: float, now: Now, limit: int) -> int:
     def work() -> int:
-        finished_before = steady_now(now, read_now(now), older_than) - older_than
+        finished_before = read_clock(now, older_than)[1] - older_than
         ids = [row[0] for row in conn.execute(sql.PRUNE_IDS, (finished_before, limit))]
         for start in range(0, len(ids), MAX_VARIABLES):
             chunk = ids[start : start + MAX_VARIABLES]
@@ -275,9 +269,10 @@ def prune(conn: sqlite3.Connection, older_than: float, now: Now, limit: int) -> 
     return in_transaction(conn, work)
 
 
-def steady_now(now: Now, moment: float, within: float) -> float:
-    """`moment` (read from `now`) less the forward steps of the wall clock seen in the last
-    `within` seconds, when `now` is real time; a FakeClock's time as it is.
+def read_clock(now: Now, within: float) -> tuple[float, float]:
+    """The moment `now` stands for, and that moment less the forward steps of the wall
+    clock seen in the last `within` seconds when `now` is real time (a FakeClock's time as
+    it is). Read once the write lock is ours: a wait for the lock never shortens a lease.
 
     Every worker on one SQLite file runs on one machine and shares its wall clock. A step
     of that clock forward by X (set by hand, NTP's first sync, a resume from suspend) makes
@@ -287,8 +282,22 @@ def steady_now(now: Now, moment: float, within: float) -> float:
     retention period pruning deletes only what is old enough without it. A step back by X
     delays the takeover of a dead worker's tasks by X. A worker that starts after a step
     cannot know of it: within a third of a lease of one it may take a live lease."""
+    moment = now() if callable(now) else float(now)
     clock = wall_clock_of(now)
-    return moment if clock is None else moment - clock.stepped_forward(within)
+    return moment, moment if clock is None else moment - clock.stepped_forward(within)
+
+
+def get_tasks(conn: sqlite3.Connection, task_ids: list[str]) -> dict[str, TaskInfo]:
+    rows = select_in(conn, f"SELECT {sql.TASK_COLUMNS} FROM sitq_tasks", task_ids)
+    return {row[0]: task_info(row) for row in rows}
+
+
+def list_tasks(conn: sqlite3.Connection, query: str, params: Sequence[Any]) -> list[TaskInfo]:
+    return [task_info(row) for row in conn.execute(query, params)]
+
+
+def attempts(conn: sqlite3.Connection, query: str, params: Sequence[Any]) -> list[Attempt]:
+    return [Attempt(*row) for row in conn.execute(query, params)]
 
 
 def select_in(conn: sqlite3.Connection, select: str, ids: list[str]) -> list[Any]:

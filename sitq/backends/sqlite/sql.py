@@ -245,7 +245,7 @@ WHERE seq IN (
 """
 
 # Is any lease expired? One step down the index: most claims find none and skip TAKE_OVER.
-# (:expired_before is :now less a step of the clock just seen, see `sqlite_ops.steady_now`.)
+# (:expired_before is :now less a step of the clock just seen, see `ops.read_clock`.)
 ANY_LEASE_EXPIRED = """
 SELECT 1 FROM sitq_tasks INDEXED BY sitq_tasks_leased
  WHERE status = 'running' AND lease_expires_at < :expired_before LIMIT 1

@@ -1,7 +1,7 @@
 """Noticing commits to a SQLite file without a trip to its connection.
 
 An idle worker wants to know, within milliseconds, that another process has enqueued work.
-Asking SQLite (`PRAGMA data_version`) is a round trip to aiosqlite's thread: two thread
+Asking SQLite (`PRAGMA data_version`) is a round trip to the connection's thread: two thread
 wake-ups, about half a millisecond of CPU. Fifty of those a second is most of what an idle
 worker costs.
 
