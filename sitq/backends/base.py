@@ -253,6 +253,28 @@ class Connectable:
 
 
 @runtime_checkable
+class DependencyStore(Protocol):
+    """What a backend offers for task dependencies (`with_options(after=...)`, `chain`):
+    both of sitq's backends do; the queue refuses `after=` on a backend without it."""
+
+    async def add_dependent_tasks(
+        self, tasks: Sequence[NewTask], parents: Sequence[tuple[str, ...]]
+    ) -> None:
+        """Insert `tasks` atomically, each after its own parents (ids stored already, or of
+        a task earlier in `tasks`): all or nothing, TaskNotFoundError for an unknown id.
+
+        Each task's status is `state.after_parents` of its parents, read in the same
+        transaction (blocked, waiting, or cancelled naming its parent). From then on, every
+        change of a parent (settle, cancel, requeue, a claim that ends a lost lease) decides
+        its waiting children again in the transaction that made the change."""
+        ...
+
+    async def parents_of(self, task_id: str) -> list[str]:
+        """The ids a task was enqueued after, in the order it named them."""
+        ...
+
+
+@runtime_checkable
 class Backend(Protocol):
     """Storage for tasks and their attempt history.
 

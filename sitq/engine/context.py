@@ -32,6 +32,20 @@ class TaskContext:
     #: that is virtual time, which a task can read to simulate e.g. an outage from t1 to t2.
     started_at: float | None = None
     _pending: set[Any] = field(default_factory=set, repr=False, compare=False)
+    #: Reads the results of this task's parents (set by the worker; see `parent_results`).
+    _parents: Callable[[], Coroutine[Any, Any, list[Any]]] | None = field(
+        default=None, repr=False, compare=False
+    )
+
+    async def parent_results(self) -> list[Any]:
+        """The `Result`s of the tasks this one was enqueued after (`with_options(after=
+        [...])`, the step before in a `chain`), in the order it named them. It runs only
+        once they all succeeded, so each holds its value: `(await current_task().
+        parent_results())[0].value`. A task without parents gets []. Call it from the
+        task's own event loop (an async task); a thread task can use `queue.get_result`."""
+        if self._parents is None:
+            return []
+        return await self._parents()
 
     def report_progress(self, fraction: float, message: str = "") -> None:
         """Store progress (0.0 to 1.0) and a message, visible through `queue.status`."""

@@ -13,6 +13,7 @@ from typing import Any, ParamSpec, TypeVar, Unpack, overload
 from sitq.backends import as_backend
 from sitq.backends.base import Backend, NewTask, first_of
 from sitq.clock import Clock, SystemClock
+from sitq.engine import pipelines
 from sitq.engine.calls import (
     Plan,
     as_calls,
@@ -41,7 +42,6 @@ from sitq.task import (
     TaskId,
     TaskInfo,
     TaskStatus,
-    to_datetime,
 )
 from sitq.views.live_hook import LiveDisplay
 from sitq.wire.serialization import DumpsLoads, Serializer, TaskCall, as_serializer
@@ -149,7 +149,15 @@ class TaskQueue(LiveDisplay):
         option meant (`retry`); a type checker flags it before the code runs."""
         return OptionsView(self, TaskOptions.from_keywords(options))
 
-    async def _enqueue_calls(self, calls: Sequence[TaskCall], options: TaskOptions) -> list[str]:
+    async def chain(self, *calls: TaskCall | tuple[Any, ...]) -> list[str]:
+        """Queue a pipeline: each call waits for the one before it to succeed (all stored
+        or none; the ids come back in order). A failing step cancels the steps after it,
+        each error naming the step it waited for (`sitq.engine.pipelines`)."""
+        return await self._enqueue_calls(as_calls(calls), NO_OPTIONS, chained=True)
+
+    async def _enqueue_calls(
+        self, calls: Sequence[TaskCall], options: TaskOptions, *, chained: bool = False
+    ) -> list[str]:
         await self._ready()
         now = self.clock.now()
         rows: list[NewTask] = []
@@ -169,7 +177,9 @@ class TaskQueue(LiveDisplay):
             raise type(exc)(
                 f"enqueue_many: call #{len(rows)} ({describe(culprit)}): {exc}"
             ) from exc
-        if rows:
+        if rows and (chained or options.after is not None):
+            await pipelines.add_after(self.backend, rows, options.after or (), chained)
+        elif rows:
             await self.backend.add_tasks(rows)
         return [row.task_id for row in rows]
 
@@ -266,23 +276,7 @@ class TaskQueue(LiveDisplay):
         return [done.get(i) if isinstance(i, str) else None for i in ids]
 
     def _result(self, info: TaskInfo) -> Result[Any]:
-        value = None
-        if info.status is TaskStatus.SUCCEEDED and info.result is not None:
-            value = self.serializer.decode_value(info.result, task_id=info.task_id)
-        return Result(
-            task_id=info.task_id,
-            status=info.status,
-            value=value,
-            error=info.error,
-            error_type=info.error_type,
-            traceback=info.traceback,
-            attempts=info.attempts,
-            enqueued_at=to_datetime(info.enqueued_at),
-            started_at=to_datetime(info.started_at),
-            finished_at=to_datetime(info.finished_at),
-            task_name=info.name,
-            max_attempts=info.max_attempts,
-        )
+        return pipelines.result_of(info, self.serializer)
 
     # -- inspecting ------------------------------------------------------------------------
 
@@ -332,13 +326,20 @@ class TaskQueue(LiveDisplay):
     async def requeue(self, task_id: str) -> None:
         """Give a failed (or cancelled) task a fresh run with a fresh retry budget.
 
-        Its attempt history is kept; new attempts continue the numbering.
+        Its attempt history is kept; new attempts continue the numbering. The tasks that
+        were cancelled because it failed wait for it again (blocked); a task cancelled for
+        a parent comes back only once no parent is failed or cancelled any more.
         """
-        await self.get_task(task_id)
+        before = await self.get_task(task_id)
         old = await self.backend.requeue(task_id, self.clock.now())
         if state.on_requeue(old) is None:
             raise TaskStateError(
                 f"task {task_id} is {old}: only failed or cancelled tasks can be requeued"
+            )
+        if state.waits_on_parents(old, before.error_type) and (info := await self.get_task(
+                task_id)).status is old:  # fmt: skip
+            raise TaskStateError(
+                f"task {task_id} waits on its parents and stays {old}: {info.error}"
             )
 
     async def purge_dead_letters(self) -> int:
@@ -395,3 +396,7 @@ class OptionsView:
 
     async def enqueue_many(self, calls: Iterable[TaskCall | tuple[Any, ...]]) -> list[str]:
         return await self._queue._enqueue_calls(as_calls(calls), self.options)
+
+    async def chain(self, *calls: TaskCall | tuple[Any, ...]) -> list[str]:
+        """`queue.chain(...)` with these options; with `after=`, its first step waits too."""
+        return await self._queue._enqueue_calls(as_calls(calls), self.options, chained=True)

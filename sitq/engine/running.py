@@ -26,6 +26,7 @@ from sitq.engine.context import TaskContext, reset_current, set_current
 from sitq.engine.execution import Outcome, run_call, text_of, traceback_of
 from sitq.engine.hooks import WorkerHooks
 from sitq.engine.leases import CANCELLED
+from sitq.engine.pipelines import parent_results
 from sitq.engine.pools import ProcessPool
 from sitq.engine.settling import Settler
 from sitq.errors import SerializationError
@@ -122,6 +123,7 @@ class TaskRunner:
             ),
             asyncio.get_running_loop(),
             started_at=self.clock.now(),
+            _parents=lambda: parent_results(self.backend, self.serializer, claimed.task_id),
         )
         token = set_current(context)
         try:

@@ -212,6 +212,18 @@ class SQLiteBackend(Connectable):
         await self._write(ops.add_tasks, list(tasks))  # NewTask is a tuple in INSERT_TASK order
         self.work_signal.ring()
 
+    async def add_dependent_tasks(
+        self, tasks: Sequence[NewTask], parents: Sequence[tuple[str, ...]]
+    ) -> None:
+        """`DependencyStore.add_dependent_tasks` (`sitq.backends.sqlite.deps`)."""
+        if tasks:
+            await self._write(ops.add_dependent_tasks, list(tasks), list(parents))
+            self.work_signal.ring()
+            self.settle_signal.ring()  # a child cancelled at once for its parent is finished
+
+    async def parents_of(self, task_id: str) -> list[str]:
+        return [row[0] for row in await self._fetch(sql.PARENT_IDS, (task_id,))]
+
     async def claim(
         self,
         worker_id: str,

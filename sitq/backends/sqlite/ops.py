@@ -17,11 +17,11 @@ from itertools import chain
 from typing import Any, TypeVar
 
 from sitq.backends.base import ClaimedTask, NewTask, Now, Settlement, read_now
-from sitq.backends.sqlite import sql
+from sitq.backends.sqlite import deps, sql
 from sitq.backends.sqlite.lock import with_the_lock
 from sitq.clock import wall_clock_of
 from sitq.policy.state import CancelAction, on_cancel, on_requeue
-from sitq.task import Attempt, TaskInfo, TaskStatus
+from sitq.task import TERMINAL, Attempt, TaskInfo, TaskStatus
 
 T = TypeVar("T")
 MAX_VARIABLES = 900  # stay well under SQLite's limit on ? placeholders per statement
@@ -123,6 +123,13 @@ def rows_of(insert: str, count: int) -> str:
     return f"{head}VALUES {', '.join([one_row.strip()] * count)}"
 
 
+def add_dependent_tasks(
+    conn: sqlite3.Connection, tasks: list[NewTask], parents: list[tuple[str, ...]]
+) -> None:
+    """`deps.add_dependent_tasks` in one transaction: all the tasks, or none."""
+    in_transaction(conn, lambda: deps.add_dependent_tasks(conn, tasks, parents))
+
+
 def claim(conn: sqlite3.Connection, *claim_args: Any) -> list[ClaimedTask]:
     """`claim_in` in a transaction of its own (the arguments: `sqlite._claim_args`)."""
     return in_transaction(conn, lambda: claim_in(conn, *claim_args))
@@ -152,6 +159,7 @@ def claim_in(
         taken = conn.execute(sql.TAKE_OVER, values).fetchall() if values["limit"] > 0 else []
     for row in ended:
         conn.execute(sql.INSERT_ATTEMPT, lost_attempt_params(row, lost_number=row[3]))
+    deps.follow(conn, [row[0] for row in ended], moment)  # their children, if any
     for row in taken:
         if row[LOST_WORKER] is not None:  # a row never started lost no attempt
             conn.execute(sql.INSERT_ATTEMPT, lost_attempt_params(row, lost_number=row[3] - 1))
@@ -209,6 +217,8 @@ def settle_one(conn: sqlite3.Connection, s: Settlement) -> bool:
             conn.execute(sql.FORGET_LOST_ATTEMPT, (s.task_id, s.attempt.attempt))
     if accepted and s.attempt is not None:
         conn.execute(sql.INSERT_ATTEMPT, attempt_params(s.attempt))
+    if accepted and s.status in TERMINAL:
+        deps.follow(conn, [s.task_id], s.now)  # its children, if any
     return accepted
 
 
@@ -237,6 +247,7 @@ def cancel(conn: sqlite3.Connection, task_id: str, now: float) -> TaskStatus | N
         action = on_cancel(old)
         if action is CancelAction.CANCEL_NOW:
             conn.execute(sql.CANCEL_NOW, (now, task_id))
+            deps.follow(conn, [task_id], now)
         elif action is CancelAction.REQUEST:
             conn.execute(sql.REQUEST_CANCEL, (task_id,))
         return old
@@ -247,9 +258,13 @@ def cancel(conn: sqlite3.Connection, task_id: str, now: float) -> TaskStatus | N
 def requeue(conn: sqlite3.Connection, task_id: str, now: float) -> TaskStatus | None:
     def work() -> TaskStatus | None:
         old = status_of(conn, task_id)
-        new = on_requeue(old)
+        parents = deps.requeue_verdict(conn, task_id, now)
+        new = on_requeue(old, parents)
         if new is not None:
             conn.execute(sql.REQUEUE, (str(new), now, task_id))
+            deps.follow(conn, [task_id], now)  # children cancelled for it wait again
+        elif old is not None and parents is not None:  # still cancelled: say why, as of now
+            deps.store(conn, task_id, old, parents, now)
         return old
 
     return in_transaction(conn, work)

@@ -33,7 +33,9 @@ def _status_is_one_of(statuses: frozenset[TaskStatus]) -> str:
 IS_WAITING = _status_is_one_of(CLAIMABLE)
 IS_PRUNABLE = _status_is_one_of(PRUNABLE)
 
-SCHEMA_VERSION = 3  # 3: partial indexes say (status = ... OR ...), see _status_is_one_of
+# 3: partial indexes say (status = ... OR ...), see _status_is_one_of
+# 4: sitq_dependencies, a task's parents (`after=`, issue 24 point 2)
+SCHEMA_VERSION = 4
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS sitq_meta (
@@ -95,6 +97,43 @@ CREATE TABLE IF NOT EXISTS sitq_attempts (
     next_delay    REAL
 );
 CREATE INDEX IF NOT EXISTS sitq_attempts_task ON sitq_attempts (task_id);
+-- A task's parents (`with_options(after=...)`): it waits blocked until all succeeded.
+CREATE TABLE IF NOT EXISTS sitq_dependencies (
+    child_id  TEXT NOT NULL,
+    parent_id TEXT NOT NULL,
+    place     INTEGER NOT NULL,                -- the parent's place in the child's list
+    PRIMARY KEY (child_id, parent_id)
+);
+CREATE INDEX IF NOT EXISTS sitq_dependencies_parent ON sitq_dependencies (parent_id);
+"""
+
+# -- dependencies (`sitq.backends.sqlite.deps`; the verdicts are `state.after_parents`) ---
+
+TASKS_NAMED = (
+    "SELECT id, status, error FROM sitq_tasks WHERE id IN (SELECT value FROM json_each(?))"
+)
+PARENT_IDS = "SELECT parent_id FROM sitq_dependencies WHERE child_id = ? ORDER BY place"
+ADD_DEPENDENCY = "INSERT OR IGNORE INTO sitq_dependencies VALUES (?, ?, ?)"
+
+#: A task's parents in the order it named them, with their status (NULL: gone) and error.
+PARENTS_OF = """
+SELECT d.parent_id, p.status, p.error FROM sitq_dependencies AS d
+  LEFT JOIN sitq_tasks AS p ON p.id = d.parent_id
+ WHERE d.child_id = ? ORDER BY d.place
+"""
+
+#: The children of a task, with what `state.waits_on_parents` and `after_parents` read.
+CHILDREN_OF = """
+SELECT c.id, c.status, c.error_type, c.error, c.due_at FROM sitq_dependencies AS d
+  JOIN sitq_tasks AS c ON c.id = d.child_id
+ WHERE d.parent_id = ? ORDER BY c.seq
+"""
+
+#: Store a child's new verdict, if its status is still the one it was decided from.
+SET_VERDICT = """
+UPDATE sitq_tasks SET status = :status, finished_at = :finished_at, error = :error,
+       error_type = :error_type, traceback = NULL
+ WHERE id = :task_id AND status = :old
 """
 
 #: Columns added since schema version 1, with their types: an older file gains them.

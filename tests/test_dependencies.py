@@ -1,0 +1,245 @@
+"""Task dependencies (issue 24, point 2): `with_options(after=[...])` and `queue.chain`, on
+SQLite and PostgreSQL. A child waits blocked (never claimed) until every parent succeeded;
+a parent that fails for good or is cancelled cancels it, naming the parent, and the tasks
+below it too; a requeue of that parent makes them wait again."""
+
+from __future__ import annotations
+
+import pytest
+
+from sitq import (
+    FakeClock,
+    InvalidOptionError,
+    RetryPolicy,
+    TaskNotFoundError,
+    TaskQueue,
+    TaskStateError,
+    TaskStatus,
+    Worker,
+    call,
+    current_task,
+)
+from sitq.policy import state
+
+pytestmark = pytest.mark.every_backend  # the conformance suite: SQLite and PostgreSQL
+
+RAN: list[str] = []
+BROKEN: set[str] = set()
+
+
+@pytest.fixture(autouse=True)
+def _clear() -> None:
+    RAN.clear()
+    BROKEN.clear()
+
+
+async def step(label: str) -> str:
+    RAN.append(label)
+    if label in BROKEN:
+        raise ValueError(f"step {label} broke")
+    return label.upper()
+
+
+async def parents_seen() -> list[object]:
+    return [result.value for result in await current_task().parent_results()]
+
+
+async def statuses(queue: TaskQueue, ids: list[str]) -> list[TaskStatus]:
+    return [await queue.status(task_id) for task_id in ids]
+
+
+async def test_a_chain_runs_in_order_and_each_step_waits(queue: TaskQueue, worker: Worker):
+    ids = await queue.chain(call(step, "a"), call(step, "b"), call(step, "c"))
+    blocked = TaskStatus.BLOCKED
+    assert await statuses(queue, ids) == [TaskStatus.QUEUED, blocked, blocked]
+    assert (await queue.summary()).blocked == 2
+    assert await worker.run_once() == 1  # only the first step is claimable
+    assert RAN == ["a"]
+    assert await statuses(queue, ids) == [TaskStatus.SUCCEEDED, TaskStatus.QUEUED, blocked]
+    await worker.run_until_idle()
+    assert RAN == ["a", "b", "c"]
+    assert [r.value for r in await queue.gather(ids) if r is not None] == ["A", "B", "C"]
+
+
+async def test_a_failing_middle_step_cancels_the_rest_naming_its_parent(
+    queue: TaskQueue, worker: Worker
+) -> None:
+    BROKEN.add("b")
+    a, b, c, d = await queue.chain(*(call(step, x) for x in "abcd"))
+    await worker.run_until_idle()
+    assert RAN == ["a", "b"]
+    assert await statuses(queue, [a, b, c, d]) == [
+        TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.CANCELLED,
+    ]  # fmt: skip
+    c_info, d_info = await queue.get_task(c), await queue.get_task(d)
+    assert c_info.error_type == d_info.error_type == state.PARENT_FAILED
+    assert c_info.error == f"parent task {b} failed: step b broke"
+    assert d_info.error is not None and d_info.error.startswith(f"parent task {c} was cancelled")
+    assert b in d_info.error  # the root cause is named all the way down
+    assert c_info.attempts == 0 and c_info.finished_at is not None
+
+
+async def test_requeue_of_the_failed_parent_makes_its_children_wait_again(
+    queue: TaskQueue, worker: Worker
+) -> None:
+    BROKEN.add("b")
+    a, b, c, d = await queue.chain(*(call(step, x) for x in "abcd"))
+    await worker.run_until_idle()
+    with pytest.raises(TaskStateError, match=f"parent task {b} failed"):
+        await queue.requeue(c)  # its parent is still a dead letter: requeue that one
+    assert await queue.status(c) is TaskStatus.CANCELLED
+    BROKEN.clear()
+    await queue.requeue(b)
+    assert await statuses(queue, [b, c, d]) == [
+        TaskStatus.QUEUED, TaskStatus.BLOCKED, TaskStatus.BLOCKED,
+    ]  # fmt: skip
+    assert (await queue.get_task(c)).error is None
+    await worker.run_until_idle()
+    assert RAN == ["a", "b", "b", "c", "d"]
+    assert await statuses(queue, [a, b, c, d]) == [TaskStatus.SUCCEEDED] * 4
+
+
+async def test_cancelling_a_parent_cancels_its_children(queue: TaskQueue, worker: Worker):
+    parent = await queue.enqueue(step, "p")
+    child = await queue.with_options(after=[parent]).enqueue(step, "c")
+    grandchild = await queue.with_options(after=child).enqueue(step, "g")  # one id: a str
+    assert await queue.cancel(parent)
+    assert await statuses(queue, [parent, child, grandchild]) == [TaskStatus.CANCELLED] * 3
+    assert (await queue.get_task(child)).error == (
+        f"parent task {parent} was cancelled: cancelled before it ran"
+    )
+    assert await worker.run_until_idle() == 0
+    await queue.requeue(parent)  # a cancelled parent, requeued: the tree waits again
+    await worker.run_until_idle()
+    assert RAN == ["p", "c", "g"]
+
+
+async def test_cancelling_a_blocked_child_leaves_its_parent_alone(
+    queue: TaskQueue, worker: Worker
+) -> None:
+    parent = await queue.enqueue(step, "p")
+    child = await queue.with_options(after=[parent]).enqueue(step, "c")
+    assert await queue.cancel(child)
+    await worker.run_until_idle()
+    assert RAN == ["p"]
+    assert (await queue.get_task(child)).error_type == "Cancelled"
+    await queue.requeue(child)  # cancelled by hand: a requeue runs it (its parent succeeded)
+    await worker.run_until_idle()
+    assert RAN == ["p", "c"]
+
+
+async def test_a_diamond_waits_for_both_sides(queue: TaskQueue, worker: Worker) -> None:
+    top = await queue.enqueue(step, "top")
+    left = await queue.with_options(after=[top]).enqueue(step, "left")
+    right = await queue.with_options(after=[top]).enqueue(step, "right")
+    bottom = await queue.with_options(after=[left, right, left]).enqueue(step, "bottom")
+    worker.concurrency = 1
+    await worker.run_once()  # top
+    await worker.run_once()  # one side
+    assert await queue.status(bottom) is TaskStatus.BLOCKED
+    await worker.run_until_idle()
+    assert RAN[0] == "top" and RAN[-1] == "bottom" and sorted(RAN[1:3]) == ["left", "right"]
+
+
+async def test_one_failed_side_of_a_diamond_cancels_the_bottom_and_names_it(
+    queue: TaskQueue, worker: Worker
+) -> None:
+    BROKEN.add("right")
+    top = await queue.enqueue(step, "top")
+    left = await queue.with_options(after=[top]).enqueue(step, "left")
+    right = await queue.with_options(after=[top]).enqueue(step, "right")
+    bottom = await queue.with_options(after=[left, right]).enqueue(step, "bottom")
+    await worker.run_until_idle()
+    info = await queue.get_task(bottom)
+    assert info.status is TaskStatus.CANCELLED
+    assert info.error == f"parent task {right} failed: step right broke"
+    assert "bottom" not in RAN
+
+
+async def test_a_child_of_a_finished_parent_is_decided_at_enqueue(
+    queue: TaskQueue, worker: Worker
+) -> None:
+    BROKEN.add("bad")
+    good, bad = await queue.enqueue(step, "good"), await queue.enqueue(step, "bad")
+    await worker.run_until_idle()
+    ready = await queue.with_options(after=[good]).enqueue(step, "ready")
+    doomed = await queue.with_options(after=[good, bad]).enqueue(step, "doomed")
+    assert await queue.status(ready) is TaskStatus.QUEUED
+    info = await queue.get_task(doomed)
+    assert info.status is TaskStatus.CANCELLED
+    assert info.error == f"parent task {bad} failed: step bad broke"
+    assert (await queue.get_result(doomed, timeout=0)) is not None  # finished: no wait
+
+
+async def test_a_delayed_child_keeps_its_due_time(
+    queue: TaskQueue, worker: Worker, clock: FakeClock
+) -> None:
+    parent = await queue.enqueue(step, "p")
+    child = await queue.with_options(after=[parent], delay=60).enqueue(step, "c")
+    await worker.run_once()
+    assert await queue.status(child) is TaskStatus.SCHEDULED  # released, not due yet
+    assert await worker.run_once() == 0
+    clock.advance(60)
+    await worker.run_once()
+    assert RAN == ["p", "c"]
+
+
+async def test_a_retried_parent_keeps_its_children_waiting(queue: TaskQueue, worker: Worker):
+    BROKEN.add("p")
+    parent = await queue.with_options(retry=RetryPolicy.fixed(0, max_attempts=2)).enqueue(step, "p")
+    child = await queue.with_options(after=[parent]).enqueue(step, "c")
+    await worker.run_once()
+    assert await queue.status(parent) is TaskStatus.RETRYING
+    assert await queue.status(child) is TaskStatus.BLOCKED
+    BROKEN.clear()
+    await worker.run_until_idle()
+    assert RAN == ["p", "p", "c"]
+
+
+async def test_unknown_parent_ids_are_refused_and_nothing_is_stored(queue: TaskQueue) -> None:
+    real = await queue.enqueue(step, "real")
+    with pytest.raises(TaskNotFoundError, match="no-such-id"):
+        await queue.with_options(after=[real, "no-such-id"]).enqueue(step, "x")
+    with pytest.raises(TaskNotFoundError, match="no-such-id"):
+        await queue.with_options(after=["no-such-id"]).chain(call(step, "y"), call(step, "z"))
+    assert (await queue.summary()).total == 1  # nothing stored, not even a chain's first
+    for bad in (42, [42], [""], {"a": 1}):
+        with pytest.raises(InvalidOptionError, match="after="):
+            queue.with_options(after=bad)  # type: ignore[arg-type]
+
+
+async def test_after_is_refused_on_the_decorator() -> None:
+    import sitq
+
+    with pytest.raises(InvalidOptionError, match="per call"):
+        sitq.task(after=["x"])
+
+
+async def test_a_child_reads_its_parents_results(queue: TaskQueue, worker: Worker) -> None:
+    one, two = await queue.enqueue(step, "one"), await queue.enqueue(step, "two")
+    child = await queue.with_options(after=[two, one]).enqueue(parents_seen)
+    await worker.run_until_idle()
+    result = await queue.get_result(child, timeout=0)
+    assert result is not None and result.value == ["TWO", "ONE"]  # in the order named
+
+
+async def test_enqueue_many_after_one_parent(queue: TaskQueue, worker: Worker) -> None:
+    parent = await queue.enqueue(step, "p")
+    ids = await queue.with_options(after=[parent]).enqueue_many([call(step, x) for x in "xyz"])
+    assert await statuses(queue, ids) == [TaskStatus.BLOCKED] * 3
+    await worker.run_until_idle()
+    assert RAN[0] == "p" and sorted(RAN[1:]) == ["x", "y", "z"]
+
+
+async def test_purged_parent_leaves_a_clear_error_on_requeue_of_its_child(
+    queue: TaskQueue, worker: Worker
+) -> None:
+    BROKEN.add("p")
+    parent = await queue.enqueue(step, "p")
+    child = await queue.with_options(after=[parent]).enqueue(step, "c")
+    await worker.run_until_idle()
+    assert await queue.purge_dead_letters() == 1
+    with pytest.raises(TaskStateError, match=f"parent task {parent} is gone"):
+        await queue.requeue(child)
+    with pytest.raises(TaskNotFoundError):
+        await queue.with_options(after=[parent]).enqueue(step, "late")
