@@ -44,7 +44,8 @@ def lease_clock(param: str) -> str:
 
 
 #: The version of this schema; stored in sitq_meta, a newer one is refused.
-SCHEMA_VERSION = 1
+#: 2: sitq_tasks.has_children and sitq_dependencies (`postgres.deps.SCHEMA`, issue 24.2)
+SCHEMA_VERSION = 2
 
 #: Taken (for the transaction) while creating or upgrading the schema, so that workers
 #: starting at the same moment never race on CREATE: the key is `hashtext` of this + schema.
@@ -202,6 +203,8 @@ WITH marked AS (
       FROM sitq_tasks
      WHERE status = 'running' AND lease_expires_at < {lease_clock("$8")}
        AND id <> ALL($5::text[])
+       AND NOT (has_children AND started_at IS NOT NULL  -- spent, with children: ended
+                AND COALESCE(attempts - retry_base >= COALESCE(max_attempts, $6), FALSE))
      ORDER BY lease_expires_at
      LIMIT $4
        FOR UPDATE SKIP LOCKED
@@ -269,6 +272,8 @@ SELECT * FROM (SELECT 0 AS taken_first, *, NULL::text AS decided FROM taken
 # settlements it accepted get their record appended. Returns the accepted positions.
 # `late`: a completed attempt's outcome ($16: its worker) replaces the WorkerLost dead
 # letter a takeover made of it, and its record the lost one (`state.LATE_OUTCOME_REPLACES`).
+# $24 FALSE leaves the rows of tasks with children alone (refused): those are settled again
+# with $24 TRUE in a transaction that follows them to their children (`postgres.deps`).
 SETTLE = f"""
 WITH s AS (
     SELECT * FROM unnest(
@@ -300,7 +305,7 @@ WITH s AS (
         last_delay = CASE WHEN s.keep_last_delay THEN t.last_delay ELSE s.next_delay END,
         lease_expires_at = NULL
       FROM s
-     WHERE t.id = s.task_id
+     WHERE t.id = s.task_id AND (NOT t.has_children OR $24::bool)
        AND ((t.lease_token = s.token AND t.status = 'running') OR t.id IN (SELECT id FROM late))
     RETURNING s.*
 ), superseded AS (
