@@ -5,12 +5,15 @@ below it too; a requeue of that parent makes them wait again."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from sitq import (
     FakeClock,
     InvalidOptionError,
     RetryPolicy,
+    SQLiteBackend,
     TaskNotFoundError,
     TaskQueue,
     TaskStateError,
@@ -19,6 +22,7 @@ from sitq import (
     call,
     current_task,
 )
+from sitq.backends import Backend
 from sitq.policy import state
 
 pytestmark = pytest.mark.every_backend  # the conformance suite: SQLite and PostgreSQL
@@ -243,3 +247,60 @@ async def test_purged_parent_leaves_a_clear_error_on_requeue_of_its_child(
         await queue.requeue(child)
     with pytest.raises(TaskNotFoundError):
         await queue.with_options(after=[parent]).enqueue(step, "late")
+
+
+def another_backend_on(backend: Backend) -> Backend:
+    """A second backend object (its own connections) on the same store."""
+    if isinstance(backend, SQLiteBackend):
+        return SQLiteBackend(backend.path)
+    from sitq.backends.postgres import PostgresBackend
+
+    assert isinstance(backend, PostgresBackend)
+    return PostgresBackend(backend.dsn, schema=backend.schema)
+
+
+async def test_two_parents_settled_at_once_by_two_workers_release_their_child(
+    queue: TaskQueue, backend: Backend, clock: FakeClock
+) -> None:
+    """The last parent's settle releases the child, whichever settles last: on PostgreSQL
+    the second settle waits for the first to commit, then reads both outcomes."""
+    other = another_backend_on(backend)
+    await other.connect()
+    try:
+        one = Worker(backend, clock=clock, concurrency=1, worker_id="one")
+        two = Worker(other, clock=clock, concurrency=1, worker_id="two")
+        for n in range(8):
+            a, b = await queue.enqueue(step, f"a{n}"), await queue.enqueue(step, f"b{n}")
+            child = await queue.with_options(after=[a, b]).enqueue(step, f"c{n}")
+            assert await asyncio.gather(one.run_once(), two.run_once()) == [1, 1]
+            assert await statuses(queue, [a, b]) == [TaskStatus.SUCCEEDED] * 2
+            assert await queue.status(child) is TaskStatus.QUEUED, n
+            assert await one.run_once() == 1
+        await one.stop()
+        await two.stop()
+    finally:
+        await other.close()
+
+
+async def test_a_parent_lost_with_its_budget_spent_cancels_its_children(
+    queue: TaskQueue, backend: Backend, worker: Worker, clock: FakeClock
+) -> None:
+    """The claim that finds the dead worker's expired lease ends the parent (WorkerLost,
+    `state.LOST_WHEN_SPENT`) and its children in the same transaction."""
+    parent = await queue.enqueue(step, "p")
+    child = await queue.with_options(after=[parent]).enqueue(step, "c")
+    grandchild = await queue.with_options(after=[child]).enqueue(step, "g")
+    [held] = await backend.claim("dead-worker", 1, clock.now(), 30.0)
+    assert held.task_id == parent
+    clock.advance(31)
+    await worker.run_once()  # its claim ends the parent (and reports it: nothing ran)
+    assert (await queue.get_task(parent)).error_type == "WorkerLost"
+    info = await queue.get_task(child)
+    assert info.status is TaskStatus.CANCELLED
+    assert (
+        info.error == f"parent task {parent} failed: worker dead-worker stopped renewing its lease"
+    )
+    assert await queue.status(grandchild) is TaskStatus.CANCELLED
+    await queue.requeue(parent)
+    await worker.run_until_idle()
+    assert RAN == ["p", "c", "g"]

@@ -88,7 +88,9 @@ async def test_connect_creates_a_versioned_schema_of_its_own(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = $1 "
         "ORDER BY table_name", pg.schema,
     )  # fmt: skip
-    assert [t[0] for t in tables] == ["sitq_attempts", "sitq_meta", "sitq_tasks"]
+    assert [t[0] for t in tables] == [
+        "sitq_attempts", "sitq_dependencies", "sitq_meta", "sitq_tasks",
+    ]  # fmt: skip
     version = await admin.fetchval(
         f"SELECT value FROM \"{pg.schema}\".sitq_meta WHERE key = 'schema_version'"
     )
