@@ -6,6 +6,7 @@ below it too; a requeue of that parent makes them wait again."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +15,7 @@ from sitq import (
     InvalidOptionError,
     RetryPolicy,
     SQLiteBackend,
+    SyncTaskQueue,
     TaskNotFoundError,
     TaskQueue,
     TaskStateError,
@@ -304,3 +306,13 @@ async def test_a_parent_lost_with_its_budget_spent_cancels_its_children(
     await queue.requeue(parent)
     await worker.run_until_idle()
     assert RAN == ["p", "c", "g"]
+
+
+def test_a_chain_from_plain_code(tmp_path: Path) -> None:
+    """The blocking client has `chain` and `with_options(after=...)` too."""
+    with SyncTaskQueue(SQLiteBackend(tmp_path / "sync.db"), clock=FakeClock()) as queue:
+        first, second = queue.chain(call(step, "one"), call(step, "two"))
+        third = queue.with_options(after=[second]).enqueue(step, "three")
+        assert queue.status(third) is TaskStatus.BLOCKED
+        queue.worker().run_until_idle()
+        assert [queue.status(i) for i in (first, second, third)] == [TaskStatus.SUCCEEDED] * 3
