@@ -25,6 +25,7 @@ from sitq import (
     current_task,
 )
 from sitq.backends import Backend
+from sitq.backends.base import DependencyStore
 from sitq.policy import state
 
 pytestmark = pytest.mark.every_backend  # the conformance suite: SQLite and PostgreSQL
@@ -316,3 +317,16 @@ def test_a_chain_from_plain_code(tmp_path: Path) -> None:
         assert queue.status(third) is TaskStatus.BLOCKED
         queue.worker().run_until_idle()
         assert [queue.status(i) for i in (first, second, third)] == [TaskStatus.SUCCEEDED] * 3
+
+
+async def test_pruning_a_finished_child_forgets_its_parents(
+    queue: TaskQueue, worker: Worker, backend: Backend, clock: FakeClock
+) -> None:
+    parent = await queue.enqueue(step, "p")
+    child = await queue.with_options(after=[parent]).enqueue(step, "c")
+    await worker.run_until_idle()
+    assert isinstance(backend, DependencyStore)
+    assert await backend.parents_of(child) == [parent]
+    clock.advance(3600)
+    assert await queue.prune(60) == 2
+    assert await backend.parents_of(child) == []

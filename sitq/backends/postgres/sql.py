@@ -379,6 +379,8 @@ WITH doomed AS (
        FOR UPDATE SKIP LOCKED
 ), history AS (
     DELETE FROM sitq_attempts WHERE task_id IN (SELECT id FROM doomed)
+), parents AS (
+    DELETE FROM sitq_dependencies WHERE child_id IN (SELECT id FROM doomed)
 ), gone AS (
     DELETE FROM sitq_tasks WHERE id IN (SELECT id FROM doomed) RETURNING 1
 )

@@ -278,6 +278,7 @@ def prune(conn: sqlite3.Connection, older_than: float, now: Now, limit: int) -> 
             chunk = ids[start : start + MAX_VARIABLES]
             marks = ", ".join("?" for _ in chunk)
             conn.execute(f"DELETE FROM sitq_attempts WHERE task_id IN ({marks})", chunk)
+            conn.execute(f"DELETE FROM sitq_dependencies WHERE child_id IN ({marks})", chunk)
             conn.execute(f"DELETE FROM sitq_tasks WHERE id IN ({marks})", chunk)
         return len(ids)
 
