@@ -53,6 +53,8 @@ from sitq.policy.state import CancelAction, on_cancel, on_requeue
 from sitq.task import TERMINAL, WAITING, Attempt, TaskInfo, TaskStatus
 
 logger: logging.Logger = logging.getLogger("sitq.backends.postgres")
+#: A row of `sql.CLAIM` that only signals a spent lost lease of a task with children.
+PARENT_SIGN = 2
 
 
 class PostgresBackend(PostgresLink):
@@ -136,11 +138,12 @@ class PostgresBackend(PostgresLink):
                                     max(limit, 0), held_ids, *budget,
                                     _lease_clock(now, moment), limit - ahead,
                                     *marks)  # fmt: skip
-            claimed = [convert.claimed(row, moment) for row in rows]
-            if len(claimed) < limit:  # room left: tasks with children the claim left alone
-                claimed += await deps.end_spent_parents(
-                    conn, worker_id, moment, limit - len(claimed), held_ids, budget[0],
-                    _lease_clock(now, moment))  # fmt: skip
+            claimed = [convert.claimed(row, moment) for row in rows if row[0] != PARENT_SIGN]
+            signs = len(rows) - len(claimed)  # spent lost leases of tasks with children
+            if signs:
+                claimed += await deps.end_spent_parents(conn, worker_id, moment, signs,
+                                                        held_ids, budget[0],
+                                                        _lease_clock(now, moment))  # fmt: skip
             return claimed
 
         return await self._run(claim)

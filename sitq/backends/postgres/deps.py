@@ -83,16 +83,9 @@ UPDATE sitq_tasks SET status = $2, finished_at = $3, error = $4, error_type = $5
 
 STATUS_AND_ERROR_TYPE = "SELECT status, error_type FROM sitq_tasks WHERE id = $1"
 
-#: Is a lease of a task with children expired (lease clock $1)? The claim leaves those to
-#: `END_SPENT_PARENTS` when their budget is spent: ending them must reach their children.
-ANY_PARENT_EXPIRED = f"""
-SELECT 1 FROM sitq_tasks
- WHERE status = 'running' AND has_children AND lease_expires_at < {lease_clock("$1")} LIMIT 1
-"""
-
-#: `sql.CLAIM`'s `ended`, for the tasks with children it leaves alone (`state.
-#: LOST_WHEN_SPENT`), with their lost attempts: $1 worker, $2 now, $3 limit, $4 held ids,
-#: $5 the default budget, $6 the lease clock.
+#: `sql.CLAIM`'s `ended`, for the tasks with children it leaves alone and signals (its
+#: `parent` rows; `state.LOST_WHEN_SPENT`), with their lost attempts: $1 worker, $2 now,
+#: $3 limit, $4 held ids, $5 the default budget, $6 the lease clock.
 END_SPENT_PARENTS = f"""
 WITH ended AS (
     UPDATE sitq_tasks AS t SET
@@ -184,9 +177,8 @@ async def end_spent_parents(
     default_max: int | None, clock: float | None,
 ) -> list[ClaimedTask]:  # fmt: skip
     """End expired leases of tasks with children whose budget is spent, as the claim ends
-    the others, and follow each to its children: all in one transaction."""
-    if await conn.fetchval(ANY_PARENT_EXPIRED, clock) is None:
-        return []
+    the others, and follow each to its children: all in one transaction. (The claim only
+    signals them: its one statement cannot lock a child before reading its parents.)"""
     async with conn.transaction():
         rows = await conn.fetch(END_SPENT_PARENTS, worker_id, moment, limit, held,
                                 default_max, clock)  # fmt: skip

@@ -177,7 +177,8 @@ LOST_END = f"""
 #    worker's own ($5); `spent` if the lost attempt was the budget's last (a row held ahead
 #    and never started lost nothing, so it is never spent).
 # 2. `ended`: a spent one is decided here (`state.LOST_WHEN_SPENT`): no attempt added, the
-#    token kept, so no reader sees more attempts than the budget, even if we die now.
+#    token kept, so no reader sees more attempts than the budget, even if we die now. One
+#    with children is only signalled (`parent`): `postgres.deps` ends it and its children.
 # 3. `taken`: the others are taken over. The SET expressions see the old row, so the lost
 #    attempt's worker and times are kept for the history, and a cancel request too. A row
 #    the dead worker held ahead and never started lost nothing: no lost attempt, its
@@ -197,14 +198,12 @@ WITH marked AS (
      WHERE t.id = m.id AND t.lease_token = m.token AND t.status = 'running'
        AND t.started_at IS NULL
 ), expired AS (
-    SELECT seq, lease_expires_at,
+    SELECT seq, lease_expires_at, has_children,
            started_at IS NOT NULL
            AND COALESCE(attempts - retry_base >= COALESCE(max_attempts, $6), FALSE) AS spent
       FROM sitq_tasks
      WHERE status = 'running' AND lease_expires_at < {lease_clock("$8")}
        AND id <> ALL($5::text[])
-       AND NOT (has_children AND started_at IS NOT NULL  -- spent, with children: ended
-                AND COALESCE(attempts - retry_base >= COALESCE(max_attempts, $6), FALSE))
      ORDER BY lease_expires_at
      LIMIT $4
        FOR UPDATE SKIP LOCKED
@@ -212,7 +211,7 @@ WITH marked AS (
     UPDATE sitq_tasks AS t SET
         lost_worker_id = worker_id, lost_started_at = started_at, lost_scheduled_for = due_at,
         due_at = lease_expires_at,{LOST_END}
-    WHERE seq IN (SELECT seq FROM expired WHERE spent)
+    WHERE seq IN (SELECT seq FROM expired WHERE spent AND NOT has_children)
     {CLAIM_RETURNING.rstrip()}, t.status AS decided
 ), taken AS (
     UPDATE sitq_tasks AS t SET
@@ -257,12 +256,17 @@ WITH marked AS (
               FROM due) AS d
      WHERE t.seq = d.seq
     {CLAIM_RETURNING}
+), parent AS (  -- spent, with children: left to `postgres.deps` (a sign, 2), its slot kept
+    {CLAIM_RETURNING.strip().replace("RETURNING", "SELECT", 1)}
+      FROM sitq_tasks AS t JOIN expired AS e ON e.seq = t.seq WHERE e.spent AND e.has_children
 )
 SELECT * FROM (SELECT 0 AS taken_first, *, NULL::text AS decided FROM taken
                UNION ALL
                SELECT 0, * FROM ended
                UNION ALL
-               SELECT 1, *, NULL FROM claimed) AS batch
+               SELECT 1, *, NULL FROM claimed
+               UNION ALL
+               SELECT 2, *, NULL FROM parent) AS batch
  ORDER BY taken_first, priority DESC, due_at, seq
 """
 
