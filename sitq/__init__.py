@@ -24,6 +24,7 @@ from sitq.errors import (
     EventLoopError,
     IncompleteBackendError,
     InvalidOptionError,
+    InvalidScheduleError,
     InvalidTaskError,
     MissingExtraError,
     PayloadTooLargeError,
@@ -35,6 +36,7 @@ from sitq.errors import (
     SitqWarning,
     TaskNotFoundError,
     TaskStateError,
+    UniqueKeyTakenError,
 )
 from sitq.options import TaskOptions, task
 from sitq.policy.breaker import BreakerState, BreakerTransition, CircuitBreaker
@@ -54,6 +56,8 @@ from sitq.task import (
     History,
     QueueSummary,
     Result,
+    ScheduleInfo,
+    Schedules,
     TaskId,
     TaskInfo,
     TaskStatus,
@@ -77,7 +81,7 @@ __all__ = [
     # the client, the worker and what they exchange
     "TaskQueue", "Worker", "Result", "TaskId", "TaskStatus", "TERMINAL", "TaskInfo", "Attempt",
     "call",
-    "History", "QueueSummary", "SyncTaskQueue", "SyncWorker",
+    "History", "QueueSummary", "SyncTaskQueue", "SyncWorker", "ScheduleInfo", "Schedules",
     # options and retries
     "task", "TaskOptions", "RetryPolicy", "NO_RETRY", "Retry", "TransientError",
     "PermanentError", "TaskTimeout", "WorkerLost",
@@ -92,5 +96,5 @@ __all__ = [
     "InvalidTaskError", "InvalidOptionError", "QueueClosedError", "TaskStateError",
     "SchemaVersionError", "BackendError", "SignatureError", "TaskImportError",
     "TaskNotAllowedError", "IncompleteBackendError", "MissingExtraError", "SitqWarning",
-    "EventLoopError",
+    "EventLoopError", "InvalidScheduleError", "UniqueKeyTakenError",
 ]  # fmt: skip

@@ -77,7 +77,11 @@ class TaskTimeline:
 
 
 def timelines(attempts: Iterable[Attempt]) -> list[TaskTimeline]:
-    """Group attempts by task, ordered by each task's first start (ties by task id).
+    """Group attempts by task, ordered by each task's first start.
+
+    Tasks that started at the same moment (a crowd on a FakeClock) keep the order in which
+    they first appear in `attempts` (a history's order), not the order of their random
+    ids, so a figure's rows do not shuffle from one run to the next.
 
     Within a task, attempts are ordered by start time, then attempt number: start time is
     what a reader sees on a timeline, and a lost worker's record may reuse a number.
@@ -99,7 +103,7 @@ def timelines(attempts: Iterable[Attempt]) -> list[TaskTimeline]:
                 total_attempts=len(records),
             )
         )
-    result.sort(key=lambda t: (t.first_start, t.task_id))
+    result.sort(key=lambda t: t.first_start)  # stable: ties keep their first appearance
     return result
 
 

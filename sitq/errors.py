@@ -39,6 +39,11 @@ class InvalidOptionError(SitqError, ValueError):
     """A task option (delay, eta, timeout, priority...) has an impossible value."""
 
 
+class InvalidScheduleError(InvalidOptionError):
+    """A periodic task's schedule is impossible: a bad cron expression, an interval that is
+    not positive, both `every=` and `cron=` (or neither), an unknown time zone."""
+
+
 class QueueClosedError(SitqError, RuntimeError):
     """The queue (or its backend) was used before `connect()` or after `close()`."""
 
@@ -47,12 +52,41 @@ class TaskStateError(SitqError, RuntimeError):
     """The task is not in a state that allows this (e.g. requeue a running task)."""
 
 
+class UniqueKeyTakenError(TaskStateError):
+    """A task cannot be requeued: another unfinished task holds its unique key now."""
+
+    def __init__(self, message: str, *, task_id: str, key: str, holder: str) -> None:
+        super().__init__(message)
+        self.task_id, self.key, self.holder = task_id, key, holder
+
+    @classmethod
+    def of(cls, task_id: str, key: str, holder: str) -> UniqueKeyTakenError:
+        return cls(
+            f"task {task_id} was not requeued: its unique key {key!r} is held by unfinished "
+            f"task {holder}. Cancel that task or let it finish, then requeue this one (or "
+            "enqueue the work again)",
+            task_id=task_id,
+            key=key,
+            holder=holder,
+        )
+
+
 class SchemaVersionError(SitqError, RuntimeError):
     """The database was written by a newer sitq than this one."""
 
 
 class BackendError(SitqError, RuntimeError):
     """The storage cannot be opened or written (missing folder, read-only file...)."""
+
+
+class QueueNotFoundError(BackendError, LookupError):
+    """No queue where the URL points, and none may be made there: a PostgreSQL schema
+    without sitq's tables opened with `create=False` (`schema` names it), or a database
+    the server does not have (`schema` is None: sitq never creates databases)."""
+
+    def __init__(self, message: str, *, schema: str | None = None) -> None:
+        super().__init__(message)
+        self.schema = schema
 
 
 class IncompleteBackendError(SitqError, TypeError):

@@ -22,6 +22,7 @@ from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar, Unpack, overload
 
 from sitq.errors import InvalidOptionError
+from sitq.policy import rate_limits
 
 if TYPE_CHECKING:
     from sitq.policy.retry import RetryPolicy
@@ -41,6 +42,10 @@ class TaskOptions:
     due tasks; retry: a RetryPolicy; timeout: seconds an attempt may run; executor: where
     a plain function runs ("thread", default, or "process"); name: the task's name in
     history, status and circuit breakers (default: the function's qualified name);
+    unique_key: while a task with this key is unfinished, enqueueing another returns its
+    id instead (the key is free again once it finishes); rate_limit: at most so many
+    starts of this task's name per period across all workers, e.g. "10/s"
+    (`sitq.policy.rate_limits`; usually set with `@task`, or `Worker(rate_limits=...)`);
     after: ids of tasks that must all succeed first (a list, or one id): the task waits
     blocked until then, and is cancelled, naming the parent, if one fails for good or is
     cancelled (`sitq.policy.state.after_parents`).
@@ -53,6 +58,8 @@ class TaskOptions:
     timeout: float | None = None
     executor: Executor | None = None
     name: str | None = None
+    unique_key: str | None = None
+    rate_limit: str | None = None
     after: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
@@ -74,6 +81,9 @@ class TaskOptions:
             raise InvalidOptionError(
                 f"executor must be one of {', '.join(EXECUTORS)}; got {self.executor!r}"
             )
+        _check_unique_key(self.unique_key)
+        if self.rate_limit is not None:
+            rate_limits.parse(self.rate_limit)
         if self.retry is not None and not hasattr(self.retry, "next_delay"):
             raise InvalidOptionError(
                 f"retry must be a sitq.RetryPolicy, got {type(self.retry).__name__}"
@@ -122,6 +132,8 @@ class OptionValues(TypedDict, total=False):
     timeout: float | None
     executor: Executor | None
     name: str | None
+    unique_key: str | None
+    rate_limit: str | None
     after: Sequence[str] | str | None
 
 
@@ -140,6 +152,31 @@ def parent_ids(after: object) -> tuple[str, ...]:
 
 #: Priorities are stored as 64-bit integers (SQLite INTEGER, PostgreSQL BIGINT).
 PRIORITY_RANGE = (-(2**63), 2**63 - 1)
+
+
+#: The longest unique key, in characters: a key names a piece of work ("invoice-42"), and
+#: an index entry stays small.
+MAX_UNIQUE_KEY = 200
+
+
+def _check_unique_key(key: object) -> None:
+    if key is None:
+        return
+    if not isinstance(key, str):
+        raise InvalidOptionError(
+            f"unique_key must be a str naming the work, e.g. 'invoice-42'; got "
+            f"{type(key).__name__} {key!r} (write str(...) if it is a number)"
+        )
+    if not key.strip() or "\x00" in key:
+        raise InvalidOptionError(
+            f"unique_key must be a non-empty str without NUL characters, e.g. 'invoice-42'; "
+            f"got {key!r}"
+        )
+    if len(key) > MAX_UNIQUE_KEY:
+        raise InvalidOptionError(
+            f"unique_key is {len(key)} characters long, over the limit of {MAX_UNIQUE_KEY}: "
+            "use a shorter name for the work (or a hash of a long one)"
+        )
 
 
 def _check_priority(priority: object) -> None:

@@ -22,6 +22,7 @@ SyncTaskQueue: their calls run side by side as coroutines on its loop.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import itertools
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
@@ -31,10 +32,20 @@ from typing import TYPE_CHECKING, Any, TypeVar, Unpack, overload
 from sitq.backends.base import Backend
 from sitq.clock import Clock
 from sitq.engine.queue import DEFAULT_MAX_PAYLOAD, OptionsView, P, R, TaskQueue
+from sitq.engine.schedules import ScheduleKeywords
 from sitq.engine.worker import Worker
 from sitq.errors import QueueClosedError
-from sitq.options import OptionValues, TaskOptions
-from sitq.task import History, QueueSummary, Result, TaskId, TaskInfo, TaskStatus
+from sitq.options import NO_OPTIONS, OptionValues, TaskOptions
+from sitq.task import (
+    History,
+    QueueSummary,
+    Result,
+    ScheduleInfo,
+    Schedules,
+    TaskId,
+    TaskInfo,
+    TaskStatus,
+)
 from sitq.views.progress import ProgressBar
 from sitq.wire.serialization import Serializer, TaskCall
 
@@ -262,6 +273,17 @@ class SyncTaskQueue:
     def history(self, task_id: str | None = None) -> History:
         return self._run(self._queue.history(task_id))
 
+    def schedule(
+        self, func: Callable[..., Any], /, **when: Unpack[ScheduleKeywords]
+    ) -> ScheduleInfo:
+        return self._run(self._queue._schedule_with(NO_OPTIONS, func, **when))
+
+    def unschedule(self, name: str) -> bool:
+        return self._run(self._queue.unschedule(name))
+
+    def schedules(self) -> Schedules:
+        return self._run(self._queue.schedules())
+
     def dead_letters(self) -> list[Result[Any]]:
         return self._run(self._queue.dead_letters())
 
@@ -330,6 +352,11 @@ class SyncOptionsView:
     def chain(self, *calls: TaskCall | tuple[Any, ...]) -> list[str]:
         return self._queue._run(self._view.chain(*calls))
 
+    def schedule(
+        self, func: Callable[..., Any], /, **when: Unpack[ScheduleKeywords]
+    ) -> ScheduleInfo:
+        return self._queue._run(self._view.schedule(func, **when))
+
 
 class SyncWorker:
     """A Worker driven from plain code, on its SyncTaskQueue's private loop.
@@ -358,8 +385,10 @@ class SyncWorker:
     def run_once(self) -> int:
         return self._queue._run(self.worker.run_once())
 
-    def run_until_idle(self, *, max_tasks: int | None = None) -> int:
-        return self._queue._run(self.worker.run_until_idle(max_tasks=max_tasks))
+    def run_until_idle(
+        self, *, max_tasks: int | None = None, until: float | dt.datetime | None = None
+    ) -> int:
+        return self._queue._run(self.worker.run_until_idle(max_tasks=max_tasks, until=until))
 
     def __enter__(self) -> SyncWorker:
         self.start()

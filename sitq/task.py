@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
 from sitq.errors import InvalidTaskError, SitqWarning
-from sitq.views.html import history_html, result_html, table_html
+from sitq.views.html import history_html, result_html, schedules_html, table_html
 
 #: The original sitq's statuses that sitq does not have, and what to write instead: a
 #: comparison with one of them would be False forever, so it warns (see TaskStatus.__eq__).
@@ -226,10 +226,60 @@ class History(list[Attempt]):
 
 
 @dataclass(frozen=True)
+class ScheduleInfo:
+    """A periodic task as stored (`queue.schedules()`, `sitq schedules`).
+
+    `every` (seconds) or `cron` with its time zone `tz` say when it ticks; `missed` what
+    happens to ticks missed while no worker ran ("last" or "skip", see
+    `sitq.policy.schedule`). `next_at` is the next tick a worker will enqueue;
+    `last_tick_at` and `last_task_id` the last one enqueued and its task. `last_error`
+    says why a tick could not be enqueued (a call the worker could not prepare).
+    """
+
+    name: str
+    task_name: str
+    every: float | None
+    cron: str | None
+    tz: str
+    missed: str
+    next_at: float
+    created_at: float
+    last_tick_at: float | None = None
+    last_task_id: str | None = None
+    last_error: str | None = None
+    priority: int = 0
+    max_attempts: int | None = None
+    retry_policy: str | None = None
+    payload: bytes = field(default=b"", repr=False)
+
+    @property
+    def when(self) -> str:
+        """ "every 3600s" or "cron 0 9 * * MON-FRI (Europe/Paris)"."""
+        if self.every is not None:
+            return f"every {self.every:g}s"
+        return f"cron {self.cron} ({self.tz})"
+
+    @property
+    def next_tick(self) -> dt.datetime:
+        """`next_at` as an aware datetime (UTC)."""
+        return dt.datetime.fromtimestamp(self.next_at, dt.UTC)
+
+
+class Schedules(list[ScheduleInfo]):
+    """What `queue.schedules()` returns: a list of `ScheduleInfo` that Jupyter shows as a
+    table (name, task, when, next tick, last tick)."""
+
+    def _repr_html_(self) -> str:
+        return schedules_html(self)
+
+
+@dataclass(frozen=True)
 class QueueSummary:
-    """What `queue.summary()` returns: how many tasks are in each state, at one moment."""
+    """What `queue.summary()` returns: how many tasks are in each state, at one moment,
+    and the periodic tasks declared on the queue (`schedules`, none by default)."""
 
     counts: Mapping[TaskStatus, int]
+    schedules: tuple[ScheduleInfo, ...] = ()
 
     @property
     def total(self) -> int:
@@ -259,8 +309,10 @@ class QueueSummary:
 
     def __repr__(self) -> str:
         parts = ", ".join(f"{s.value}={self[s]}" for s in TaskStatus)
-        return f"QueueSummary({parts}; total={self.total})"
+        periodic = f"; schedules={len(self.schedules)}" if self.schedules else ""
+        return f"QueueSummary({parts}; total={self.total}{periodic})"
 
     def _repr_html_(self) -> str:
         rows: list[tuple[str, int]] = [(s.value, self[s]) for s in TaskStatus]
-        return table_html(["status", "tasks"], [*rows, ("total", self.total)])
+        counts = table_html(["status", "tasks"], [*rows, ("total", self.total)])
+        return counts + (schedules_html(self.schedules) if self.schedules else "")

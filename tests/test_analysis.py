@@ -97,6 +97,14 @@ def test_timelines_order_attempts_by_start_whatever_the_input_order() -> None:
     assert [x.attempt for x in a.attempts] == [1, 2, 3]
 
 
+def test_timelines_that_start_together_keep_the_order_they_first_appear_in() -> None:
+    # A crowd on a FakeClock starts at one instant: the rows must not follow random ids.
+    crowd = [attempt(task_id, 1, 0, 0, 0, "succeeded") for task_id in ("zz", "mm", "aa")]
+
+    assert [t.task_id for t in timelines(crowd)] == ["zz", "mm", "aa"]
+    assert [t.task_id for t in timelines(crowd[::-1])] == ["aa", "mm", "zz"]
+
+
 def test_a_task_still_retrying_is_not_done() -> None:
     [t] = timelines([attempt("x", 1, 0, 0, 1, "retrying", "OSError", 5.0)])
     [lost] = timelines([attempt("y", 1, 0, 0, 1, "worker_lost", None, None)])

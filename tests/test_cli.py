@@ -21,7 +21,14 @@ from types import ModuleType
 
 import pytest
 import reliability_tasks as rt
-from backends import drop_schema, fresh_schema, postgres_url, skip_without_postgres
+from backends import (
+    POSTGRES_URL,
+    Database,
+    drop_schema,
+    fresh_schema,
+    postgres_url,
+    skip_without_postgres,
+)
 from worker_processes import WorkerProcess, wait_until, workers
 
 import sitq
@@ -34,6 +41,7 @@ from sitq import (
     TaskStatus,
     Worker,
 )
+from sitq.backends import open_backend
 from sitq.cli import main
 
 
@@ -45,12 +53,13 @@ async def fail(n: int) -> None:
     raise ValueError(f"bad input {n}\nsecond line")
 
 
-def prepare(db_path: Path) -> dict[str, str]:
-    """A database with one success and one dead letter; returns their ids."""
+def prepare(db: Path | str) -> dict[str, str]:
+    """A database (a SQLite path or any URL) with one success and one dead letter; returns
+    their ids."""
 
     async def fill() -> dict[str, str]:
         clock = FakeClock()
-        backend = SQLiteBackend(db_path)
+        backend = open_backend(str(db))
         async with TaskQueue(backend, clock=clock) as queue:
             ids = {"ok": await queue.enqueue(add, 1, 2), "dead": await queue.enqueue(fail, 7)}
             worker = Worker(backend, clock=clock, worker_id="w1")
@@ -90,6 +99,15 @@ from pathlib import Path
 
 def fail_loudly(n):
     raise ValueError(f"first line {n}\\nsecond line\\nthird line")
+
+
+async def add_up(a, b, c=0):
+    return a + b + c
+
+
+def touch(path):
+    # proof that a function ran: enqueueing it must not call it
+    Path(path).touch()
 
 
 def block_until(path, started, seconds):
@@ -177,8 +195,12 @@ def test_inspecting_a_missing_database_creates_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     missing = tmp_path / "typo.db"
-    for command in (["status"], ["dead"], ["requeue"], ["plot"]):
-        extra = {"requeue": ["some-id"], "plot": ["--out", str(tmp_path / "x.png")]}
+    commands = (["status"], ["dead"], ["requeue"], ["plot"], ["show"], ["cancel"], ["enqueue"])
+    for command in commands:
+        extra = {
+            "requeue": ["some-id"], "show": ["some-id"], "cancel": ["some-id"],
+            "plot": ["--out", str(tmp_path / "x.png")], "enqueue": [f"{__name__}:add", "1", "2"],
+        }  # fmt: skip
         code, _, err = run(capsys, *command, str(missing), *extra.get(command[0], []))
         assert code == 2 and f"no database at '{missing}'" in err
     assert not missing.exists()
@@ -373,13 +395,12 @@ def test_commands_take_a_database_url(
         schema = fresh_schema()
         url = postgres_url(schema)
     else:
-        prepare(db_path)
         url = f"sqlite:///{db_path}"
     try:
+        prepare(url)
         code, out, err = run(capsys, "status", url, "--json")
         assert (code, err) == (0, "")
-        expected = 2 if kind == "sqlite-url" else 0  # a new PostgreSQL schema starts empty
-        assert sum(json.loads(out).values()) == expected
+        assert sum(json.loads(out).values()) == 2
     finally:
         if kind == "postgres":
             asyncio.run(drop_schema(schema))
@@ -454,3 +475,414 @@ async def test_a_multi_line_error_stays_inside_one_log_record(
     assert RECORD_START.match(lines[first])
     assert lines[first + 1 : first + 3] == ["    second line", "    third line"]
     assert RECORD_START.match(lines[first + 3])  # the next record: "stopping: ..."
+
+
+# -- enqueue, show, cancel, dead --json, status --watch, SITQ_DATABASE_URL (issue 24) ----------
+
+
+async def run_worker_until_idle(url: str, clock: FakeClock | None = None) -> None:
+    """Run every due task of the queue at `url` in this process, then stop."""
+    worker = Worker(open_backend(url), clock=clock, worker_id="w1")
+    await worker.run_until_idle()
+    await worker.stop()
+
+
+async def result_of(url: str, task_id: str) -> object:
+    async with TaskQueue(url) as queue:
+        result = await queue.get_result(task_id, timeout=0)
+    assert result is not None, task_id
+    return result.value
+
+
+async def count_all(db_path: Path) -> int:
+    async with TaskQueue(SQLiteBackend(db_path)) as queue:
+        return sum((await queue.counts()).values())
+
+
+async def one_waiting_one_running(url: str) -> tuple[str, str]:
+    """Two tasks: one waiting, one claimed by a worker "w9" (running, not yet run)."""
+    clock = FakeClock()
+    async with TaskQueue(url, clock=clock) as queue:
+        running = await queue.enqueue(add, 3, 4)
+        [claimed] = await queue.backend.claim("w9", 1, clock.now(), 30.0)
+        waiting = await queue.enqueue(add, 1, 2)
+    assert claimed.task_id == running
+    return waiting, running
+
+
+async def task_row(url: str, task_id: str) -> sitq.TaskInfo:
+    async with TaskQueue(url) as queue:
+        return await queue.get_task(task_id)
+
+
+def test_enqueue_runs_the_function_named_with_json_arguments(
+    database: Database, task_module: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Given `sitq enqueue DB --create module:function ARGS --kwargs`, then a worker runs
+    that function with those JSON values, and `show --json` reports it succeeded."""
+    code, out, err = run(
+        capsys, "enqueue", database.url, "--create", f"{TASKS}:add_up", "1", "2.5",
+        "--kwargs", '{"c": 10}',
+    )  # fmt: skip
+    assert (code, err) == (0, "")
+    task_id = out.strip()
+    asyncio.run(run_worker_until_idle(database.url))
+    assert asyncio.run(result_of(database.url, task_id)) == 13.5
+    code, out, _ = run(capsys, "show", database.url, task_id, "--json")
+    shown = json.loads(out)
+    assert (code, shown["id"], shown["name"], shown["status"]) == (0, task_id, "add_up",
+                                                                   "succeeded")  # fmt: skip
+    assert [a["outcome"] for a in shown["history"]] == ["succeeded"]
+
+
+def test_enqueue_options_and_json_output(
+    database: Database, task_module: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(
+        capsys, "enqueue", database.url, "--create", f"{TASKS}:add_up", "1", "2",
+        "--delay", "90", "--priority", "7", "--json",
+    )  # fmt: skip
+    printed = json.loads(out)
+    assert (code, printed["task"]) == (0, f"{TASKS}:add_up")
+    row = asyncio.run(task_row(database.url, printed["id"]))
+    assert (row.status, row.priority) == (TaskStatus.SCHEDULED, 7)
+    assert row.due_at - row.enqueued_at == pytest.approx(90)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["{tasks}.add_up", "1", "2"], "is not an import path: write the module, a colon"),
+        (["no_such_module_xyz:f"], "no_such_module_xyz:f: no module named 'no_such_module_xyz'"),
+        (["{tasks}:nope"], "cannot import task '{tasks}:nope': no 'nope' there"),
+        (["{tasks}:os.system", '"true"'], "'os' is a module {tasks} imported"),
+        (["{tasks}:Path", '"x"'], "not a function"),
+        (["{tasks}:add_up", "1", "hello"], "argument 2 'hello' is not JSON"),
+        (["{tasks}:add_up", "1"], "missing a required argument: 'b'"),
+        (["{tasks}:add_up", "1", "2", "--kwargs", "[3]"], "--kwargs must be a JSON object"),
+        (["{tasks}:add_up", "1", "2", "--kwargs", '{{"d": 1}}'], "unexpected keyword argument"),
+        (["{tasks}:add_up", "1", "2", "--delay", "-1"], "delay must be a finite number"),
+    ],
+    ids=[
+        "dotted path",
+        "no module",
+        "no such name",
+        "imported module's function",
+        "a class",
+        "bare word",
+        "too few arguments",
+        "kwargs not an object",
+        "unknown keyword",
+        "negative delay",
+    ],
+)
+def test_enqueue_refuses_what_it_cannot_queue_and_stores_nothing(
+    argv: list[str],
+    message: str,
+    db_path: Path,
+    task_module: ModuleType,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A bad function path or argument is a usage error (exit 2) naming the fix, found
+    before anything is stored: only the module named is imported, its function never run."""
+    asyncio.run(create_empty(db_path))
+    code, out, err = run(capsys, "enqueue", str(db_path), *(a.format(tasks=TASKS) for a in argv))
+    assert (code, out) == (2, "")
+    assert err.startswith("sitq: ") and message.format(tasks=TASKS) in err
+    assert asyncio.run(count_all(db_path)) == 0
+
+
+def test_enqueue_never_calls_the_function(
+    db_path: Path, tmp_path: Path, task_module: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    marker = tmp_path / "called"
+    code, _, _ = run(capsys, "enqueue", str(db_path), "--create", f"{TASKS}:touch",
+                     json.dumps(str(marker)))  # fmt: skip
+    assert code == 0 and not marker.exists()
+
+
+def test_every_command_takes_the_database_from_the_environment(
+    database: Database,
+    task_module: ModuleType,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With SITQ_DATABASE_URL set, DB may be left out: `enqueue module:function ARGS`,
+    `show ID`, `requeue ID`, `cancel ID` find their other arguments where they belong."""
+    prepare(database.url)
+    monkeypatch.setenv("SITQ_DATABASE_URL", database.url)
+    code, out, _ = run(capsys, "enqueue", f"{TASKS}:add_up", "1", "2", "--delay", "60")
+    assert code == 0
+    task_id = out.strip()
+    assert asyncio.run(task_row(database.url, task_id)).status is TaskStatus.SCHEDULED
+    _, out, _ = run(capsys, "status", "--json")
+    assert (json.loads(out)["scheduled"], sum(json.loads(out).values())) == (1, 3)
+    assert run(capsys, "show", task_id)[1].splitlines()[:3] == [
+        f"id        {task_id}", "task      add_up", "status    scheduled",
+    ]  # fmt: skip
+    assert run(capsys, "cancel", task_id) == (0, f"cancelled {task_id}\n", "")
+    assert run(capsys, "requeue", task_id) == (0, f"requeued {task_id}\n", "")
+    [dead] = json.loads(run(capsys, "dead", "--json")[1])
+    assert dead["name"] == "fail"
+    assert run(capsys, "enqueue", database.url, f"{TASKS}:add_up", "3", "4")[0] == 0  # DB given
+
+
+def test_no_database_and_no_environment_variable_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SITQ_DATABASE_URL", raising=False)
+    for argv in (["status"], ["show", "some-id"], ["enqueue", "m:f", "1"], ["dead", "--json"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 2
+        assert "no database: give DB (a SQLite file or a URL) or set SITQ_DATABASE_URL" in (
+            capsys.readouterr().err
+        )
+
+
+def test_cancel_a_waiting_task_a_running_one_and_a_finished_one(
+    database: Database, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ids = prepare(database.url)
+    waiting, running = asyncio.run(one_waiting_one_running(database.url))
+    assert run(capsys, "cancel", database.url, waiting) == (0, f"cancelled {waiting}\n", "")
+    code, out, _ = run(capsys, "cancel", database.url, running)
+    assert (code, out) == (0, f"asked {running} to stop: it is running, and its worker "
+                              "cancels it soon\n")  # fmt: skip
+    code, out, err = run(capsys, "cancel", database.url, ids["ok"])
+    assert (code, out) == (1, "")
+    assert "TaskStateError: task " in err and "already finished (succeeded)" in err
+    code, _, err = run(capsys, "cancel", database.url, "no-such-id")
+    assert code == 1 and "TaskNotFoundError: no task with id 'no-such-id'" in err
+    assert asyncio.run(task_row(database.url, waiting)).status is TaskStatus.CANCELLED
+
+
+def test_show_prints_every_field_the_error_and_its_traceback(
+    db_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ids = prepare(db_path)
+    code, out, err = run(capsys, "show", str(db_path), ids["dead"])
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[:5] == [
+        f"id        {ids['dead']}", "task      fail", "status    failed",
+        "attempts  1 of 1", "retry     no retry",
+    ]  # fmt: skip
+    assert "enqueued  2026-01-01 00:00:00.000 UTC" in lines
+    assert "worker    w1" in lines
+    error = lines.index("error     ValueError: bad input 7")
+    assert lines[error + 1] == "          second line"  # a further line, indented
+    assert lines[error + 2] == "traceback Traceback (most recent call last):"
+    assert all(line.startswith(" " * 10) for line in lines[error + 3 : lines.index("history")])
+    assert re.fullmatch(r"  #1 failed on w1 at 2026-01-01 .* UTC \(\d\.\d{3}s\)  "
+                        r"ValueError: bad input 7\\nsecond line", lines[-1])  # fmt: skip
+    code, _, err = run(capsys, "show", str(db_path), "no-such-id")
+    assert code == 1 and "TaskNotFoundError" in err
+
+
+def test_show_json_has_the_traceback_and_the_history(
+    database: Database, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ids = prepare(database.url)
+    code, out, _ = run(capsys, "show", database.url, ids["dead"], "--json")
+    shown = json.loads(out)
+    assert code == 0
+    assert (shown["status"], shown["error_type"], shown["error"]) == (
+        "failed", "ValueError", "bad input 7\nsecond line",
+    )  # fmt: skip
+    assert shown["traceback"].startswith("Traceback (most recent call last):")
+    assert (shown["attempts"], shown["tries"], shown["max_attempts"]) == (1, 1, 1)
+    assert shown["enqueued_at"] == "2026-01-01T00:00:00Z"
+    assert [(a["attempt"], a["outcome"]) for a in shown["history"]] == [(1, "failed")]
+
+
+async def fail_three_times(url: str, clock: FakeClock) -> str:
+    """A task with a budget of 3 attempts that fails every one: a dead letter."""
+    async with TaskQueue(url, clock=clock) as queue:
+        policy = sitq.RetryPolicy.fixed(1.0, max_attempts=3)
+        task_id = await queue.with_options(retry=policy).enqueue(fail, 3)
+    for _ in range(3):
+        await run_worker_until_idle(url, clock)
+        clock.advance(1.0)
+    return task_id
+
+
+def test_dead_after_a_requeue_counts_the_budget_honestly(
+    database: Database, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A dead letter requeued and failed again has used 3 of its fresh 3 attempts, 6 in
+    all: `sitq dead` says "3 of 3 (6 in all)", never "6 of 3"."""
+    clock = FakeClock()
+    task_id = asyncio.run(fail_three_times(database.url, clock))
+    assert run(capsys, "dead", database.url)[1].split("\t")[2] == "3 of 3"
+    assert run(capsys, "requeue", database.url, task_id)[0] == 0
+    for _ in range(3):
+        asyncio.run(run_worker_until_idle(database.url, clock))
+        clock.advance(1.0)
+    code, out, _ = run(capsys, "dead", database.url)
+    assert (code, out) == (0, f"{task_id}\tfail\t3 of 3 (6 in all)\tValueError: bad input 3\n")
+    [dead] = json.loads(run(capsys, "dead", database.url, "--json")[1])
+    assert (dead["attempts"], dead["tries"], dead["max_attempts"]) == (6, 3, 3)
+    assert "attempts  3 of 3 (6 in all)" in run(capsys, "show", database.url, task_id)[1]
+
+
+def test_dead_json_lists_every_dead_letter_in_full(
+    db_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ids = prepare(db_path)
+    code, out, err = run(capsys, "dead", str(db_path), "--json")
+    [dead] = json.loads(out)
+    assert (code, err, dead["id"], dead["status"]) == (0, "", ids["dead"], "failed")
+    assert dead["traceback"].startswith("Traceback") and "history" not in dead
+    asyncio.run(create_empty(db_path.with_name("empty.db")))
+    assert run(capsys, "dead", str(db_path.with_name("empty.db")), "--json") == (0, "[]\n", "")
+
+
+def test_status_watch_draws_a_frame_every_interval_until_count(
+    db_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Off a terminal (here: captured), frames follow each other, blank-line separated,
+    each headed by the database and the time on the clock it waits on; --json gives one
+    JSON line a frame."""
+    prepare(db_path)
+    argv = ["status", str(db_path), "--watch", "2.5", "--count", "3"]
+    code = main(argv, clock=FakeClock())
+    out, err = capsys.readouterr()
+    assert (code, err) == (0, "")
+    frames = out.split("\n\n")
+    assert [frame.splitlines()[0] for frame in frames] == [
+        f"{db_path} at 2026-01-01 00:00:{seconds} UTC (every 2.5s; Ctrl-C to stop)"
+        for seconds in ("00", "02", "05")
+    ]
+    assert [frame.splitlines()[-1].split() for frame in frames] == [["total", "2"]] * 3
+    code, out, _ = run(capsys, "status", str(db_path), "--json", "--watch", "0.01", "--count", "2")
+    assert [json.loads(line)["failed"] for line in out.splitlines()] == [1, 1]
+    with pytest.raises(SystemExit) as exit_:
+        main(["status", str(db_path), "--count", "2"])
+    assert exit_.value.code == 2 and "--count needs --watch" in capsys.readouterr().err
+
+
+class EnqueueWhileWaiting(FakeClock):
+    """A clock on which every wait is spent enqueueing one task into `db_path`."""
+
+    def __init__(self, db_path: Path) -> None:
+        super().__init__()
+        self.db_path = db_path
+
+    async def sleep_until(self, deadline: float) -> None:
+        async with TaskQueue(SQLiteBackend(self.db_path)) as queue:
+            await queue.enqueue(add, 1, 2)
+        await super().sleep_until(deadline)
+
+
+def test_status_watch_reads_the_database_again_for_every_frame(
+    db_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    asyncio.run(create_empty(db_path))
+    argv = ["status", str(db_path), "--json", "--watch", "5", "--count", "3"]
+    assert main(argv, clock=EnqueueWhileWaiting(db_path)) == 0
+    out = capsys.readouterr().out
+    assert [json.loads(line)["queued"] for line in out.splitlines()] == [0, 1, 2]
+
+
+# -- PostgreSQL: a missing schema is not an empty queue ---------------------------------------
+
+
+@pytest.fixture
+def schema_name() -> Iterator[str]:
+    skip_without_postgres()
+    name = fresh_schema()
+    yield name
+    asyncio.run(drop_schema(name))
+
+
+async def schema_exists(name: str) -> bool:
+    import asyncpg
+
+    conn = await asyncpg.connect(POSTGRES_URL)
+    try:
+        found = await conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", name)
+    finally:
+        await conn.close()
+    return found is not None
+
+
+def with_password(url: str, password: str) -> str:
+    """The test server trusts local connections, so any password gets in."""
+    scheme, rest = url.split("://", 1)
+    user, host = rest.split("@", 1)
+    return f"{scheme}://{user.split(':')[0]}:{password}@{host}"
+
+
+def test_a_missing_postgres_schema_is_an_error_unless_create(
+    schema_name: str, task_module: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A typo'd ?schema= used to create an empty queue that reported zeros. Now every
+    command refuses it (exit 2) naming the fix, creates nothing, and never shows the
+    password; `--create` makes it."""
+    url = with_password(postgres_url(schema_name), "s3cret-pw")
+    for argv in (["status", url], ["dead", url, "--json"], ["show", url, "some-id"],
+                 ["cancel", url, "some-id"], ["purge", url],
+                 ["enqueue", url, f"{TASKS}:add_up", "1", "2"]):  # fmt: skip
+        code, out, err = run(capsys, *argv)
+        assert (code, out) == (2, ""), argv
+        assert f"sitq: no sitq queue in schema '{schema_name}' of " in err
+        assert "check the URL's ?schema= ('sitq' if none)" in err
+        hint = "or add --create" if argv[0] == "enqueue" else "sitq worker DB --create"
+        assert hint in err and "s3cret-pw" not in err and ":***@" in err
+    assert not asyncio.run(schema_exists(schema_name))
+    assert run(capsys, "enqueue", url, "--create", f"{TASKS}:add_up", "1", "2")[0] == 0
+    assert asyncio.run(schema_exists(schema_name))
+    code, out, _ = run(capsys, "status", url, "--json")
+    assert (code, json.loads(out)["queued"]) == (0, 1)
+
+
+def test_a_postgres_worker_without_create_refuses_a_missing_schema(schema_name: str) -> None:
+    done = run_process("worker", postgres_url(schema_name))
+    assert (done.returncode, done.stdout) == (2, "")
+    assert f"no sitq queue in schema '{schema_name}'" in done.stderr
+    assert "or add --create to make one" in done.stderr
+
+
+def test_a_missing_postgres_database_names_the_fix(capsys: pytest.CaptureFixture[str]) -> None:
+    skip_without_postgres()
+    base, _, _ = with_password(POSTGRES_URL, "s3cret-pw").rpartition("/")
+    for create in ([], ["--create"]):  # sitq makes a schema, never a database
+        code, out, err = run(capsys, "worker" if create else "status",
+                             f"{base}/sitq_no_such_db_xyz", *create)  # fmt: skip
+        assert (code, out) == (2, "")
+        assert 'database "sitq_no_such_db_xyz" does not exist' in err
+        assert "createdb" in err and "s3cret-pw" not in err
+
+
+def test_help_texts_show_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    for command, example in [
+        ("enqueue", "sitq enqueue queue.db myapp.tasks:add 1 2"),
+        ("status", "sitq status queue.db --watch 2"),
+        ("show", "sitq show queue.db 3f1c2a..."),
+        ("dead", "sitq dead queue.db --json"),
+    ]:
+        with pytest.raises(SystemExit) as exit_:
+            main([command, "--help"])
+        out = capsys.readouterr().out
+        assert exit_.value.code == 0 and "examples:" in out and example in out, command
+        assert "(default: $SITQ_DATABASE_URL)" in " ".join(out.split())
+
+
+@pytest.mark.timeout(60)
+def test_ctrl_c_ends_status_watch_with_exit_0(db_path: Path) -> None:
+    """Ctrl-C is how `status --watch` is meant to end: exit 0, no "interrupted" message."""
+    prepare(db_path)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sitq", "status", str(db_path), "--watch", "30"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        frame = [process.stdout.readline() for _ in range(len(TaskStatus) + 2)]
+        assert frame[0].startswith(f"{db_path} at ") and frame[-1].split() == ["total", "2"]
+        process.send_signal(signal.SIGINT)  # while it waits 30 s for the next frame
+        _, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert (process.returncode, err) == (0, "")

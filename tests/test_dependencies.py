@@ -13,6 +13,7 @@ import pytest
 from sitq import (
     FakeClock,
     InvalidOptionError,
+    InvalidScheduleError,
     RetryPolicy,
     SQLiteBackend,
     SyncTaskQueue,
@@ -20,12 +21,13 @@ from sitq import (
     TaskQueue,
     TaskStateError,
     TaskStatus,
+    UniqueKeyTakenError,
     Worker,
     call,
     current_task,
 )
 from sitq.backends import Backend
-from sitq.backends.base import DependencyStore
+from sitq.backends.dependency_store import DependencyStore
 from sitq.policy import state
 
 pytestmark = pytest.mark.every_backend  # the conformance suite: SQLite and PostgreSQL
@@ -213,6 +215,42 @@ async def test_unknown_parent_ids_are_refused_and_nothing_is_stored(queue: TaskQ
     for bad in (42, [42], [""], {"a": 1}):
         with pytest.raises(InvalidOptionError, match="after="):
             queue.with_options(after=bad)  # type: ignore[arg-type]
+
+
+async def test_a_unique_key_is_refused_with_after_or_chain(queue: TaskQueue) -> None:
+    """A held key gives back another task's id, one that waits for no parent of these: the
+    two options do not go together, and nothing is stored."""
+    first = await queue.enqueue(step, "first")
+    both = queue.with_options(unique_key="k", after=[first])
+    with pytest.raises(InvalidOptionError, match="unique_key= does not go with after="):
+        await both.enqueue(step, "x")
+    with pytest.raises(InvalidOptionError, match="chain"):
+        await queue.with_options(unique_key="k").chain(call(step, "y"), call(step, "z"))
+    with pytest.raises(InvalidScheduleError, match="after="):
+        await queue.with_options(after=[first]).schedule(step, every=60.0, args=("t",))
+    assert (await queue.summary()).total == 1
+
+
+async def test_requeue_of_a_parent_whose_key_is_held_now_leaves_its_children_cancelled(
+    queue: TaskQueue, worker: Worker
+) -> None:
+    """Both of requeue's questions: the key's new holder refuses it (UniqueKeyTakenError),
+    and its children stay cancelled; once the holder is gone they wait for it again."""
+    BROKEN.add("p")
+    parent = await queue.with_options(unique_key="k").enqueue(step, "p")
+    child = await queue.with_options(after=[parent]).enqueue(step, "c")
+    await worker.run_until_idle()
+    holder = await queue.with_options(unique_key="k").enqueue(step, "h")  # the key is free
+    assert holder != parent
+    with pytest.raises(UniqueKeyTakenError, match=holder):
+        await queue.requeue(parent)
+    assert await statuses(queue, [parent, child]) == [TaskStatus.FAILED, TaskStatus.CANCELLED]
+    await queue.cancel(holder)
+    BROKEN.clear()
+    await queue.requeue(parent)
+    assert await statuses(queue, [parent, child]) == [TaskStatus.QUEUED, TaskStatus.BLOCKED]
+    await worker.run_until_idle()
+    assert await statuses(queue, [parent, child]) == [TaskStatus.SUCCEEDED] * 2
 
 
 async def test_after_is_refused_on_the_decorator() -> None:

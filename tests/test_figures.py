@@ -176,9 +176,9 @@ def test_comparison_catches_a_changed_label(tmp_path: Path) -> None:
     with matplotlib.rc_context(RC):
         for name in ("expected.png", "actual.png"):
             fig = plots.dashboard(history)
-            [label, *_] = [t for ax in fig.axes for t in ax.texts if t.get_text() == "#2 +1s"]
+            [label, *_] = [t for ax in fig.axes for t in ax.texts if t.get_text() == "try 2 +1s"]
             if name == "actual.png":
-                label.set_text("#2 +7s")
+                label.set_text("try 2 +7s")
             fig.savefig(tmp_path / name)
             plt.close(fig)
             paths.append(str(tmp_path / name))

@@ -293,3 +293,24 @@ async def test_cli_worker_log_escapes_control_characters_of_a_task(db_path: Path
 
 def fail_with(message: str) -> None:
     raise ValueError(message)
+
+
+async def test_cli_show_escapes_control_characters_and_indents_stored_lines(
+    db_path: Path,
+) -> None:
+    """Given a task whose stored name and error hold newlines, escapes and a carriage
+    return, when `sitq show` prints it, then no control character reaches the terminal
+    and no stored line can pass for a field: every line of the error is indented."""
+    async with TaskQueue(SQLiteBackend(db_path)) as queue:
+        forged = HOSTILE_ERROR + "\nstatus    succeeded"
+        task_id = await queue.with_options(name="report").enqueue(fail_with, forged)
+        await Worker(queue.backend, clock=FakeClock()).run_until_idle()
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("UPDATE sitq_tasks SET name = ? WHERE id = ?", (HOSTILE_NAME, task_id))
+    done = cli("show", str(db_path), task_id)
+    assert done.returncode == 0, done.stderr
+    assert "\x1b" not in done.stdout and "\r" not in done.stdout
+    lines = done.stdout.splitlines()
+    assert lines[1] == "task      report\\nforged-id\\tforged-name\\t1\\tOK\\x1b[31m"
+    assert [line for line in lines if line.startswith("status")] == ["status    failed"]
+    assert "          status    succeeded" in lines  # the stored line, indented under error

@@ -15,6 +15,11 @@ updating the model to match:
 - a worker that claims and dies: `backend.claim(...)` under a made-up worker id, and
   never a report (advancing past its lease lets the live worker take the task over);
 - cancel, requeue, purge the dead letters, `get_result(timeout=0)`;
+- enqueue with a unique key (`with_options(unique_key=...)`, always the same key): while an
+  unfinished task holds the key, the enqueue returns its id and adds nothing; a requeue
+  of a task whose key another unfinished task holds is refused (UniqueKeyTakenError).
+- declare a periodic task (`queue.schedule(every=..., missed=...)`): each worker step
+  then enqueues the tick the model's own arithmetic expects, once, and runs it.
 - enqueue a task after one or two earlier tasks (`with_options(after=[...])`): the model
   decides its fate by its own reading of the rule (a gone, failed or cancelled parent
   cancels it; an unfinished one keeps it blocked; else it waits), again after every step,
@@ -31,6 +36,7 @@ updating the model to match:
 - *a finished task never runs again*: the executions the tasks logged themselves match
   the model (at-least-once must not become "again after success");
 - *dead letters are exactly the failed tasks*: `dead_letters()` hides none, invents none;
+- *at most one unfinished task per unique key*, whatever the rules did;
 - *every attempt, lost ones included, is in the history*, numbered 1..n without gaps
   and with the expected outcomes: analysis and plots read that history;
 - *no attempt starts before it is due*: neither before its scheduled time, nor before
@@ -55,6 +61,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import os
 import random
 import shutil
@@ -81,6 +88,7 @@ from sitq import (
     TaskQueue,
     TaskStateError,
     TaskStatus,
+    UniqueKeyTakenError,
     Worker,
 )
 from sitq.policy import state
@@ -146,12 +154,22 @@ class ModelTask:
     cancel_requested: bool = False
     error_type: str | None = None
     purged: bool = False
+    unique_key: str | None = None
     parents: tuple[str, ...] = ()  # `after=`: the tasks it waits for, in order
 
     @property
     def tries(self) -> int:
         """Attempts in the current requeue cycle: what the budget is measured against."""
         return self.attempts - self.cycle_base
+
+    def holds_key(self) -> bool | None:
+        """Does it hold its unique key now? None: the model cannot say (a cancel asked of
+        a dead worker's task may have ended it already, or not yet)."""
+        if self.unique_key is None or self.purged:
+            return False
+        if self.cancel_requested:
+            return None
+        return self.status not in FINISHED
 
     def possible_statuses(self) -> frozenset[TaskStatus]:
         """A cancel asked of a dead worker's task may show at once or at the takeover."""
@@ -172,6 +190,26 @@ class ModelTask:
         self.status, self.due_at, self.error_type = TaskStatus.QUEUED, now, None
         self.cycle_base = self.attempts
         self.requeued_after.add(self.attempts)
+
+
+@dataclass
+class ModelSchedule:
+    """A periodic task as the model expects it: its next tick, moved on by worker steps."""
+
+    every: float
+    missed: str  # "last": the latest due tick runs; "skip": only one found on time
+    failures: int  # each tick's task fails this many executions first
+    next_at: float
+
+    def tick(self, now: float) -> float | None:
+        """The tick a worker step at `now` enqueues (None: none), moving `next_at` on."""
+        if self.next_at > now:
+            return None
+        latest = self.next_at + math.floor((now - self.next_at) / self.every) * self.every
+        self.next_at = latest + self.every
+        if self.missed == "skip" and now - latest > self.every / 2:
+            return None
+        return latest
 
 
 @dataclass
@@ -203,6 +241,7 @@ class QueueModel(RuleBasedStateMachine):
         )
         self.tasks: dict[str, ModelTask] = {}  # in enqueue order, purged ones included
         self.dead_workers = 0
+        self.periodic: ModelSchedule | None = None
         self._snapshot: Snapshot | None = None
         self.act(self.queue.connect())
 
@@ -231,6 +270,15 @@ class QueueModel(RuleBasedStateMachine):
 
     def live(self) -> list[ModelTask]:
         return [t for t in self.tasks.values() if not t.purged]
+
+    def holders(self, key: str | None, other_than: str = "") -> list[ModelTask]:
+        """Tasks that hold `key` or may (`ModelTask.holds_key`), but `other_than`."""
+        return [
+            t
+            for t in self.live()
+            if key is not None and t.unique_key == key and t.task_id != other_than
+            and t.holds_key() is not False
+        ]  # fmt: skip
 
     def claimable(self, now: float) -> list[ModelTask]:
         """Tasks a claim at `now` takes: due waiting ones, and dead workers' expired leases."""
@@ -330,18 +378,41 @@ class QueueModel(RuleBasedStateMachine):
         failures=st.sampled_from([0, 1, 2, ALWAYS]),
         policy=POLICIES,
         delay=st.sampled_from([0.0, 0.0, 3.0]),
+        key=st.sampled_from([None, "invoice-1"]),
     )
-    def enqueue(self, failures: int, policy: Policy, delay: float) -> None:
+    def enqueue(self, failures: int, policy: Policy, delay: float, key: str | None) -> None:
         options: dict[str, Any] = {}
         if policy.build() is not None:
             options["retry"] = policy.build()
         if delay:
             options["delay"] = delay
+        if key is not None:
+            options["unique_key"] = key
+        holders = self.holders(key)
         queue: Any = self.queue.with_options(**options) if options else self.queue
         task_id = self.act(queue.enqueue(fail_then_succeed, failures))
+        if task_id in self.tasks:  # the key's holder: nothing was added
+            assert [t.task_id for t in holders] == [task_id], "the wrong holder's id"
+            return
+        assert all(t.holds_key() is None for t in holders), f"{key} held, yet a new task"
         status = TaskStatus.SCHEDULED if delay else TaskStatus.QUEUED
         now = self.clock.now()
-        self.tasks[task_id] = ModelTask(task_id, failures, policy, status, now + delay)
+        self.tasks[task_id] = ModelTask(
+            task_id, failures, policy, status, now + delay, unique_key=key
+        )
+
+    @precondition(lambda self: self.periodic is None)
+    @rule(
+        every=st.sampled_from([2.0, 5.0]),
+        missed=st.sampled_from(["last", "skip"]),
+        failures=st.sampled_from([0, ALWAYS]),
+    )
+    def schedule(self, every: float, missed: str, failures: int) -> None:
+        info = self.act(
+            self.queue.schedule(fail_then_succeed, every=every, args=(failures,), missed=missed)
+        )
+        assert info.next_at == self.clock.now() + every
+        self.periodic = ModelSchedule(every, missed, failures, info.next_at)
 
     @precondition(lambda self: self.tasks and len(self.tasks) < MAX_TASKS)
     @rule(
@@ -370,7 +441,9 @@ class QueueModel(RuleBasedStateMachine):
         maybe = sum(t.cancel_requested for t in due)
         # An expired lease whose lost attempt spent the budget is ended by the claim itself.
         spent = sum(_spent(t, now) for t in due)
+        tick = None if self.periodic is None else self.periodic.tick(now)
         ran = self.act(self.worker.run_once())
+        due += self.tick_task(tick)
         assert len(due) - spent - maybe <= ran <= len(due) - spent, f"ran {ran} of {len(due)}"
         for task in due:
             if task.status is TaskStatus.RUNNING:
@@ -378,6 +451,20 @@ class QueueModel(RuleBasedStateMachine):
             else:
                 self.execute(task, now)
         self.follow(now)
+
+    def tick_task(self, tick: float | None) -> list[ModelTask]:
+        """The task a worker step enqueued for the schedule's tick: exactly one if the
+        model expects a tick, due at the tick's time; none otherwise."""
+        rows = self.act(self.backend.list_tasks())
+        new = [row for row in rows if row.task_id not in self.tasks]
+        assert len(new) == (tick is not None), f"tick {tick}: new tasks {new}"
+        if tick is None:
+            return []
+        assert self.periodic is not None and new[0].due_at == tick
+        task = ModelTask(new[0].task_id, self.periodic.failures, Policy("none"),
+                         TaskStatus.QUEUED, tick)  # fmt: skip
+        self.tasks[task.task_id] = task
+        return [task]
 
     @rule(seconds=st.sampled_from([0.5, 1.0, 3.0, LEASE + 1, 30.0]))
     def advance_time(self, seconds: float) -> None:
@@ -439,6 +526,12 @@ class QueueModel(RuleBasedStateMachine):
             self.refused(TaskNotFoundError, self.queue.requeue(task.task_id))
         elif task.cancel_requested:
             return  # running or already cancelled: the model cannot say which
+        elif task.status in (TaskStatus.FAILED, TaskStatus.CANCELLED) and (
+            holders := self.holders(task.unique_key, other_than=task.task_id)
+        ):
+            if any(t.holds_key() is None for t in holders):
+                return  # the holder may have ended already: the model cannot say
+            self.refused(UniqueKeyTakenError, self.queue.requeue(task.task_id))
         elif task.status is TaskStatus.CANCELLED and self.follows_parents(task):
             # cancelled for a parent: it comes back as its parents say now
             now = self.clock.now()
@@ -524,6 +617,15 @@ class QueueModel(RuleBasedStateMachine):
         expected = sorted(t.task_id for t in self.live() if t.status is TaskStatus.FAILED)
         assert dead == failed == expected
         assert all(result.is_failed() for result in snap.dead)
+
+    @invariant()
+    def at_most_one_unfinished_task_holds_each_unique_key(self) -> None:
+        held = Counter(
+            self.tasks[row.task_id].unique_key
+            for row in self.snapshot().rows
+            if row.status not in FINISHED and self.tasks[row.task_id].unique_key is not None
+        )
+        assert all(n == 1 for n in held.values()), held
 
     @invariant()
     def every_attempt_is_in_the_history(self) -> None:

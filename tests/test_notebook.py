@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import textwrap
@@ -75,10 +76,20 @@ def test_history_html_rows_and_relative_times() -> None:
     assert html.count("<tr>") == 3  # header and two attempts
     for header in ("task", "attempt", "outcome", "error", "start (s)", "took (s)", "worker"):
         assert f"<th>{header}</th>" in html
-    assert "<td>3f2a9c11</td>" in html  # a short id, enough to tell tasks apart
+    assert "<td>fetch</td>" in html and "3f2a9c" not in html  # a name, never a hash id
     assert "<td>ConnectionError: &lt;down&gt;</td>" in html
     assert "<td>2.500</td>" in html  # seconds since the first attempt, not an epoch
     assert "<td>2.000</td>" in html  # the wait before the next try
+
+
+def test_history_html_numbers_tasks_that_share_a_name() -> None:
+    first, second = attempt(1, "succeeded", 0), attempt(1, "succeeded", 1)
+    other = Attempt("77b01e2a", "shop.mail:send_receipt", 1, "w1", T0, T0, T0, "succeeded")
+    records = [first, other, dataclasses.replace(second, task_id="90aa4c11")]
+    html = history_html(records)
+
+    assert "<td>fetch #1</td>" in html and "<td>fetch #2</td>" in html
+    assert "<td>send_receipt</td>" in html
 
 
 def test_history_html_cuts_long_histories() -> None:
@@ -200,7 +211,8 @@ class Kernel:
         outputs: list[tuple[str, dict[str, Any]]] = []
 
         def keep(msg: dict[str, Any]) -> None:
-            if msg["msg_type"] in ("stream", "execute_result", "display_data", "error"):
+            kinds = ("stream", "execute_result", "display_data", "update_display_data", "error")
+            if msg["msg_type"] in kinds:
                 outputs.append((msg["msg_type"], msg["content"]))
 
         self.client.execute_interactive(textwrap.dedent(code), timeout=60, output_hook=keep)
@@ -246,6 +258,8 @@ def test_in_a_kernel_sync_queue_works_without_any_patch(kernel: Kernel) -> None:
     widget = "application/vnd.jupyter.widget-view+json"
     widgets = [c for _, c in outputs if widget in c.get("data", {})]
     assert widgets, "in a kernel with ipywidgets, tqdm.auto draws the bar as a widget"
+    [ended] = [c["data"] for kind, c in outputs if kind == "update_display_data"]
+    assert ended == {"text/plain": "tasks: 5/5 finished"}  # what a saved notebook keeps
     [result] = [c["data"] for kind, c in outputs if kind == "execute_result"]
     assert "<tr><td>succeeded</td><td>5</td></tr>" in result["text/html"]
     assert result["text/plain"].startswith("QueueSummary(")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 import matplotlib
@@ -113,7 +114,7 @@ def test_retry_timeline_shows_gaps_and_labels_retries(tmp_path: Path) -> None:
     dashed = [line for line in ax.lines if line.get_linestyle() == "--"]
     assert len(dashed) == 4  # two gaps each for A and B
     # B asked for 1 s before attempt 2 but waited 1.5 s for the worker: the label says both
-    assert texts(ax) == ["#2 +1s", "#3 +2s", "#2 +1.5s\n(backoff 1s)", "#3 +1s"]
+    assert texts(ax) == ["try 2 +1s", "try 3 +2s", "try 2 +1.5s\n(backoff 1s)", "try 3 +1s"]
 
 
 def test_retry_timeline_labels_the_gap_drawn_not_only_the_backoff(tmp_path: Path) -> None:
@@ -124,9 +125,24 @@ def test_retry_timeline_labels_the_gap_drawn_not_only_the_backoff(tmp_path: Path
     ]
     ax = render(plots.retry_timeline(held), tmp_path)
 
-    assert texts(ax) == ["#2 +30s\n(backoff 0.5s)"]
+    assert texts(ax) == ["try 2 +30s\n(backoff 0.5s)"]
     [gap] = [line for line in ax.lines if line.get_linestyle() == "--"]
     assert list(gap.get_xdata()) == [0, 30]  # the label's 30 s is the gap drawn
+
+
+def test_retry_timeline_gap_labels_never_print_over_each_other(tmp_path: Path) -> None:
+    # Eleven quick retries, 1.6 s apart, in a 20 s plot: each gap is wide enough for a
+    # label on its own, but their labels are wider than the gaps. Every other one goes.
+    quick = [
+        attempt("q", n, 1.6 * (n - 1), 1.6 * (n - 1), 1.6 * (n - 1), "retrying", "E", 1.6)
+        for n in range(1, 12)
+    ] + [attempt("q", 12, 20, 20, 20, "succeeded")]
+    ax = render(plots.retry_timeline(quick), tmp_path)
+
+    renderer = ax.figure.canvas.get_renderer()  # type: ignore[attr-defined]
+    boxes = sorted((t.get_window_extent(renderer) for t in ax.texts), key=lambda b: b.x0)
+    assert 3 <= len(boxes) < 11  # some labelled, not all
+    assert all(left.x1 <= right.x0 for left, right in pairwise(boxes))
 
 
 def test_retry_timeline_keeps_instant_attempts_visible(tmp_path: Path) -> None:
@@ -144,11 +160,16 @@ def test_retry_timeline_limits_rows(tmp_path: Path) -> None:
     assert "first 2 of 3 tasks" in ax.get_title()
 
 
-def test_retry_timeline_labels_rows_with_short_name_and_id(tmp_path: Path) -> None:
-    record = Attempt("3f2a9c0d", "pkg.mod.fetch", 1, "w1", T, T, T, "succeeded")
-    ax = render(plots.retry_timeline([record]), tmp_path)
+def test_retry_timeline_labels_rows_by_name_numbered_never_by_id(tmp_path: Path) -> None:
+    records = [
+        Attempt("3f2a9c0d", "shop.pay:charge_card", 1, "w1", T, T, T, "succeeded"),
+        Attempt("77b01e2a", "pkg.mod.fetch", 1, "w1", T + 1, T + 1, T + 1, "succeeded"),
+        Attempt("90aa4c11", "shop.pay:charge_card", 1, "w1", T + 2, T + 2, T + 2, "succeeded"),
+    ]
+    ax = render(plots.retry_timeline(records), tmp_path)
 
-    assert [t.get_text() for t in ax.get_yticklabels()] == ["fetch · 3f2a9c"]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels == ["charge_card #1", "fetch", "charge_card #2"]
 
 
 @pytest.mark.parametrize(
@@ -298,12 +319,12 @@ def test_dashboard_has_four_panels(tmp_path: Path) -> None:
 
 
 def dashboard_timeline(fig: Figure) -> Axes:
-    [ax] = [ax for ax in fig.axes if ax.get_ylabel() == "task (name · id)"]
+    [ax] = [ax for ax in fig.axes if ax.get_ylabel() == "task"]
     return ax
 
 
 def row_names(ax: Axes) -> list[str]:
-    return [t.get_text().split(" · ")[0] for t in ax.get_yticklabels()]
+    return [t.get_text().split(" #")[0] for t in ax.get_yticklabels()]
 
 
 def test_dashboard_timeline_shows_the_dead_letters_every_attempt(tmp_path: Path) -> None:

@@ -89,8 +89,14 @@ async def test_connect_creates_a_versioned_schema_of_its_own(
         "ORDER BY table_name", pg.schema,
     )  # fmt: skip
     assert [t[0] for t in tables] == [
-        "sitq_attempts", "sitq_dependencies", "sitq_meta", "sitq_tasks",
-    ]  # fmt: skip
+        "sitq_attempts",
+        "sitq_dependencies",
+        "sitq_meta",
+        "sitq_rate_starts",
+        "sitq_schedule_ticks",
+        "sitq_schedules",
+        "sitq_tasks",
+    ]
     version = await admin.fetchval(
         f"SELECT value FROM \"{pg.schema}\".sitq_meta WHERE key = 'schema_version'"
     )

@@ -56,6 +56,8 @@ def test_every_decider_named_in_the_table_exists() -> None:
         "on_requeue",
         "PURGEABLE",
         "PRUNABLE",
+        "rate_limited",
+        "HOLDS_UNIQUE_KEY",
     }
     for name in deciders:
         assert hasattr(state, name), name
@@ -116,10 +118,16 @@ def test_only_blocked_children_and_those_cancelled_for_a_parent_follow_their_par
 
 
 def test_requeue_of_a_task_cancelled_for_a_parent_follows_its_parents() -> None:
-    assert state.on_requeue(C, state.ParentsVerdict(B)) is B
-    assert state.on_requeue(C, state.ParentsVerdict(Q)) is Q
-    assert state.on_requeue(C, state.ParentsVerdict(C, "parent task a failed: x")) is None
-    assert state.on_requeue(TaskStatus.RUNNING, state.ParentsVerdict(Q)) is None
+    assert state.on_requeue(C, parents=state.ParentsVerdict(B)) is B
+    assert state.on_requeue(C, parents=state.ParentsVerdict(Q)) is Q
+    assert state.on_requeue(C, parents=state.ParentsVerdict(C, "parent task a failed: x")) is None
+    assert state.on_requeue(TaskStatus.RUNNING, parents=state.ParentsVerdict(Q)) is None
+
+
+def test_requeue_with_parents_ready_still_waits_for_a_held_unique_key() -> None:
+    """Both questions are asked: the key's holder stands in the way whatever the parents say."""
+    assert state.on_requeue(C, key_held_by="other-task", parents=state.ParentsVerdict(Q)) is None
+    assert state.on_requeue(C, key_held_by=None, parents=state.ParentsVerdict(B)) is B
 
 
 def test_claimable_states_are_exactly_the_waiting_ones() -> None:
@@ -255,6 +263,32 @@ def test_hand_back_at_stop_queues_the_task_now_without_using_an_attempt() -> Non
     assert decision.outcome is None
 
 
+def test_a_rate_limited_task_waits_for_room_in_its_window_without_using_an_attempt() -> None:
+    decision = state.rate_limited(NOW + 0.4, NOW)
+    assert decision.status is TaskStatus.SCHEDULED
+    assert decision.due_at == NOW + 0.4
+    assert decision.refund
+    assert decision.outcome is None  # nothing ran: no attempt record
+
+
+def test_a_rate_limited_task_is_never_scheduled_into_the_past() -> None:
+    assert state.rate_limited(NOW - 1, NOW).due_at == NOW
+
+
+def test_every_unfinished_state_holds_a_unique_key_and_no_finished_one() -> None:
+    held = {s for s in TaskStatus if s in state.HOLDS_UNIQUE_KEY}
+    assert held == {s for s in TaskStatus if not state.is_final(s)}
+    assert TaskStatus.RUNNING in held and TaskStatus.FAILED not in held
+
+
+@pytest.mark.parametrize("status", [TaskStatus.FAILED, TaskStatus.CANCELLED])
+def test_requeue_while_another_task_holds_the_key_leaves_the_task_as_it_is(
+    status: TaskStatus,
+) -> None:
+    assert state.on_requeue(status, key_held_by="other-task") is None
+    assert state.on_requeue(status, key_held_by=None) is TaskStatus.QUEUED
+
+
 @pytest.mark.parametrize("status", ALL_STATUSES)
 def test_cancel_by_state(status: TaskStatus) -> None:
     expected = {
@@ -278,7 +312,7 @@ def test_cancel_of_an_unknown_task_does_nothing() -> None:
 def test_requeue_by_state(status: TaskStatus) -> None:
     expected = TaskStatus.QUEUED if status in (TaskStatus.FAILED, TaskStatus.CANCELLED) else None
     assert state.on_requeue(status) is expected
-    assert state.on_requeue(status, None) is expected
+    assert state.on_requeue(status, key_held_by=None, parents=None) is expected
 
 
 def test_requeue_of_an_unknown_task_does_nothing() -> None:

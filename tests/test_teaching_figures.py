@@ -84,7 +84,7 @@ def test_worker_timeline_one_row_per_worker_every_run_once_in_order() -> None:
     drawn = bars(ax)
     assert drawn == [(0, 0.0, 1.0), (0, 1.0, 2.0), (1, 1.0, 1.0), (1, 4.0, 1.0)]
     texts = [t.get_text() for t in ax.texts]
-    assert texts[:4] == ["send_email", "resize_image", "charge_card", "resize_image #2"]
+    assert texts[:4] == ["send_email", "resize_image", "charge_card", "resize_image (try 2)"]
     assert "worker killed" in texts
     assert not any(len(t) > 30 or "shop.tasks" in t for t in texts)  # names, not ids or paths
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
@@ -143,4 +143,4 @@ def test_a_killed_workers_run_is_cut_at_the_kill_and_hatched_to_the_lease_expiry
     assert [p.get_hatch() for p in ax.patches] == [None, "///", None]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["worker A", "worker B"]
     texts = [t.get_text() for t in ax.texts]
-    assert texts == ["make_thumbnail", "make_thumbnail #2", "A killed", "lease expired"]
+    assert texts == ["make_thumbnail", "make_thumbnail (try 2)", "A killed", "lease expired"]

@@ -17,9 +17,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol, Self, runtime_checkable
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, Self, runtime_checkable
 
-from sitq.task import TERMINAL, Attempt, TaskInfo, TaskStatus
+from sitq.task import TERMINAL, Attempt, ScheduleInfo, TaskInfo, TaskStatus
+
+if TYPE_CHECKING:
+    from sitq.backends.schedule_rows import NewSchedule, ScheduleFire
 
 #: A time source for a backend operation: a timestamp, or a function read once the
 #: operation holds the database's write lock (so a wait for the lock never shortens a lease).
@@ -53,6 +56,7 @@ class NewTask(NamedTuple):
     priority: int = 0
     max_attempts: int | None = None
     retry_policy: str | None = None
+    unique_key: str | None = None  # see `Backend.add_unique_tasks`
 
 
 @dataclass(frozen=True)
@@ -253,28 +257,6 @@ class Connectable:
 
 
 @runtime_checkable
-class DependencyStore(Protocol):
-    """What a backend offers for task dependencies (`with_options(after=...)`, `chain`):
-    both of sitq's backends do; the queue refuses `after=` on a backend without it."""
-
-    async def add_dependent_tasks(
-        self, tasks: Sequence[NewTask], parents: Sequence[tuple[str, ...]]
-    ) -> None:
-        """Insert `tasks` atomically, each after its own parents (ids stored already, or of
-        a task earlier in `tasks`): all or nothing, TaskNotFoundError for an unknown id.
-
-        Each task's status is `state.after_parents` of its parents, read in the same
-        transaction (blocked, waiting, or cancelled naming its parent). From then on, every
-        change of a parent (settle, cancel, requeue, a claim that ends a lost lease) decides
-        its waiting children again in the transaction that made the change."""
-        ...
-
-    async def parents_of(self, task_id: str) -> list[str]:
-        """The ids a task was enqueued after, in the order it named them."""
-        ...
-
-
-@runtime_checkable
 class Backend(Protocol):
     """Storage for tasks and their attempt history.
 
@@ -300,6 +282,24 @@ class Backend(Protocol):
 
     async def add_tasks(self, tasks: Sequence[NewTask]) -> None:
         """Insert all tasks atomically: all or nothing (one task: one statement)."""
+        ...
+
+    async def add_unique_tasks(self, tasks: Sequence[NewTask]) -> list[str]:
+        """Insert tasks, some with a `unique_key`, in one transaction; return, for each, the
+        id of the task that holds its key: its own when it was inserted, else that of the
+        unfinished task (`state.HOLDS_UNIQUE_KEY`) that holds the key already (inserted
+        earlier, by anyone, or earlier in this batch), in which case it is not inserted.
+        The database enforces it (a partial UNIQUE index), so racing enqueuers in several
+        processes get one task and the same id."""
+        ...
+
+    async def take_rate_slot(
+        self, name: str, limit: int, period: float, now: Now, task_id: str
+    ) -> float | None:
+        """Give task `task_id` of name `name` a slot to start in under "`limit` starts per
+        `period` seconds" (`sitq.policy.rate_limits`): None, it starts now (the slot is
+        recorded); else the seconds until the slot booked for it. Asked again when it comes
+        back, it starts on that slot. Atomic across every worker on the database."""
         ...
 
     async def claim(
@@ -389,4 +389,26 @@ class Backend(Protocol):
         """The newest `limit` attempt records, newest first. Read backwards along the
         primary key, with no sort, so its cost depends on `limit`, not on how many records
         are kept: a live view asks for it every second."""
+        ...
+
+    # -- periodic tasks (sitq.engine.schedules) ---------------------------------------------
+
+    async def save_schedule(self, schedule: NewSchedule) -> ScheduleInfo:
+        """Insert or replace the schedule of this name. Its next tick is kept when the
+        timing (every, cron, tz) is unchanged, else set to `schedule.next_at`."""
+        ...
+
+    async def delete_schedule(self, name: str) -> bool:
+        """Remove a schedule (tasks it enqueued stay); False if there was none."""
+        ...
+
+    async def list_schedules(self) -> list[ScheduleInfo]:
+        """Every schedule, by name (an older database without the table: none)."""
+        ...
+
+    async def fire_schedule(self, fire: ScheduleFire) -> bool:
+        """Atomically: advance the schedule's next tick from `fire.expected_next_at` to
+        `fire.next_at` (nothing if another worker already did), record the tick under a
+        UNIQUE (schedule, tick) key, and add its task. True if the task was added: each
+        tick is enqueued once, however many workers fire it at the same moment."""
         ...

@@ -18,6 +18,9 @@ from sitq.wire.json_serialization import JsonSerializer
 from sitq.wire.serialization import CloudpickleSerializer, Serializer
 from sitq.wire.signing import SignedSerializer
 
+#: Where every command finds its database when DB is left out.
+DATABASE_ENV = "SITQ_DATABASE_URL"
+
 
 class UsageError(Exception):
     """The command line asks for something impossible: exit code 2."""
@@ -34,17 +37,23 @@ def shown(text: str, keep: str = "") -> str:
 
 
 def open_database(url: str, missing_hint: str | None, read_only: bool = False) -> Backend:
-    """The backend a URL or path names. A SQLite file must exist unless `missing_hint` is
-    None (`worker --create`): a typo must not start an empty new queue. `read_only`: a
-    SQLite file is opened for reading only (PostgreSQL: a role's rights decide)."""
+    """The backend a URL or path names. The queue must exist unless `missing_hint` is
+    None (`--create`): a typo must not start an empty new queue. A SQLite file is checked
+    here; a PostgreSQL schema when it connects (`create=False`: QueueNotFoundError, which
+    `sitq.cli.main` reports with the hint). `read_only`: a SQLite file is opened for
+    reading only (PostgreSQL: a role's rights decide)."""
     try:
         backend = open_backend(url)
     except InvalidOptionError as exc:
         raise UsageError(str(exc)) from exc
-    if missing_hint is not None and isinstance(backend, SQLiteBackend):
-        require_database(backend.path, missing_hint)
-    if read_only and isinstance(backend, SQLiteBackend):
-        return SQLiteBackend(backend.path, read_only=True)
+    if isinstance(backend, SQLiteBackend):
+        if missing_hint is not None:
+            require_database(backend.path, missing_hint)
+        return SQLiteBackend(backend.path, read_only=True) if read_only else backend
+    from sitq.backends.postgres import PostgresBackend  # open_backend imported it already
+
+    assert isinstance(backend, PostgresBackend)
+    backend.create = missing_hint is None
     return backend
 
 
@@ -72,16 +81,18 @@ def serializer_for(args: argparse.Namespace) -> Serializer:
         raise UsageError(f"--signing-key-env {args.signing_key_env}: {exc}") from exc
 
 
-def import_task_module(module: str) -> None:
-    """Import a module of task functions, so their import paths resolve in this process."""
+def import_task_module(module: str, given_as: str | None = None) -> None:
+    """Import a module of task functions, so their import paths resolve in this process.
+    `given_as`: how the command line named it, for the error (default `--import MODULE`)."""
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())  # like `python -m`: modules next to you are found
     try:
         importlib.import_module(module)
     except ModuleNotFoundError as exc:
         if exc.name is not None and (module + ".").startswith(exc.name + "."):
+            given = given_as or f"--import {module}"
             raise UsageError(
-                f"--import {module}: no module named {exc.name!r} (is its folder on "
-                "PYTHONPATH, or the current directory?)"
+                f"{given}: no module named {exc.name!r} (is its folder on PYTHONPATH, or the "
+                "current directory?)"
             ) from exc
         raise

@@ -75,12 +75,14 @@ def check_callable(func: Any) -> None:
 
 def run_options(effective: TaskOptions) -> TaskOptions | None:
     """What the worker needs of the merged options (None when there is nothing to say):
-    when to run and the task's name are already columns of its row."""
-    wanted = (effective.retry, effective.timeout, effective.executor, effective.name)
-    if wanted == (None, None, None, None):
+    when to run, the task's name and its unique key are already columns of its row."""
+    wanted = (effective.retry, effective.timeout, effective.executor, effective.name,
+              effective.rate_limit)  # fmt: skip
+    if wanted == (None, None, None, None, None):
         return None
-    retry, timeout, executor, name = wanted
-    return TaskOptions(retry=retry, timeout=timeout, executor=executor, name=name)
+    retry, timeout, executor, name, rate_limit = wanted
+    return TaskOptions(retry=retry, timeout=timeout, executor=executor, name=name,
+                       rate_limit=rate_limit)  # fmt: skip
 
 
 #: Byte tables for `bytes.translate`: byte 6 of a version-4 UUID starts with the bits 0100
@@ -115,13 +117,14 @@ def with_options(call: TaskCall, options: TaskOptions | None) -> TaskCall:
 class Plan:
     """What every call of one function in one enqueue shares: its options, merged once
     (the call's over the function's), what the worker needs of them, its name, and the
-    columns its rows have in common (state, due time, enqueue time, priority, budget)."""
+    columns its rows have in common (state, due time, enqueue time, priority, budget,
+    unique key)."""
 
     func: Any
     options: TaskOptions
     run_options: TaskOptions | None
     name: str
-    shared_columns: tuple[str, float, float, int, int | None, str | None]
+    shared_columns: tuple[str, float, float, int, int | None, str | None, str | None]
 
     @classmethod
     def of(cls, func: Any, options: TaskOptions, now: float) -> Plan:
@@ -133,7 +136,7 @@ class Plan:
             budget = state.budget_of(effective.retry)
         due_at = effective.due_at(now)
         status = state.on_enqueue(due_at, now).value  # see NewTask.status
-        shared = (status, due_at, now, effective.priority or 0, *budget)
+        shared = (status, due_at, now, effective.priority or 0, *budget, effective.unique_key)
         name = task_name(func, effective)
         return cls(func, effective, run_options(effective), name, shared)
 

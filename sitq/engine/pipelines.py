@@ -17,7 +17,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sitq.backends.base import Backend, DependencyStore, NewTask
+from sitq.backends.base import Backend, NewTask
+from sitq.backends.dependency_store import DependencyStore
 from sitq.errors import InvalidOptionError, TaskNotFoundError
 from sitq.task import Result, TaskInfo, TaskStatus, to_datetime
 from sitq.wire.serialization import Serializer

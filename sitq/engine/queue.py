@@ -23,6 +23,7 @@ from sitq.engine.calls import (
     no_cycle_collection,
     with_options,
 )
+from sitq.engine.schedules import QueueSchedules, ScheduleKeywords
 from sitq.errors import (
     InvalidOptionError,
     InvalidTaskError,
@@ -39,6 +40,7 @@ from sitq.task import (
     History,
     QueueSummary,
     Result,
+    ScheduleInfo,
     TaskId,
     TaskInfo,
     TaskStatus,
@@ -52,7 +54,7 @@ P = ParamSpec("P")  # a task function's parameters: enqueue checks the arguments
 R = TypeVar("R")  # what it returns: the id it gets remembers it, so its Result does too
 
 
-class TaskQueue(LiveDisplay):
+class TaskQueue(LiveDisplay, QueueSchedules):
     """Enqueue tasks and read their results, status and history.
 
     backend: where tasks live (e.g. `SQLiteBackend("queue.db")`). serializer: how calls
@@ -177,6 +179,13 @@ class TaskQueue(LiveDisplay):
             raise type(exc)(
                 f"enqueue_many: call #{len(rows)} ({describe(culprit)}): {exc}"
             ) from exc
+        if any(row.unique_key is not None for row in rows):
+            if chained or options.after is not None:  # a held key's id waits for no parent
+                raise InvalidOptionError(
+                    "unique_key= does not go with after= or chain(): enqueue the unique task, "
+                    "then the others after=[its id]"
+                )
+            return await self.backend.add_unique_tasks(rows)  # a held key: the holder's id
         if rows and (chained or options.after is not None):
             await pipelines.add_after(self.backend, rows, options.after or (), chained)
         elif rows:
@@ -301,8 +310,10 @@ class TaskQueue(LiveDisplay):
         return await self.backend.counts()
 
     async def summary(self) -> QueueSummary:
-        """`counts()` as an object that shows as a table in Jupyter."""
-        return QueueSummary(await self.counts())
+        """`counts()` (and the schedules, if any) as an object that shows as a table in
+        Jupyter."""
+        counts = await self.counts()
+        return QueueSummary(counts, tuple(await self.backend.list_schedules()))
 
     async def history(self, task_id: str | None = None) -> History:
         """Attempt records, oldest first: of one task, or of every task (a list that
@@ -326,9 +337,10 @@ class TaskQueue(LiveDisplay):
     async def requeue(self, task_id: str) -> None:
         """Give a failed (or cancelled) task a fresh run with a fresh retry budget.
 
-        Its attempt history is kept; new attempts continue the numbering. The tasks that
-        were cancelled because it failed wait for it again (blocked); a task cancelled for
-        a parent comes back only once no parent is failed or cancelled any more.
+        Its attempt history is kept; new attempts continue the numbering. Tasks cancelled
+        because it failed wait for it again (blocked); a task cancelled for a parent comes
+        back once no parent is failed or cancelled. While another unfinished task holds its
+        unique key it stays as it is: UniqueKeyTakenError names that task.
         """
         before = await self.get_task(task_id)
         old = await self.backend.requeue(task_id, self.clock.now())
@@ -400,3 +412,9 @@ class OptionsView:
     async def chain(self, *calls: TaskCall | tuple[Any, ...]) -> list[str]:
         """`queue.chain(...)` with these options; with `after=`, its first step waits too."""
         return await self._queue._enqueue_calls(as_calls(calls), self.options, chained=True)
+
+    async def schedule(
+        self, func: Callable[..., Any], /, **when: Unpack[ScheduleKeywords]
+    ) -> ScheduleInfo:
+        """`TaskQueue.schedule`, each tick's task with these options (no delay/eta)."""
+        return await self._queue._schedule_with(self.options, func, **when)

@@ -28,6 +28,7 @@ from sitq.engine.hooks import WorkerHooks
 from sitq.engine.leases import CANCELLED
 from sitq.engine.pipelines import parent_results
 from sitq.engine.pools import ProcessPool
+from sitq.engine.rate_gate import RateGate
 from sitq.engine.settling import Settler
 from sitq.errors import SerializationError
 from sitq.options import NO_OPTIONS, TaskOptions
@@ -61,6 +62,8 @@ class TaskRunner:
     processes: ProcessPool | None = None
     #: Called when a task has run and its outcome goes to be stored: its slot is free.
     ran: Callable[[str], None] = lambda task_id: None
+    #: Rate limits by task name (`sitq.engine.rate_gate`); None: the worker sets up none.
+    rate_gate: RateGate | None = None
 
     async def process(self, claimed: ClaimedTask) -> None:
         """Run one claimed task end to end; never raises (errors become outcomes)."""
@@ -101,6 +104,8 @@ class TaskRunner:
         policy = options.retry or self.retry
         if claimed.lost_attempt is not None and await self._after_lost(claimed, policy):
             return
+        if self.rate_gate is not None and not await self.rate_gate.admits(claimed, options):
+            return  # its rate limit is reached: it waits for room, no attempt used
         breaker = self.breakers.get(claimed.name)
         if breaker is not None and not breaker.allow():
             await self._defer(claimed, breaker)

@@ -15,6 +15,7 @@ Leases are kept alive by a heartbeat (`sitq.engine.leases`). Two ways to drive i
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import os
 import random
@@ -29,8 +30,10 @@ from sitq.clock import Clock, SystemClock
 from sitq.engine.hooks import WorkerHooks, call_hook
 from sitq.engine.leases import CANCELLED, LeaseKeeper
 from sitq.engine.pools import DaemonThreadPool
+from sitq.engine.rate_gate import RateGate
 from sitq.engine.retention import DEFAULT_RETENTION, Pruner
 from sitq.engine.running import SHUTDOWN, UNSTARTED, TaskRunner
+from sitq.engine.schedules import ScheduleKeeper, horizon
 from sitq.engine.settling import Settler
 from sitq.engine.slots import Slots
 from sitq.engine.worker_run import WorkerRun
@@ -38,6 +41,8 @@ from sitq.errors import DatabaseCorruptError
 from sitq.options import concurrency_setting, count_setting, optional_seconds, seconds_setting
 from sitq.policy import state
 from sitq.policy.breaker import CircuitBreaker
+from sitq.policy.rate_limits import RateLimit
+from sitq.policy.rate_limits import parse_all as parse_rate_limits
 from sitq.policy.retry import NO_RETRY, RetryPolicy
 from sitq.wire.serialization import DumpsLoads, Serializer, as_serializer
 
@@ -50,7 +55,9 @@ class Worker(WorkerRun):
     concurrency (alias max_concurrency): tasks run at once. retry: the default RetryPolicy
     for tasks that set none (default: no retry). lease_seconds: how long a claim is valid
     without a heartbeat; heartbeats renew it every lease_seconds/3 while a task runs.
-    breakers: {task name: CircuitBreaker}. hooks: a WorkerHooks. clock, rng: injectable
+    breakers: {task name: CircuitBreaker}. rate_limits: {task name: "10/s"}, at most so many
+    starts per period across all workers, for tasks that set none with `@task(rate_limit=)`.
+    hooks: a WorkerHooks. clock, rng: injectable
     time and jitter randomness. shutdown_grace: seconds `stop()` waits for running tasks
     before handing them back to the queue. poll_interval: the longest an idle worker goes
     without looking (default: the backend's). retention: seconds finished tasks are kept
@@ -75,6 +82,7 @@ class Worker(WorkerRun):
         processes: int | None = None,
         poll_interval: float | None = None,
         retention: float | None = DEFAULT_RETENTION,
+        rate_limits: Mapping[str, str] | None = None,
     ) -> None:
         self.concurrency: int = concurrency_setting(concurrency, max_concurrency)
         self.lease_seconds: float = seconds_setting("lease_seconds", lease_seconds)
@@ -93,6 +101,7 @@ class Worker(WorkerRun):
         self.clock: Clock = clock or SystemClock()
         self.retry: RetryPolicy = retry or NO_RETRY
         self.breakers: dict[str, CircuitBreaker] = dict(breakers or {})
+        self.rate_limits: dict[str, RateLimit] = parse_rate_limits(rate_limits)
         self.hooks: WorkerHooks = hooks or WorkerHooks()
         self.rng: random.Random = rng or random.Random()
         self._process_count = processes
@@ -103,6 +112,10 @@ class Worker(WorkerRun):
         self._stopping = False
         self._connected = False
         self._pruner = Pruner(self.backend, self.clock, self.worker_id)
+        look_every = self.poll_interval or self.backend.poll_interval
+        self._schedules: ScheduleKeeper = ScheduleKeeper(
+            self.backend, self.serializer, self.clock, look_every
+        )
         self._runner: TaskRunner | None = None
         self._keeper: LeaseKeeper | None = None
         self.processed: int = 0
@@ -150,13 +163,14 @@ class Worker(WorkerRun):
     @property
     def runner(self) -> TaskRunner:
         if self._runner is None:
+            settler = Settler(
+                self.backend, self._next_claim, self._landed_with_outcomes, self.keeper.alive
+            )
             self._runner = TaskRunner(
                 self.worker_id,
                 self.backend,
                 self.serializer,
-                Settler(
-                    self.backend, self._next_claim, self._landed_with_outcomes, self.keeper.alive
-                ),
+                settler,
                 self.clock,
                 self.rng,
                 self.retry,
@@ -165,6 +179,7 @@ class Worker(WorkerRun):
                 DaemonThreadPool(self.concurrency),
                 self._process_count,
                 ran=self._ran,
+                rate_gate=RateGate(self.backend, settler, self.clock, self.rate_limits),
             )
         return self._runner
 
@@ -198,18 +213,30 @@ class Worker(WorkerRun):
     async def run_once(self) -> int:
         """Claim the tasks due now (up to `concurrency`), run them all, return how many."""
         await self._ensure_connected()
+        await self._schedules.enqueue_due(force=True)
         sent = await self._request(self.concurrency).sent_to(self.backend)
         claimed = self.runner.report_decided(sent)  # lost leases the claim itself ended
         if claimed:
             await asyncio.gather(*(self._spawn(task) for task in claimed))
         return len(claimed)
 
-    async def run_until_idle(self, *, max_tasks: int | None = None) -> int:
+    async def run_until_idle(
+        self, *, max_tasks: int | None = None, until: float | dt.datetime | None = None
+    ) -> int:
         """Run until no task waits, including retries and delayed tasks due later.
 
         With a FakeClock the waits cost no real time: the clock jumps to the next due
         task. `max_tasks` stops early (a guard against tasks that retry forever).
+
+        Periodic tasks: ticks already due are enqueued and run, but a schedule always has
+        a next tick, so the worker waits for ticks to come only up to `until` (a clock
+        time: epoch seconds or an aware datetime), and runs nothing due after it:
+        `run_until_idle(until=clock.now() + 86400)` runs a day of ticks on a FakeClock
+        in a moment. (Several workers sharing one FakeClock: step it instead, with
+        `clock.advance(...)` and each worker's `run_once()`: a worker that jumps the clock
+        while another runs a task would expire that task's lease.)
         """
+        last = horizon(until)
         total = 0
         while max_tasks is None or total < max_tasks:
             done = await self.run_once()
@@ -217,6 +244,10 @@ class Worker(WorkerRun):
             if done:
                 continue
             next_due = await self.backend.next_due_at()
+            if last is not None:
+                next_due = self._schedules.sooner(next_due)
+                if next_due is not None and next_due > last:
+                    break
             if next_due is None:
                 break
             await self.clock.sleep_until(next_due)
@@ -242,10 +273,13 @@ class Worker(WorkerRun):
         return self.poll_interval or self.backend.poll_interval
 
     async def _loop_step(self) -> None:
-        """One turn of the main loop: send back overdue tasks in hand, claim, or wait."""
+        """One turn of the main loop: enqueue the ticks of periodic tasks that have come,
+        send back overdue tasks in hand, claim, or wait."""
         for task in self._slots.ahead.overdue():
             self._send_back(task)
         work_ticket, wake_ticket = self.backend.work_signal.ticket(), self._wake.ticket()
+        # After the tickets: a stop() that rings while the schedules are read is not missed.
+        await self._schedules.enqueue_due()
         request = None if self._leave_claim_to_settles() else self._next_claim()
         if request is None:  # until a slot frees, a claim lands, stop(), or a task is overdue
             await Signal.wait(wake_ticket, self._slots.ahead.overdue_in())
@@ -260,7 +294,7 @@ class Worker(WorkerRun):
         # Fewer than asked: nothing else is due now. Wait (the tickets were taken before the
         # claim, so work enqueued meanwhile is not missed) instead of asking again.
         await self._pruner.now_and_then(self.retention)
-        next_due = await self.backend.next_due_at()
+        next_due = self._schedules.sooner(await self.backend.next_due_at())
         waits = [work_ticket.wait(), wake_ticket.wait(), self.clock.wait(next_due),
                  self.backend.wait_for_change(self._poll_interval)]  # fmt: skip
         await first_of(waits, self._slots.ahead.overdue_in())

@@ -44,6 +44,7 @@ from sitq.plots.style import (
     time_origin,
 )
 from sitq.task import Attempt
+from sitq.views.html import task_labels
 
 __all__ = [
     "BREAKER_COLORS", "OUTCOME_COLORS", "SERIES_COLORS", "attempts_histogram", "breaker_timeline",
@@ -53,17 +54,26 @@ __all__ = [
 
 #: The narrowest backoff gap (a fraction of the plot's time span) that gets a text label.
 MIN_LABELLED_GAP = 0.07
+#: Gap labels' font size (points), and the width of one of their characters, as a fraction
+#: of it (DejaVu Sans digits and lower case average about 0.6 em).
+GAP_FONT_SIZE = 8
+CHARACTER_WIDTH = 0.6
 
 
-def _task_label(task: analysis.TaskTimeline) -> str:
-    """Row label "fetch · 3f2a9c" for task pkg.mod.fetch: the short id tells repeats apart."""
-    name = task.task_name.replace(":", ".").rsplit(".", 1)[-1] or task.task_name
-    return f"{short(name)} · {task.task_id[:6]}"
+def _seconds_per_character(ax: Axes, span: float) -> float:
+    """How many seconds of the x axis one character of a gap label covers, roughly.
+
+    The axes' width is read before the figure's layout settles, so this is an estimate;
+    it only has to keep labels in one row from printing over each other.
+    """
+    points = ax.get_window_extent().width / ax.figure.dpi * 72
+    seconds_per_point = 1.07 * span / max(points, 1.0)  # the x limits span about 1.07 spans
+    return CHARACTER_WIDTH * GAP_FONT_SIZE * seconds_per_point
 
 
 def _gap_label(attempt: int, gap: float, backoff: float | None) -> str:
-    """The gap drawn, "#3 +11.5s", over "(backoff 1.68s)" when the policy asked for less."""
-    label = f"#{attempt} +{gap:.3g}s"
+    """The gap drawn, "try 3 +11.5s", over "(backoff 1.68s)" when the policy asked for less."""
+    label = f"try {attempt} +{gap:.3g}s"
     if backoff is not None and abs(gap - backoff) > max(0.01, 0.02 * gap):
         label += f"\n(backoff {backoff:.3g}s)"  # two short lines fit a gap better than one
     return label
@@ -78,13 +88,15 @@ def retry_timeline(
 ) -> Axes:
     """One row per task, one bar per attempt coloured by outcome, dashed backoff gaps.
 
-    Each retry is labelled "#k +Ds" above its gap: attempt number and the gap drawn (from
-    the end of one attempt to the start of the next). When that gap is longer than the
+    Rows are labelled by task name, numbered when several tasks share one ("charge_card #2",
+    see `sitq.views.html.task_labels`), never by hash id. Each retry is labelled
+    "try k +Ds" above its gap: attempt number and the gap drawn (from the end of one
+    attempt to the start of the next). When that gap is longer than the
     backoff the policy chose (an open breaker or busy workers held the retry), the label
-    says both, on two lines: "#3 +11.5s" over "(backoff 1.68s)". Gaps narrower than
-    MIN_LABELLED_GAP of the time span stay unlabelled, as their labels would print over
-    each other. Bars have a minimum width (a small fraction of the time span) so instant
-    attempts on a FakeClock stay visible.
+    says both, on two lines: "try 3 +11.5s" over "(backoff 1.68s)". Gaps narrower than
+    MIN_LABELLED_GAP of the time span stay unlabelled, and so does a label that would
+    print over the one before it in its row. Bars have a minimum width (a small fraction
+    of the time span) so instant attempts on a FakeClock stay visible.
     `origin` (epoch s, default the earliest time shown) is time zero: pass it to line up
     several plots.
     """
@@ -94,24 +106,30 @@ def retry_timeline(
     if len(shown) < len(tasks):
         title += f" (first {len(shown)} of {len(tasks)} tasks)"
     size = (10, 1.6 + 0.5 * max(len(shown), 3))
-    ax = new_axes(ax, title, TIME_LABEL, "task (name · id)", size)
+    ax = new_axes(ax, title, TIME_LABEL, "task", size)
     if not shown:
         return no_data(ax)
     records = [a for t in shown for a in t.attempts]
     t0 = time_origin(records) if origin is None else origin
     span = max(a.finished_at for a in records) - t0 or 1.0
     bars: dict[str, list[tuple[int, float, float]]] = defaultdict(list)
+    per_char = _seconds_per_character(ax, span)
     for row, task in enumerate(shown):
+        free_from = -math.inf  # where the row's last label ends: the next starts after it
         for i, (gap, a) in enumerate(zip(task.gaps, task.attempts[1:], strict=True)):
             prev = task.attempts[i]
             x0, x1 = prev.finished_at - t0, a.started_at - t0
             ax.plot([x0, x1], [row, row], linestyle="--", linewidth=1, color="0.45", zorder=0.5)
-            if x1 - x0 < span * MIN_LABELLED_GAP:
-                continue  # too narrow to label without overprinting its neighbours
+            text = _gap_label(a.attempt, gap, prev.next_delay)
+            half = per_char * max(len(line) for line in text.splitlines()) / 2
+            middle = (x0 + x1) / 2
+            if x1 - x0 < span * MIN_LABELLED_GAP or middle - half < free_from:
+                continue  # too narrow, or it would print over the label before it
+            free_from = middle + half
             ax.annotate(
-                _gap_label(a.attempt, gap, prev.next_delay),
-                xy=((x0 + x1) / 2, row),
-                fontsize=7,
+                text,
+                xy=(middle, row),
+                fontsize=GAP_FONT_SIZE,
                 xytext=(0, 7),
                 textcoords="offset points",
                 ha="center",
@@ -124,7 +142,8 @@ def retry_timeline(
         rows, lefts, widths = zip(*bars[outcome], strict=True)
         color = OUTCOME_COLORS.get(outcome, "black")
         ax.barh(rows, widths, left=lefts, height=0.45, color=color, label=outcome, **EDGE)
-    ax.set_yticks(range(len(shown)), [_task_label(t) for t in shown])
+    labels = task_labels((t.task_name, t.task_id) for t in shown)
+    ax.set_yticks(range(len(shown)), [short(labels[t.task_id]) for t in shown])
     ax.set_ylim(len(shown) - 0.4, -0.7)  # first task on top, room for the labels
     ax.set_xlim(min(0.0, time_origin(records) - t0) - 0.02 * span, 1.05 * span)
     ax.legend(title="outcome", loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)

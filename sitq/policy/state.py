@@ -23,12 +23,15 @@ The transition table (what happens, from which state, to which state, and who de
 | running, claimed ahead and never started, lease expired | another worker takes it over | running under the new lease as a plain claim: no attempt spent, nothing recorded | the claim (below) |
 | running, claimed ahead and not started | it waited in hand too long, or its lease ran low while it waited | queued, in its place in line (due time kept); attempt refunded | `return_unstarted` |
 | running, lease expired, budget spent | another worker's claim finds it  | lost attempt recorded; failed (WorkerLost), or cancelled if a cancel was asked: in the claim's own transaction, no attempt added | `LOST_WHEN_SPENT` |
-| failed (WorkerLost)           | the lost attempt's body did complete: its outcome arrives late | that outcome (succeeded, retrying, failed), in place of the lost attempt's record | `LATE_OUTCOME_REPLACES` |
+| failed (WorkerLost)           | the lost attempt's body did complete: its outcome arrives late | that outcome (succeeded, retrying, failed), in place of the lost attempt's record; not one that waits again while another task holds its unique key (`HOLDS_UNIQUE_KEY`) | `LATE_OUTCOME_REPLACES` |
 | running                       | its circuit breaker is open            | scheduled at the breaker's probe time; attempt refunded | `deferral` |
 | running                       | the worker stops (grace over), or it was claimed ahead and never started | queued now; attempt refunded | `hand_back` |
+| running                       | its task name's rate limit is reached  | scheduled when the window has room; attempt refunded | `rate_limited` |
+| (new), with a unique key      | enqueue while a task holding that key is unfinished | no new task: the holder's id is returned | `HOLDS_UNIQUE_KEY` |
 | blocked, queued, scheduled, retrying | cancel                          | cancelled                                   | `on_cancel`           |
 | running                       | cancel                                 | running, cancel requested (the worker stops it at its next heartbeat, or settles it cancelled unrun if it was claimed ahead; survives a crash) | `on_cancel` |
 | failed, cancelled             | requeue                                | queued, a fresh retry budget (a task with parents: as `after_parents` says) | `on_requeue` |
+| failed, cancelled, with a unique key | requeue while another unfinished task holds the key | unchanged (UniqueKeyTakenError names the holder) | `on_requeue` |
 | failed                        | purge                                  | deleted (history kept)                      | `PURGEABLE`           |
 | succeeded, cancelled          | older than the retention time          | deleted with its history                    | `PRUNABLE`            |
 
@@ -77,6 +80,14 @@ PURGEABLE: frozenset[TaskStatus] = frozenset({TaskStatus.FAILED})
 PRUNABLE: frozenset[TaskStatus] = frozenset({TaskStatus.SUCCEEDED, TaskStatus.CANCELLED})
 #: States `requeue` accepts.
 REQUEUEABLE: frozenset[TaskStatus] = frozenset({TaskStatus.FAILED, TaskStatus.CANCELLED})
+#: States in which a task holds its unique key (`with_options(unique_key=...)`): every
+#: unfinished one. While a task with a key is in one of them, enqueueing another with that
+#: key returns the holder's id and adds nothing; a partial UNIQUE index over these states
+#: makes the database refuse a second holder, whichever process races to insert it.
+HOLDS_UNIQUE_KEY: frozenset[TaskStatus] = frozenset(TaskStatus) - TERMINAL
+#: States in which a task keeps the rate-limit slot booked for it (`sitq.policy.rate_limits`):
+#: a task cancelled while it waited for its slot leaves it free for the next.
+KEEPS_BOOKED_SLOT: frozenset[TaskStatus] = frozenset(TaskStatus) - TERMINAL
 #: A lost lease whose retry budget is spent (the lost attempt was the last one the budget
 #: allowed): (status, error type) without a cancel request, and with one. Every policy gives
 #: up there (`RetryPolicy.next_delay` returns None once `max_attempts` is reached), so the
@@ -190,6 +201,12 @@ def deferral(breaker_retry_at: float | None, recovery_timeout: float, now: float
     return Decision(TaskStatus.SCHEDULED, due_at=max(due, now), refund=True)
 
 
+def rate_limited(opens_at: float, now: float) -> Decision:
+    """The task's rate limit has no room now (`sitq.policy.rate_limits`): wait until it has;
+    no attempt is used."""
+    return Decision(TaskStatus.SCHEDULED, due_at=max(opens_at, now), refund=True)
+
+
 def hand_back(now: float) -> Decision:
     """The worker stops before the task finished: back to the queue, no attempt used."""
     return Decision(TaskStatus.QUEUED, due_at=now, refund=True)
@@ -219,14 +236,19 @@ def on_cancel(status: TaskStatus | None) -> CancelAction:
 
 
 def on_requeue(
-    status: TaskStatus | None, parents: ParentsVerdict | None = None
+    status: TaskStatus | None,
+    *,
+    key_held_by: str | None = None,
+    parents: ParentsVerdict | None = None,
 ) -> TaskStatus | None:
     """A failed or cancelled task goes back to the queue with a fresh budget; else None.
 
-    A task cancelled for a parent (`waits_on_parents`) comes back as its parents say now
-    (`parents`, from `after_parents`): blocked, or waiting; not at all while a parent is
-    still failed, cancelled or gone (requeue that parent: its children follow it)."""
-    if status not in REQUEUEABLE:
+    Not while another unfinished task (`key_held_by`) holds its unique key: two holders of
+    one key is what unique keys exist to prevent, so it stays as it is. A task cancelled for
+    a parent (`waits_on_parents`) comes back as its parents say now (`parents`, from
+    `after_parents`): blocked, or waiting; not at all while a parent is still failed,
+    cancelled or gone (requeue that parent: its children follow it)."""
+    if status not in REQUEUEABLE or key_held_by is not None:
         return None
     if parents is None:
         return TaskStatus.QUEUED

@@ -17,6 +17,7 @@ from matplotlib.ticker import StrMethodFormatter
 
 from sitq.plots.style import EDGE, OUTCOME_COLORS, SERIES_COLORS, new_axes, no_data
 from sitq.task import Attempt
+from sitq.views.html import short_task_name
 
 #: Bars narrower than this fraction of the time span are widened, so instant runs show.
 MIN_BAR = 0.004
@@ -66,9 +67,9 @@ def worker_rows(history: Iterable[Attempt]) -> dict[str, list[Attempt]]:
 
 
 def task_label(a: Attempt) -> str:
-    """ "resize_image" for task notebooks.tasks:resize_image, "#2" added for a retry."""
-    name = a.task_name.replace(":", ".").rsplit(".", 1)[-1] or a.task_name
-    return name if a.attempt == 1 else f"{name} #{a.attempt}"
+    """ "resize_image" for task shop.images:resize_image, "(try 2)" added for a retry."""
+    name = short_task_name(a.task_name)
+    return name if a.attempt == 1 else f"{name} (try {a.attempt})"
 
 
 def lanes(attempts: Sequence[Attempt]) -> list[int]:

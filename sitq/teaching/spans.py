@@ -92,7 +92,7 @@ def chunk_timeline(runs: Mapping[str, tuple[str, Sequence[Span]]]) -> Figure:
         axes[:, 0], grouped.items(), SERIES_COLORS, strict=False
     ):
         _draw_rows(ax, title, by, runners, color)
-    axes[-1, 0].set_xlabel("seconds since the run's first chunk started")
+    axes[-1, 0].set_xlabel("seconds since the run's first task started")
     return figure
 
 

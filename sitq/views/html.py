@@ -7,6 +7,7 @@ use it without depending on any notebook machinery (and no import cycle can form
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -33,6 +34,32 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def short_task_name(task_name: str) -> str:
+    """ "charge_card" for task shop.payments:charge_card (or shop.payments.charge_card)."""
+    return task_name.replace(":", ".").rsplit(".", 1)[-1] or task_name
+
+
+def task_labels(tasks: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """A readable label per task id, from (task_name, task_id) pairs in the order shown.
+
+    A name that occurs once is its own label ("send_receipt"); a name shared by several
+    tasks is numbered in order of first appearance ("charge_card #1", "charge_card #2"),
+    so a reader can tell the rows apart without reading hash ids.
+    """
+    first_seen: dict[str, str] = {}
+    for name, task_id in tasks:
+        first_seen.setdefault(task_id, short_task_name(name))
+    totals: dict[str, int] = {}
+    for name in first_seen.values():
+        totals[name] = totals.get(name, 0) + 1
+    seen: dict[str, int] = {}
+    labels = {}
+    for task_id, name in first_seen.items():
+        seen[name] = seen.get(name, 0) + 1
+        labels[task_id] = name if totals[name] == 1 else f"{name} #{seen[name]}"
+    return labels
+
+
 def result_html(result: Any) -> str:
     """One result as a two-column table (field, value)."""
     fields = [
@@ -50,16 +77,18 @@ def result_html(result: Any) -> str:
 def history_html(attempts: Iterable[Any], max_rows: int = MAX_HISTORY_ROWS) -> str:
     """Attempt records as a table, one row per attempt, oldest first.
 
-    Times are seconds since the earliest attempt was scheduled (as in `sitq.plots`), since
+    Tasks are labelled by name, numbered when several share one (`task_labels`). Times
+    are seconds since the earliest attempt was scheduled (as in `sitq.plots`), since
     raw epoch timestamps say nothing to a reader; a FakeClock run reads 0, 1, 3 s.
     """
     records = list(attempts)
     if not records:
         return "<p>no attempts recorded</p>"
     origin = min(a.scheduled_for for a in records)
-    headers = ["task", "id", "attempt", "outcome", "error", "start (s)", "took (s)",
+    headers = ["task", "attempt", "outcome", "error", "start (s)", "took (s)",
                "next try in (s)", "worker"]  # fmt: skip
-    rows = [_attempt_row(a, origin) for a in records[:max_rows]]
+    labels = task_labels((a.task_name, a.task_id) for a in records)
+    rows = [_attempt_row(a, labels[a.task_id], origin) for a in records[:max_rows]]
     table = table_html(headers, rows)
     hidden = len(records) - len(rows)
     if hidden > 0:
@@ -67,13 +96,12 @@ def history_html(attempts: Iterable[Any], max_rows: int = MAX_HISTORY_ROWS) -> s
     return table
 
 
-def _attempt_row(attempt: Any, origin: float) -> list[Any]:
+def _attempt_row(attempt: Any, label: str, origin: float) -> list[Any]:
     error = None
     if attempt.error_type:
         error = f"{attempt.error_type}: {attempt.error_message or ''}".rstrip(": ")
     return [
-        attempt.task_name,
-        attempt.task_id[:8],  # enough to tell tasks apart in one table
+        label,  # "charge_card #2": readable, and tells tasks of one name apart
         attempt.attempt,
         attempt.outcome,
         error,
@@ -86,3 +114,22 @@ def _attempt_row(attempt: Any, origin: float) -> list[Any]:
 
 def _attempts_text(attempts: int, max_attempts: int | None) -> str:
     return str(attempts) if max_attempts is None else f"{attempts} of {max_attempts}"
+
+
+def schedules_html(schedules: Iterable[Any]) -> str:
+    """Periodic tasks as a table: name, task, when it ticks, its next and last tick (UTC)."""
+    rows = [
+        [s.name, s.task_name, s.when, _utc(s.next_at), _utc(s.last_tick_at), s.last_error]
+        for s in schedules
+    ]
+    if not rows:
+        return "<p>no schedules</p>"
+    headers = ["schedule", "task", "when", "next tick (UTC)", "last tick (UTC)", "last error"]
+    return table_html(headers, rows)
+
+
+def _utc(timestamp: float | None) -> str | None:
+    """A tick time as people read it: "2026-01-01 09:00:00" (UTC)."""
+    if timestamp is None:
+        return None
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")

@@ -37,6 +37,8 @@ import logging
 from collections.abc import Collection, Sequence
 from typing import Any
 
+import asyncpg
+
 from sitq.backends.base import (
     ClaimedTask,
     ClaimRequest,
@@ -45,12 +47,15 @@ from sitq.backends.base import (
     Settlement,
     read_now,
 )
-from sitq.backends.postgres import deps, sql
+from sitq.backends.postgres import deps, limits, sql
 from sitq.backends.postgres import rows as convert
+from sitq.backends.postgres import schedules as schedule_sql
 from sitq.backends.postgres.link import Connection, PostgresLink
+from sitq.backends.schedule_rows import NewSchedule, ScheduleFire
 from sitq.clock import wall_clock_of
+from sitq.policy.rate_limits import RateLimit
 from sitq.policy.state import CancelAction, on_cancel, on_requeue
-from sitq.task import TERMINAL, WAITING, Attempt, TaskInfo, TaskStatus
+from sitq.task import TERMINAL, WAITING, Attempt, ScheduleInfo, TaskInfo, TaskStatus
 
 logger: logging.Logger = logging.getLogger("sitq.backends.postgres")
 #: A row of `sql.CLAIM` that only signals a spent lost lease of a task with children.
@@ -65,6 +70,8 @@ class PostgresBackend(PostgresLink):
     the most connections operations use at once (a worker needs about four: claim,
     settle, heartbeat, progress), plus one that listens for notifications.
     reconnect_timeout: how long an operation keeps trying when the connection is lost.
+    create: make sitq's schema and tables if they are missing (the default); with False a
+    schema holding no queue raises QueueNotFoundError at connect.
     """
 
     # -- writing -------------------------------------------------------------------------
@@ -107,6 +114,33 @@ class PostgresBackend(PostgresLink):
 
     async def parents_of(self, task_id: str) -> list[str]:
         return [row[0] for row in await self._fetch(deps.PARENT_IDS, task_id)]
+
+    async def add_unique_tasks(self, tasks: Sequence[NewTask]) -> list[str]:
+        """One transaction (see `postgres.limits`), run again whole if the connection is
+        lost or it met a deadlock: rows inserted before stand in their own place."""
+
+        async def add(conn: Connection) -> list[str]:
+            async with conn.transaction():
+                ids, added = await limits.add_unique_tasks(conn, tasks)
+                if added:
+                    await self._notify_work(conn)
+            return ids
+
+        if not tasks:
+            return []
+        ids = await self._run(lambda conn: limits.again_on_conflict(add, conn))
+        self.work_signal.ring()
+        return ids
+
+    async def take_rate_slot(
+        self, name: str, limit: int, period: float, now: Now, task_id: str
+    ) -> float | None:
+        key = limits.turn_key(self.schema, name)
+        at = _lease_clock(now, read_now(now))
+        rule = RateLimit(limit, period)
+        return await self._run(
+            lambda conn: limits.take_rate_slot(conn, key, name, rule, at, task_id)
+        )
 
     async def claim(
         self,
@@ -263,9 +297,7 @@ class PostgresBackend(PostgresLink):
     async def requeue(self, task_id: str, now: float) -> TaskStatus | None:
         async def requeue(conn: Connection) -> TaskStatus | None:
             async with conn.transaction():
-                old = convert.status(await conn.fetchval(sql.STATUS_FOR_UPDATE, task_id))
-                parents = await deps.requeue_verdict(conn, task_id, now)
-                new = on_requeue(old, parents)
+                old, new, parents = await limits.requeue_decision(conn, task_id, now)
                 if new is not None:
                     await conn.execute(sql.REQUEUE, str(new), now, task_id)
                     await deps.follow(conn, [task_id], now)  # its children wait again
@@ -274,7 +306,7 @@ class PostgresBackend(PostgresLink):
                     await deps.store(conn, task_id, old, parents, now)
             return old
 
-        old = await self._run(requeue)
+        old = await self._run(lambda conn: limits.again_on_conflict(requeue, conn))
         if on_requeue(old) is not None:
             self.work_signal.ring()
         return old
@@ -328,6 +360,56 @@ class PostgresBackend(PostgresLink):
     async def newest_attempts(self, limit: int) -> list[Attempt]:
         rows = await self._fetch(sql.LIST_ATTEMPTS + " ORDER BY seq DESC LIMIT $1", int(limit))
         return [Attempt(*row) for row in rows]
+
+    # -- periodic tasks (sitq.backends.postgres.schedules) ----------------------------------
+
+    async def save_schedule(self, schedule: NewSchedule) -> ScheduleInfo:
+        [row] = await self._fetch(schedule_sql.SAVE_SCHEDULE, *schedule)
+        return ScheduleInfo(*row)
+
+    async def delete_schedule(self, name: str) -> bool:
+        return await self._execute(schedule_sql.DELETE_SCHEDULE, name) == 1
+
+    async def list_schedules(self) -> list[ScheduleInfo]:
+        try:
+            rows = await self._fetch(schedule_sql.LIST_SCHEDULES)
+        except asyncpg.exceptions.UndefinedTableError:
+            return []  # a schema made before schedules existed, not yet upgraded
+        return [ScheduleInfo(*row) for row in rows]
+
+    async def fire_schedule(self, fire: ScheduleFire) -> bool:
+        """One transaction: advance (compare-and-set), record the tick, add the task and
+        NOTIFY the listening workers (see `sitq.backends.postgres.schedules`)."""
+
+        async def fire_once(conn: Connection) -> bool:
+            async with conn.transaction():
+                advanced = await conn.execute(schedule_sql.ADVANCE, fire.next_at, fire.error,
+                                              fire.name, fire.expected_next_at)  # fmt: skip
+                task = fire.task
+                if convert.row_count(advanced) != 1 or task is None or fire.tick_at is None:
+                    return False
+                recorded = await conn.execute(schedule_sql.RECORD_TICK, fire.name, fire.tick_at,
+                                              task.task_id, fire.now)  # fmt: skip
+                if convert.row_count(recorded) != 1:
+                    return False
+                columns = [[value] for value in convert.task_row(task)]
+                await conn.execute(sql.ADD_TASKS, *columns, self._channel, self._me)
+                await conn.execute(schedule_sql.LAST_TICK, fire.tick_at, task.task_id, fire.name)
+                await conn.execute(schedule_sql.FORGET_OLD_TICKS, fire.name,
+                                   schedule_sql.TICKS_KEPT - 1)  # fmt: skip
+            return True
+
+        async def fired_already(conn: Connection) -> bool | None:
+            # A lost COMMIT: if the tick is recorded with our task, it went through.
+            if fire.task is None:
+                return None
+            found = await conn.fetch(sql.EXISTING_IDS, [fire.task.task_id])
+            return True if found else None
+
+        added = await self._run(fire_once, again=fired_already)
+        if added:
+            self.work_signal.ring()
+        return added
 
 
 def _lease_clock(now: Now, moment: float) -> float | None:

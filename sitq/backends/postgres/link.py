@@ -28,10 +28,16 @@ from sitq.backends.base import (
     Signal,
 )
 from sitq.backends.loops import LoopOwner
-from sitq.backends.postgres import deps, sql
+from sitq.backends.postgres import deps, limits, sql
 from sitq.backends.postgres import rows as convert
 from sitq.backends.urls import redacted, require_encoded_password, scrubbed
-from sitq.errors import BackendError, InvalidOptionError, QueueClosedError, SchemaVersionError
+from sitq.errors import (
+    BackendError,
+    InvalidOptionError,
+    QueueClosedError,
+    QueueNotFoundError,
+    SchemaVersionError,
+)
 from sitq.options import seconds_setting
 
 logger: logging.Logger = logging.getLogger("sitq.backends.postgres")
@@ -54,7 +60,9 @@ RETRY_FIRST_PAUSE = 0.05
 
 class PostgresLink(Connectable):
     """The connection side of PostgresBackend (see the module docstring); it creates and
-    checks sitq's schema when it connects."""
+    checks sitq's schema when it connects. `create=False`: a schema with no sitq queue
+    in it is an error (QueueNotFoundError), not made: a typo'd `?schema=` must not start
+    an empty queue that reports zeros (the CLI opens this way unless `--create`)."""
 
     def __init__(
         self,
@@ -65,6 +73,7 @@ class PostgresLink(Connectable):
         poll_interval: float = 0.5,
         connect_timeout: float = 10.0,
         reconnect_timeout: float = 30.0,
+        create: bool = True,
     ) -> None:
         if not isinstance(dsn, str) or not dsn.lower().startswith(("postgresql://", "postgres://")):
             shown = redacted(dsn) if isinstance(dsn, str) else repr(dsn)
@@ -82,6 +91,7 @@ class PostgresLink(Connectable):
         self.dsn = dsn
         self.schema = schema
         self.pool_size = pool_size
+        self.create = bool(create)
         self.poll_interval: float = seconds_setting("poll_interval", poll_interval)
         self.connect_timeout: float = seconds_setting("connect_timeout", connect_timeout)
         self.reconnect_timeout: float = seconds_setting("reconnect_timeout", reconnect_timeout)
@@ -137,6 +147,12 @@ class PostgresLink(Connectable):
             )
         except (*CONNECTION_LOST, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError,
                 ValueError) as exc:  # fmt: skip
+            if isinstance(exc, asyncpg.InvalidCatalogNameError):
+                raise QueueNotFoundError(
+                    f"cannot connect to {redacted(self.dsn)}: {scrubbed(str(exc), self.dsn)}; "
+                    "check the database name in the URL, or create the database first "
+                    "(createdb NAME): sitq creates its schema, never a database"
+                ) from None
             raise BackendError(
                 f"cannot connect to {redacted(self.dsn)}: "
                 f"{type(exc).__name__}: {scrubbed(str(exc), self.dsn)}"
@@ -167,8 +183,16 @@ class PostgresLink(Connectable):
         a running claim). Otherwise the advisory lock makes starters take turns: the first
         creates everything, the others then find the version written and do nothing.
         """
-        if await self._stored_version(conn) == sql.SCHEMA_VERSION:
+        version = await self._stored_version(conn)
+        if version == sql.SCHEMA_VERSION:
             return
+        if version is None and not self.create:
+            raise QueueNotFoundError(
+                f"no sitq queue in schema {self.schema!r} of {redacted(self.dsn)}: check "
+                "the schema name (the URL's ?schema=, 'sitq' if none), or open it with "
+                "create=True to make one",
+                schema=self.schema,
+            )
         key = sql.SETUP_LOCK_KEY + self.schema
         await conn.execute("SELECT pg_advisory_lock(hashtext($1))", key)
         try:
@@ -181,6 +205,7 @@ class PostgresLink(Connectable):
                             sql.SCHEMA_VERSION)  # fmt: skip
                 await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
                 await conn.execute(sql.SCHEMA)
+                await conn.execute(limits.SCHEMA)
                 await conn.execute(deps.SCHEMA)
                 await conn.execute(sql.WRITE_VERSION, str(sql.SCHEMA_VERSION))
         finally:

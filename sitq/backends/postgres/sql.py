@@ -16,8 +16,10 @@ make these statements safe with many workers on many machines:
 
 from __future__ import annotations
 
+from sitq.backends.postgres.schedules import SCHEDULE_TABLES
 from sitq.policy.state import (
     CLAIMABLE,
+    HOLDS_UNIQUE_KEY,
     LATE_OUTCOME_REPLACES,
     LOST_CANCEL_MESSAGE,
     LOST_WHEN_SPENT,
@@ -34,6 +36,7 @@ def _in(statuses: frozenset[TaskStatus]) -> str:
 
 WAITING_SQL = _in(CLAIMABLE)
 PRUNABLE_SQL = _in(PRUNABLE)
+HOLDS_KEY_SQL = _in(HOLDS_UNIQUE_KEY)
 
 
 def lease_clock(param: str) -> str:
@@ -43,8 +46,8 @@ def lease_clock(param: str) -> str:
     return f"COALESCE({param}::float8, extract(epoch FROM statement_timestamp())::float8)"
 
 
-#: The version of this schema; stored in sitq_meta, a newer one is refused.
-#: 2: sitq_tasks.has_children and sitq_dependencies (`postgres.deps.SCHEMA`, issue 24.2)
+#: The version of this schema; stored in sitq_meta, a newer one is refused. 2: unique keys,
+#: rate limits, periodic tasks and dependencies (their parts: limits, schedules and deps)
 SCHEMA_VERSION = 2
 
 #: Taken (for the transaction) while creating or upgrading the schema, so that workers
@@ -84,7 +87,8 @@ CREATE TABLE IF NOT EXISTS sitq_tasks (
     lost_worker_id   TEXT,                     -- set by a claim that took over a dead lease
     lost_started_at  DOUBLE PRECISION,
     lost_scheduled_for DOUBLE PRECISION,
-    last_delay       DOUBLE PRECISION          -- backoff chosen after the last failed attempt
+    last_delay       DOUBLE PRECISION,         -- backoff chosen after the last failed attempt
+    unique_key       TEXT                      -- with_options(unique_key=...), else NULL
 );
 -- The claim reads this index in its own order: no sort, however deep the backlog.
 CREATE INDEX IF NOT EXISTS sitq_tasks_claim
@@ -112,6 +116,7 @@ CREATE TABLE IF NOT EXISTS sitq_attempts (
 );
 CREATE INDEX IF NOT EXISTS sitq_attempts_task ON sitq_attempts (task_id);
 """
+SCHEMA += SCHEDULE_TABLES  # periodic tasks: sitq.backends.postgres.schedules
 
 READ_VERSION = "SELECT value FROM sitq_meta WHERE key = 'schema_version'"
 WRITE_VERSION = """
@@ -275,9 +280,9 @@ SELECT * FROM (SELECT 0 AS taken_first, *, NULL::text AS decided FROM taken
 # fencing check is in the UPDATE's WHERE: a stale token changes nothing, and only the
 # settlements it accepted get their record appended. Returns the accepted positions.
 # `late`: a completed attempt's outcome ($16: its worker) replaces the WorkerLost dead
-# letter a takeover made of it, and its record the lost one (`state.LATE_OUTCOME_REPLACES`).
-# $24 FALSE leaves the rows of tasks with children alone (refused): those are settled again
-# with $24 TRUE in a transaction that follows them to their children (`postgres.deps`).
+# letter a takeover made of it, and its record the lost one (`state.LATE_OUTCOME_REPLACES`),
+# unless that would make it a second holder of its unique key. $24: only tasks with children
+# (TRUE; `postgres.deps` settles them again, following them down), or only the others.
 SETTLE = f"""
 WITH s AS (
     SELECT * FROM unnest(
@@ -295,6 +300,9 @@ WITH s AS (
      WHERE t.status = '{LATE_OUTCOME_REPLACES[0].value}'
        AND t.error_type = '{LATE_OUTCOME_REPLACES[1]}'
        AND t.lost_worker_id = s.a_worker_id AND t.lease_token - s.token IN (0, 1)
+       AND NOT (s.status IN ({HOLDS_KEY_SQL}) AND EXISTS (  -- its key taken meanwhile
+           SELECT 1 FROM sitq_tasks AS h WHERE h.unique_key = t.unique_key AND h.id <> t.id
+              AND h.status IN ({HOLDS_KEY_SQL})))
 ), settled AS (
     UPDATE sitq_tasks AS t SET
         status = s.status,
@@ -309,7 +317,7 @@ WITH s AS (
         last_delay = CASE WHEN s.keep_last_delay THEN t.last_delay ELSE s.next_delay END,
         lease_expires_at = NULL
       FROM s
-     WHERE t.id = s.task_id AND (NOT t.has_children OR $24::bool)
+     WHERE t.id = s.task_id AND t.has_children = $24::bool
        AND ((t.lease_token = s.token AND t.status = 'running') OR t.id IN (SELECT id FROM late))
     RETURNING s.*
 ), superseded AS (

@@ -39,15 +39,17 @@ from sitq.backends.base import (
     Signal,
 )
 from sitq.backends.group_commit import GroupCommit
+from sitq.backends.schedule_rows import NewSchedule, ScheduleFire
+from sitq.backends.sqlite import deps, limits, ops, schema, sql
 from sitq.backends.sqlite import lock as sqlite_lock
-from sitq.backends.sqlite import ops, schema, sql
+from sitq.backends.sqlite import schedules as schedule_ops
 from sitq.backends.sqlite.errors import named
 from sitq.backends.sqlite.watch import CommitWatch
 from sitq.backends.urls import sqlite_path
 from sitq.errors import BackendError, InvalidOptionError, QueueClosedError
 from sitq.options import seconds_setting
 from sitq.policy.state import CancelAction, on_cancel, on_requeue
-from sitq.task import WAITING, Attempt, TaskInfo, TaskStatus
+from sitq.task import WAITING, Attempt, ScheduleInfo, TaskInfo, TaskStatus
 
 logger: logging.Logger = logging.getLogger("sitq.backends.sqlite")
 T = TypeVar("T")
@@ -222,7 +224,17 @@ class SQLiteBackend(Connectable):
             self.settle_signal.ring()  # a child cancelled at once for its parent is finished
 
     async def parents_of(self, task_id: str) -> list[str]:
-        return [row[0] for row in await self._fetch(sql.PARENT_IDS, (task_id,))]
+        return [row[0] for row in await self._fetch(deps.PARENT_IDS, (task_id,))]
+
+    async def add_unique_tasks(self, tasks: Sequence[NewTask]) -> list[str]:
+        ids = await self._write(limits.add_unique_tasks, list(tasks)) if tasks else []
+        self.work_signal.ring()
+        return ids
+
+    async def take_rate_slot(
+        self, name: str, limit: int, period: float, now: Now, task_id: str
+    ) -> float | None:
+        return await self._write(limits.take_rate_slot, name, limit, period, now, task_id)
 
     async def claim(
         self,
@@ -372,6 +384,23 @@ class SQLiteBackend(Connectable):
 
     async def newest_attempts(self, limit: int) -> list[Attempt]:
         return [Attempt(*row) for row in await self._fetch(sql.NEWEST_ATTEMPTS, (int(limit),))]
+
+    # -- periodic tasks (sitq.backends.sqlite.schedules) ------------------------------------
+
+    async def save_schedule(self, schedule: NewSchedule) -> ScheduleInfo:
+        return await self._write(schedule_ops.save, schedule)
+
+    async def delete_schedule(self, name: str) -> bool:
+        return await self._write(schedule_ops.delete, name)
+
+    async def list_schedules(self) -> list[ScheduleInfo]:
+        return await self._run(schedule_ops.list_all)
+
+    async def fire_schedule(self, fire: ScheduleFire) -> bool:
+        added = await self._write(schedule_ops.fire, fire)
+        if added:
+            self.work_signal.ring()
+        return added
 
 
 def _claim_args(request: ClaimRequest) -> tuple[Any, ...]:

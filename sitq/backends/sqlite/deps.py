@@ -19,6 +19,34 @@ from sitq.errors import TaskNotFoundError
 from sitq.policy.state import Parent, ParentsVerdict, after_parents, waits_on_parents
 from sitq.task import TaskStatus
 
+#: The tasks of these ids (a JSON list) that exist, with their status and error.
+TASKS_NAMED = (
+    "SELECT id, status, error FROM sitq_tasks WHERE id IN (SELECT value FROM json_each(?))"
+)
+PARENT_IDS = "SELECT parent_id FROM sitq_dependencies WHERE child_id = ? ORDER BY place"
+ADD_DEPENDENCY = "INSERT OR IGNORE INTO sitq_dependencies VALUES (?, ?, ?)"
+
+#: A task's parents in the order it named them, with their status (NULL: gone) and error.
+PARENTS_OF = """
+SELECT d.parent_id, p.status, p.error FROM sitq_dependencies AS d
+  LEFT JOIN sitq_tasks AS p ON p.id = d.parent_id
+ WHERE d.child_id = ? ORDER BY d.place
+"""
+
+#: The children of a task, with what `state.waits_on_parents` and `after_parents` read.
+CHILDREN_OF = """
+SELECT c.id, c.status, c.error_type, c.error, c.due_at FROM sitq_dependencies AS d
+  JOIN sitq_tasks AS c ON c.id = d.child_id
+ WHERE d.parent_id = ? ORDER BY c.seq
+"""
+
+#: Store a child's new verdict, if its status is still the one it was decided from.
+SET_VERDICT = """
+UPDATE sitq_tasks SET status = :status, finished_at = :finished_at, error = :error,
+       error_type = :error_type, traceback = NULL
+ WHERE id = :task_id AND status = :old
+"""
+
 
 def add_dependent_tasks(
     conn: sqlite3.Connection, tasks: list[NewTask], parents: list[tuple[str, ...]]
@@ -34,16 +62,16 @@ def add_dependent_tasks(
                 f"after= names {', '.join(map(repr, missing))}, which no task of this queue "
                 "has: a task can only wait for tasks enqueued before it (ids from enqueue())"
             )
-        conn.execute(sql.INSERT_TASK, task)
+        conn.execute(sql.INSERT_TASK, task[: sql.FULL_COLUMNS])  # no unique key (options)
         conn.executemany(
-            sql.ADD_DEPENDENCY, [(task.task_id, p, place) for place, p in enumerate(named)]
+            ADD_DEPENDENCY, [(task.task_id, p, place) for place, p in enumerate(named)]
         )
         verdict = after_parents(found, task.due_at, task.enqueued_at)
         store(conn, task.task_id, TaskStatus(task.status), verdict, task.enqueued_at)
 
 
 def parents_of_ids(conn: sqlite3.Connection, ids: Sequence[str]) -> list[Parent]:
-    rows = conn.execute(sql.TASKS_NAMED, (json.dumps(list(ids)),)).fetchall()
+    rows = conn.execute(TASKS_NAMED, (json.dumps(list(ids)),)).fetchall()
     found = {row[0]: (TaskStatus(row[1]), row[2]) for row in rows}
     return [(p, *found.get(p, (None, None))) for p in ids]
 
@@ -51,14 +79,14 @@ def parents_of_ids(conn: sqlite3.Connection, ids: Sequence[str]) -> list[Parent]
 def parents_of(conn: sqlite3.Connection, task_id: str) -> list[Parent]:
     return [
         (parent, None if status is None else TaskStatus(status), error)
-        for parent, status, error in conn.execute(sql.PARENTS_OF, (task_id,))
+        for parent, status, error in conn.execute(PARENTS_OF, (task_id,))
     ]
 
 
 def store(
     conn: sqlite3.Connection, task_id: str, old: TaskStatus, verdict: ParentsVerdict, now: float
 ) -> None:
-    conn.execute(sql.SET_VERDICT, {
+    conn.execute(SET_VERDICT, {
         "task_id": task_id, "old": str(old), "status": str(verdict.status),
         "finished_at": now if verdict.finished else None, "error": verdict.error,
         "error_type": verdict.error_type,
@@ -72,7 +100,7 @@ def follow(conn: sqlite3.Connection, changed: Sequence[str], now: float) -> None
     while todo:
         parent_id = todo.pop()
         for child_id, status, error_type, error, due_at in conn.execute(
-            sql.CHILDREN_OF, (parent_id,)
+            CHILDREN_OF, (parent_id,)
         ).fetchall():
             old = TaskStatus(status)
             if not waits_on_parents(old, error_type):

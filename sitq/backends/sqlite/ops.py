@@ -20,7 +20,8 @@ from sitq.backends.base import ClaimedTask, NewTask, Now, Settlement, read_now
 from sitq.backends.sqlite import deps, sql
 from sitq.backends.sqlite.lock import with_the_lock
 from sitq.clock import wall_clock_of
-from sitq.policy.state import CancelAction, on_cancel, on_requeue
+from sitq.errors import UniqueKeyTakenError
+from sitq.policy.state import HOLDS_UNIQUE_KEY, CancelAction, on_cancel, on_requeue
 from sitq.task import TERMINAL, Attempt, TaskInfo, TaskStatus
 
 T = TypeVar("T")
@@ -29,6 +30,7 @@ MAX_VARIABLES = 900  # stay well under SQLite's limit on ? placeholders per stat
 #: rows a statement 2.7 us a row, 500 rows 2.3, 1,500 2.3-2.5, 5,000 2.4-2.8.
 ROWS_PER_INSERT = 500
 PLAIN_COLUMNS = 6  # NewTask's first fields: what INSERT_PLAIN_TASK writes
+FULL_COLUMNS = sql.FULL_COLUMNS  # ... and INSERT_TASK (a unique key: `sqlite.limits`)
 DUE_AT = 6  # where a claim's row (CLAIM_RETURNING) has the task's due time
 LOST_WORKER = 8  # ... and the worker that lost it (None: not taken over, or never started)
 
@@ -92,7 +94,7 @@ def add_tasks(conn: sqlite3.Connection, rows: list[NewTask]) -> None:
     transaction. When every row has the default priority and no retry budget of its own
     (the common case), those three columns are left to their defaults: binding fewer
     values makes a big insert about a sixth faster."""
-    statement, width = sql.INSERT_TASK, len(NewTask._fields)  # NewTask is in INSERT_TASK order
+    statement, width = sql.INSERT_TASK, FULL_COLUMNS  # NewTask is in INSERT_TASK order
     if all(r.priority == 0 and r.max_attempts is None and r.retry_policy is None for r in rows):
         statement, width = sql.INSERT_PLAIN_TASK, PLAIN_COLUMNS
     if len(rows) == 1:
@@ -257,12 +259,17 @@ def cancel(conn: sqlite3.Connection, task_id: str, now: float) -> TaskStatus | N
 
 def requeue(conn: sqlite3.Connection, task_id: str, now: float) -> TaskStatus | None:
     def work() -> TaskStatus | None:
-        old = status_of(conn, task_id)
+        row = conn.execute(sql.STATUS_AND_KEY, (task_id,)).fetchone()
+        old, key = (None, None) if row is None else (TaskStatus(row[0]), row[1])
+        holder = conn.execute(sql.KEY_HOLDER, (key, task_id)).fetchone() if key else None
+        held_by = None if holder is None else str(holder[0])
         parents = deps.requeue_verdict(conn, task_id, now)
-        new = on_requeue(old, parents)
+        new = on_requeue(old, key_held_by=held_by, parents=parents)
         if new is not None:
             conn.execute(sql.REQUEUE, (str(new), now, task_id))
             deps.follow(conn, [task_id], now)  # children cancelled for it wait again
+        elif held_by is not None and on_requeue(old, parents=parents) is not None:
+            raise UniqueKeyTakenError.of(task_id, str(key), held_by)
         elif old is not None and parents is not None:  # still cancelled: say why, as of now
             deps.store(conn, task_id, old, parents, now)
         return old
@@ -357,6 +364,7 @@ def settle_params(s: Settlement) -> dict[str, Any]:
         "keep_last_delay": int(s.keeps_last_delay),
         "next_delay": s.next_delay,
         "worker_id": None if s.attempt is None else s.attempt.worker_id,
+        "holds_key": int(s.status in HOLDS_UNIQUE_KEY),
     }
 
 

@@ -193,7 +193,8 @@ def _create_or_upgrade(conn: sqlite3.Connection) -> None:
 def _drop_if_changed(conn: sqlite3.Connection, create_index: str) -> None:
     """Drop an index whose stored definition differs from `create_index` (a file made by
     an older sitq), so that it is built again as this sitq's queries expect it."""
-    name = create_index.split()[5]  # CREATE INDEX IF NOT EXISTS <name> ON ...
+    words = create_index.split()  # CREATE [UNIQUE] INDEX IF NOT EXISTS <name> ON ...
+    name = words[words.index("EXISTS") + 1]
     row = conn.execute(
         "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?", (name,)
     ).fetchone()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from sitq.policy.state import (
     CLAIMABLE,
+    HOLDS_UNIQUE_KEY,
+    KEEPS_BOOKED_SLOT,
     LATE_OUTCOME_REPLACES,
     LOST_CANCEL_MESSAGE,
     LOST_WHEN_SPENT,
@@ -32,10 +34,13 @@ def _status_is_one_of(statuses: frozenset[TaskStatus]) -> str:
 
 IS_WAITING = _status_is_one_of(CLAIMABLE)
 IS_PRUNABLE = _status_is_one_of(PRUNABLE)
+HOLDS_KEY = _status_is_one_of(HOLDS_UNIQUE_KEY)
+KEEPS_SLOT = _status_is_one_of(KEEPS_BOOKED_SLOT)
 
-# 3: partial indexes say (status = ... OR ...), see _status_is_one_of
-# 4: sitq_dependencies, a task's parents (`after=`, issue 24 point 2)
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 4  # 3: partial indexes say (status = ... OR ...), see _status_is_one_of
+# 4: unique keys (the unique_key column, its partial UNIQUE index), rate limits (the
+# sitq_rate_starts table), periodic tasks (sitq_schedules, sitq_schedule_ticks) and
+# dependencies (sitq_dependencies, a task's parents: `after=`, issue 24 point 2)
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS sitq_meta (
@@ -70,7 +75,8 @@ CREATE TABLE IF NOT EXISTS sitq_tasks (
     lost_worker_id   TEXT,                     -- set by a claim that took over a dead lease
     lost_started_at  REAL,
     lost_scheduled_for REAL,
-    last_delay       REAL                      -- backoff chosen after the last failed attempt
+    last_delay       REAL,                     -- backoff chosen after the last failed attempt
+    unique_key       TEXT                      -- with_options(unique_key=...), else NULL
 );
 -- The claim reads this index in its own order: no sort, however deep the backlog.
 CREATE INDEX IF NOT EXISTS sitq_tasks_claim
@@ -82,6 +88,20 @@ CREATE INDEX IF NOT EXISTS sitq_tasks_leased
 CREATE INDEX IF NOT EXISTS sitq_tasks_finished
     ON sitq_tasks (finished_at) WHERE {IS_PRUNABLE};
 CREATE INDEX IF NOT EXISTS sitq_tasks_status ON sitq_tasks (status);
+-- One unfinished task per unique key (`state.HOLDS_UNIQUE_KEY`): the database says no to
+-- a second, whichever process inserts it. A finished task leaves the index: its key is free.
+CREATE UNIQUE INDEX IF NOT EXISTS sitq_tasks_unique
+    ON sitq_tasks (unique_key) WHERE unique_key IS NOT NULL AND {HOLDS_KEY};
+-- The starts a rate limit counts (`sitq.policy.rate_limits`), by task name: recent ones,
+-- and the slots booked for tasks sent back to wait (task_id: the task a booked slot is
+-- for, NULL once a task started on it or for a start that needed no booking).
+CREATE TABLE IF NOT EXISTS sitq_rate_starts (
+    name       TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    task_id    TEXT
+);
+CREATE INDEX IF NOT EXISTS sitq_rate_starts_name ON sitq_rate_starts (name, started_at);
+CREATE INDEX IF NOT EXISTS sitq_rate_starts_task ON sitq_rate_starts (task_id);
 CREATE TABLE IF NOT EXISTS sitq_attempts (
     seq           INTEGER PRIMARY KEY,
     task_id       TEXT NOT NULL,
@@ -105,45 +125,44 @@ CREATE TABLE IF NOT EXISTS sitq_dependencies (
     PRIMARY KEY (child_id, parent_id)
 );
 CREATE INDEX IF NOT EXISTS sitq_dependencies_parent ON sitq_dependencies (parent_id);
-"""
-
-# -- dependencies (`sitq.backends.sqlite.deps`; the verdicts are `state.after_parents`) ---
-
-TASKS_NAMED = (
-    "SELECT id, status, error FROM sitq_tasks WHERE id IN (SELECT value FROM json_each(?))"
-)
-PARENT_IDS = "SELECT parent_id FROM sitq_dependencies WHERE child_id = ? ORDER BY place"
-ADD_DEPENDENCY = "INSERT OR IGNORE INTO sitq_dependencies VALUES (?, ?, ?)"
-
-#: A task's parents in the order it named them, with their status (NULL: gone) and error.
-PARENTS_OF = """
-SELECT d.parent_id, p.status, p.error FROM sitq_dependencies AS d
-  LEFT JOIN sitq_tasks AS p ON p.id = d.parent_id
- WHERE d.child_id = ? ORDER BY d.place
-"""
-
-#: The children of a task, with what `state.waits_on_parents` and `after_parents` read.
-CHILDREN_OF = """
-SELECT c.id, c.status, c.error_type, c.error, c.due_at FROM sitq_dependencies AS d
-  JOIN sitq_tasks AS c ON c.id = d.child_id
- WHERE d.parent_id = ? ORDER BY c.seq
-"""
-
-#: Store a child's new verdict, if its status is still the one it was decided from.
-SET_VERDICT = """
-UPDATE sitq_tasks SET status = :status, finished_at = :finished_at, error = :error,
-       error_type = :error_type, traceback = NULL
- WHERE id = :task_id AND status = :old
+-- Periodic tasks: when each ticks, and the call each tick enqueues (sitq.engine.schedules).
+CREATE TABLE IF NOT EXISTS sitq_schedules (
+    name          TEXT PRIMARY KEY,
+    task_name     TEXT NOT NULL,
+    payload       BLOB NOT NULL,            -- the call, serialized for 'sitq-schedule:<name>'
+    every         REAL,                     -- seconds between ticks, or NULL for cron
+    cron          TEXT,                     -- five fields, read in tz
+    tz            TEXT NOT NULL,
+    missed        TEXT NOT NULL,            -- 'last' or 'skip' (sitq.policy.schedule)
+    priority      INTEGER NOT NULL DEFAULT 0,
+    max_attempts  INTEGER,
+    retry_policy  TEXT,
+    next_at       REAL NOT NULL,            -- the next tick to enqueue
+    created_at    REAL NOT NULL,
+    last_tick_at  REAL,
+    last_task_id  TEXT,
+    last_error    TEXT
+);
+-- One row per tick enqueued: the key makes a second enqueue of a tick impossible.
+CREATE TABLE IF NOT EXISTS sitq_schedule_ticks (
+    schedule      TEXT NOT NULL,
+    tick_at       REAL NOT NULL,
+    task_id       TEXT NOT NULL,
+    enqueued_at   REAL NOT NULL,
+    PRIMARY KEY (schedule, tick_at)
+);
 """
 
 #: Columns added since schema version 1, with their types: an older file gains them.
-NEW_COLUMNS = {"last_delay": "REAL", "max_attempts": "INTEGER", "retry_policy": "TEXT"}
+NEW_COLUMNS = {"last_delay": "REAL", "max_attempts": "INTEGER", "retry_policy": "TEXT",
+               "unique_key": "TEXT"}  # fmt: skip
 
 INSERT_TASK = """
 INSERT INTO sitq_tasks (id, name, payload, status, due_at, enqueued_at, priority,
                         max_attempts, retry_policy)  -- the order of NewTask's fields
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
+FULL_COLUMNS = 9  # NewTask's fields INSERT_TASK writes (a unique key: `sqlite.limits`)
 
 #: The same for a task at the default priority with no retry budget of its own.
 INSERT_PLAIN_TASK = """
@@ -295,10 +314,15 @@ WHERE id = :task_id AND lease_token = :token AND status = 'running'
 # it replaces the WorkerLost dead letter if this worker held that attempt, with its token
 # or the one the takeover took (+1). :worker_id is NULL for a settlement that brings no
 # attempt record (a hand-back, a deferral): only a completed body's outcome qualifies.
+# Not if it would make the task hold its unique key (:holds_key) while another task holds
+# it: it stays the dead letter it is, as a requeue would.
 SETTLE_LATE = f"""{SETTLE_SET}
 WHERE id = :task_id AND status = '{LATE_OUTCOME_REPLACES[0].value}'
   AND error_type = '{LATE_OUTCOME_REPLACES[1]}' AND lost_worker_id = :worker_id
   AND lease_token - :token IN (0, 1)
+  AND NOT (:holds_key AND unique_key IS NOT NULL AND EXISTS (
+      SELECT 1 FROM sitq_tasks AS holder WHERE holder.unique_key = sitq_tasks.unique_key
+         AND holder.id <> sitq_tasks.id AND {HOLDS_KEY}))
 """
 
 #: The lost-attempt record a late outcome replaces (task id, attempt number).
@@ -332,6 +356,15 @@ CANCEL_NOW = """
 UPDATE sitq_tasks SET status = 'cancelled', finished_at = ?,
        error = 'cancelled before it ran', error_type = 'Cancelled'
 WHERE id = ?
+"""
+
+#: A task's status and unique key (requeue asks, then `state.on_requeue` decides).
+STATUS_AND_KEY = "SELECT status, unique_key FROM sitq_tasks WHERE id = ?"
+
+#: The unfinished task holding unique key ? (other than task ?), if any.
+KEY_HOLDER = f"""
+SELECT id FROM sitq_tasks WHERE unique_key = ? AND id <> ? AND unique_key IS NOT NULL
+   AND {HOLDS_KEY}
 """
 
 REQUEST_CANCEL = "UPDATE sitq_tasks SET cancel_requested = 1 WHERE id = ?"
