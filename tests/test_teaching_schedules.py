@@ -87,3 +87,24 @@ def test_starts_per_window_and_the_timeline_keep_each_start_in_its_window() -> N
 
 def test_utc_reads_the_fake_clocks_start() -> None:
     assert lesson.utc(FakeClock().now()) == "2026-01-01 00:00 UTC"
+
+
+async def reserve(after: str) -> str:
+    raise ValueError(f"order 8 is out of stock, said after {after}")
+
+
+async def test_show_steps_prints_each_step_and_names_ids_in_errors_by_step(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clock = FakeClock()
+    async with TaskQueue(SQLiteBackend(tmp_path / "steps.db"), clock=clock) as queue:
+        first = await queue.enqueue(stock_sync)
+        failing = await queue.enqueue(reserve, first)
+        worker = Worker(queue.backend, clock=clock)
+        await worker.run_until_idle()
+        await worker.stop()
+        await lesson.show_steps(queue, [first, failing])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["stock_sync", "succeeded", "attempts=1"]
+    assert lines[1].split()[:3] == ["reserve", "failed", "attempts=1"]
+    assert lines[1].endswith("ValueError: order 8 is out of stock, said after <stock_sync>")

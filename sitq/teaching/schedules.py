@@ -22,6 +22,7 @@ from sitq.task import Attempt
 from sitq.views.html import short_task_name
 
 if TYPE_CHECKING:
+    from sitq.engine.queue import TaskQueue
     from sitq.engine.worker import Worker
 
 HOUR = 3600.0
@@ -134,3 +135,21 @@ def runs_per_tick(history: Iterable[Attempt]) -> Counter[tuple[str, float]]:
     "each tick once" is `set(runs_per_tick(history).values()) == {1}`.
     """
     return Counter((a.task_name, a.scheduled_for) for a in history)
+
+
+async def show_steps(queue: TaskQueue, ids: Sequence[str]) -> None:
+    """Print one line per step of a pipeline: name, status, attempts, and its error.
+
+    A cancelled step's error names its parent by task id, which is random (and differs on
+    every run); each id of these steps found in an error is printed as the step's name,
+    in angle brackets, so the line says which step it waited for.
+    """
+    infos = [await queue.get_task(task_id) for task_id in ids]
+    names = {info.task_id: f"<{short_task_name(info.name)}>" for info in infos}
+    for info in infos:
+        error = info.error or ""
+        for task_id, name in names.items():
+            error = error.replace(task_id, name)
+        kind = f"{info.error_type}: " if info.error_type else ""
+        name = short_task_name(info.name)
+        print(f"{name:<14} {info.status.value:<10} attempts={info.attempts}  {kind}{error}")
