@@ -152,4 +152,5 @@ async def show_steps(queue: TaskQueue, ids: Sequence[str]) -> None:
             error = error.replace(task_id, name)
         kind = f"{info.error_type}: " if info.error_type else ""
         name = short_task_name(info.name)
-        print(f"{name:<14} {info.status.value:<10} attempts={info.attempts}  {kind}{error}")
+        line = f"{name:<14} {info.status.value:<10} attempts={info.attempts}  {kind}{error}"
+        print(line.rstrip())
