@@ -15,9 +15,9 @@ from sitq.backends.base import Backend
 from sitq.backends.sqlite import SQLiteBackend
 from sitq.clock import Clock, FakeClock, SystemClock
 from sitq.engine.calls import call
+from sitq.engine.context import TaskContext, current_task, report_progress
 from sitq.engine.hooks import TaskEvent, WorkerHooks
 from sitq.engine.queue import TaskQueue
-from sitq.engine.running import TaskContext, current_task, report_progress
 from sitq.engine.worker import Worker
 from sitq.errors import (
     BackendError,

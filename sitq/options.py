@@ -6,6 +6,7 @@ another path, so they can never collide with the task's arguments:
 
 - per function: `@sitq.task(retry=..., timeout=...)` (the function stays callable as is);
 - per call: `await queue.with_options(delay=5, retry=...).enqueue(func, *args, **kwargs)`;
+  `after=[id, ...]` (per call only) makes the task wait for those tasks to succeed;
 - per worker: `Worker(..., retry=...)` as the default for tasks that set nothing.
 
 A per-call option beats the function's, which beats the worker's.
@@ -16,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar, Unpack, overload
 
@@ -44,7 +45,10 @@ class TaskOptions:
     unique_key: while a task with this key is unfinished, enqueueing another returns its
     id instead (the key is free again once it finishes); rate_limit: at most so many
     starts of this task's name per period across all workers, e.g. "10/s"
-    (`sitq.policy.rate_limits`; usually set with `@task`, or `Worker(rate_limits=...)`).
+    (`sitq.policy.rate_limits`; usually set with `@task`, or `Worker(rate_limits=...)`);
+    after: ids of tasks that must all succeed first (a list, or one id): the task waits
+    blocked until then, and is cancelled, naming the parent, if one fails for good or is
+    cancelled (`sitq.policy.state.after_parents`).
     """
 
     delay: float | None = None
@@ -56,8 +60,11 @@ class TaskOptions:
     name: str | None = None
     unique_key: str | None = None
     rate_limit: str | None = None
+    after: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        if self.after is not None:
+            object.__setattr__(self, "after", parent_ids(self.after))
         optional_seconds("delay", self.delay, allow_zero=True)
         optional_seconds("timeout", self.timeout)
         if self.delay is not None and self.eta is not None:
@@ -127,6 +134,20 @@ class OptionValues(TypedDict, total=False):
     name: str | None
     unique_key: str | None
     rate_limit: str | None
+    after: Sequence[str] | str | None
+
+
+def parent_ids(after: object) -> tuple[str, ...]:
+    """`after=` as a tuple of distinct ids, in order: a list (tuple, set) of ids, or one id."""
+    items = (after,) if isinstance(after, str) else after
+    if not isinstance(items, list | tuple | set | frozenset) or not all(
+        isinstance(i, str) and i for i in items
+    ):
+        raise InvalidOptionError(
+            f"after= takes the ids of the tasks to wait for, as enqueue() returned them "
+            f"(a list of ids, or one id), e.g. after=[first_id]; got {after!r}"
+        )
+    return tuple(dict.fromkeys(items))
 
 
 #: Priorities are stored as 64-bit integers (SQLite INTEGER, PostgreSQL BIGINT).
@@ -229,6 +250,11 @@ def task(func: F | None = None, /, **options: Unpack[OptionValues]) -> F | Calla
     cloudpickle carries with notebook-defined functions too.
     """
     chosen = TaskOptions.from_keywords(options)
+    if chosen.after is not None:
+        raise InvalidOptionError(
+            "after= names tasks of one enqueue, not of every call of a function: give it "
+            "per call, queue.with_options(after=[id]).enqueue(...)"
+        )
 
     def attach(f: F) -> F:
         setattr(f, OPTIONS_ATTRIBUTE, chosen)

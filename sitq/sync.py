@@ -220,6 +220,9 @@ class SyncTaskQueue:
     def enqueue_many(self, calls: Iterable[TaskCall | tuple[Any, ...]]) -> list[str]:
         return self._run(self._queue.enqueue_many(list(calls)))
 
+    def chain(self, *calls: TaskCall | tuple[Any, ...]) -> list[str]:
+        return self._run(self._queue.chain(*calls))
+
     def with_options(self, **options: Unpack[OptionValues]) -> SyncOptionsView:
         return SyncOptionsView(self, self._queue.with_options(**options))
 
@@ -345,6 +348,9 @@ class SyncOptionsView:
 
     def enqueue_many(self, calls: Iterable[TaskCall | tuple[Any, ...]]) -> list[str]:
         return self._queue._run(self._view.enqueue_many(list(calls)))
+
+    def chain(self, *calls: TaskCall | tuple[Any, ...]) -> list[str]:
+        return self._queue._run(self._view.chain(*calls))
 
     def schedule(
         self, func: Callable[..., Any], /, **when: Unpack[ScheduleKeywords]

@@ -27,6 +27,7 @@ FOREIGN_STATUSES = {
 class TaskStatus(StrEnum):
     """Where a task is in its life. The value is what the database stores."""
 
+    BLOCKED = "blocked"  # waiting for its parent tasks to succeed (`after=`): not claimable
     QUEUED = "queued"  # waiting, due now
     SCHEDULED = "scheduled"  # waiting for a future due time (delay/eta)
     RUNNING = "running"  # claimed by a worker, under a lease
@@ -321,6 +322,11 @@ class QueueSummary:
     def finished(self) -> int:
         """Succeeded, failed or cancelled: tasks that will not change on their own."""
         return sum(self.counts.get(s, 0) for s in TERMINAL)
+
+    @property
+    def blocked(self) -> int:
+        """Tasks waiting for their parent tasks (`with_options(after=...)`)."""
+        return self.counts.get(TaskStatus.BLOCKED, 0)
 
     @property
     def dead_letters(self) -> int:

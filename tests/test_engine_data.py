@@ -27,7 +27,7 @@ import sitq
 from sitq import FakeClock, RetryPolicy, SQLiteBackend, TaskQueue, TaskStatus, Worker
 from sitq.backends.base import Settlement
 from sitq.backends.sqlite import sql as sqlite_sql
-from sitq.engine.running import current_task
+from sitq.engine.context import current_task
 from sitq.policy import state
 from sitq.task import Attempt
 

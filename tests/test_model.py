@@ -20,6 +20,10 @@ updating the model to match:
   of a task whose key another unfinished task holds is refused (UniqueKeyTakenError).
 - declare a periodic task (`queue.schedule(every=..., missed=...)`): each worker step
   then enqueues the tick the model's own arithmetic expects, once, and runs it.
+- enqueue a task after one or two earlier tasks (`with_options(after=[...])`): the model
+  decides its fate by its own reading of the rule (a gone, failed or cancelled parent
+  cancels it; an unfinished one keeps it blocked; else it waits), again after every step,
+  in enqueue order (a parent is always older than its child).
 
 **The invariants**, checked after every step, and what each one protects:
 
@@ -36,7 +40,9 @@ updating the model to match:
 - *every attempt, lost ones included, is in the history*, numbered 1..n without gaps
   and with the expected outcomes: analysis and plots read that history;
 - *no attempt starts before it is due*: neither before its scheduled time, nor before
-  the previous attempt's end plus the delay it asked for.
+  the previous attempt's end plus the delay it asked for;
+- *no child starts before all its parents succeeded*, and no child is left blocked
+  behind a finished parent (the first invariant, with the model's verdicts).
 
 Where two answers are both right, the model accepts both and says so: a cancel asked of
 a task a dead worker holds may show at once or at the takeover, and that lost attempt may
@@ -91,6 +97,7 @@ LEASE = 4.0  # seconds a dying worker's claim lasts before the live worker may t
 ALWAYS = 10**9  # "fail this many times first": a task that never succeeds
 MAX_TASKS = 8  # per example: enough to interleave, few enough to stay fast
 WAITING = frozenset({TaskStatus.QUEUED, TaskStatus.SCHEDULED, TaskStatus.RETRYING})
+PARENT_FAILED = "ParentFailed"  # the error type of a child cancelled for its parent
 FINISHED = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED})
 WORKER_LOST = frozenset({"worker_lost"})
 # A task cancelled while a dead worker held it: its lost attempt may be recorded either way.
@@ -148,6 +155,7 @@ class ModelTask:
     error_type: str | None = None
     purged: bool = False
     unique_key: str | None = None
+    parents: tuple[str, ...] = ()  # `after=`: the tasks it waits for, in order
 
     @property
     def tries(self) -> int:
@@ -296,6 +304,40 @@ class QueueModel(RuleBasedStateMachine):
             await self.queue.dead_letters(),
         )
 
+    # -- dependencies, in the model ---------------------------------------------------------
+
+    def follows_parents(self, task: ModelTask) -> bool:
+        return bool(task.parents) and (
+            task.status is TaskStatus.BLOCKED
+            or (task.status is TaskStatus.CANCELLED and task.error_type == PARENT_FAILED)
+        )
+
+    def verdict(self, task: ModelTask, now: float) -> TaskStatus:
+        """What its parents say of a child: the model's own reading of the rule."""
+        parents = [self.tasks[p] for p in task.parents]
+        if any(p.purged or p.status in (TaskStatus.FAILED, TaskStatus.CANCELLED) for p in parents):
+            return TaskStatus.CANCELLED
+        if any(p.status is not TaskStatus.SUCCEEDED for p in parents):
+            return TaskStatus.BLOCKED
+        return TaskStatus.SCHEDULED if task.due_at > now else TaskStatus.QUEUED
+
+    def follow(self, now: float) -> None:
+        """Decide every child that follows its parents again; parents come first."""
+        for task in self.tasks.values():
+            if self.follows_parents(task):
+                status = self.verdict(task, now)
+                task.status = status
+                task.error_type = PARENT_FAILED if status is TaskStatus.CANCELLED else None
+
+    def possible(self, task: ModelTask) -> frozenset[TaskStatus]:
+        """A blocked child of a parent whose cancel may show at once may show cancelled."""
+        if task.status is TaskStatus.BLOCKED and any(
+            self.tasks[p].cancel_requested or TaskStatus.CANCELLED in self.possible(self.tasks[p])
+            for p in task.parents
+        ):
+            return frozenset({TaskStatus.BLOCKED, TaskStatus.CANCELLED})
+        return task.possible_statuses()
+
     # -- what the live worker does, in the model ---------------------------------------------
 
     def execute(self, task: ModelTask, now: float) -> None:
@@ -372,6 +414,24 @@ class QueueModel(RuleBasedStateMachine):
         assert info.next_at == self.clock.now() + every
         self.periodic = ModelSchedule(every, missed, failures, info.next_at)
 
+    @precondition(lambda self: self.tasks and len(self.tasks) < MAX_TASKS)
+    @rule(
+        failures=st.sampled_from([0, 0, 1, ALWAYS]),
+        picks=st.lists(st.integers(0, MAX_TASKS - 1), min_size=1, max_size=2),
+    )
+    def enqueue_after(self, failures: int, picks: list[int]) -> None:
+        parents = tuple(dict.fromkeys(self.pick(i).task_id for i in picks))
+        queue = self.queue.with_options(after=list(parents))
+        if any(self.tasks[p].purged for p in parents):
+            self.refused(TaskNotFoundError, queue.enqueue(fail_then_succeed, failures))
+            return
+        task_id = self.act(queue.enqueue(fail_then_succeed, failures))
+        now = self.clock.now()
+        task = ModelTask(task_id, failures, Policy("none"), TaskStatus.BLOCKED, now,
+                         parents=parents)  # fmt: skip
+        self.tasks[task_id] = task
+        self.follow(now)
+
     @rule()
     def run_worker_step(self) -> None:
         now = self.clock.now()
@@ -390,6 +450,7 @@ class QueueModel(RuleBasedStateMachine):
                 self.take_over(task, now)
             else:
                 self.execute(task, now)
+        self.follow(now)
 
     def tick_task(self, tick: float | None) -> list[ModelTask]:
         """The task a worker step enqueued for the schedule's tick: exactly one if the
@@ -433,6 +494,7 @@ class QueueModel(RuleBasedStateMachine):
             task.attempts += 1
             task.lost.append(task.attempts)
             task.status, task.lease_until = TaskStatus.RUNNING, now + LEASE
+        self.follow(now)
         if lease_runs_out:
             self.clock.advance(LEASE + 1)
 
@@ -446,9 +508,10 @@ class QueueModel(RuleBasedStateMachine):
         answer = self.act(self.queue.cancel(task.task_id))
         if task.cancel_requested:
             assert isinstance(answer, bool)  # asked again: still running, or cancelled now
-        elif task.status in WAITING:
+        elif task.status in WAITING or task.status is TaskStatus.BLOCKED:
             assert answer is True
             task.finish(TaskStatus.CANCELLED, "Cancelled")
+            self.follow(self.clock.now())
         elif task.status is TaskStatus.RUNNING:
             assert answer is True
             task.cancel_requested = True
@@ -469,9 +532,20 @@ class QueueModel(RuleBasedStateMachine):
             if any(t.holds_key() is None for t in holders):
                 return  # the holder may have ended already: the model cannot say
             self.refused(UniqueKeyTakenError, self.queue.requeue(task.task_id))
+        elif task.status is TaskStatus.CANCELLED and self.follows_parents(task):
+            # cancelled for a parent: it comes back as its parents say now
+            now = self.clock.now()
+            if self.verdict(task, now) is TaskStatus.CANCELLED:
+                self.refused(TaskStateError, self.queue.requeue(task.task_id))
+                return
+            self.act(self.queue.requeue(task.task_id))
+            task.requeued(now)
+            task.status = self.verdict(task, now)
+            self.follow(now)
         elif task.status in (TaskStatus.FAILED, TaskStatus.CANCELLED):
             self.act(self.queue.requeue(task.task_id))
             task.requeued(self.clock.now())
+            self.follow(self.clock.now())
         else:
             self.refused(TaskStateError, self.queue.requeue(task.task_id))
 
@@ -490,7 +564,7 @@ class QueueModel(RuleBasedStateMachine):
         if task.purged:
             assert result is None, "a purged task still has a result"
             return
-        possible = task.possible_statuses()
+        possible = self.possible(task)
         if result is None:
             assert possible - FINISHED, f"no result, but the task should be {task.status}"
             return
@@ -513,7 +587,7 @@ class QueueModel(RuleBasedStateMachine):
         assert snap.counts == {status: tally[status] for status in TaskStatus}
         for row in snap.rows:
             task = self.tasks[row.task_id]
-            expected = set(task.possible_statuses())
+            expected = set(self.possible(task))
             assert row.status in expected, f"task {_short(row)}: the model says {expected}"
             assert row.attempts == task.attempts, f"task {_short(row)}: attempts"
 

@@ -130,8 +130,8 @@ async def test_queue_summary(queue: TaskQueue, worker: Worker) -> None:
     assert (summary.total, summary.waiting, summary.finished, summary.dead_letters) == (3, 1, 2, 1)
     assert summary["succeeded"] == summary[TaskStatus.SUCCEEDED] == 1
     assert repr(summary) == (
-        "QueueSummary(queued=0, scheduled=1, running=0, retrying=0, succeeded=1, failed=1, "
-        "cancelled=0; total=3)"
+        "QueueSummary(blocked=0, queued=0, scheduled=1, running=0, retrying=0, succeeded=1, "
+        "failed=1, cancelled=0; total=3)"
     )
     html = summary._repr_html_()
     assert "<th>status</th><th>tasks</th>" in html

@@ -90,6 +90,7 @@ async def test_connect_creates_a_versioned_schema_of_its_own(
     )  # fmt: skip
     assert [t[0] for t in tables] == [
         "sitq_attempts",
+        "sitq_dependencies",
         "sitq_meta",
         "sitq_rate_starts",
         "sitq_schedule_ticks",

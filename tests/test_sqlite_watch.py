@@ -79,11 +79,12 @@ async def test_in_memory_waiting_falls_back_to_asking_sqlite() -> None:
 
 
 def locks_held_on(path: Path) -> list[str]:
-    """This process's POSIX locks on `path`, as /proc/locks lists them (Linux)."""
+    """This process's POSIX locks on `path`, as /proc/locks lists them (Linux), without
+    each line's ordinal: locks other processes take or drop meanwhile renumber the list."""
     inode = path.stat().st_ino
     mine = str(__import__("os").getpid())
     return [
-        line
+        " ".join(line.split()[1:])
         for line in Path("/proc/locks").read_text().splitlines()
         if line.split()[4] == mine and line.split()[5].endswith(f":{inode}")
     ]

@@ -42,6 +42,7 @@ def test_every_decider_named_in_the_table_exists() -> None:
     assert len(rows) >= 15
     assert deciders == {
         "on_enqueue",
+        "after_parents",
         "CLAIMABLE",
         "after_attempt",
         "unsendable_result",
@@ -77,6 +78,56 @@ def test_enqueue_due_now_is_queued_and_due_later_is_scheduled() -> None:
     assert state.on_enqueue(NOW, NOW) is TaskStatus.QUEUED
     assert state.on_enqueue(NOW - 5, NOW) is TaskStatus.QUEUED  # an eta in the past
     assert state.on_enqueue(NOW + 0.001, NOW) is TaskStatus.SCHEDULED
+
+
+S, F, C, Q, B = (TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED,
+                 TaskStatus.QUEUED, TaskStatus.BLOCKED)  # fmt: skip
+
+
+def test_a_child_waits_blocked_while_a_parent_is_unfinished() -> None:
+    for unfinished in (Q, TaskStatus.RUNNING, TaskStatus.RETRYING, TaskStatus.SCHEDULED, B):
+        verdict = state.after_parents([("a", S, None), ("b", unfinished, None)], NOW, NOW)
+        assert verdict == state.ParentsVerdict(B)
+        assert verdict.error_type is None and not verdict.finished
+    assert B not in state.CLAIMABLE
+
+
+def test_a_child_whose_parents_all_succeeded_waits_like_a_new_task() -> None:
+    assert state.after_parents([("a", S, None), ("b", S, None)], NOW, NOW).status is Q
+    later = state.after_parents([("a", S, None)], NOW + 5, NOW)
+    assert later.status is TaskStatus.SCHEDULED  # its own delay is kept
+    assert state.after_parents([], NOW, NOW).status is Q  # no parents: a plain task
+
+
+def test_a_failed_cancelled_or_gone_parent_cancels_the_child_by_name() -> None:
+    failed = state.after_parents([("a", B, None), ("b", F, "boom")], NOW, NOW)
+    assert failed == state.ParentsVerdict(C, "parent task b failed: boom")
+    assert failed.error_type == state.PARENT_FAILED and failed.finished
+    cancelled = state.after_parents([("a", C, "parent task x failed: boom")], NOW, NOW)
+    assert cancelled.error == "parent task a was cancelled: parent task x failed: boom"
+    gone = state.after_parents([("a", None, None)], NOW, NOW)
+    assert gone == state.ParentsVerdict(C, "parent task a is gone")
+
+
+def test_only_blocked_children_and_those_cancelled_for_a_parent_follow_their_parents() -> None:
+    assert state.waits_on_parents(B, None)
+    assert state.waits_on_parents(C, state.PARENT_FAILED)
+    assert not state.waits_on_parents(C, "Cancelled")  # cancelled by hand stays so
+    for status in (Q, TaskStatus.RUNNING, S, F):
+        assert not state.waits_on_parents(status, state.PARENT_FAILED)
+
+
+def test_requeue_of_a_task_cancelled_for_a_parent_follows_its_parents() -> None:
+    assert state.on_requeue(C, parents=state.ParentsVerdict(B)) is B
+    assert state.on_requeue(C, parents=state.ParentsVerdict(Q)) is Q
+    assert state.on_requeue(C, parents=state.ParentsVerdict(C, "parent task a failed: x")) is None
+    assert state.on_requeue(TaskStatus.RUNNING, parents=state.ParentsVerdict(Q)) is None
+
+
+def test_requeue_with_parents_ready_still_waits_for_a_held_unique_key() -> None:
+    """Both questions are asked: the key's holder stands in the way whatever the parents say."""
+    assert state.on_requeue(C, key_held_by="other-task", parents=state.ParentsVerdict(Q)) is None
+    assert state.on_requeue(C, key_held_by=None, parents=state.ParentsVerdict(B)) is B
 
 
 def test_claimable_states_are_exactly_the_waiting_ones() -> None:
@@ -241,6 +292,7 @@ def test_requeue_while_another_task_holds_the_key_leaves_the_task_as_it_is(
 @pytest.mark.parametrize("status", ALL_STATUSES)
 def test_cancel_by_state(status: TaskStatus) -> None:
     expected = {
+        TaskStatus.BLOCKED: state.CancelAction.CANCEL_NOW,
         TaskStatus.QUEUED: state.CancelAction.CANCEL_NOW,
         TaskStatus.SCHEDULED: state.CancelAction.CANCEL_NOW,
         TaskStatus.RETRYING: state.CancelAction.CANCEL_NOW,
@@ -260,6 +312,7 @@ def test_cancel_of_an_unknown_task_does_nothing() -> None:
 def test_requeue_by_state(status: TaskStatus) -> None:
     expected = TaskStatus.QUEUED if status in (TaskStatus.FAILED, TaskStatus.CANCELLED) else None
     assert state.on_requeue(status) is expected
+    assert state.on_requeue(status, key_held_by=None, parents=None) is expected
 
 
 def test_requeue_of_an_unknown_task_does_nothing() -> None:
@@ -366,7 +419,7 @@ def test_sets_of_states_are_defined_in_the_state_module_only() -> None:
 def _sql_texts() -> dict[str, str]:
     """Every module-level SQL string constant of the backends' *_sql modules."""
     texts = {}
-    for path in (SITQ / "backends").glob("*/sql.py"):
+    for path in [*(SITQ / "backends").glob("*/sql.py"), *(SITQ / "backends").glob("*/deps.py")]:
         for node in ast.parse(path.read_text()).body:
             if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
                 source = ast.get_source_segment(path.read_text(), node.value) or ""

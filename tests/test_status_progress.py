@@ -72,7 +72,7 @@ async def quick() -> str:
 
 def test_status_values_and_terminal_set() -> None:
     assert [s.value for s in TaskStatus] == [
-        "queued", "scheduled", "running", "retrying", "succeeded", "failed", "cancelled",
+        "blocked", "queued", "scheduled", "running", "retrying", "succeeded", "failed", "cancelled",
     ]  # fmt: skip
     assert {TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED} == TERMINAL
     assert TaskStatus("running") is TaskStatus.RUNNING and TaskStatus.RUNNING == "running"

@@ -88,15 +88,21 @@ class QueueControl:
     async def requeue(self, task_id: str) -> None:
         """Give a failed (or cancelled) task a fresh run with a fresh retry budget.
 
-        Its attempt history is kept; new attempts continue the numbering. A task whose
-        unique key another unfinished task holds now stays as it is: UniqueKeyTakenError
-        names that task (cancel it, or wait for it to finish, then requeue).
+        Its attempt history is kept; new attempts continue the numbering. Tasks cancelled
+        because it failed wait for it again (blocked); a task cancelled for a parent comes
+        back once no parent is failed or cancelled. While another unfinished task holds its
+        unique key it stays as it is: UniqueKeyTakenError names that task.
         """
-        await self.get_task(task_id)
+        before = await self.get_task(task_id)
         old = await self.backend.requeue(task_id, self.clock.now())
         if state.on_requeue(old) is None:
             raise TaskStateError(
                 f"task {task_id} is {old}: only failed or cancelled tasks can be requeued"
+            )
+        if state.waits_on_parents(old, before.error_type) and (info := await self.get_task(
+                task_id)).status is old:  # fmt: skip
+            raise TaskStateError(
+                f"task {task_id} waits on its parents and stays {old}: {info.error}"
             )
 
     async def purge_dead_letters(self) -> int:

@@ -19,6 +19,7 @@ from typing import Any, ParamSpec, TypeVar, Unpack, overload
 from sitq.backends import as_backend
 from sitq.backends.base import Backend, NewTask, first_of
 from sitq.clock import Clock, SystemClock
+from sitq.engine import dependencies
 from sitq.engine.calls import (
     Plan,
     as_calls,
@@ -145,7 +146,15 @@ class TaskQueue(QueueControl, LiveDisplay, QueueSchedules):
         option meant (`retry`); a type checker flags it before the code runs."""
         return OptionsView(self, TaskOptions.from_keywords(options))
 
-    async def _enqueue_calls(self, calls: Sequence[TaskCall], options: TaskOptions) -> list[str]:
+    async def chain(self, *calls: TaskCall | tuple[Any, ...]) -> list[str]:
+        """Queue a pipeline: each call waits for the one before it to succeed (all stored
+        or none; the ids come back in order). A failing step cancels the steps after it,
+        each error naming the step it waited for (`sitq.engine.dependencies`)."""
+        return await self._enqueue_calls(as_calls(calls), NO_OPTIONS, chained=True)
+
+    async def _enqueue_calls(
+        self, calls: Sequence[TaskCall], options: TaskOptions, *, chained: bool = False
+    ) -> list[str]:
         await self._ready()
         now = self.clock.now()
         rows: list[NewTask] = []
@@ -168,8 +177,15 @@ class TaskQueue(QueueControl, LiveDisplay, QueueSchedules):
                 f"enqueue_many: call #{len(rows)} ({describe(culprit)}): {exc}"
             ) from exc
         if keyed:
+            if chained or options.after is not None:  # a held key's id waits for no parent
+                raise InvalidOptionError(
+                    "unique_key= does not go with after= or chain(): enqueue the unique task, "
+                    "then the others after=[its id]"
+                )
             return await self.backend.add_unique_tasks(rows)  # a held key: the holder's id
-        if rows:
+        if rows and (chained or options.after is not None):
+            await dependencies.add_after(self.backend, rows, options.after or (), chained)
+        elif rows:
             await self.backend.add_tasks(rows)
         return [row.task_id for row in rows]
 
@@ -294,6 +310,10 @@ class OptionsView:
 
     async def enqueue_many(self, calls: Iterable[TaskCall | tuple[Any, ...]]) -> list[str]:
         return await self._queue._enqueue_calls(as_calls(calls), self.options)
+
+    async def chain(self, *calls: TaskCall | tuple[Any, ...]) -> list[str]:
+        """`queue.chain(...)` with these options; with `after=`, its first step waits too."""
+        return await self._queue._enqueue_calls(as_calls(calls), self.options, chained=True)
 
     async def schedule(
         self, func: Callable[..., Any], /, **when: Unpack[ScheduleKeywords]

@@ -27,19 +27,20 @@ a task which one it is, through a context variable the worker sets around the ca
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import functools
 import inspect
 import logging
 import random
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Mapping
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sitq.backends.base import Backend, ClaimedTask, Settlement
 from sitq.clock import Clock
-from sitq.engine import progress, reporting
+from sitq.engine import reporting
+from sitq.engine.context import TaskContext, current_task_var
+from sitq.engine.dependencies import parent_results
 from sitq.engine.hooks import WorkerHooks
 from sitq.engine.pools import Processes, run_in_thread
 from sitq.engine.rate_gate import RateGate
@@ -162,15 +163,16 @@ class TaskRunner:
             _report=functools.partial(self.backend.set_progress, task.task_id, task.token),
             _loop=asyncio.get_running_loop(),
             started_at=prepared.started,
+            _parents=lambda: parent_results(self.backend, self.serializer, task.task_id),
         )
-        reset = _current.set(context)
+        reset = current_task_var.set(context)
         try:
             outcome = await self._run(prepared.call, prepared.options)
             if context._pending:
                 await context.flush_progress()  # a last report must land before the outcome
             return outcome
         finally:
-            _current.reset(reset)
+            current_task_var.reset(reset)
 
     def decide(
         self,
@@ -368,52 +370,3 @@ async def _run_async(call: TaskCall) -> Outcome:
         raise
     except BaseException as exc:  # a task's SystemExit/KeyboardInterrupt must not kill us
         return Outcome.failed(exc)
-
-
-# -- what a running task can learn about itself ------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TaskContext:
-    """The running task: its id, name, attempt number, worker and start time."""
-
-    task_id: str
-    task_name: str
-    attempt: int
-    worker_id: str
-    _report: Callable[[float, str], Coroutine[Any, Any, None]] = field(repr=False)
-    _loop: asyncio.AbstractEventLoop = field(repr=False)
-    #: When this attempt started, in epoch seconds on the worker's clock. With a FakeClock
-    #: that is virtual time, which a task can read to simulate e.g. an outage from t1 to t2.
-    started_at: float | None = None
-    _pending: set[Any] = field(default_factory=set, repr=False, compare=False)
-
-    def report_progress(self, fraction: float, message: str = "") -> None:
-        """Store progress (0.0 to 1.0) and a message, visible through `queue.status`."""
-        progress.report(self._report, self._loop, self._pending, self.task_id, fraction, message)
-
-    async def flush_progress(self) -> None:
-        """Wait for the progress writes made so far. The worker calls this before storing
-        the outcome, so a report made just before the task returns is not lost."""
-        await progress.flush(self._pending)
-
-
-_current: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar(
-    "sitq_current_task", default=None
-)
-
-
-def current_task() -> TaskContext:
-    """The task being run by the calling code; raises LookupError outside a task."""
-    found = _current.get()
-    if found is None:
-        raise LookupError(
-            "current_task() was called outside a sitq task, or in a process task "
-            "(executor='process'), which runs in another process with no link to its worker"
-        )
-    return found
-
-
-def report_progress(fraction: float, message: str = "") -> None:
-    """Shortcut for `current_task().report_progress(fraction, message)`."""
-    current_task().report_progress(fraction, message)

@@ -60,6 +60,11 @@ def declare(
             "delay= and eta= have no meaning for a schedule: its ticks say when each task "
             "is due. Leave them out of with_options() (or @sitq.task) for schedule()."
         )
+    if options.after is not None:
+        raise InvalidScheduleError(
+            "after= is not kept for a schedule's ticks: a tick's task waits for no parent. "
+            "Leave it out for schedule() (a tick's task may enqueue its own children)."
+        )
     if options.unique_key is not None:
         raise InvalidScheduleError(
             "unique_key= is not kept for a schedule's ticks: each tick is enqueued once "

@@ -9,6 +9,10 @@ The transition table (what happens, from which state, to which state, and who de
 | from                          | event                                  | to                                          | decided by            |
 |-------------------------------|----------------------------------------|---------------------------------------------|-----------------------|
 | (new)                         | enqueue, due now / due later           | queued / scheduled                          | `on_enqueue`          |
+| (new), with parents (`after=`) | enqueue: a parent unfinished / every parent succeeded / one failed, cancelled or gone | blocked / queued or scheduled / cancelled, naming that parent | `after_parents` |
+| blocked                       | its last parent succeeded (in the parent's own transaction) | queued / scheduled (its due time kept) | `after_parents` |
+| blocked                       | a parent failed for good or was cancelled (its own children in turn) | cancelled, its error naming the parent | `after_parents` |
+| cancelled for a parent        | that parent is requeued                | blocked again (its children in turn)        | `after_parents` |
 | queued, scheduled, retrying   | claim (due)                            | running; attempt +1, new fencing token      | `CLAIMABLE`           |
 | running                       | the attempt succeeded                  | succeeded                                   | `after_attempt`       |
 | running                       | it failed, the policy retries          | retrying, due after the policy's delay      | `after_attempt`       |
@@ -24,9 +28,9 @@ The transition table (what happens, from which state, to which state, and who de
 | running                       | the worker stops (grace over), or it was claimed ahead and never started | queued now; attempt refunded | `hand_back` |
 | running                       | its task name's rate limit is reached  | scheduled when the window has room; attempt refunded | `rate_limited` |
 | (new), with a unique key      | enqueue while a task holding that key is unfinished | no new task: the holder's id is returned | `HOLDS_UNIQUE_KEY` |
-| queued, scheduled, retrying   | cancel                                 | cancelled                                   | `on_cancel`           |
+| blocked, queued, scheduled, retrying | cancel                          | cancelled                                   | `on_cancel`           |
 | running                       | cancel                                 | running, cancel requested (the worker stops it at its next heartbeat, or settles it cancelled unrun if it was claimed ahead; survives a crash) | `on_cancel` |
-| failed, cancelled             | requeue                                | queued, a fresh retry budget                | `on_requeue`          |
+| failed, cancelled             | requeue                                | queued, a fresh retry budget (a task with parents: as `after_parents` says) | `on_requeue` |
 | failed, cancelled, with a unique key | requeue while another unfinished task holds the key | unchanged (UniqueKeyTakenError names the holder) | `on_requeue` |
 | failed                        | purge                                  | deleted (history kept)                      | `PURGEABLE`           |
 | succeeded, cancelled          | older than the retention time          | deleted with its history                    | `PRUNABLE`            |
@@ -38,6 +42,15 @@ and is stored as not started (`started_at` unset) until it starts; if that worke
 first, the claim that takes the lease over spends no attempt for it and records no lost
 attempt. That rule is the one the backends apply in SQL (their TAKE_OVER statements),
 since it is decided inside the claim's own statement.
+
+Dependencies: a task enqueued `after=[parent ids]` waits *blocked*, never claimed, until
+every parent has succeeded. Whenever a parent reaches a new state (it succeeds, fails for
+good, is cancelled, is requeued), the backend asks `after_parents` again for each child
+that still waits on its parents (`waits_on_parents`), in the same transaction as the
+parent's own change, and then for the children of every child that changed: a failure
+reaches the whole tree below it, and no crash can leave a child blocked behind a finished
+parent. A child cancelled for a parent keeps the error type `PARENT_FAILED`, which is how
+the parent's requeue finds it again: it goes back to blocked, not left an orphan.
 """  # noqa: E501
 
 from __future__ import annotations
@@ -45,6 +58,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sitq.policy.retry import NO_RETRY, RetryPolicy, WorkerLost
@@ -52,6 +66,12 @@ from sitq.task import TERMINAL, WAITING, TaskStatus
 
 #: States a worker may claim once they are due.
 CLAIMABLE: frozenset[TaskStatus] = WAITING
+#: A task enqueued with parents waits here, never claimed, until its last parent succeeded.
+BLOCKED: TaskStatus = TaskStatus.BLOCKED
+#: States `cancel` ends at once (the task will never run).
+CANCELLABLE_NOW: frozenset[TaskStatus] = WAITING | {TaskStatus.BLOCKED}
+#: The error type of a child cancelled because a parent failed, was cancelled or is gone.
+PARENT_FAILED = "ParentFailed"
 #: Dead letters: tasks that failed for good (listed by `dead_letters`, deleted by purge).
 DEAD_LETTERS: frozenset[TaskStatus] = frozenset({TaskStatus.FAILED})
 #: States `purge_dead_letters` deletes.
@@ -210,20 +230,78 @@ class CancelAction(enum.Enum):
 
 
 def on_cancel(status: TaskStatus | None) -> CancelAction:
-    if status in WAITING:
+    if status in CANCELLABLE_NOW:
         return CancelAction.CANCEL_NOW
     if status is TaskStatus.RUNNING:
         return CancelAction.REQUEST
     return CancelAction.NOTHING
 
 
-def on_requeue(status: TaskStatus | None, key_held_by: str | None = None) -> TaskStatus | None:
+def on_requeue(
+    status: TaskStatus | None,
+    *,
+    key_held_by: str | None = None,
+    parents: ParentsVerdict | None = None,
+) -> TaskStatus | None:
     """A failed or cancelled task goes back to the queue with a fresh budget; else None.
-    Not while another unfinished task (`key_held_by`) holds its unique key: two holders
-    of one key is what unique keys exist to prevent, so it stays as it is."""
-    if key_held_by is not None:
+
+    Not while another unfinished task (`key_held_by`) holds its unique key: two holders of
+    one key is what unique keys exist to prevent, so it stays as it is. A task cancelled for
+    a parent (`waits_on_parents`) comes back as its parents say now (`parents`, from
+    `after_parents`): blocked, or waiting; not at all while a parent is still failed,
+    cancelled or gone (requeue that parent: its children follow it)."""
+    if status not in REQUEUEABLE or key_held_by is not None:
         return None
-    return TaskStatus.QUEUED if status in REQUEUEABLE else None
+    if parents is None:
+        return TaskStatus.QUEUED
+    return None if parents.finished else parents.status
+
+
+@dataclass(frozen=True)
+class ParentsVerdict:
+    """Where a task with parents stands: its status, and for a cancelled one the error
+    that names the parent to blame (error type `PARENT_FAILED`)."""
+
+    status: TaskStatus
+    error: str | None = None
+
+    @property
+    def error_type(self) -> str | None:
+        return None if self.error is None else PARENT_FAILED
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL
+
+
+#: One parent as `after_parents` reads it: its id, status (None: no such task, e.g.
+#: purged) and error.
+Parent = tuple[str, TaskStatus | None, str | None]
+
+
+def after_parents(parents: Sequence[Parent], due_at: float, now: float) -> ParentsVerdict:
+    """A task whose parents are `parents` (in the order it named them), due at `due_at`.
+
+    The first parent that failed, was cancelled or is gone cancels it, by name (a parent
+    cancelled for its own parent passes that reason on, so the error leads to the root);
+    otherwise it stays blocked while any parent is unfinished; once all have succeeded it
+    waits like a new task (`on_enqueue`), its due time kept."""
+    for parent_id, status, error in parents:
+        if status is None:
+            return ParentsVerdict(TaskStatus.CANCELLED, f"parent task {parent_id} is gone")
+        if status in (TERMINAL - {TaskStatus.SUCCEEDED}):
+            why = "failed" if status is TaskStatus.FAILED else "was cancelled"
+            return ParentsVerdict(TaskStatus.CANCELLED, f"parent task {parent_id} {why}: {error}")
+    if any(status is not TaskStatus.SUCCEEDED for _, status, _ in parents):
+        return ParentsVerdict(BLOCKED)
+    return ParentsVerdict(on_enqueue(due_at, now))
+
+
+def waits_on_parents(status: TaskStatus | None, error_type: str | None) -> bool:
+    """Does this child's fate still follow its parents? Yes while it is blocked, and when
+    it was cancelled for a parent (that parent's requeue brings it back); no once it was
+    released (it waits, runs or finished on its own) or cancelled by hand."""
+    return status is BLOCKED or (status is TaskStatus.CANCELLED and error_type == PARENT_FAILED)
 
 
 def budget_of(policy: RetryPolicy | None) -> tuple[int, str]:

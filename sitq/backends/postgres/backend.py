@@ -47,7 +47,7 @@ from sitq.backends.base import (
     Settlement,
     read_now,
 )
-from sitq.backends.postgres import limits, sql
+from sitq.backends.postgres import deps, limits, sql
 from sitq.backends.postgres import rows as convert
 from sitq.backends.postgres import schedules as schedule_sql
 from sitq.backends.postgres.link import Connection, PostgresLink
@@ -55,9 +55,11 @@ from sitq.backends.schedule_rows import NewSchedule, ScheduleFire
 from sitq.clock import wall_clock_of
 from sitq.policy.rate_limits import RateLimit
 from sitq.policy.state import CancelAction, on_cancel, on_requeue
-from sitq.task import WAITING, Attempt, ScheduleInfo, TaskInfo, TaskStatus
+from sitq.task import TERMINAL, WAITING, Attempt, ScheduleInfo, TaskInfo, TaskStatus
 
 logger: logging.Logger = logging.getLogger("sitq.backends.postgres")
+#: A row of `sql.CLAIM` that only signals a spent lost lease of a task with children.
+PARENT_SIGN = 2
 
 
 class PostgresBackend(PostgresLink):
@@ -89,6 +91,29 @@ class PostgresBackend(PostgresLink):
 
         await self._run(add, again=added_already)
         self.work_signal.ring()
+
+    async def add_dependent_tasks(
+        self, tasks: Sequence[NewTask], parents: Sequence[tuple[str, ...]]
+    ) -> None:
+        """`DependencyStore.add_dependent_tasks` (`sitq.backends.postgres.deps`)."""
+        if not tasks:
+            return
+        ids = [task.task_id for task in tasks]
+
+        async def add(conn: Connection) -> None:
+            async with conn.transaction():
+                await deps.add_dependent_tasks(conn, tasks, parents)
+                await self._notify_work(conn)
+
+        async def added_already(conn: Connection) -> bool | None:
+            return True if await conn.fetch(sql.EXISTING_IDS, ids[:1]) else None
+
+        await self._run(add, again=added_already)
+        self.work_signal.ring()
+        self.settle_signal.ring()  # a child cancelled at once for its parent is finished
+
+    async def parents_of(self, task_id: str) -> list[str]:
+        return [row[0] for row in await self._fetch(deps.PARENT_IDS, task_id)]
 
     async def add_unique_tasks(self, tasks: Sequence[NewTask]) -> list[str]:
         """One transaction (see `postgres.limits`), run again whole if the connection is
@@ -147,7 +172,13 @@ class PostgresBackend(PostgresLink):
                                     max(limit, 0), held_ids, *budget,
                                     _lease_clock(now, moment), limit - ahead,
                                     *marks)  # fmt: skip
-            return [convert.claimed(row, moment) for row in rows]
+            claimed = [convert.claimed(row, moment) for row in rows if row[0] != PARENT_SIGN]
+            signs = len(rows) - len(claimed)  # spent lost leases of tasks with children
+            if signs:
+                claimed += await deps.end_spent_parents(conn, worker_id, moment, signs,
+                                                        held_ids, budget[0],
+                                                        _lease_clock(now, moment))  # fmt: skip
+            return claimed
 
         return await self._run(claim)
 
@@ -174,6 +205,11 @@ class PostgresBackend(PostgresLink):
             for position, ok in zip(batch, await self._settle_round(settlements, batch),
                                     strict=True):  # fmt: skip
                 accepted[position] = ok
+            refused = [i for i in batch if not accepted[i]]  # stale, or a task with children
+            if refused:
+                for position, ok in zip(refused, await self._settle_round(
+                        settlements, refused, parents=True), strict=True):  # fmt: skip
+                    accepted[position] = ok
         waits_again = any(ok and s.status in WAITING for s, ok in zip(settlements, accepted,
                                                                        strict=True))  # fmt: skip
         if waits_again:
@@ -183,18 +219,33 @@ class PostgresBackend(PostgresLink):
         return accepted
 
     async def _settle_round(
-        self, settlements: Sequence[Settlement], batch: list[int]
+        self, settlements: Sequence[Settlement], batch: list[int], *, parents: bool = False
     ) -> list[bool]:
+        """One statement, or with `parents` (for the rows the first refused: tasks with
+        children, and stale tokens) a transaction that follows each settled task to its
+        children (`postgres.deps`)."""
         chosen = [settlements[i] for i in batch]
         stored_before: set[int] = set()  # found stored by an attempt whose COMMIT was lost
 
-        async def settle(conn: Connection) -> list[bool]:
+        async def store(conn: Connection) -> list[bool]:
             rest = [i for i in range(len(chosen)) if i not in stored_before]
             rows = [convert.settle_row(chosen[i]) for i in rest]
             columns = [list(column) for column in zip(*rows, strict=True)]
-            found = await conn.fetch(sql.SETTLE, *columns) if rest else []
+            found = await conn.fetch(sql.SETTLE, *columns, parents) if rest else []
             done = {rest[row[0] - 1] for row in found}  # WITH ORDINALITY counts from 1
+            if parents:
+                for i in sorted(done):
+                    if chosen[i].status in TERMINAL:
+                        await deps.follow(conn, [chosen[i].task_id], chosen[i].now)
             return [i in done or i in stored_before for i in range(len(chosen))]
+
+        async def settle(conn: Connection) -> list[bool]:
+            if not parents:
+                return await store(conn)
+            async with conn.transaction():
+                accepted = await store(conn)
+                await self._notify_work(conn)  # children it released, if any
+                return accepted
 
         async def settled_already(conn: Connection) -> None:
             # A row whose token is still ours and that no longer runs can only have been
@@ -233,6 +284,7 @@ class PostgresBackend(PostgresLink):
                 action = on_cancel(old)
                 if action is CancelAction.CANCEL_NOW:
                     await conn.execute(sql.CANCEL_NOW, now, task_id)
+                    await deps.follow(conn, [task_id], now)
                 elif action is CancelAction.REQUEST:
                     await conn.execute(sql.REQUEST_CANCEL, task_id)
             return old
@@ -245,10 +297,13 @@ class PostgresBackend(PostgresLink):
     async def requeue(self, task_id: str, now: float) -> TaskStatus | None:
         async def requeue(conn: Connection) -> TaskStatus | None:
             async with conn.transaction():
-                old, new = await limits.requeue_decision(conn, task_id)
+                old, new, parents = await limits.requeue_decision(conn, task_id, now)
                 if new is not None:
                     await conn.execute(sql.REQUEUE, str(new), now, task_id)
+                    await deps.follow(conn, [task_id], now)  # its children wait again
                     await self._notify_work(conn)
+                elif old is not None and parents is not None:  # still cancelled: say why
+                    await deps.store(conn, task_id, old, parents, now)
             return old
 
         old = await self._run(lambda conn: limits.again_on_conflict(requeue, conn))

@@ -15,15 +15,32 @@ from typing import Any, TypeVar
 import asyncpg
 
 from sitq.backends.base import NewTask
+from sitq.backends.postgres import deps
 from sitq.backends.postgres import rows as convert
 from sitq.backends.postgres.sql import HOLDS_KEY_SQL, _in, lease_clock
 from sitq.errors import UniqueKeyTakenError
 from sitq.policy.rate_limits import RateLimit
-from sitq.policy.state import KEEPS_BOOKED_SLOT, on_requeue
+from sitq.policy.state import KEEPS_BOOKED_SLOT, ParentsVerdict, on_requeue
 from sitq.task import TaskStatus
 
 Connection = Any  # asyncpg.Connection: asyncpg has no type hints
 T = TypeVar("T")
+
+#: The schema's part for unique keys and rate limits (run after `sql.SCHEMA`, version 2).
+SCHEMA = f"""
+ALTER TABLE sitq_tasks ADD COLUMN IF NOT EXISTS unique_key TEXT;  -- a version 1 schema
+-- One unfinished task per unique key (`state.HOLDS_UNIQUE_KEY`), enforced here.
+CREATE UNIQUE INDEX IF NOT EXISTS sitq_tasks_unique
+    ON sitq_tasks (unique_key) WHERE status IN ({HOLDS_KEY_SQL});
+-- Rate limits' slots by task name, recent and booked (`sitq.policy.rate_limits`).
+CREATE TABLE IF NOT EXISTS sitq_rate_starts (
+    name       TEXT NOT NULL,
+    started_at DOUBLE PRECISION NOT NULL,
+    task_id    TEXT                      -- a booked slot's task (NULL once started)
+);
+CREATE INDEX IF NOT EXISTS sitq_rate_starts_name ON sitq_rate_starts (name, started_at);
+CREATE INDEX IF NOT EXISTS sitq_rate_starts_task ON sitq_rate_starts (task_id);
+"""
 
 #: Insert the rows whose key nobody holds ($10: each row's key, NULL for none). DO NOTHING
 #: skips a row that would be a second holder of a key (or whose id is there already: a
@@ -96,17 +113,19 @@ async def add_unique_tasks(conn: Connection, tasks: Sequence[NewTask]) -> tuple[
 
 
 async def requeue_decision(
-    conn: Connection, task_id: str
-) -> tuple[TaskStatus | None, TaskStatus | None]:
-    """The task's status (locked) and `state.on_requeue`'s answer, asked with its key's
-    holder; UniqueKeyTakenError when only that holder stands in the way."""
+    conn: Connection, task_id: str, now: float
+) -> tuple[TaskStatus | None, TaskStatus | None, ParentsVerdict | None]:
+    """The task's status (locked), `state.on_requeue`'s answer asked with its key's holder
+    and its parents' verdict (`postgres.deps`), and that verdict; UniqueKeyTakenError when
+    only that holder stands in the way."""
     row = await conn.fetchrow(STATUS_AND_KEY_FOR_UPDATE, task_id)
     old, key = (None, None) if row is None else (convert.status(row[0]), row[1])
     holder = await conn.fetchval(KEY_HOLDER, key, task_id) if key is not None else None
-    new = on_requeue(old, holder)
-    if new is None and holder is not None and on_requeue(old) is not None:
+    parents = await deps.requeue_verdict(conn, task_id, now)
+    new = on_requeue(old, key_held_by=holder, parents=parents)
+    if new is None and holder is not None and on_requeue(old, parents=parents) is not None:
         raise UniqueKeyTakenError.of(task_id, str(key), holder)
-    return old, new
+    return old, new, parents
 
 
 async def take_rate_slot(

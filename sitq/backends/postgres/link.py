@@ -29,8 +29,8 @@ from sitq.backends.base import (
     Connectable,
     Signal,
 )
+from sitq.backends.postgres import deps, limits, sql
 from sitq.backends.postgres import rows as convert
-from sitq.backends.postgres import sql
 from sitq.backends.postgres.loops import LoopOwner
 from sitq.backends.urls import redacted, require_encoded_password, scrubbed
 from sitq.errors import (
@@ -207,6 +207,8 @@ class PostgresLink(Connectable):
                             sql.SCHEMA_VERSION)  # fmt: skip
                 await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
                 await conn.execute(sql.SCHEMA)
+                await conn.execute(limits.SCHEMA)
+                await conn.execute(deps.SCHEMA)
                 await conn.execute(sql.WRITE_VERSION, str(sql.SCHEMA_VERSION))
         finally:
             await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", key)

@@ -46,8 +46,9 @@ def lease_clock(param: str) -> str:
     return f"COALESCE({param}::float8, extract(epoch FROM statement_timestamp())::float8)"
 
 
-#: The version of this schema; stored in sitq_meta, a newer one is refused.
-SCHEMA_VERSION = 2  # 2: unique keys, rate limits and periodic tasks (their tables)
+#: The version of this schema; stored in sitq_meta, a newer one is refused. 2: unique keys,
+#: rate limits, periodic tasks and dependencies (their parts: limits, schedules and deps)
+SCHEMA_VERSION = 2
 
 #: Taken (for the transaction) while creating or upgrading the schema, so that workers
 #: starting at the same moment never race on CREATE: the key is `hashtext` of this + schema.
@@ -89,7 +90,6 @@ CREATE TABLE IF NOT EXISTS sitq_tasks (
     last_delay       DOUBLE PRECISION,         -- backoff chosen after the last failed attempt
     unique_key       TEXT                      -- with_options(unique_key=...), else NULL
 );
-ALTER TABLE sitq_tasks ADD COLUMN IF NOT EXISTS unique_key TEXT;  -- a version 1 schema
 -- The claim reads this index in its own order: no sort, however deep the backlog.
 CREATE INDEX IF NOT EXISTS sitq_tasks_claim
     ON sitq_tasks (priority DESC, due_at, seq) WHERE status IN ({WAITING_SQL});
@@ -100,17 +100,6 @@ CREATE INDEX IF NOT EXISTS sitq_tasks_leased
 CREATE INDEX IF NOT EXISTS sitq_tasks_finished
     ON sitq_tasks (finished_at) WHERE status IN ({PRUNABLE_SQL});
 CREATE INDEX IF NOT EXISTS sitq_tasks_status ON sitq_tasks (status);
--- One unfinished task per unique key (`state.HOLDS_UNIQUE_KEY`), enforced here.
-CREATE UNIQUE INDEX IF NOT EXISTS sitq_tasks_unique
-    ON sitq_tasks (unique_key) WHERE status IN ({HOLDS_KEY_SQL});
--- Rate limits' slots by task name, recent and booked (`sitq.policy.rate_limits`).
-CREATE TABLE IF NOT EXISTS sitq_rate_starts (
-    name       TEXT NOT NULL,
-    started_at DOUBLE PRECISION NOT NULL,
-    task_id    TEXT                      -- a booked slot's task (NULL once started)
-);
-CREATE INDEX IF NOT EXISTS sitq_rate_starts_name ON sitq_rate_starts (name, started_at);
-CREATE INDEX IF NOT EXISTS sitq_rate_starts_task ON sitq_rate_starts (task_id);
 CREATE TABLE IF NOT EXISTS sitq_attempts (
     seq           BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     task_id       TEXT NOT NULL,
@@ -193,7 +182,8 @@ LOST_END = f"""
 #    worker's own ($5); `spent` if the lost attempt was the budget's last (a row held ahead
 #    and never started lost nothing, so it is never spent).
 # 2. `ended`: a spent one is decided here (`state.LOST_WHEN_SPENT`): no attempt added, the
-#    token kept, so no reader sees more attempts than the budget, even if we die now.
+#    token kept, so no reader sees more attempts than the budget, even if we die now. One
+#    with children is only signalled (`parent`): `postgres.deps` ends it and its children.
 # 3. `taken`: the others are taken over. The SET expressions see the old row, so the lost
 #    attempt's worker and times are kept for the history, and a cancel request too. A row
 #    the dead worker held ahead and never started lost nothing: no lost attempt, its
@@ -213,7 +203,7 @@ WITH marked AS (
      WHERE t.id = m.id AND t.lease_token = m.token AND t.status = 'running'
        AND t.started_at IS NULL
 ), expired AS (
-    SELECT seq, lease_expires_at,
+    SELECT seq, lease_expires_at, has_children,
            started_at IS NOT NULL
            AND COALESCE(attempts - retry_base >= COALESCE(max_attempts, $6), FALSE) AS spent
       FROM sitq_tasks
@@ -226,7 +216,7 @@ WITH marked AS (
     UPDATE sitq_tasks AS t SET
         lost_worker_id = worker_id, lost_started_at = started_at, lost_scheduled_for = due_at,
         due_at = lease_expires_at,{LOST_END}
-    WHERE seq IN (SELECT seq FROM expired WHERE spent)
+    WHERE seq IN (SELECT seq FROM expired WHERE spent AND NOT has_children)
     {CLAIM_RETURNING.rstrip()}, t.status AS decided
 ), taken AS (
     UPDATE sitq_tasks AS t SET
@@ -271,12 +261,17 @@ WITH marked AS (
               FROM due) AS d
      WHERE t.seq = d.seq
     {CLAIM_RETURNING}
+), parent AS (  -- spent, with children: left to `postgres.deps` (a sign, 2), its slot kept
+    {CLAIM_RETURNING.strip().replace("RETURNING", "SELECT", 1)}
+      FROM sitq_tasks AS t JOIN expired AS e ON e.seq = t.seq WHERE e.spent AND e.has_children
 )
 SELECT * FROM (SELECT 0 AS taken_first, *, NULL::text AS decided FROM taken
                UNION ALL
                SELECT 0, * FROM ended
                UNION ALL
-               SELECT 1, *, NULL FROM claimed) AS batch
+               SELECT 1, *, NULL FROM claimed
+               UNION ALL
+               SELECT 2, *, NULL FROM parent) AS batch
  ORDER BY taken_first, priority DESC, due_at, seq
 """
 
@@ -286,7 +281,8 @@ SELECT * FROM (SELECT 0 AS taken_first, *, NULL::text AS decided FROM taken
 # settlements it accepted get their record appended. Returns the accepted positions.
 # `late`: a completed attempt's outcome ($16: its worker) replaces the WorkerLost dead
 # letter a takeover made of it, and its record the lost one (`state.LATE_OUTCOME_REPLACES`),
-# unless that would make it a second holder of its unique key.
+# unless that would make it a second holder of its unique key. $24: only tasks with children
+# (TRUE; `postgres.deps` settles them again, following them down), or only the others.
 SETTLE = f"""
 WITH s AS (
     SELECT * FROM unnest(
@@ -321,7 +317,7 @@ WITH s AS (
         last_delay = CASE WHEN s.keep_last_delay THEN t.last_delay ELSE s.next_delay END,
         lease_expires_at = NULL
       FROM s
-     WHERE t.id = s.task_id
+     WHERE t.id = s.task_id AND t.has_children = $24::bool
        AND ((t.lease_token = s.token AND t.status = 'running') OR t.id IN (SELECT id FROM late))
     RETURNING s.*
 ), superseded AS (
@@ -395,6 +391,8 @@ WITH doomed AS (
        FOR UPDATE SKIP LOCKED
 ), history AS (
     DELETE FROM sitq_attempts WHERE task_id IN (SELECT id FROM doomed)
+), parents AS (
+    DELETE FROM sitq_dependencies WHERE child_id IN (SELECT id FROM doomed)
 ), gone AS (
     DELETE FROM sitq_tasks WHERE id IN (SELECT id FROM doomed) RETURNING 1
 )

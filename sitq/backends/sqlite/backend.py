@@ -36,7 +36,7 @@ from sitq.backends.base import (
     Signal,
 )
 from sitq.backends.schedule_rows import NewSchedule, ScheduleFire
-from sitq.backends.sqlite import limits, ops, schema, sql
+from sitq.backends.sqlite import deps, limits, ops, schema, sql
 from sitq.backends.sqlite import lock as sqlite_lock
 from sitq.backends.sqlite import schedules as schedule_ops
 from sitq.backends.sqlite.errors import named
@@ -193,6 +193,18 @@ class SQLiteBackend(Connectable):
             return
         await self._write(ops.add_tasks, list(tasks))  # NewTask is a tuple in INSERT_TASK order
         self.work_signal.ring()
+
+    async def add_dependent_tasks(
+        self, tasks: Sequence[NewTask], parents: Sequence[tuple[str, ...]]
+    ) -> None:
+        """`DependencyStore.add_dependent_tasks` (`sitq.backends.sqlite.deps`)."""
+        if tasks:
+            await self._write(ops.add_dependent_tasks, list(tasks), list(parents))
+            self.work_signal.ring()
+            self.settle_signal.ring()  # a child cancelled at once for its parent is finished
+
+    async def parents_of(self, task_id: str) -> list[str]:
+        return [row[0] for row in await self._fetch(deps.PARENT_IDS, (task_id,))]
 
     async def add_unique_tasks(self, tasks: Sequence[NewTask]) -> list[str]:
         ids = await self._write(limits.add_unique_tasks, list(tasks)) if tasks else []

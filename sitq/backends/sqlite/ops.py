@@ -19,11 +19,11 @@ from itertools import chain
 from typing import Any, TypeVar
 
 from sitq.backends.base import ClaimedTask, NewTask, Now, Settlement, read_now
-from sitq.backends.sqlite import lock, sql
+from sitq.backends.sqlite import deps, lock, sql
 from sitq.clock import wall_clock_of
 from sitq.errors import UniqueKeyTakenError
 from sitq.policy.state import HOLDS_UNIQUE_KEY, CancelAction, on_cancel, on_requeue
-from sitq.task import Attempt, TaskInfo, TaskStatus
+from sitq.task import TERMINAL, Attempt, TaskInfo, TaskStatus
 
 T = TypeVar("T")
 MAX_VARIABLES = 900  # stay well under SQLite's limit on ? placeholders per statement
@@ -31,7 +31,7 @@ MAX_VARIABLES = 900  # stay well under SQLite's limit on ? placeholders per stat
 #: rows a statement 2.7 us a row, 500 rows 2.3, 1,500 2.3-2.5, 5,000 2.4-2.8.
 ROWS_PER_INSERT = 500
 PLAIN_COLUMNS = 6  # NewTask's first fields: what INSERT_PLAIN_TASK writes
-FULL_COLUMNS = 9  # ... and INSERT_TASK (a unique key goes through `sqlite.limits`)
+FULL_COLUMNS = sql.FULL_COLUMNS  # ... and INSERT_TASK (a unique key: `sqlite.limits`)
 DUE_AT = 6  # where a claim's row (CLAIM_RETURNING) has the task's due time
 LOST_WORKER = 8  # ... and the worker that lost it (None: not taken over, or never started)
 
@@ -117,6 +117,13 @@ def rows_of(insert: str, count: int) -> str:
     return f"{head}VALUES {', '.join([one_row.strip()] * count)}"
 
 
+def add_dependent_tasks(
+    conn: sqlite3.Connection, tasks: list[NewTask], parents: list[tuple[str, ...]]
+) -> None:
+    """`deps.add_dependent_tasks` in one transaction: all the tasks, or none."""
+    in_transaction(conn, lambda: deps.add_dependent_tasks(conn, tasks, parents))
+
+
 def claim(conn: sqlite3.Connection, *claim_args: Any) -> list[ClaimedTask]:
     """`claim_in` in a transaction of its own (the arguments: `Backend.claim`'s)."""
     return in_transaction(conn, lambda: claim_in(conn, *claim_args))
@@ -151,6 +158,7 @@ def claim_in(
         taken = conn.execute(sql.TAKE_OVER, values).fetchall() if values["limit"] > 0 else []
     for row in ended:
         conn.execute(sql.INSERT_ATTEMPT, lost_attempt_params(row, lost_number=row[3]))
+    deps.follow(conn, [row[0] for row in ended], moment)  # their children, if any
     for row in taken:
         if row[LOST_WORKER] is not None:  # a row never started lost no attempt
             conn.execute(sql.INSERT_ATTEMPT, lost_attempt_params(row, lost_number=row[3] - 1))
@@ -205,6 +213,8 @@ def settle_one(conn: sqlite3.Connection, s: Settlement) -> bool:
             conn.execute(sql.FORGET_LOST_ATTEMPT, (s.task_id, s.attempt.attempt))
     if accepted and s.attempt is not None:
         conn.execute(sql.INSERT_ATTEMPT, attempt_params(s.attempt))
+    if accepted and s.status in TERMINAL:
+        deps.follow(conn, [s.task_id], s.now)  # its children, if any
     return accepted
 
 
@@ -233,6 +243,7 @@ def cancel(conn: sqlite3.Connection, task_id: str, now: float) -> TaskStatus | N
         action = on_cancel(old)
         if action is CancelAction.CANCEL_NOW:
             conn.execute(sql.CANCEL_NOW, (now, task_id))
+            deps.follow(conn, [task_id], now)
         elif action is CancelAction.REQUEST:
             conn.execute(sql.REQUEST_CANCEL, (task_id,))
         return old
@@ -245,11 +256,16 @@ def requeue(conn: sqlite3.Connection, task_id: str, now: float) -> TaskStatus | 
         row = conn.execute(sql.STATUS_AND_KEY, (task_id,)).fetchone()
         old, key = (None, None) if row is None else (TaskStatus(row[0]), row[1])
         holder = conn.execute(sql.KEY_HOLDER, (key, task_id)).fetchone() if key else None
-        new = on_requeue(old, None if holder is None else holder[0])
+        held_by = None if holder is None else str(holder[0])
+        parents = deps.requeue_verdict(conn, task_id, now)
+        new = on_requeue(old, key_held_by=held_by, parents=parents)
         if new is not None:
             conn.execute(sql.REQUEUE, (str(new), now, task_id))
-        elif holder is not None and on_requeue(old) is not None:
-            raise UniqueKeyTakenError.of(task_id, str(key), holder[0])
+            deps.follow(conn, [task_id], now)  # children cancelled for it wait again
+        elif held_by is not None and on_requeue(old, parents=parents) is not None:
+            raise UniqueKeyTakenError.of(task_id, str(key), held_by)
+        elif old is not None and parents is not None:  # still cancelled: say why, as of now
+            deps.store(conn, task_id, old, parents, now)
         return old
 
     return in_transaction(conn, work)
@@ -263,6 +279,7 @@ def prune(conn: sqlite3.Connection, older_than: float, now: Now, limit: int) -> 
             chunk = ids[start : start + MAX_VARIABLES]
             marks = ", ".join("?" for _ in chunk)
             conn.execute(f"DELETE FROM sitq_attempts WHERE task_id IN ({marks})", chunk)
+            conn.execute(f"DELETE FROM sitq_dependencies WHERE child_id IN ({marks})", chunk)
             conn.execute(f"DELETE FROM sitq_tasks WHERE id IN ({marks})", chunk)
         return len(ids)
 

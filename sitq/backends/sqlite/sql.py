@@ -39,7 +39,8 @@ KEEPS_SLOT = _status_is_one_of(KEEPS_BOOKED_SLOT)
 
 SCHEMA_VERSION = 4  # 3: partial indexes say (status = ... OR ...), see _status_is_one_of
 # 4: unique keys (the unique_key column, its partial UNIQUE index), rate limits (the
-# sitq_rate_starts table) and periodic tasks (sitq_schedules, sitq_schedule_ticks)
+# sitq_rate_starts table), periodic tasks (sitq_schedules, sitq_schedule_ticks) and
+# dependencies (sitq_dependencies, a task's parents: `after=`, issue 24 point 2)
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS sitq_meta (
@@ -116,6 +117,14 @@ CREATE TABLE IF NOT EXISTS sitq_attempts (
     next_delay    REAL
 );
 CREATE INDEX IF NOT EXISTS sitq_attempts_task ON sitq_attempts (task_id);
+-- A task's parents (`with_options(after=...)`): it waits blocked until all succeeded.
+CREATE TABLE IF NOT EXISTS sitq_dependencies (
+    child_id  TEXT NOT NULL,
+    parent_id TEXT NOT NULL,
+    place     INTEGER NOT NULL,                -- the parent's place in the child's list
+    PRIMARY KEY (child_id, parent_id)
+);
+CREATE INDEX IF NOT EXISTS sitq_dependencies_parent ON sitq_dependencies (parent_id);
 -- Periodic tasks: when each ticks, and the call each tick enqueues (sitq.engine.schedules).
 CREATE TABLE IF NOT EXISTS sitq_schedules (
     name          TEXT PRIMARY KEY,
@@ -153,6 +162,7 @@ INSERT INTO sitq_tasks (id, name, payload, status, due_at, enqueued_at, priority
                         max_attempts, retry_policy)  -- the order of NewTask's fields
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
+FULL_COLUMNS = 9  # NewTask's fields INSERT_TASK writes (a unique key: `sqlite.limits`)
 
 #: The same for a task at the default priority with no retry budget of its own.
 INSERT_PLAIN_TASK = """
