@@ -119,6 +119,14 @@ def block_until(path, started, seconds):
 """
 
 
+@pytest.fixture(autouse=True)
+def no_database_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test says where its database is: a SITQ_DATABASE_URL around the run (CI sets
+    one, for lesson 13) would fill in a DB these tests leave out on purpose. The tests of
+    the variable set it themselves."""
+    monkeypatch.delenv("SITQ_DATABASE_URL", raising=False)
+
+
 @pytest.fixture
 def task_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
     """A module of tasks written to a tmp folder, importable here and in worker processes
