@@ -11,10 +11,13 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from sitq.errors import InvalidTaskError, SitqWarning, TaskNotFoundError
 from sitq.views.html import history_html, result_html, schedules_html, table_html
+
+if TYPE_CHECKING:
+    from sitq.wire.serialization import Serializer
 
 #: The original sitq's statuses that sitq does not have, and what to write instead: a
 #: comparison with one of them would be False forever, so it warns (see TaskStatus.__eq__).
@@ -142,6 +145,14 @@ class Result(Generic[R_co]):
             task_name=info.name,
             max_attempts=info.max_attempts,
         )
+
+    @classmethod
+    def decoded(cls, info: TaskInfo, serializer: Serializer) -> Result[Any]:
+        """The Result `get_result` returns for a task's row: a success's value decoded."""
+        value = None
+        if info.status is TaskStatus.SUCCEEDED and info.result is not None:
+            value = serializer.decode_value(info.result, task_id=info.task_id)
+        return cls.of(info, value)
 
     @property
     def duration(self) -> float | None:

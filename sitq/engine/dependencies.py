@@ -20,7 +20,7 @@ from typing import Any
 from sitq.backends.base import Backend, NewTask
 from sitq.backends.dependency_store import DependencyStore
 from sitq.errors import InvalidOptionError, TaskNotFoundError
-from sitq.task import Result, TaskInfo, TaskStatus, to_datetime
+from sitq.task import Result
 from sitq.wire.serialization import Serializer
 
 
@@ -52,25 +52,4 @@ async def parent_results(
     gone = [i for i in ids if i not in found]
     if gone:
         raise TaskNotFoundError(f"parent task(s) {gone} of task {task_id} are gone (pruned)")
-    return [result_of(found[i], serializer) for i in ids]
-
-
-def result_of(info: TaskInfo, serializer: Serializer) -> Result[Any]:
-    """A task's row as the `Result` that `get_result` returns (its value decoded)."""
-    value = None
-    if info.status is TaskStatus.SUCCEEDED and info.result is not None:
-        value = serializer.decode_value(info.result, task_id=info.task_id)
-    return Result(
-        task_id=info.task_id,
-        status=info.status,
-        value=value,
-        error=info.error,
-        error_type=info.error_type,
-        traceback=info.traceback,
-        attempts=info.attempts,
-        enqueued_at=to_datetime(info.enqueued_at),
-        started_at=to_datetime(info.started_at),
-        finished_at=to_datetime(info.finished_at),
-        task_name=info.name,
-        max_attempts=info.max_attempts,
-    )
+    return [Result.decoded(found[i], serializer) for i in ids]
