@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
-LAB_EXTRAS = "notebook,postgres"  # lesson 13 uses PostgreSQL when SITQ_DATABASE_URL is set
+LAB_EXTRAS = "notebook,postgres"  # lesson 15 uses PostgreSQL when SITQ_DATABASE_URL is set
 TEST_EXTRAS = "dev"  # includes LAB_EXTRAS (see pyproject.toml)
 LESSONS = ROOT / "my-lessons"  # the copy `lab` opens: running a lesson rewrites its file
 

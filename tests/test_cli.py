@@ -122,7 +122,7 @@ def block_until(path, started, seconds):
 @pytest.fixture(autouse=True)
 def no_database_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test says where its database is: a SITQ_DATABASE_URL around the run (CI sets
-    one, for lesson 13) would fill in a DB these tests leave out on purpose. The tests of
+    one, for lesson 15) would fill in a DB these tests leave out on purpose. The tests of
     the variable set it themselves."""
     monkeypatch.delenv("SITQ_DATABASE_URL", raising=False)
 

@@ -125,6 +125,26 @@ async def test_view_shows_counts_activity_and_failures(
     view.close()
 
 
+async def test_tasks_are_labelled_by_name_not_hash_id(
+    queue: TaskQueue, worker: Worker, clock: FakeClock
+) -> None:
+    """Two failed tasks of one name read "fails #1" and "fails #2", numbered in the order
+    they first failed, and no row shows a hash id: a reader follows names, not ids."""
+    ids = []
+    for message in ("first", "second"):
+        ids.append(await queue.enqueue(fails, message))
+        await worker.run_until_idle()
+        clock.advance(1)
+    view = queue.live()
+    await view.refresh()
+    html = view.widget.value
+    assert "<td>fails #1</td>" in html and "<td>fails #2</td>" in html
+    assert html.index("ValueError: second") < html.index("ValueError: first")  # newest first
+    assert html.index("fails #2") < html.index("fails #1")
+    assert not any(task_id[:8] in html for task_id in ids)
+    view.close()
+
+
 async def test_an_error_text_is_escaped_and_cut(queue: TaskQueue, worker: Worker) -> None:
     await queue.enqueue(fails, EVIL + "y" * 1000)
     await worker.run_until_idle()

@@ -16,7 +16,7 @@ import pytest
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 LESSONS = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 PRACTICE = sorted(NOTEBOOKS.glob("exercises/*.ipynb")) + sorted(NOTEBOOKS.glob("solutions/*.ipynb"))
-EXPECTED_LESSONS = [f"{n:02d}" for n in range(1, 16)]
+EXPECTED_LESSONS = [f"{n:02d}" for n in range(1, 18)]
 README = NOTEBOOKS.parent / "README.md"
 
 

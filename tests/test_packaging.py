@@ -134,7 +134,8 @@ def test_sitq_lessons_copies_lessons_exercises_solutions_and_their_task_modules(
     assert Path("01_simple_task.ipynb") in copied
     assert Path("exercises/05_retry_strategies.ipynb") in copied
     assert Path("solutions/05_retry_strategies.ipynb") in copied
-    assert Path("reliability_demo_tasks.py") in copied  # lesson 12 imports it
+    assert Path("shop/reliability.py") in copied  # lesson 14's workers import it
+    assert Path("shop/__init__.py") in copied  # a package: `--import shop.reliability`
     assert not {Path("conftest.py"), Path(".pytest.ini"), Path(".sanitize.cfg")} & copied
     from sitq.cli.lessons import lesson_files, lessons_source
 

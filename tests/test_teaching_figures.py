@@ -1,6 +1,6 @@
 """The lessons' figure helpers: what their real-timing pictures show, whatever the timings.
 
-Lessons 03, 08, 09 and 12 draw from real clocks, so their images are not compared with
+Lessons 03, 09, 10 and 14 draw from real clocks, so their images are not compared with
 baselines (tests/test_figures.py runs them only). What must not vary is checked here on
 the drawn Axes: one row per task or worker, every run drawn once, rows and bars in order,
 readable labels.

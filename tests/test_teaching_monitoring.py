@@ -1,6 +1,6 @@
 """The monitoring exercise checkers: a right answer passes, a wrong one gets "not yet" + a hint.
 
-The "student answers" below are what a student might write in notebook 10's exercises:
+The "student answers" below are what a student might write in exercises/12_monitoring:
 right ones in different styles, and the common mistakes each hint is written for.
 """
 

@@ -1,4 +1,4 @@
-"""Lesson 15's helpers: workers stepping one clock run each tick once; the figures draw what
+"""Lesson 17's helpers: workers stepping one clock run each tick once; the figures draw what
 happened (one dot per tick, one block per start, nothing above the limit)."""
 
 from __future__ import annotations

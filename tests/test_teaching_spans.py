@@ -1,4 +1,4 @@
-"""Lesson 10's chunk timeline and lesson 13's scaling figure, checked for what does not vary.
+"""Lesson 11's chunk timeline and lesson 15's scaling figure, checked for what does not vary.
 
 Both lessons draw real timings, so their pictures are never compared with a baseline
 (`figure-varies`). What must hold on every run: for the timeline, one row per thread or
@@ -96,7 +96,7 @@ def drain(count: int, seconds: float) -> Drain:
 
 
 def test_the_scaling_figure_draws_one_line_per_backend_in_process_order() -> None:
-    """Lesson 13: points sorted by process count, y = tasks/s, the y axis from zero."""
+    """Lesson 15: points sorted by process count, y = tasks/s, the y axis from zero."""
     sqlite = [drain(4, 0.5), drain(1, 1.0), drain(2, 0.25)]
     ax = drain_rates({"SQLite": sqlite, "PostgreSQL": [drain(1, 2.0), drain(4, 1.0)]})
     try:

@@ -1,4 +1,4 @@
-"""Lesson 14's tracer and its reading helpers, checked for what does not vary.
+"""Lesson 16's tracer and its reading helpers, checked for what does not vary.
 
 The lesson's route figure and numbers describe the engine as it is (`figure-varies`, and its
 counts are not compared by nbval): they change whenever the engine does. What must hold on

@@ -1,7 +1,7 @@
-"""Task functions for notebooks/12_reliability.ipynb.
+"""Task functions for notebooks/14_reliability.ipynb.
 
 The notebook starts real workers with `python -m sitq worker DB --import
-reliability_demo_tasks`, as you would start them in production with `--import
+shop.reliability`, as you would start them in production with `--import
 myapp.tasks`: the worker imports this module, and the notebook imports it too, so both
 sides agree on what `charge_card` means.
 

@@ -15,10 +15,11 @@ from pathlib import Path
 
 from sitq.errors import DISTRIBUTION, SitqError
 
-#: What a learner gets, relative to the lessons folder: the lessons, the modules of tasks
-#: that lessons 12 and 13 import (their workers run in other processes), the exercises and
-#: their solutions. The nbval settings beside them in a checkout are test plumbing, left out.
-PATTERNS = ("*.ipynb", "*_demo_tasks.py", "exercises/*.ipynb", "solutions/*.ipynb")
+#: What a learner gets, relative to the lessons folder: the lessons, the shop's task modules
+#: in shop/ (lessons 14 and 15 start workers in other processes that import them, lesson 13
+#: replays lesson 12's traffic from one), the exercises and their solutions. The nbval
+#: settings beside them in a checkout are test plumbing, left out.
+PATTERNS = ("*.ipynb", "shop/*.py", "exercises/*.ipynb", "solutions/*.ipynb")
 DEFAULT_FOLDER = "sitq-lessons"
 
 

@@ -1,4 +1,4 @@
-"""Checker for exercises/11_monitoring's third exercise: a dashboard for failed-task analysis.
+"""Checker for exercises/12_monitoring's third exercise: a dashboard for failed-task analysis.
 
 Titles and labels are easy to check, and easy to fake: panels of made-up numbers, or of
 lines with no points at all, look like a dashboard. So the checker also builds the

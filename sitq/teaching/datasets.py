@@ -1,4 +1,4 @@
-"""A known attempt history for exercises/11_monitoring: a given seed gives the same one.
+"""A known attempt history for exercises/12_monitoring: a given seed gives the same one.
 
 The checkers compare a student's numbers with known ones, so the data must be made, not
 measured: three kinds of task arriving every 2 s, each failing now and then, retried

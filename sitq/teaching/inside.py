@@ -1,6 +1,6 @@
 """Read the engine from the inside: its source, its SQL and one task's route, found at run time.
 
-Lesson 14 follows one task through sitq (`sitq.teaching.trace`) and then reads the code the
+Lesson 16 follows one task through sitq (`sitq.teaching.trace`) and then reads the code the
 task went through. sitq's engine changes: modules merge, functions move, statements get
 new names. So nothing here names a file or copies a line of source. Every block shown is
 read from the running code (`inspect`, `ast`), every statement from the backend's own

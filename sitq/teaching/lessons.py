@@ -40,7 +40,7 @@ def show_attempts(history: Iterable[Attempt]) -> None:
 def seeded_coin(key: object, attempt: int, rate: float) -> bool:
     """True (fail this attempt) with probability `rate`, the same answer on every run.
 
-    Lesson 11's tasks fail "at random", yet its committed outputs must come out the same
+    Lesson 12's tasks fail "at random", yet its committed outputs must come out the same
     when the notebook runs again. One shared generator would not do that: its draws would
     go to whichever task happened to run first. A coin seeded with the task's own key and
     attempt number answers the same for that attempt whatever the order, and a retry
@@ -66,7 +66,7 @@ async def wait_until(condition: Callable[[], object], what: str, timeout: float 
 class WorkerProcesses:
     """Starts and stops `python -m sitq worker URL --import MODULE` processes.
 
-    Lessons 12 and 13 use real worker processes, as in production: the same command you
+    Lessons 14 and 15 use real worker processes, as in production: the same command you
     would type in a terminal. The task module sits next to the notebook, so each process
     gets the notebook's folder (the current directory) on its PYTHONPATH. A worker prints
     "sitq worker <id> ready on <url>" once it is ready, and `start` waits for that line,
@@ -130,7 +130,7 @@ class WorkerProcesses:
 
 @dataclass
 class Drain:
-    """One measurement of lesson 13: `count` processes drained `tasks` tasks in `seconds`.
+    """One measurement of lesson 15: `count` processes drained `tasks` tasks in `seconds`.
 
     `runs` counts how many times each task number ran, and `per_process` how many tasks
     each process (by pid) ran, both read from the tasks' own runs.txt: a worker is another

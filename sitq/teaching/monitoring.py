@@ -1,4 +1,4 @@
-"""Checkers for exercises/11_monitoring: failure rates, alert rules and a dashboard.
+"""Checkers for exercises/12_monitoring: failure rates, alert rules and a dashboard.
 
 The exercises work on attempt history as data, so every checker here runs the student's
 function on known datasets (no queue, no clock) and compares the answer with what

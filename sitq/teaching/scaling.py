@@ -1,4 +1,4 @@
-"""Lesson 13's figure: tasks per second against worker processes, one line per backend.
+"""Lesson 15's figure: tasks per second against worker processes, one line per backend.
 
 Printed rates for 1, 2 and 4 processes are easy to misread; a line that climbs, flattens
 or falls says at a glance whether more processes helped. Each point is one `Drain` of

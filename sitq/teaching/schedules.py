@@ -1,6 +1,6 @@
-"""Lesson 15's plumbing and figures: workers stepping one FakeClock, ticks and rate windows.
+"""Lesson 17's plumbing and figures: workers stepping one FakeClock, ticks and rate windows.
 
-Lesson 15 runs a day of periodic ticks and a burst of rate-limited starts on a FakeClock,
+Lesson 17 runs a day of periodic ticks and a burst of rate-limited starts on a FakeClock,
 so its pictures are exact and compared with baselines (tests/test_figures.py). The cells
 keep the idea (a schedule, a limit); stepping the workers and drawing live here.
 """

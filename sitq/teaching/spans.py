@@ -1,6 +1,6 @@
 """Who ran which chunk, and when: spans recorded by the tasks, drawn as a timeline.
 
-Lesson 10 runs the same CPU-bound chunks in threads and in processes. A single total time
+Lesson 11 runs the same CPU-bound chunks in threads and in processes. A single total time
 says *that* one was faster; a timeline says *why*: under the GIL the threads' bars overlap
 and each stretches (they take turns on one core), while two processes' bars sit side by
 side at full speed. The task records its own span (the queue only sees when a task was

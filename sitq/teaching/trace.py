@@ -14,7 +14,7 @@ coroutine resuming after an `await`), on every thread, while its block runs:
 It uses `sys.setprofile` (and `threading.setprofile` for threads started meanwhile, or
 `threading.setprofile_all_threads` where Python has it). Hops are counted per thread: a
 thread's calls form one path, and two threads running at once would otherwise interleave
-their calls differently from run to run. Lesson 14 draws the route; `tests/test_engine_path.py`
+their calls differently from run to run. Lesson 16 draws the route; `tests/test_engine_path.py`
 keeps it short.
 """
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from sitq.analysis import is_failure
 from sitq.policy.breaker import CircuitBreaker
 from sitq.task import Attempt, TaskInfo, TaskStatus
-from sitq.views.html import table_html
+from sitq.views.html import table_html, task_labels
 
 #: Text bars: one character per slot of the window, taller for more attempts.
 BLOCKS = "▁▂▃▄▅▆▇█"
@@ -147,7 +147,8 @@ def render(snapshot: Snapshot) -> str:
     parts = [_header(snapshot), _counts(snapshot.counts), _activity(snapshot)]
     if snapshot.problem:
         parts.append(f"<p><b>last refresh failed:</b> {html.escape(snapshot.problem)}</p>")
-    parts += [_failures(snapshot), _running(snapshot), _breakers(snapshot)]
+    labels = task_labels_of(snapshot)
+    parts += [_failures(snapshot, labels), _running(snapshot, labels), _breakers(snapshot)]
     return '<div class="sitq-live">' + "".join(p for p in parts if p) + "</div>"
 
 
@@ -187,30 +188,44 @@ def _activity(snapshot: Snapshot) -> str:
     )
 
 
-def _failures(snapshot: Snapshot) -> str:
+def task_labels_of(snapshot: Snapshot) -> dict[str, str]:
+    """A readable label per task the snapshot holds: "charge_card #2", not a hash id.
+
+    Tasks sharing a name are numbered in order of first appearance in the attempts read
+    (oldest first), then among the running tasks, so the two tables of one refresh agree
+    and two rows of one task read the same. The numbers belong to the refresh: as the
+    window moves on, a task may get another one (its id, for `queue.history(id)`, is one
+    `queue.dead_letters()` or `queue.history()` away).
+    """
+    pairs = [(a.task_name, a.task_id) for a in reversed(snapshot.attempts)]
+    pairs += [(t.name, t.task_id) for t in snapshot.running]
+    return task_labels(pairs)
+
+
+def _failures(snapshot: Snapshot, labels: Mapping[str, str]) -> str:
     failed = [a for a in snapshot.attempts if is_failure(a)][:SHOWN_FAILURES]
     if not failed:
         return ""
     rows = [
-        (f"{seconds_text(max(0.0, snapshot.now - a.finished_at))} ago", a.task_name,
-         a.task_id[:8], a.attempt, a.outcome,
+        (f"{seconds_text(max(0.0, snapshot.now - a.finished_at))} ago", labels[a.task_id],
+         a.attempt, a.outcome,
          shorten(f"{a.error_type or 'WorkerLost'}: {a.error_message or ''}".rstrip(": ")))
         for a in failed
     ]  # fmt: skip
-    table = table_html(["when", "task", "id", "attempt", "outcome", "error"], rows)
+    table = table_html(["when", "task", "attempt", "outcome", "error"], rows)
     return "<p><b>newest failures</b></p>" + table
 
 
-def _running(snapshot: Snapshot) -> str:
+def _running(snapshot: Snapshot, labels: Mapping[str, str]) -> str:
     if not snapshot.running:
         return ""
     rows = [
-        (t.name, t.task_id[:8], t.worker_id, progress_bar(t.progress),
+        (labels[t.task_id], t.worker_id, progress_bar(t.progress),
          shorten(t.progress_message, 60),
          seconds_text(max(0.0, snapshot.now - t.started_at)) if t.started_at else "")
         for t in snapshot.running[:SHOWN_RUNNING]
     ]  # fmt: skip
-    table = table_html(["task", "id", "worker", "progress", "message", "running for"], rows)
+    table = table_html(["task", "worker", "progress", "message", "running for"], rows)
     more = snapshot.counts.get(TaskStatus.RUNNING, 0) - len(rows)
     extra = f"<p>… and {more:,} more running</p>" if more > 0 else ""
     return "<p><b>running</b></p>" + table + extra
