@@ -33,6 +33,7 @@ email_retry = RetryPolicy.fixed(5, max_attempts=3)
 async def charge_card(order_id: int) -> str:
     """Calls the payment API: down during the OUTAGE, and 5% of calls fail anyway."""
     task = sitq.current_task()
+    assert task.started_at is not None  # set for every task that runs
     if OUTAGE[0] <= task.started_at - START < OUTAGE[1]:
         raise ConnectionError("payment API unreachable")
     if seeded_coin(order_id, task.attempt, 0.05):
