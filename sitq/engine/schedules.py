@@ -27,12 +27,11 @@ from typing import Any, TypedDict, Unpack
 from sitq.backends.base import Backend, NewTask
 from sitq.backends.schedule_rows import NewSchedule, ScheduleFire, schedule_payload_id
 from sitq.clock import Clock
-from sitq.engine.calls import Plan, new_task_ids, with_options
 from sitq.errors import InvalidScheduleError
-from sitq.options import NO_OPTIONS, TaskOptions
+from sitq.options import NO_OPTIONS, Plan, TaskOptions
 from sitq.policy import schedule as policy
 from sitq.policy import state
-from sitq.task import ScheduleInfo, Schedules
+from sitq.task import ScheduleInfo, Schedules, new_task_ids
 from sitq.wire.serialization import Serializer, TaskCall
 
 logger: logging.Logger = logging.getLogger("sitq.schedules")
@@ -81,7 +80,7 @@ def declare(
         raise InvalidScheduleError(
             f"name= must be a non-empty string (it identifies the schedule), got {name!r}"
         )
-    call = with_options(TaskCall(func, tuple(args), dict(kwargs)), plan.run_options)
+    call = TaskCall(func, tuple(args), dict(kwargs), plan.run_options)
     payload = serializer.encode_call(call, task_id=schedule_payload_id(chosen))
     _status, _due, _enqueued, priority, max_attempts, retry_policy, _key = plan.shared_columns
     return NewSchedule(
