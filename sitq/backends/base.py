@@ -23,16 +23,12 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, Self, runtime_checkable
 
-from sitq.clock import Signal
-from sitq.task import (
-    Attempt,
-    ClaimedTask,
-    NewTask,
-    ScheduleInfo,
-    Settlement,
-    TaskInfo,
-    TaskStatus,
-)
+from sitq.clock import Signal as Signal
+from sitq.task import Attempt, ScheduleInfo, TaskInfo, TaskStatus
+from sitq.task import ClaimedTask as ClaimedTask
+from sitq.task import LostAttempt as LostAttempt
+from sitq.task import NewTask as NewTask
+from sitq.task import Settlement as Settlement
 
 if TYPE_CHECKING:
     from sitq.backends.schedule_rows import NewSchedule, ScheduleFire
