@@ -271,8 +271,11 @@ class TaskQueue(QueueControl, LiveDisplay, QueueSchedules):
         pending = [i for i in dict.fromkeys(ids) if isinstance(i, str)]
         missing = set(dict.fromkeys(ids)) - set(pending)
         poll = FIRST_POLL
+        # No ticket for the first look: most results are read once their task has finished.
+        # A task not finished yet is looked at again at once, after a ticket is taken: a
+        # settle after that look rings the ticket the wait then holds, and is not missed.
+        ticket: asyncio.Event | None = None
         while pending:
-            ticket = self.backend.settle_signal.ticket()
             found = await self.backend.get_tasks(pending)
             missing |= {i for i in pending if i not in found}
             finished = {i: info for i, info in found.items() if info.status in TERMINAL}
@@ -282,10 +285,12 @@ class TaskQueue(QueueControl, LiveDisplay, QueueSchedules):
             remaining = None if deadline is None else deadline - loop.time()
             if not pending or (remaining is not None and remaining <= 0):
                 break
-            pause = poll if remaining is None else min(poll, remaining)
-            # in this process the settle signal rings; other processes show as a change
-            await first_of([ticket.wait(), self.backend.wait_for_change(pause)], pause)
-            poll = min(poll * 2, self.backend.poll_interval)
+            if ticket is not None:
+                pause = poll if remaining is None else min(poll, remaining)
+                # in this process the settle signal rings; other processes show as a change
+                await first_of([ticket.wait(), self.backend.wait_for_change(pause)], pause)
+                poll = min(poll * 2, self.backend.poll_interval)
+            ticket = self.backend.settle_signal.ticket()
         if missing and not missing_ok:
             raise TaskNotFoundError(f"no task with id(s) {sorted(map(str, missing))}")
         return [done.get(i) if isinstance(i, str) else None for i in ids]
