@@ -37,9 +37,9 @@ from sitq.backends.base import NewTask
 from sitq.backends.schedule_rows import ScheduleFire
 from sitq.cli import main
 from sitq.errors import InvalidOptionError, InvalidScheduleError, SitqError
+from sitq.overview import QueueSummary
 from sitq.policy import schedule as policy
 from sitq.policy.retry import RetryPolicy
-from sitq.task import QueueSummary
 
 pytestmark = pytest.mark.every_backend
 

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, Self, runtime_checkable
 
 from sitq.clock import Signal as Signal
-from sitq.task import Attempt, ScheduleInfo, TaskInfo, TaskStatus
+from sitq.overview import ScheduleInfo
+from sitq.task import Attempt, TaskInfo, TaskStatus
 from sitq.task import ClaimedTask as ClaimedTask
 from sitq.task import LostAttempt as LostAttempt
 from sitq.task import NewTask as NewTask

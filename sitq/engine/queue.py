@@ -34,16 +34,8 @@ from sitq.errors import (
     TaskNotFoundError,
 )
 from sitq.options import NO_OPTIONS, OptionValues, Plan, TaskOptions
-from sitq.task import (
-    TERMINAL,
-    Result,
-    ScheduleInfo,
-    TaskId,
-    TaskInfo,
-    TaskStatus,
-    check_task_id,
-    new_task_ids,
-)
+from sitq.overview import ScheduleInfo
+from sitq.task import TERMINAL, Result, TaskId, TaskInfo, TaskStatus, check_task_id, new_task_ids
 from sitq.views.live_hook import LiveDisplay
 from sitq.wire.serialization import DumpsLoads, Serializer, TaskCall, as_serializer
 

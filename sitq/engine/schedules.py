@@ -29,9 +29,10 @@ from sitq.backends.schedule_rows import NewSchedule, ScheduleFire, schedule_payl
 from sitq.clock import Clock
 from sitq.errors import InvalidScheduleError
 from sitq.options import NO_OPTIONS, Plan, TaskOptions
+from sitq.overview import ScheduleInfo, Schedules
 from sitq.policy import schedule as policy
 from sitq.policy import state
-from sitq.task import ScheduleInfo, Schedules, new_task_ids
+from sitq.task import new_task_ids
 from sitq.wire.serialization import Serializer, TaskCall
 
 logger: logging.Logger = logging.getLogger("sitq.schedules")
