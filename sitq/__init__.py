@@ -39,6 +39,7 @@ from sitq.errors import (
     UniqueKeyTakenError,
 )
 from sitq.options import TaskOptions, task
+from sitq.overview import QueueSummary, ScheduleInfo, Schedules
 from sitq.policy.breaker import BreakerState, BreakerTransition, CircuitBreaker
 from sitq.policy.retry import (
     NO_RETRY,
@@ -50,18 +51,7 @@ from sitq.policy.retry import (
     WorkerLost,
 )
 from sitq.sync import SyncTaskQueue, SyncWorker
-from sitq.task import (
-    TERMINAL,
-    Attempt,
-    History,
-    QueueSummary,
-    Result,
-    ScheduleInfo,
-    Schedules,
-    TaskId,
-    TaskInfo,
-    TaskStatus,
-)
+from sitq.task import TERMINAL, Attempt, History, Result, TaskId, TaskInfo, TaskStatus
 from sitq.wire.json_serialization import JsonSerializer
 from sitq.wire.serialization import (
     CloudpickleSerializer,

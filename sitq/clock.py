@@ -195,3 +195,40 @@ class FakeClock:
 
     def __repr__(self) -> str:
         return f"FakeClock(now=+{self.elapsed():g}s)"
+
+
+class Signal:
+    """An in-process "something changed" bell that never loses a ring.
+
+    Take `signal.ticket()` *before* looking at the database, then `await signal.wait(ticket,
+    timeout)`: a ring between the look and the wait is not missed, because a ring sets the
+    event that earlier tickets hold, and a ticket taken after it gets a fresh one. (The
+    fresh event is made when the next ticket is taken, not at every ring: every enqueue
+    rings, and most rings find nobody holding a ticket.) An event belongs to the loop that
+    waits on it, so a ticket taken on another loop (the next `asyncio.run()`) gets a fresh one.
+    """
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def ticket(self) -> asyncio.Event:
+        loop = asyncio.get_running_loop()
+        if self._event.is_set() or self._loop is not loop:
+            self._event, self._loop = asyncio.Event(), loop
+        return self._event
+
+    def ring(self) -> None:
+        if self._loop is None or not self._loop.is_closed():  # waiters on a closed loop
+            self._event.set()  # cannot be woken: setting their futures would raise
+
+    @staticmethod
+    async def wait(ticket: asyncio.Event, timeout: float | None) -> bool:
+        """Wait for a ring after `ticket` was taken; False on timeout."""
+        if timeout is not None and timeout <= 0:
+            return ticket.is_set()
+        try:
+            await asyncio.wait_for(ticket.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True

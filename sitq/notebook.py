@@ -12,7 +12,8 @@ works; `enable_asyncio_run()` is there for scripts pasted from the tutorial that
 from __future__ import annotations
 
 from sitq.errors import DISTRIBUTION
-from sitq.task import History, QueueSummary
+from sitq.overview import QueueSummary
+from sitq.task import History
 from sitq.views.html import history_html, result_html, table_html
 
 __all__ = ["History", "QueueSummary", "enable_asyncio_run", "history_html", "result_html",

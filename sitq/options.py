@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar, Unpack, overload
 
-from sitq.errors import InvalidOptionError
-from sitq.policy import rate_limits
+from sitq.errors import InvalidOptionError, InvalidTaskError
+from sitq.policy import rate_limits, state
 
 if TYPE_CHECKING:
     from sitq.policy.retry import RetryPolicy
@@ -288,3 +289,58 @@ def resolve(func: Any, options: TaskOptions, now: float) -> tuple[TaskOptions, f
 
 #: Nothing set: what a plain `queue.enqueue(f, ...)` passes (made once; it is immutable).
 NO_OPTIONS = TaskOptions()
+
+
+# -- one enqueue's plan: the options of its calls, resolved once per function -------------
+
+
+def check_callable(func: Any) -> None:
+    if inspect.iscoroutine(func):
+        func.close()  # it will never run; closing avoids a "never awaited" warning
+        raise InvalidTaskError(
+            "enqueue got a coroutine object, i.e. the *result* of calling an async function. "
+            "Pass the function and its arguments instead: enqueue(task, 1), not enqueue(task(1))"
+        )
+    if not callable(func):
+        raise InvalidTaskError(
+            f"enqueue needs a callable (a function), got {type(func).__name__} {func!r}. "
+            "Pass the function itself, then its arguments: enqueue(task, 1, key=2)"
+        )
+
+
+def run_options(effective: TaskOptions) -> TaskOptions | None:
+    """What the worker needs of the merged options (None when there is nothing to say):
+    when to run, the task's name and its unique key are already columns of its row."""
+    wanted = (effective.retry, effective.timeout, effective.executor, effective.name,
+              effective.rate_limit)  # fmt: skip
+    if wanted == (None, None, None, None, None):
+        return None
+    retry, timeout, executor, name, rate_limit = wanted
+    return TaskOptions(retry=retry, timeout=timeout, executor=executor, name=name,
+                       rate_limit=rate_limit)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What every call of one function in one enqueue shares: its options, merged once
+    (the call's over the function's), what the worker needs of them, its name, and the
+    columns its rows have in common (state, due time, enqueue time, priority, budget,
+    unique key)."""
+
+    func: Any
+    options: TaskOptions
+    run_options: TaskOptions | None
+    name: str
+    shared_columns: tuple[str, float, float, int, int | None, str | None, str | None]
+
+    @classmethod
+    def of(cls, func: Any, options: TaskOptions, now: float) -> Plan:
+        """The plan for calls of `func` enqueued at `now` with `options`."""
+        check_callable(func)
+        effective, due_at, name = resolve(func, options, now)
+        budget: tuple[int | None, str | None] = (None, None)  # None: the worker's default
+        if effective.retry is not None:
+            budget = state.budget_of(effective.retry)
+        status = state.on_enqueue(due_at, now).value  # see NewTask.status
+        shared = (status, due_at, now, effective.priority or 0, *budget, effective.unique_key)
+        return cls(func, effective, run_options(effective), name, shared)

@@ -36,16 +36,8 @@ from sitq.engine.schedules import ScheduleKeywords
 from sitq.engine.worker import Worker
 from sitq.errors import QueueClosedError
 from sitq.options import NO_OPTIONS, OptionValues, TaskOptions
-from sitq.task import (
-    History,
-    QueueSummary,
-    Result,
-    ScheduleInfo,
-    Schedules,
-    TaskId,
-    TaskInfo,
-    TaskStatus,
-)
+from sitq.overview import QueueSummary, ScheduleInfo, Schedules
+from sitq.task import History, Result, TaskId, TaskInfo, TaskStatus
 from sitq.views.progress import ProgressBar
 from sitq.wire.serialization import Serializer, TaskCall
 

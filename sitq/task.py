@@ -7,14 +7,15 @@ build tables and plots from it without touching the database.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 from sitq.errors import InvalidTaskError, SitqWarning, TaskNotFoundError
-from sitq.views.html import history_html, result_html, schedules_html, table_html
+from sitq.views.html import history_html, result_html
 
 if TYPE_CHECKING:
     from sitq.wire.serialization import Serializer
@@ -96,6 +97,27 @@ def check_task_id(task_id: object) -> str:
             f" {task_id!r}; for many tasks use queue.gather(ids)"
         )
     return task_id
+
+
+#: Byte tables for `bytes.translate`: byte 6 of a version-4 UUID starts with the bits 0100
+#: (the version), byte 8 with 10 (the RFC 4122 variant); the other bits stay random.
+VERSION_4_BYTE = bytes((byte & 0x0F) | 0x40 for byte in range(256))
+RFC_VARIANT_BYTE = bytes((byte & 0x3F) | 0x80 for byte in range(256))
+
+
+def new_task_ids(count: int) -> list[str]:
+    """`count` random (version 4) UUIDs as text, from one read of the system's randomness:
+    enqueue_many makes one per task, and a read per id would cost twice as much. The
+    version and variant bits are set for all ids at once, through the tables above."""
+    raw = bytearray(os.urandom(16 * count))
+    raw[6::16] = raw[6::16].translate(VERSION_4_BYTE)
+    raw[8::16] = raw[8::16].translate(RFC_VARIANT_BYTE)
+    h = raw.hex()
+    return [
+        f"{h[at : at + 8]}-{h[at + 8 : at + 12]}-{h[at + 12 : at + 16]}-"
+        f"{h[at + 16 : at + 20]}-{h[at + 20 : at + 32]}"
+        for at in range(0, 32 * count, 32)
+    ]
 
 
 def to_datetime(timestamp: float | None) -> dt.datetime | None:
@@ -264,94 +286,131 @@ class History(list[Attempt]):
         return history_html(self)
 
 
-@dataclass(frozen=True)
-class ScheduleInfo:
-    """A periodic task as stored (`queue.schedules()`, `sitq schedules`).
+# -- a task's rows on their way to and from storage -----------------------------------
 
-    `every` (seconds) or `cron` with its time zone `tz` say when it ticks; `missed` what
-    happens to ticks missed while no worker ran ("last" or "skip", see
-    `sitq.policy.schedule`). `next_at` is the next tick a worker will enqueue;
-    `last_tick_at` and `last_task_id` the last one enqueued and its task. `last_error`
-    says why a tick could not be enqueued (a call the worker could not prepare).
+
+class NewTask(NamedTuple):
+    """A row to insert: the queue has already serialized the call and chosen its state.
+
+    `max_attempts` and `retry_policy` are the retry budget as data (None: the worker's
+    default policy applies; the claim fills them in), so a plain SQL query, `sitq status`
+    and the HTML tables can say "attempt 2 of 5" without unpickling anything. A named
+    tuple, not a dataclass: enqueue_many makes one per task, and a tuple is made fastest.
     """
 
+    task_id: str
     name: str
-    task_name: str
-    every: float | None
-    cron: str | None
-    tz: str
-    missed: str
-    next_at: float
-    created_at: float
-    last_tick_at: float | None = None
-    last_task_id: str | None = None
-    last_error: str | None = None
+    payload: bytes
+    status: str  # QUEUED or SCHEDULED (state.on_enqueue) as plain text: sqlite3 binds a
+    # str subclass such as the enum through its slower adapter lookup (+0.35 us a row)
+    due_at: float
+    enqueued_at: float
     priority: int = 0
     max_attempts: int | None = None
     retry_policy: str | None = None
-    payload: bytes = field(default=b"", repr=False)
-
-    @property
-    def when(self) -> str:
-        """ "every 3600s" or "cron 0 9 * * MON-FRI (Europe/Paris)"."""
-        if self.every is not None:
-            return f"every {self.every:g}s"
-        return f"cron {self.cron} ({self.tz})"
-
-    @property
-    def next_tick(self) -> dt.datetime:
-        """`next_at` as an aware datetime (UTC)."""
-        return dt.datetime.fromtimestamp(self.next_at, dt.UTC)
-
-
-class Schedules(list[ScheduleInfo]):
-    """What `queue.schedules()` returns: a list of `ScheduleInfo` that Jupyter shows as a
-    table (name, task, when, next tick, last tick)."""
-
-    def _repr_html_(self) -> str:
-        return schedules_html(self)
+    unique_key: str | None = None  # see `Backend.add_unique_tasks`
 
 
 @dataclass(frozen=True)
-class QueueSummary:
-    """What `queue.summary()` returns: how many tasks are in each state, at one moment,
-    and the periodic tasks declared on the queue (`schedules`, none by default)."""
+class ClaimedTask:
+    """A task handed to one worker under a lease.
 
-    counts: Mapping[TaskStatus, int]
-    schedules: tuple[ScheduleInfo, ...] = ()
+    `attempt` is this attempt's number in the task's history (every attempt it ever had);
+    `tries` counts the attempts since the last `requeue`, this one included: what a retry
+    budget is measured against (the database keeps `attempts` and `retry_base`, the count
+    at the last requeue, and the claim returns the difference). `token` is
+    the fencing token: only a settlement carrying it is accepted. `lost_attempt` is set when
+    the task was taken over from a worker whose lease expired (that attempt is already in
+    the history). `cancel_requested` survives such a takeover. `last_delay` is the backoff
+    chosen after the previous failed attempt, if any (decorrelated jitter grows from it).
+    `ahead`: claimed ahead, to wait in the worker's hand; the database has it as not started
+    (a lost lease costs it no attempt) until the worker says it started.
+    `decided` is set on a lost lease whose budget was spent: the claim itself ended it
+    (`state.LOST_WHEN_SPENT`, no lease, nothing to run); the worker only reports it.
+    """
 
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
+    task_id: str
+    name: str
+    payload: bytes
+    attempt: int
+    tries: int
+    token: int
+    scheduled_for: float
+    enqueued_at: float
+    claimed_at: float
+    lost_attempt: LostAttempt | None = None
+    last_delay: float | None = None
+    cancel_requested: bool = False
+    max_attempts: int | None = None
+    ahead: bool = False
+    decided: TaskStatus | None = None
 
-    @property
-    def waiting(self) -> int:
-        """Queued, scheduled or retrying: tasks a worker has still to run."""
-        return sum(self.counts.get(s, 0) for s in WAITING)
+    @classmethod
+    def from_row(
+        cls, row: Sequence[Any], now: float, *, ahead: bool = False, decided: str | None = None
+    ) -> ClaimedTask:
+        """A claim's returned columns, in both backends' CLAIM_RETURNING order: id, name,
+        payload, attempt, try number, token, due_at, enqueued_at, the lost attempt's
+        worker, start and schedule, last delay, cancel requested, max attempts (and the
+        status the claim decided, for a spent lost lease)."""
+        (task_id, name, payload, attempt, tries, token, due_at, enqueued_at,
+         lost_worker, lost_started, lost_scheduled, last_delay, cancel, budget) = row  # fmt: skip
+        lost = None
+        if lost_worker is not None:
+            lost = LostAttempt(
+                worker_id=lost_worker, started_at=lost_started, scheduled_for=lost_scheduled
+            )
+        return cls(task_id=task_id, name=name, payload=payload, attempt=attempt, tries=tries,
+                   token=token, scheduled_for=due_at, enqueued_at=enqueued_at, claimed_at=now,
+                   lost_attempt=lost, last_delay=last_delay, cancel_requested=bool(cancel),
+                   max_attempts=budget, ahead=ahead,
+                   decided=None if decided is None else TaskStatus(decided))  # fmt: skip
 
-    @property
-    def finished(self) -> int:
-        """Succeeded, failed or cancelled: tasks that will not change on their own."""
-        return sum(self.counts.get(s, 0) for s in TERMINAL)
 
-    @property
-    def blocked(self) -> int:
-        """Tasks waiting for their parent tasks (`with_options(after=...)`)."""
-        return self.counts.get(TaskStatus.BLOCKED, 0)
+@dataclass(frozen=True)
+class LostAttempt:
+    """The attempt of a worker that died (or stalled) holding a task's lease."""
 
-    @property
-    def dead_letters(self) -> int:
-        return self.counts.get(TaskStatus.FAILED, 0)
+    worker_id: str
+    started_at: float
+    scheduled_for: float
 
-    def __getitem__(self, status: TaskStatus | str) -> int:
-        return self.counts.get(TaskStatus(status), 0)
 
-    def __repr__(self) -> str:
-        parts = ", ".join(f"{s.value}={self[s]}" for s in TaskStatus)
-        periodic = f"; schedules={len(self.schedules)}" if self.schedules else ""
-        return f"QueueSummary({parts}; total={self.total}{periodic})"
+@dataclass(frozen=True)
+class Settlement:
+    """What to store for a claimed task once the state module has decided.
 
-    def _repr_html_(self) -> str:
-        rows: list[tuple[str, int]] = [(s.value, self[s]) for s in TaskStatus]
-        counts = table_html(["status", "tasks"], [*rows, ("total", self.total)])
-        return counts + (schedules_html(self.schedules) if self.schedules else "")
+    `status` is the task's next state. For RETRYING/QUEUED/SCHEDULED, `due_at` says when it
+    runs again. `refund_attempt` gives the attempt back (a breaker deferral or a shutdown
+    hand-back cost no attempt). `attempt` is the history record to append, if any.
+    """
+
+    task_id: str
+    token: int
+    status: TaskStatus
+    now: float
+    due_at: float | None = None
+    result: bytes | None = None
+    error: str | None = None
+    error_type: str | None = None
+    traceback: str | None = None
+    attempt: Attempt | None = None
+    refund_attempt: bool = False
+    # What both backends store besides the fields above, derived once, here, when the
+    # settlement is made (plain attributes: a backend reads them, it calls nothing):
+    #: When the task finished: `now` if its next state is final, else None.
+    finished_at: float | None = field(init=False, repr=False)
+    #: A refund that brings no error of its own (a hand-back, a deferral) keeps the last
+    #: error on the row.
+    keeps_error: bool = field(init=False, repr=False)
+    #: Decorrelated jitter grows from the delay chosen last time: only a retry stores a
+    #: new one.
+    keeps_last_delay: bool = field(init=False, repr=False)
+    next_delay: float | None = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        set_once = object.__setattr__  # a frozen dataclass: its fields are set here, once
+        set_once(self, "finished_at", self.now if self.status in TERMINAL else None)
+        set_once(self, "keeps_error", self.refund_attempt and self.error_type is None)
+        set_once(self, "keeps_last_delay", self.status is not TaskStatus.RETRYING)
+        set_once(self, "next_delay", None if self.attempt is None else self.attempt.next_delay)

@@ -119,12 +119,12 @@ class Policy:
             return RetryPolicy.exponential(self.base, max_attempts=self.max_attempts)
         return None
 
-    def delay_after(self, try_number: int) -> float | None:
-        """Seconds before the next try after failed try `try_number`; None: give up."""
-        if try_number >= self.max_attempts:
+    def delay_after(self, tries: int) -> float | None:
+        """Seconds before the next try after `tries` failed tries; None: give up."""
+        if tries >= self.max_attempts:
             return None
         if self.kind == "exponential":
-            return self.base * 2 ** (try_number - 1)
+            return self.base * 2 ** (tries - 1)
         return self.base
 
 

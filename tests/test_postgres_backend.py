@@ -21,11 +21,11 @@ from worker_processes import wait_until
 
 from sitq import FakeClock, RetryPolicy, SQLiteBackend, TaskQueue, TaskStatus, Worker
 from sitq.backends import open_backend
-from sitq.backends.base import ClaimedTask, LostAttempt, NewTask, Settlement
+from sitq.backends.base import ClaimedTask, NewTask, Settlement
 from sitq.backends.postgres import PostgresBackend
 from sitq.backends.postgres.sql import SCHEMA_VERSION
 from sitq.errors import BackendError, InvalidOptionError, QueueClosedError, SchemaVersionError
-from sitq.task import Attempt
+from sitq.task import Attempt, LostAttempt
 
 T0 = 1_000.0  # a fixed "now" for protocol tests: the backend never reads a clock itself
 LEASE = 30.0

@@ -11,9 +11,12 @@ import asyncio
 import collections
 import datetime as dt
 import json
+import os
 import random
 import re
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -34,9 +37,9 @@ from sitq.backends.base import NewTask
 from sitq.backends.schedule_rows import ScheduleFire
 from sitq.cli import main
 from sitq.errors import InvalidOptionError, InvalidScheduleError, SitqError
+from sitq.overview import QueueSummary
 from sitq.policy import schedule as policy
 from sitq.policy.retry import RetryPolicy
-from sitq.task import QueueSummary
 
 pytestmark = pytest.mark.every_backend
 
@@ -505,3 +508,52 @@ async def test_a_unique_key_on_a_schedule_is_refused_not_dropped(tmp_path: Path)
         with pytest.raises(InvalidScheduleError, match="unique_key"):
             await queue.with_options(unique_key="k").schedule(beat, every=60)
         assert await queue.schedules() == []
+
+
+# -- when a worker looks at the schedules ---------------------------------------------------
+
+DECLARE_ELSEWHERE = """
+import asyncio, sys
+from sitq import FakeClock, SQLiteBackend, TaskQueue
+from reliability_tasks import long_async
+
+async def main():
+    async with TaskQueue(SQLiteBackend(sys.argv[1]), clock=FakeClock()) as queue:
+        await queue.schedule(long_async, every=0.1, args=("elsewhere", 0), name="elsewhere")
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.sqlite_only
+async def test_a_worker_looks_at_the_schedules_only_when_a_tick_may_be_due(
+    db_path: Path, clock: FakeClock
+) -> None:
+    """`ScheduleKeeper.look_at`: no read of the schedules in a `run_once` when no tick can
+    be due; a schedule declared in this process (here through another backend object on
+    the same file) is seen at the next `run_once`; one declared by another process within
+    `look_every` (the worker's poll interval) of the worker's clock."""
+    from trip_counting import counting_trips
+
+    worker_backend = SQLiteBackend(db_path, poll_interval=0.5)
+    worker = Worker(worker_backend, clock=clock)
+    assert await worker.run_once() == 0  # the first turn looks: there is nothing
+    with counting_trips(worker_backend) as trips:
+        assert await worker.run_once() == 0
+    assert trips.count == 1  # the claim alone: no look at the schedules
+
+    async with TaskQueue(SQLiteBackend(db_path), clock=clock) as queue:
+        await queue.schedule(beat, every=0.1, args=("here",), name="here")
+        clock.advance(0.1)  # less than look_every: only the declaration here makes it look
+        assert await worker.run_once() == 1
+        await queue.unschedule("here")
+    assert await worker.run_once() == 0  # it looks (a schedule was removed here): none
+    script = DECLARE_ELSEWHERE.replace("FakeClock()", f"FakeClock({clock.now()!r})")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
+    declared = subprocess.run([sys.executable, "-c", script, str(db_path)], env=env, timeout=60)
+    assert declared.returncode == 0
+    clock.advance(0.1)  # its tick is due, but this worker looked less than 0.5 s ago
+    assert await worker.run_once() == 0
+    clock.advance(0.4)  # look_every since its last look: it looks, and runs the tick
+    assert await worker.run_once() == 1
+    await worker.stop()

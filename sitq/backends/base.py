@@ -5,6 +5,10 @@ tasks under a lease*, *settle outcomes* and *read* rows and history. Each of the
 atomic operation, so a backend is free to do it in as few round trips as its database
 allows, and a new backend (PostgreSQL...) only has to implement this page.
 
+The records handed across (`NewTask`, `ClaimedTask`, `Settlement`) are a task's, and live
+with the others in `sitq.task`; `Signal`, the bell a backend rings when it stored
+something, lives beside the clock's waits in `sitq.clock`. Both are importable from here.
+
 Decisions (retry or not, when, dead or not) are made in `sitq.policy.state`; a backend only
 stores what a `Settlement` says, and refuses it, in the same statement, if the lease's
 fencing token no longer matches (another worker took the task over). Each operation is
@@ -16,10 +20,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Collection, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, Self, runtime_checkable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, Self, runtime_checkable
 
-from sitq.task import TERMINAL, Attempt, ScheduleInfo, TaskInfo, TaskStatus
+from sitq.clock import Signal as Signal
+from sitq.overview import ScheduleInfo
+from sitq.task import Attempt, TaskInfo, TaskStatus
+from sitq.task import ClaimedTask as ClaimedTask
+from sitq.task import LostAttempt as LostAttempt
+from sitq.task import NewTask as NewTask
+from sitq.task import Settlement as Settlement
 
 if TYPE_CHECKING:
     from sitq.backends.schedule_rows import NewSchedule, ScheduleFire
@@ -35,133 +45,6 @@ Now = float | Callable[[], float]
 def read_now(now: Now) -> float:
     """The timestamp `now` stands for (call it when it is a function)."""
     return now() if callable(now) else float(now)
-
-
-class NewTask(NamedTuple):
-    """A row to insert: the queue has already serialized the call and chosen its state.
-
-    `max_attempts` and `retry_policy` are the retry budget as data (None: the worker's
-    default policy applies; the claim fills them in), so a plain SQL query, `sitq status`
-    and the HTML tables can say "attempt 2 of 5" without unpickling anything. A named
-    tuple, not a dataclass: enqueue_many makes one per task, and a tuple is made fastest.
-    """
-
-    task_id: str
-    name: str
-    payload: bytes
-    status: str  # QUEUED or SCHEDULED (state.on_enqueue) as plain text: sqlite3 binds a
-    # str subclass such as the enum through its slower adapter lookup (+0.35 us a row)
-    due_at: float
-    enqueued_at: float
-    priority: int = 0
-    max_attempts: int | None = None
-    retry_policy: str | None = None
-    unique_key: str | None = None  # see `Backend.add_unique_tasks`
-
-
-@dataclass(frozen=True)
-class ClaimedTask:
-    """A task handed to one worker under a lease.
-
-    `attempt` is this attempt's number in the task's history (every attempt it ever had);
-    `tries` counts the attempts since the last `requeue`, this one included: what a retry
-    budget is measured against (the database keeps `attempts` and `retry_base`, the count
-    at the last requeue, and the claim returns the difference). `token` is
-    the fencing token: only a settlement carrying it is accepted. `lost_attempt` is set when
-    the task was taken over from a worker whose lease expired (that attempt is already in
-    the history). `cancel_requested` survives such a takeover. `last_delay` is the backoff
-    chosen after the previous failed attempt, if any (decorrelated jitter grows from it).
-    `ahead`: claimed ahead, to wait in the worker's hand; the database has it as not started
-    (a lost lease costs it no attempt) until the worker says it started.
-    `decided` is set on a lost lease whose budget was spent: the claim itself ended it
-    (`state.LOST_WHEN_SPENT`, no lease, nothing to run); the worker only reports it.
-    """
-
-    task_id: str
-    name: str
-    payload: bytes
-    attempt: int
-    tries: int
-    token: int
-    scheduled_for: float
-    enqueued_at: float
-    claimed_at: float
-    lost_attempt: LostAttempt | None = None
-    last_delay: float | None = None
-    cancel_requested: bool = False
-    max_attempts: int | None = None
-    ahead: bool = False
-    decided: TaskStatus | None = None
-
-    @classmethod
-    def from_row(
-        cls, row: Sequence[Any], now: float, *, ahead: bool = False, decided: str | None = None
-    ) -> ClaimedTask:
-        """A claim's returned columns, in both backends' CLAIM_RETURNING order: id, name,
-        payload, attempt, try number, token, due_at, enqueued_at, the lost attempt's
-        worker, start and schedule, last delay, cancel requested, max attempts (and the
-        status the claim decided, for a spent lost lease)."""
-        (task_id, name, payload, attempt, tries, token, due_at, enqueued_at,
-         lost_worker, lost_started, lost_scheduled, last_delay, cancel, budget) = row  # fmt: skip
-        lost = None
-        if lost_worker is not None:
-            lost = LostAttempt(
-                worker_id=lost_worker, started_at=lost_started, scheduled_for=lost_scheduled
-            )
-        return cls(task_id=task_id, name=name, payload=payload, attempt=attempt, tries=tries,
-                   token=token, scheduled_for=due_at, enqueued_at=enqueued_at, claimed_at=now,
-                   lost_attempt=lost, last_delay=last_delay, cancel_requested=bool(cancel),
-                   max_attempts=budget, ahead=ahead,
-                   decided=None if decided is None else TaskStatus(decided))  # fmt: skip
-
-
-@dataclass(frozen=True)
-class LostAttempt:
-    """The attempt of a worker that died (or stalled) holding a task's lease."""
-
-    worker_id: str
-    started_at: float
-    scheduled_for: float
-
-
-@dataclass(frozen=True)
-class Settlement:
-    """What to store for a claimed task once the state module has decided.
-
-    `status` is the task's next state. For RETRYING/QUEUED/SCHEDULED, `due_at` says when it
-    runs again. `refund_attempt` gives the attempt back (a breaker deferral or a shutdown
-    hand-back cost no attempt). `attempt` is the history record to append, if any.
-    """
-
-    task_id: str
-    token: int
-    status: TaskStatus
-    now: float
-    due_at: float | None = None
-    result: bytes | None = None
-    error: str | None = None
-    error_type: str | None = None
-    traceback: str | None = None
-    attempt: Attempt | None = None
-    refund_attempt: bool = False
-    # What both backends store besides the fields above, derived once, here, when the
-    # settlement is made (plain attributes: a backend reads them, it calls nothing):
-    #: When the task finished: `now` if its next state is final, else None.
-    finished_at: float | None = field(init=False, repr=False)
-    #: A refund that brings no error of its own (a hand-back, a deferral) keeps the last
-    #: error on the row.
-    keeps_error: bool = field(init=False, repr=False)
-    #: Decorrelated jitter grows from the delay chosen last time: only a retry stores a
-    #: new one.
-    keeps_last_delay: bool = field(init=False, repr=False)
-    next_delay: float | None = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        set_once = object.__setattr__  # a frozen dataclass: its fields are set here, once
-        set_once(self, "finished_at", self.now if self.status in TERMINAL else None)
-        set_once(self, "keeps_error", self.refund_attempt and self.error_type is None)
-        set_once(self, "keeps_last_delay", self.status is not TaskStatus.RETRYING)
-        set_once(self, "next_delay", None if self.attempt is None else self.attempt.next_delay)
 
 
 @dataclass(frozen=True)
@@ -182,43 +65,6 @@ class ClaimRequest:
         return await backend.claim(self.worker_id, self.limit, self.now, self.lease_seconds,
                                    held=self.held, default_budget=self.default_budget,
                                    ahead=self.ahead, started=self.started)  # fmt: skip
-
-
-class Signal:
-    """An in-process "something changed" bell that never loses a ring.
-
-    Take `signal.ticket()` *before* looking at the database, then `await signal.wait(ticket,
-    timeout)`: a ring between the look and the wait is not missed, because a ring sets the
-    event that earlier tickets hold, and a ticket taken after it gets a fresh one. (The
-    fresh event is made when the next ticket is taken, not at every ring: every enqueue
-    rings, and most rings find nobody holding a ticket.) An event belongs to the loop that
-    waits on it, so a ticket taken on another loop (the next `asyncio.run()`) gets a fresh one.
-    """
-
-    def __init__(self) -> None:
-        self._event = asyncio.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def ticket(self) -> asyncio.Event:
-        loop = asyncio.get_running_loop()
-        if self._event.is_set() or self._loop is not loop:
-            self._event, self._loop = asyncio.Event(), loop
-        return self._event
-
-    def ring(self) -> None:
-        if self._loop is None or not self._loop.is_closed():  # waiters on a closed loop
-            self._event.set()  # cannot be woken: setting their futures would raise
-
-    @staticmethod
-    async def wait(ticket: asyncio.Event, timeout: float | None) -> bool:
-        """Wait for a ring after `ticket` was taken; False on timeout."""
-        if timeout is not None and timeout <= 0:
-            return ticket.is_set()
-        try:
-            await asyncio.wait_for(ticket.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
 
 
 def set_failed(future: asyncio.Future[Any], error: BaseException) -> None:

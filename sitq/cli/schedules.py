@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from sitq.cli.common import shown
-from sitq.task import ScheduleInfo
+from sitq.overview import ScheduleInfo
 
 
 def list_schedules(schedules: list[ScheduleInfo], args: argparse.Namespace) -> int:

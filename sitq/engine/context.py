@@ -101,20 +101,23 @@ class TaskContext:
         await flush(self._pending)
 
 
-current_task_var: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar(
+#: How to make the running task's `TaskContext`, set by the worker around the call. The
+#: context itself is made only when the task asks for it (`current_task()`); each one made
+#: shares the task's set of pending progress writes, which the worker waits for.
+current_task_var: contextvars.ContextVar[Callable[[], TaskContext] | None] = contextvars.ContextVar(
     "sitq_current_task", default=None
 )
 
 
 def current_task() -> TaskContext:
     """The task being run by the calling code; raises LookupError outside a task."""
-    found = current_task_var.get()
-    if found is None:
+    make = current_task_var.get()
+    if make is None:
         raise LookupError(
             "current_task() was called outside a sitq task, or in a process task "
             "(executor='process'), which runs in another process with no link to its worker"
         )
-    return found
+    return make()
 
 
 def report_progress(fraction: float, message: str = "") -> None:

@@ -13,16 +13,9 @@ from typing import Any
 from sitq.backends.base import Backend
 from sitq.clock import Clock
 from sitq.errors import InvalidOptionError, TaskNotFoundError, TaskStateError
+from sitq.overview import QueueSummary
 from sitq.policy import state
-from sitq.task import (
-    TERMINAL,
-    History,
-    QueueSummary,
-    Result,
-    TaskInfo,
-    TaskStatus,
-    check_task_id,
-)
+from sitq.task import TERMINAL, History, Result, TaskInfo, TaskStatus, check_task_id
 
 
 class QueueControl:

@@ -13,21 +13,16 @@ with a message that says how to fix it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+import gc
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, ParamSpec, TypeVar, Unpack, overload
 
 from sitq.backends import as_backend
 from sitq.backends.base import Backend, NewTask, first_of
 from sitq.clock import Clock, SystemClock
 from sitq.engine import dependencies
-from sitq.engine.calls import (
-    Plan,
-    as_calls,
-    describe,
-    new_task_ids,
-    no_cycle_collection,
-    with_options,
-)
+from sitq.engine.calls import Call, as_calls, describe
 from sitq.engine.control import QueueControl
 from sitq.engine.schedules import QueueSchedules, ScheduleKeywords
 from sitq.errors import (
@@ -38,8 +33,9 @@ from sitq.errors import (
     SerializationError,
     TaskNotFoundError,
 )
-from sitq.options import NO_OPTIONS, OptionValues, TaskOptions
-from sitq.task import TERMINAL, Result, ScheduleInfo, TaskId, TaskInfo, TaskStatus, check_task_id
+from sitq.options import NO_OPTIONS, OptionValues, Plan, TaskOptions
+from sitq.overview import ScheduleInfo
+from sitq.task import TERMINAL, Result, TaskId, TaskInfo, TaskStatus, check_task_id, new_task_ids
 from sitq.views.live_hook import LiveDisplay
 from sitq.wire.serialization import DumpsLoads, Serializer, TaskCall, as_serializer
 
@@ -129,7 +125,7 @@ class TaskQueue(QueueControl, LiveDisplay, QueueSchedules):
         checker checks the arguments against `func`'s signature, and the id remembers what
         `func` returns (an `async def` function's awaited value).
         """
-        [task_id] = await self._enqueue_calls([TaskCall(func, args, kwargs)], NO_OPTIONS)
+        [task_id] = await self._enqueue_calls([(func, args, kwargs)], NO_OPTIONS)
         return TaskId(task_id)
 
     async def enqueue_many(self, calls: Iterable[TaskCall | tuple[Any, ...]]) -> list[str]:
@@ -153,19 +149,21 @@ class TaskQueue(QueueControl, LiveDisplay, QueueSchedules):
         return await self._enqueue_calls(as_calls(calls), NO_OPTIONS, chained=True)
 
     async def _enqueue_calls(
-        self, calls: Sequence[TaskCall], options: TaskOptions, *, chained: bool = False
+        self, calls: Sequence[Call], options: TaskOptions, *, chained: bool = False
     ) -> list[str]:
         await self._ready()
-        now = self.clock.now()
         rows: list[NewTask] = []
         plans: dict[int, Plan] = {}  # by id(func): a batch repeats a few functions
         keyed = False  # some call has a unique key: the key's holder may answer for it
         try:
             with no_cycle_collection(len(calls)):
-                for one, task_id in zip(calls, new_task_ids(len(calls)), strict=True):
-                    plan = plans.get(id(one.func))
-                    if plan is None or plan.func is not one.func:
-                        plan = plans[id(one.func)] = Plan.of(one.func, options, now)
+                task_ids = new_task_ids(len(calls))
+                now = self.clock.now()
+                for one, task_id in zip(calls, task_ids, strict=True):
+                    func = one[0]
+                    plan = plans.get(id(func))
+                    if plan is None or plan.func is not func:
+                        plan = plans[id(func)] = Plan.of(func, options, now)
                         keyed = keyed or plan.options.unique_key is not None
                     rows.append(self._new_task(one, plan, task_id))
         except (InvalidTaskError, InvalidOptionError, PayloadTooLargeError,
@@ -189,10 +187,12 @@ class TaskQueue(QueueControl, LiveDisplay, QueueSchedules):
             await self.backend.add_tasks(rows)
         return [row.task_id for row in rows]
 
-    def _new_task(self, call: TaskCall, plan: Plan, task_id: str) -> NewTask:
-        """Serialize one call (its options already merged in `plan`) into a row.
+    def _new_task(self, call: Call, plan: Plan, task_id: str) -> NewTask:
+        """Serialize one call, with the options the worker needs of `plan`, into a row.
         The id comes first: a signed payload is bound to its id."""
-        payload = self.serializer.encode_call(with_options(call, plan.run_options), task_id=task_id)
+        func, args, kwargs = call
+        task_call = TaskCall(func, args, kwargs, plan.run_options)
+        payload = self.serializer.encode_call(task_call, task_id=task_id)
         if len(payload) > self.max_payload_bytes:
             raise PayloadTooLargeError(
                 f"task {plan.name!r} serializes to {len(payload):,} bytes, over the "
@@ -263,8 +263,11 @@ class TaskQueue(QueueControl, LiveDisplay, QueueSchedules):
         pending = [i for i in dict.fromkeys(ids) if isinstance(i, str)]
         missing = set(dict.fromkeys(ids)) - set(pending)
         poll = FIRST_POLL
+        # No ticket for the first look: most results are read once their task has finished.
+        # A task not finished yet is looked at again at once, after a ticket is taken: a
+        # settle after that look rings the ticket the wait then holds, and is not missed.
+        ticket: asyncio.Event | None = None
         while pending:
-            ticket = self.backend.settle_signal.ticket()
             found = await self.backend.get_tasks(pending)
             missing |= {i for i in pending if i not in found}
             finished = {i: info for i, info in found.items() if info.status in TERMINAL}
@@ -274,10 +277,12 @@ class TaskQueue(QueueControl, LiveDisplay, QueueSchedules):
             remaining = None if deadline is None else deadline - loop.time()
             if not pending or (remaining is not None and remaining <= 0):
                 break
-            pause = poll if remaining is None else min(poll, remaining)
-            # in this process the settle signal rings; other processes show as a change
-            await first_of([ticket.wait(), self.backend.wait_for_change(pause)], pause)
-            poll = min(poll * 2, self.backend.poll_interval)
+            if ticket is not None:
+                pause = poll if remaining is None else min(poll, remaining)
+                # in this process the settle signal rings; other processes show as a change
+                await first_of([ticket.wait(), self.backend.wait_for_change(pause)], pause)
+                poll = min(poll * 2, self.backend.poll_interval)
+            ticket = self.backend.settle_signal.ticket()
         if missing and not missing_ok:
             raise TaskNotFoundError(f"no task with id(s) {sorted(map(str, missing))}")
         return [done.get(i) if isinstance(i, str) else None for i in ids]
@@ -307,7 +312,7 @@ class OptionsView:
         self, func: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
     ) -> TaskId[R]: ...
     async def enqueue(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> TaskId[Any]:
-        [task_id] = await self._queue._enqueue_calls([TaskCall(func, args, kwargs)], self.options)
+        [task_id] = await self._queue._enqueue_calls([(func, args, kwargs)], self.options)
         return TaskId(task_id)
 
     async def enqueue_many(self, calls: Iterable[TaskCall | tuple[Any, ...]]) -> list[str]:
@@ -322,3 +327,26 @@ class OptionsView:
     ) -> ScheduleInfo:
         """`TaskQueue.schedule`, each tick's task with these options (no delay/eta)."""
         return await self._queue._schedule_with(self.options, func, **when)
+
+
+def no_cycle_collection(rows: int) -> AbstractContextManager[None]:
+    """Pause Python's cycle collector while a big batch of rows is built.
+
+    Ten thousand rows are tens of thousands of new objects that all stay alive, so the
+    collector would run again and again meanwhile, and may walk every object the program
+    holds (a pause of tens of milliseconds in a big program). None of them can form a
+    cycle, so there is nothing for it to find; it runs again as usual afterwards. A small
+    batch (one enqueue) changes nothing and pays for no more than a `nullcontext`.
+    """
+    if rows < 1000 or not gc.isenabled():
+        return nullcontext()
+    return _collector_paused()
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()

@@ -39,7 +39,7 @@ from typing import Any
 from sitq.backends.base import Backend, ClaimedTask, Settlement
 from sitq.clock import Clock
 from sitq.engine import reporting
-from sitq.engine.context import TaskContext, current_task_var
+from sitq.engine.context import TaskContext, current_task_var, flush
 from sitq.engine.dependencies import parent_results
 from sitq.engine.hooks import WorkerHooks
 from sitq.engine.pools import Processes, run_in_thread
@@ -155,7 +155,10 @@ class TaskRunner:
         asyncio task (a cancel request, a lost lease, shutdown) is the worker's to handle."""
         if logger.isEnabledFor(logging.INFO):  # else build no record that nobody reads
             reporting.started(task)
-        context = TaskContext(
+        pending: set[Any] = set()  # its progress writes on their way (`context.report`)
+        # What `current_task()` makes when the task asks: most tasks never do.
+        make_context = functools.partial(
+            TaskContext,
             task_id=task.task_id,
             task_name=task.name,
             attempt=task.attempt,
@@ -163,13 +166,14 @@ class TaskRunner:
             _report=functools.partial(self.backend.set_progress, task.task_id, task.token),
             _loop=asyncio.get_running_loop(),
             started_at=prepared.started,
+            _pending=pending,
             _parents=lambda: parent_results(self.backend, self.serializer, task.task_id),
         )
-        reset = current_task_var.set(context)
+        reset = current_task_var.set(make_context)
         try:
             outcome = await self._run(prepared.call, prepared.options)
-            if context._pending:
-                await context.flush_progress()  # a last report must land before the outcome
+            if pending:
+                await flush(pending)  # a last report must land before the outcome
             return outcome
         finally:
             current_task_var.reset(reset)

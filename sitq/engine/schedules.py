@@ -20,19 +20,19 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
-import time
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, TypedDict, Unpack
 
 from sitq.backends.base import Backend, NewTask
 from sitq.backends.schedule_rows import NewSchedule, ScheduleFire, schedule_payload_id
 from sitq.clock import Clock
-from sitq.engine.calls import Plan, new_task_ids, with_options
 from sitq.errors import InvalidScheduleError
-from sitq.options import NO_OPTIONS, TaskOptions
+from sitq.options import NO_OPTIONS, Plan, TaskOptions
+from sitq.overview import ScheduleInfo, Schedules
 from sitq.policy import schedule as policy
 from sitq.policy import state
-from sitq.task import ScheduleInfo, Schedules
+from sitq.task import new_task_ids
 from sitq.wire.serialization import Serializer, TaskCall
 
 logger: logging.Logger = logging.getLogger("sitq.schedules")
@@ -81,7 +81,7 @@ def declare(
         raise InvalidScheduleError(
             f"name= must be a non-empty string (it identifies the schedule), got {name!r}"
         )
-    call = with_options(TaskCall(func, tuple(args), dict(kwargs)), plan.run_options)
+    call = TaskCall(func, tuple(args), dict(kwargs), plan.run_options)
     payload = serializer.encode_call(call, task_id=schedule_payload_id(chosen))
     _status, _due, _enqueued, priority, max_attempts, retry_policy, _key = plan.shared_columns
     return NewSchedule(
@@ -167,12 +167,16 @@ class QueueSchedules:
                       cron=when.get("cron"), tz=when.get("tz"),
                       missed=when.get("missed", "last"), name=when.get("name"))  # fmt: skip
         await self._ready()
-        return await self.backend.save_schedule(row)
+        saved = await self.backend.save_schedule(row)
+        look_again()
+        return saved
 
     async def unschedule(self, name: str) -> bool:
         """Remove the schedule `name` (the tasks it enqueued stay); False if none."""
         await self._ready()
-        return await self.backend.delete_schedule(name)
+        removed = await self.backend.delete_schedule(name)
+        look_again()
+        return removed
 
     async def schedules(self) -> Schedules:
         """Every schedule with its next tick (a list that shows as a table in Jupyter)."""
@@ -187,10 +191,13 @@ def timing_of(schedule: ScheduleInfo) -> policy.Timing:
 class ScheduleKeeper:
     """A worker's side of periodic tasks: enqueue the ticks that have come.
 
-    It reads the schedules (a few rows) only when one may be due: when the earliest next
-    tick it knows of has come, or `look_every` real seconds after its last look (another
-    process may have declared one). `enqueue_due(force=True)` always looks: the
-    deterministic drivers must see a schedule declared a moment ago.
+    It reads the schedules (a few rows) only when one may be due, and says when that is
+    in a plain attribute, `look_at` (a time on the worker's clock), so the worker checks
+    it without a call or a trip to storage: the earliest next tick seen at its last look,
+    or `look_every` seconds after that look, for a schedule another process declared
+    meanwhile. A schedule declared or removed in this process (any queue, any backend
+    object) makes every keeper here look at its next turn (`look_again`): a worker driven
+    by `run_once` sees a schedule declared a moment ago.
     """
 
     def __init__(
@@ -201,7 +208,8 @@ class ScheduleKeeper:
         self.clock: Clock = clock
         self.look_every: float = look_every
         self.earliest: float | None = None  # the earliest next tick seen at the last look
-        self._looked = -math.inf  # time.monotonic() of the last look
+        self.look_at: float = -math.inf  # when to look (again): at once, the first time
+        _keepers.add(self)
 
     def sooner(self, next_due: float | None) -> float | None:
         """The earlier of `next_due` (a waiting task's) and the next tick known."""
@@ -209,14 +217,11 @@ class ScheduleKeeper:
             return next_due
         return self.earliest if next_due is None else min(next_due, self.earliest)
 
-    async def enqueue_due(self, *, force: bool = False) -> int:
-        """Enqueue the ticks that have come; return how many this worker enqueued (a tick
-        another worker enqueued first counts there, not here)."""
+    async def enqueue_due(self) -> int:
+        """Look at the schedules and enqueue the ticks that have come; return how many this
+        worker enqueued (a tick another worker enqueued first counts there, not here).
+        The worker calls it when `look_at` has come."""
         now = self.clock.now()
-        tick_due = self.earliest is not None and self.earliest <= now
-        if not (force or tick_due or time.monotonic() - self._looked >= self.look_every):
-            return 0
-        self._looked = time.monotonic()
         schedules = await self.backend.list_schedules()
         added = 0
         next_ticks = []
@@ -228,6 +233,9 @@ class ScheduleKeeper:
                 next_at = fire.next_at
             next_ticks.append(next_at)
         self.earliest = min(next_ticks, default=None)
+        self.look_at = min(
+            now + self.look_every, math.inf if self.earliest is None else self.earliest
+        )
         return added
 
     def _fire(self, schedule: ScheduleInfo, now: float) -> ScheduleFire:
@@ -264,6 +272,17 @@ class ScheduleKeeper:
         )
         return ScheduleFire(schedule.name, schedule.next_at, decision.next_at, now,
                             tick_at=decision.tick, task=task)  # fmt: skip
+
+
+#: The keepers of this process (`look_again`); a keeper leaves it with its worker.
+_keepers: weakref.WeakSet[ScheduleKeeper] = weakref.WeakSet()
+
+
+def look_again() -> None:
+    """A schedule was declared or removed here: every keeper of this process looks at its
+    next turn (one in another process within its `look_every`)."""
+    for keeper in list(_keepers):
+        keeper.look_at = -math.inf
 
 
 def horizon(until: float | dt.datetime | None) -> float | None:

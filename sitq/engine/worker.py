@@ -193,14 +193,15 @@ class Worker(WorkerRun):
     async def run_once(self) -> int:
         """Claim the tasks due now (up to `concurrency`), run them all, return how many."""
         await self._ensure_connected()
-        await self._schedules.enqueue_due(force=True)  # periodic ticks due now, once
+        now = self.clock.now()  # the worker's clock: the heartbeat counts from here
+        if now >= self._schedules.look_at:  # a periodic tick may be due: enqueue it first
+            await self._schedules.enqueue_due()
         claimed = await self.pipeline.claim(self.concurrency)
         for task in claimed:
             if task.decided is not None:  # a lost lease the claim itself ended: only reported
                 self.runner.report_decided(task)
         to_run = [task for task in claimed if task.decided is None]
         if to_run:
-            now = self.clock.now()  # the worker's clock: the heartbeat counts from here
             await asyncio.gather(*(self._spawn(task, now) for task in to_run))
         return len(to_run)
 
@@ -265,7 +266,8 @@ class Worker(WorkerRun):
         self._start_waiting()  # tasks a claim sent along with outcomes brought
         work_ticket, wake_ticket = self.backend.work_signal.ticket(), self._wake.ticket()
         # After the tickets: a stop() that rings while the schedules are read is not missed.
-        await self._schedules.enqueue_due()
+        if self.clock.now() >= self._schedules.look_at:  # a periodic tick may be due
+            await self._schedules.enqueue_due()
         if not await self.pipeline.claim_next():  # until a slot frees, a claim lands, stop(),
             await Signal.wait(wake_ticket, hand.overdue_in())  # or a task in hand is overdue
             return

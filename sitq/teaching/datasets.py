@@ -49,8 +49,10 @@ def example_history(seed: int = 0, tasks: int = 150) -> list[Attempt]:
             message = None if kind is None else f"{name} attempt {number} went wrong"
             task_id = f"{name}-{i:03d}"
             records.append(
-                Attempt(task_id, name, number, "worker-1", scheduled, start, finish, outcome,
-                        kind, message, delay)
+                Attempt(task_id=task_id, task_name=name, attempt=number, worker_id="worker-1",
+                        scheduled_for=scheduled, started_at=start, finished_at=finish,
+                        outcome=outcome, error_type=kind, error_message=message,
+                        next_delay=delay)
             )  # fmt: skip
             if delay is None:
                 break

@@ -48,7 +48,9 @@ def _edge_cases() -> list[Attempt]:
     def a(n: int, start: float, finish: float, outcome: str) -> Attempt:
         failed = outcome not in ("succeeded", "cancelled")
         kind = "WorkerLost" if outcome == "worker_lost" else "OSError" if failed else None
-        return Attempt(f"t{n}", "job", 1, "w", T0 + start, T0 + start, T0 + finish, outcome, kind)
+        return Attempt(task_id=f"t{n}", task_name="job", attempt=1, worker_id="w",
+                       scheduled_for=T0 + start, started_at=T0 + start, finished_at=T0 + finish,
+                       outcome=outcome, error_type=kind)  # fmt: skip
 
     return [
         a(1, -5, -1, "failed"),  # before the first window: not counted

@@ -53,9 +53,10 @@ from sitq.backends.postgres import schedules as schedule_sql
 from sitq.backends.postgres.link import Connection, PostgresLink
 from sitq.backends.schedule_rows import NewSchedule, ScheduleFire
 from sitq.clock import wall_clock_of
+from sitq.overview import ScheduleInfo
 from sitq.policy.rate_limits import RateLimit
 from sitq.policy.state import CancelAction, on_cancel, on_requeue
-from sitq.task import TERMINAL, WAITING, Attempt, ScheduleInfo, TaskInfo, TaskStatus
+from sitq.task import TERMINAL, WAITING, Attempt, TaskInfo, TaskStatus
 
 logger: logging.Logger = logging.getLogger("sitq.backends.postgres")
 #: A row of `sql.CLAIM` that only signals a spent lost lease of a task with children.

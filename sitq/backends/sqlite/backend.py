@@ -45,8 +45,9 @@ from sitq.backends.sqlite.watch import CommitWatch
 from sitq.backends.urls import sqlite_path
 from sitq.errors import BackendError, InvalidOptionError, QueueClosedError
 from sitq.options import seconds_setting
+from sitq.overview import ScheduleInfo
 from sitq.policy.state import CancelAction, on_cancel, on_requeue
-from sitq.task import WAITING, Attempt, ScheduleInfo, TaskInfo, TaskStatus
+from sitq.task import WAITING, Attempt, TaskInfo, TaskStatus
 
 logger: logging.Logger = logging.getLogger("sitq.backends.sqlite")
 T = TypeVar("T")

@@ -158,7 +158,8 @@ def claim_in(
         taken = conn.execute(sql.TAKE_OVER, values).fetchall() if values["limit"] > 0 else []
     for row in ended:
         conn.execute(sql.INSERT_ATTEMPT, lost_attempt_params(row, lost_number=row[3]))
-    deps.follow(conn, [row[0] for row in ended], moment)  # their children, if any
+    if ended:
+        deps.follow(conn, [row[0] for row in ended], moment)  # their children, if any
     for row in taken:
         if row[LOST_WORKER] is not None:  # a row never started lost no attempt
             conn.execute(sql.INSERT_ATTEMPT, lost_attempt_params(row, lost_number=row[3] - 1))
@@ -213,8 +214,8 @@ def settle_one(conn: sqlite3.Connection, s: Settlement) -> bool:
             conn.execute(sql.FORGET_LOST_ATTEMPT, (s.task_id, s.attempt.attempt))
     if accepted and s.attempt is not None:
         conn.execute(sql.INSERT_ATTEMPT, attempt_params(s.attempt))
-    if accepted and s.status in TERMINAL:
-        deps.follow(conn, [s.task_id], s.now)  # its children, if any
+    if accepted and s.status in TERMINAL and conn.execute(sql.ANY_CHILD, (s.task_id,)).fetchone():
+        deps.follow(conn, [s.task_id], s.now)  # it has children: decide them again
     return accepted
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from sitq.backends.schedule_rows import NewSchedule, ScheduleFire
 from sitq.backends.sqlite import sql
 from sitq.backends.sqlite.ops import FULL_COLUMNS, in_transaction
-from sitq.task import ScheduleInfo
+from sitq.overview import ScheduleInfo
 
 #: Tick rows kept per schedule (the newest); older ones go as new ticks are recorded. The
 #: compare-and-set on next_at already refuses a tick whose time has passed.

@@ -326,6 +326,9 @@ WHERE id = :task_id AND status = '{LATE_OUTCOME_REPLACES[0].value}'
 """
 
 #: The lost-attempt record a late outcome replaces (task id, attempt number).
+#: Whether a task has children (`after=`): only then does its end decide anything more.
+ANY_CHILD = "SELECT 1 FROM sitq_dependencies WHERE parent_id = ? LIMIT 1"
+
 FORGET_LOST_ATTEMPT = """
 DELETE FROM sitq_attempts WHERE task_id = ? AND attempt = ? AND outcome = 'worker_lost'
 """
