@@ -14,7 +14,8 @@ lease). A worker holds at most `2 x concurrency` leased rows: one claim is on it
 time (`Slots.claiming`), a claim asks only for what is left under the bound
 (`free_to_claim`), and a settling task's row counts as free only because every claim
 leaves after its outcome is stored, or with it in the same transaction (the main loop
-leaves claiming to a flush on its way: `flushing`).
+leaves claiming to a flush on its way, `flushing`, and lets the tasks it just took up run
+first: their settles start that flush, `claim_next`).
 
 **Claiming ahead.** When tasks take microseconds, the trip to the database is most of a
 task's time. So a worker whose recent tasks were short (average under `AHEAD_WHEN_UNDER`,
@@ -265,6 +266,8 @@ class Pipeline:
         self._claim_sent = 0.0  # when the last claim left: its leases hold from then
         self._pending: list[Waiting] = []
         self._flusher: asyncio.Task[None] | None = None
+        #: Tasks were taken up since the main loop last asked for work (`claim_next`).
+        self._taken_since_ask = False
         self.batches: int = 0  # flushes so far: lets tests and benchmarks see the batching
 
     # -- asking for work ------------------------------------------------------------------
@@ -288,7 +291,16 @@ class Pipeline:
     async def claim_next(self) -> bool:
         """The started worker's own claim: as many as the slots allow, landing in hand.
         False when no claim left: one is on its way, a flush will take it along, there is
-        no room, or the worker is stopping."""
+        no room, or the worker is stopping.
+
+        Tasks taken up since the last ask get one turn of the event loop first: a short one
+        runs to its settle in it, and the flush that settle starts takes the claim along
+        (one transaction, not two). Claiming before that turn would send a claim of its
+        own, find little due so soon, and leave the worker idle-waiting while the outcomes
+        it could have ridden with go alone."""
+        if self._taken_since_ask:
+            self._taken_since_ask = False
+            await asyncio.sleep(0)  # one turn: the tasks just taken up run
         if self.flushing:
             return False
         request = self._next_claim()
@@ -329,6 +341,7 @@ class Pipeline:
             self.slots.ends_unrun(task.task_id, work)
         else:
             self.slots.started(task, work, now)
+        self._taken_since_ask = True
         self.keeper.hold(task.task_id, task.token, task.claimed_at + self.lease_seconds)
 
     def done(self, task_id: str) -> None:
