@@ -184,3 +184,19 @@ async def test_an_outcome_records_the_start_of_a_task_claimed_ahead(
         result = await queue.get_result(task_id, timeout=10)
         assert result is not None and result.is_success() and result.started_at is not None
         assert result.attempts == 1
+
+
+async def test_the_heartbeat_renews_what_the_slots_hold_and_nothing_else(
+    queue: TaskQueue, worker: Worker, clock: FakeClock
+) -> None:
+    first, second = await in_hand(queue, worker)  # one running, one in hand
+    assert set(worker._slots.leases) == {first, second}  # the one in-flight set
+    clock.advance(20)  # two thirds of the lease gone: too late to start a task in hand
+    assert not worker.keeper.safe_to_start(second)
+    await worker._renew_leases()  # the heartbeat's trip: both leases hold from now
+    assert worker.keeper.safe_to_start(second) and worker.keeper.alive(first)
+    running = worker._slots.running[first]
+    GATE["open"].set()
+    await running  # done with: its slot and its lease go, with no call to the keeper
+    assert set(worker._slots.leases) == {second}
+    assert not worker.keeper.alive(first)
