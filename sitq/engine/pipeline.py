@@ -231,9 +231,9 @@ class Slots:
         self.unrecorded_starts.pop(task_id, None)  # its outcome records its start
         began = self._started.pop(task_id, None)
         if began is not None:
-            took = self.timer() - began
-            old = took if self._average is None else self._average
-            self._average = old + SMOOTHING * (took - old)
+            seconds = self.timer() - began
+            old = seconds if self._average is None else self._average
+            self._average = old + SMOOTHING * (seconds - old)
         return True
 
     def take_starts(self) -> list[tuple[str, int, float]]:
