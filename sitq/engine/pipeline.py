@@ -8,10 +8,9 @@ are grouped into transactions and when a claim travels with them is decided here
 the worker's control flow.
 
 **Leases.** Every task the worker holds, from the moment its claim lands until it is done
-with it, is in one place: `Slots.leases` (task id -> fencing token, and when its lease
-began). Who renews a lease? The worker's heartbeat (`Worker._beat`) asks the lease keeper
-(`sitq.engine.leases`, `Pipeline.keeper`), which renews whatever is in `Slots.leases` in
-one trip. No task is registered with the keeper one by one.
+with it, is in one place: `Slots.leases`. Who renews a lease? The worker's heartbeat
+(`Worker._beat`) asks the lease keeper (`Pipeline.keeper`, `sitq.engine.leases`), which
+renews all of `Slots.leases` in one trip; no task is registered with it one by one.
 
 **Slots.** A worker runs up to `concurrency` tasks at once. A task in its hands is
 *running*, *settling* (it has run and its outcome is on its way: its slot is free already,
@@ -125,14 +124,10 @@ class ClaimAhead:
 
 
 class Slots:
-    """What this worker holds, and from that "how many tasks should it claim now?".
-
-    Every task it holds is in `leases` from the moment its claim lands (or, in `run_once`,
-    it is taken up) until the worker is done with it (`forget`): in hand, running,
-    settling, or leaving unrun. That is the in-flight set the lease keeper renews
-    (`sitq.engine.leases`); nothing registers a task there one by one. The worker tells
-    this class of each task three times, one call each: `took`, `ran`, `forget`.
-    """
+    """What this worker holds, and from that "how many tasks should it claim now?". A task
+    is in `leases` (the set the lease keeper renews) from when its claim lands, or it is
+    taken up in `run_once`, until the worker `forget`s it; the worker tells of each task
+    three times, one call each: `took`, `ran`, `forget`."""
 
     def __init__(self, concurrency: int, timer: Callable[[], float] = time.perf_counter) -> None:
         self.concurrency = concurrency
@@ -274,8 +269,7 @@ class Pipeline:
         self.lease_seconds: float = lease_seconds
         self.default_budget: tuple[int, str] = default_budget
         self.slots: Slots = Slots(concurrency)
-        #: Renews the leases of every task in `slots.leases` (the worker's heartbeat asks it
-        #: to), and knows how long each surely lasts.
+        #: Renews every lease in `slots.leases` when the worker's heartbeat asks it to.
         self.keeper: LeaseKeeper = LeaseKeeper(backend, clock, worker_id, lease_seconds,
                                                self.slots.leases)  # fmt: skip
         #: Set by the worker while its loop runs: a flush then takes its next claim along.
@@ -310,13 +304,9 @@ class Pipeline:
     async def claim_next(self) -> bool:
         """The started worker's own claim: as many as the slots allow, landing in hand.
         False when no claim left: one is on its way, a flush will take it along, there is
-        no room, or the worker is stopping.
-
-        Tasks taken up since the last ask get one turn of the event loop first: a short one
-        runs to its settle in it, and the flush that settle starts takes the claim along
-        (one transaction, not two). Claiming before that turn would send a claim of its
-        own, find little due so soon, and leave the worker idle-waiting while the outcomes
-        it could have ridden with go alone."""
+        no room, or the worker is stopping. Tasks taken up since the last ask get one turn
+        of the event loop first: a short one settles in it, and the flush takes the claim
+        along (else this claim goes alone, finds little due so soon, and the worker idles)."""
         if self.slots.just_taken:
             self.slots.just_taken = False
             await asyncio.sleep(0)  # one turn: the tasks just taken up run
