@@ -15,7 +15,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from sitq import FakeClock, RetryPolicy, SQLiteBackend, TaskQueue, TaskStatus, Worker
-from sitq.engine.pipeline import AHEAD_WHEN_UNDER, ClaimAhead
+from sitq.backends.base import ClaimedTask
+from sitq.engine.pipeline import AHEAD_WHEN_UNDER, Slots
 
 pytestmark = pytest.mark.every_backend
 
@@ -40,7 +41,7 @@ def fresh() -> None:
 
 
 class Ticks:
-    """A timer for ClaimAhead that the test moves by hand."""
+    """A timer for the slots that the test moves by hand."""
 
     def __init__(self) -> None:
         self.now = 0.0
@@ -49,20 +50,29 @@ class Ticks:
         return self.now
 
 
-def test_a_worker_claims_ahead_only_while_its_tasks_are_short() -> None:
+def claimed(task_id: str) -> ClaimedTask:
+    return ClaimedTask(task_id=task_id, name="t", payload=b"", attempt=1, tries=1, token=1,
+                       scheduled_for=0.0, enqueued_at=0.0, claimed_at=0.0)  # fmt: skip
+
+
+async def test_a_worker_claims_ahead_only_while_its_tasks_are_short() -> None:
     ticks = Ticks()
-    ahead = ClaimAhead(4, timer=ticks)
-    assert ahead.capacity == 0  # nothing has run yet: no reason to hold more
+    slots = Slots(4, timer=ticks)
+    work = asyncio.create_task(asyncio.sleep(0))  # stands in for each task's turn
+    assert slots.ahead_capacity == 0  # nothing has run yet: no reason to hold more
     for i in range(5):
-        ahead.started(f"t{i}")
+        slots.took(claimed(f"t{i}"), work, now=0.0)
         ticks.now += AHEAD_WHEN_UNDER / 10
-        ahead.ran(f"t{i}")
-    assert ahead.capacity == 4
+        slots.ran(f"t{i}")
+        slots.forget(f"t{i}")
+    assert slots.ahead_capacity == 4
     for i in range(5, 30):  # tasks turn long: the worker stops holding extra ones
-        ahead.started(f"t{i}")
+        slots.took(claimed(f"t{i}"), work, now=0.0)
         ticks.now += AHEAD_WHEN_UNDER * 20
-        ahead.ran(f"t{i}")
-    assert ahead.capacity == 0
+        slots.ran(f"t{i}")
+        slots.forget(f"t{i}")
+    assert slots.ahead_capacity == 0
+    await work
 
 
 @pytest.fixture
@@ -174,3 +184,19 @@ async def test_an_outcome_records_the_start_of_a_task_claimed_ahead(
         result = await queue.get_result(task_id, timeout=10)
         assert result is not None and result.is_success() and result.started_at is not None
         assert result.attempts == 1
+
+
+async def test_the_heartbeat_renews_what_the_slots_hold_and_nothing_else(
+    queue: TaskQueue, worker: Worker, clock: FakeClock
+) -> None:
+    first, second = await in_hand(queue, worker)  # one running, one in hand
+    assert set(worker._slots.leases) == {first, second}  # the one in-flight set
+    clock.advance(20)  # two thirds of the lease gone: too late to start a task in hand
+    assert not worker.keeper.safe_to_start(second)
+    await worker._renew_leases()  # the heartbeat's trip: both leases hold from now
+    assert worker.keeper.safe_to_start(second) and worker.keeper.alive(first)
+    running = worker._slots.running[first]
+    GATE["open"].set()
+    await running  # done with: its slot and its lease go, with no call to the keeper
+    assert set(worker._slots.leases) == {second}
+    assert not worker.keeper.alive(first)

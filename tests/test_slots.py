@@ -59,14 +59,14 @@ async def hold() -> None:
 def start(slots: Slots, tasks: list[asyncio.Task[None]], *task_ids: str) -> None:
     for task_id in task_ids:
         tasks.append(asyncio.create_task(hold()))
-        slots.started(claimed(task_id), tasks[-1], 0.0)
+        slots.took(claimed(task_id), tasks[-1], 0.0)
 
 
 async def test_free_slots_count_running_settling_and_a_claim_on_its_way(
     tasks: list[asyncio.Task[None]],
 ) -> None:
     slots = Slots(4)
-    slots.ahead.timer = Ticks(1.0)  # long tasks: no claiming ahead
+    slots.timer = Ticks(1.0)  # long tasks: no claiming ahead
     assert (slots.free_to_run(), slots.free_to_claim()) == (4, 4)
     start(slots, tasks, "a", "b", "c")
     assert (slots.free_to_run(), slots.free_to_claim()) == (1, 1)
@@ -75,17 +75,18 @@ async def test_free_slots_count_running_settling_and_a_claim_on_its_way(
     assert slots.next_claim() == (2, 0)  # (limit, ahead): two to claim, to start at once
     slots.claiming = ClaimRequest("w", 2, 0.0, 30.0)  # a claim for two is on its way
     assert slots.next_claim() is None  # one claim at a time
-    slots.landed([claimed("d")])
+    slots.landed([claimed("d")], sent=0.0)
     assert (slots.claiming, slots.dry) == (None, True)  # it found fewer than it asked for
     slots.forget("a")
-    assert (slots.free_to_run(), slots.free_to_claim()) == (2, 2)
+    assert [t.task_id for t in slots.ahead.waiting] == ["d"]  # in hand, its row held
+    assert (slots.free_to_run(), slots.free_to_claim()) == (2, 1)
 
 
 async def test_the_rows_held_never_pass_twice_the_concurrency(
     tasks: list[asyncio.Task[None]],
 ) -> None:
     slots = Slots(3)
-    slots.ahead.timer = Ticks(AHEAD_WHEN_UNDER / 10)  # short tasks: claiming ahead
+    slots.timer = Ticks(AHEAD_WHEN_UNDER / 10)  # short tasks: claiming ahead
     start(slots, tasks, "warm")
     slots.ran("warm")
     slots.forget("warm")
@@ -98,7 +99,8 @@ async def test_the_rows_held_never_pass_twice_the_concurrency(
     slots.ahead.hold([claimed(f"x{i}", ahead=True) for i in range(3)])
     assert slots.free_to_claim() == 2  # 1 running + 3 waiting + 2 = 6
     tasks.append(asyncio.create_task(hold()))
-    slots.ends_unrun("x9", tasks[-1])  # sent back unstarted: its row counts until stored
+    # sent back unstarted: its row counts until stored
+    slots.took(claimed("x9"), tasks[-1], 0.0, unrun=True)
     assert (slots.free_to_run(), slots.free_to_claim()) == (2, 1)
 
 
@@ -107,10 +109,10 @@ async def test_a_start_from_hand_is_recorded_with_the_next_claim_unless_it_has_e
 ) -> None:
     slots = Slots(2)
     tasks.append(asyncio.create_task(hold()))
-    slots.started(claimed("x", ahead=True), tasks[-1], 12.5)
+    slots.took(claimed("x", ahead=True), tasks[-1], 12.5)
     start(slots, tasks, "y")  # started with its claim: the database knows already
     tasks.append(asyncio.create_task(hold()))
-    slots.started(claimed("z", ahead=True), tasks[-1], 13.0)
+    slots.took(claimed("z", ahead=True), tasks[-1], 13.0)
     slots.ran("z")  # its outcome records its start
     assert slots.take_starts() == [("x", 1, 12.5)]
     assert slots.take_starts() == []
@@ -118,11 +120,11 @@ async def test_a_start_from_hand_is_recorded_with_the_next_claim_unless_it_has_e
 
 async def test_short_tasks_leave_room_to_claim_ahead(tasks: list[asyncio.Task[None]]) -> None:
     slots = Slots(2)
-    slots.ahead.timer = Ticks(AHEAD_WHEN_UNDER / 10)  # short tasks
+    slots.timer = Ticks(AHEAD_WHEN_UNDER / 10)  # short tasks
     start(slots, tasks, "a")
     slots.ran("a")
     slots.forget("a")
-    assert slots.ahead.capacity == 2
+    assert slots.ahead_capacity == 2
     assert slots.free_to_claim() == 4  # two to run, two to hold
     slots.ahead.hold([claimed("x"), claimed("y")])
     assert slots.free_to_claim() == 2

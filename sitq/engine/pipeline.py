@@ -2,10 +2,15 @@
 hand, and outcomes stored in batches with the next claim riding along.
 
 The worker (`sitq.engine.worker`) asks for work (`claim`, `claim_next`), says what it took
-up and is done with (`took`, `done`: a task's slot and its lease, `sitq.engine.leases`),
-and hands back outcomes (`settle`); how many trips that takes, how outcomes are grouped
-into transactions and when a claim travels with them is decided here, not in the worker's
-control flow.
+up, what has run and what it is done with (`Slots.took`, `Slots.ran`, `Slots.forget`: one
+call each), and hands back outcomes (`settle`); how many trips that takes, how outcomes
+are grouped into transactions and when a claim travels with them is decided here, not in
+the worker's control flow.
+
+**Leases.** Every task the worker holds, from the moment its claim lands until it is done
+with it, is in one place: `Slots.leases`. Who renews a lease? The worker's heartbeat
+(`Worker._beat`) asks the lease keeper (`Pipeline.keeper`, `sitq.engine.leases`), which
+renews all of `Slots.leases` in one trip; no task is registered with it one by one.
 
 **Slots.** A worker runs up to `concurrency` tasks at once. A task in its hands is
 *running*, *settling* (it has run and its outcome is on its way: its slot is free already,
@@ -14,7 +19,8 @@ lease). A worker holds at most `2 x concurrency` leased rows: one claim is on it
 time (`Slots.claiming`), a claim asks only for what is left under the bound
 (`free_to_claim`), and a settling task's row counts as free only because every claim
 leaves after its outcome is stored, or with it in the same transaction (the main loop
-leaves claiming to a flush on its way: `flushing`).
+leaves claiming to a flush on its way, `flushing`, and lets the tasks it just took up run
+first: their settles start that flush, `claim_next`).
 
 **Claiming ahead.** When tasks take microseconds, the trip to the database is most of a
 task's time. So a worker whose recent tasks were short (average under `AHEAD_WHEN_UNDER`,
@@ -52,7 +58,7 @@ from sitq.backends.base import (
     set_failed,
 )
 from sitq.clock import Clock
-from sitq.engine.leases import LeaseKeeper
+from sitq.engine.leases import Lease, LeaseKeeper
 from sitq.errors import DatabaseCorruptError, QueueClosedError
 
 logger: logging.Logger = logging.getLogger("sitq.worker")
@@ -66,23 +72,12 @@ SMOOTHING = 0.2  # weight of the newest run time in the running average
 
 
 class ClaimAhead:
-    """Tasks claimed ahead, waiting for a slot, and how long this worker's tasks run."""
+    """The hand: tasks claimed ahead, waiting for a slot, each `HOLD_AT_MOST` at most."""
 
-    def __init__(self, concurrency: int, timer: Callable[[], float] = time.perf_counter) -> None:
-        self.concurrency = concurrency
+    def __init__(self, timer: Callable[[], float] = time.perf_counter) -> None:
         self.timer = timer  # real time: this is about speed, not about the queue's clock
         self.waiting: deque[ClaimedTask] = deque()
         self._since: dict[str, float] = {}  # task id -> when it joined the hand (timer)
-        self._started: dict[str, float] = {}  # task id -> when it started (timer)
-        self._average: float | None = None  # seconds; None until a task has run
-
-    @property
-    def capacity(self) -> int:
-        """How many tasks may wait here: `concurrency` while tasks are short, else none."""
-        short = self._average is not None and self._average < AHEAD_WHEN_UNDER
-        if short and self._started:
-            short = self.timer() - min(self._started.values()) < HOLD_AT_MOST
-        return self.concurrency if short else 0
 
     def hold(self, tasks: list[ClaimedTask]) -> None:
         """Claimed tasks join the hand, at its end."""
@@ -111,21 +106,6 @@ class ClaimAhead:
             return None
         return max(0.0, self._since[self.waiting[0].task_id] + HOLD_AT_MOST - self.timer())
 
-    def started(self, task_id: str) -> None:
-        self._started[task_id] = self.timer()
-
-    def ran(self, task_id: str) -> None:
-        """The task has run: its time goes into the average that decides the capacity."""
-        began = self._started.pop(task_id, None)
-        if began is None:
-            return
-        took = self.timer() - began
-        old = took if self._average is None else self._average
-        self._average = old + SMOOTHING * (took - old)
-
-    def forget(self, task_id: str) -> None:
-        self._started.pop(task_id, None)
-
     def remove(self, task_id: str) -> ClaimedTask | None:
         """Take a waiting task out (cancelled, or its lease lost); None if it is not here."""
         for task in self.waiting:
@@ -144,19 +124,37 @@ class ClaimAhead:
 
 
 class Slots:
-    """The bookkeeping behind "how many tasks should this worker claim now?"."""
+    """What this worker holds, and from that "how many tasks should it claim now?". A task
+    is in `leases` (the set the lease keeper renews) from when its claim lands, or it is
+    taken up in `run_once`, until the worker `forget`s it; the worker tells of each task
+    three times, one call each: `took`, `ran`, `forget`."""
 
-    def __init__(self, concurrency: int) -> None:
+    def __init__(self, concurrency: int, timer: Callable[[], float] = time.perf_counter) -> None:
         self.concurrency = concurrency
+        self.timer = timer  # real time, for how long tasks run (not the queue's clock)
+        self.leases: dict[str, Lease] = {}  # every task held: task id -> its lease
         self.running: dict[str, asyncio.Task[None]] = {}  # task id -> its asyncio task
         self.settling: set[str] = set()  # ran; outcome being stored (or stored already)
         self.ending: set[str] = set()  # leaving unrun (cancelled, sent back): no slot, a row
         self.claiming: ClaimRequest | None = None  # the claim on its way, if any
         self.dry: bool = False  # the last claim found fewer tasks due than it asked for
-        self.ahead: ClaimAhead = ClaimAhead(concurrency)  # claimed, waiting for a slot
+        self.ahead: ClaimAhead = ClaimAhead(timer)  # claimed, waiting for a slot
         #: Tasks claimed ahead that started and still run, whose start the database has not
         #: been told yet: task id -> (token, when it started). The next claim tells it.
         self.unrecorded_starts: dict[str, tuple[int, float]] = {}
+        #: A task was taken up since the main loop last asked for work (`claim_next`).
+        self.just_taken: bool = False
+        self._started: dict[str, float] = {}  # task id -> when it started (timer)
+        self._average: float | None = None  # seconds a task runs; None until one has run
+
+    @property
+    def ahead_capacity(self) -> int:
+        """How many tasks may wait in hand: `concurrency` while tasks are short (average
+        under `AHEAD_WHEN_UNDER`, none running `HOLD_AT_MOST` or longer), else none."""
+        short = self._average is not None and self._average < AHEAD_WHEN_UNDER
+        if short and self._started:
+            short = self.timer() - min(self._started.values()) < HOLD_AT_MOST
+        return self.concurrency if short else 0
 
     def free_to_run(self) -> int:
         """Slots where a task could start now (a settling task's slot counts as free)."""
@@ -166,7 +164,7 @@ class Slots:
         """How many tasks to claim now: what is left under `concurrency` plus the room to
         claim ahead, counting every row this worker holds (running, ending, waiting)."""
         held = len(self.running) - len(self.settling) + len(self.ahead.waiting)
-        return self.concurrency + self.ahead.capacity - held
+        return self.concurrency + self.ahead_capacity - held
 
     def starting_at_once(self, limit: int) -> int:
         """How many of a claim of `limit` tasks start the moment it lands; the rest wait in
@@ -185,10 +183,14 @@ class Slots:
             return None
         return limit, limit - self.starting_at_once(limit)
 
-    def landed(self, claimed: list[ClaimedTask]) -> None:
-        """The claim on its way came back with `claimed`."""
+    def landed(self, claimed: list[ClaimedTask], sent: float) -> None:
+        """The claim on its way (sent at `sent`, on the worker's clock) came back with
+        `claimed`: held from now on, they join the hand, those not claimed ahead first."""
         request, self.claiming = self.claiming, None
         self.dry = request is not None and len(claimed) < request.limit
+        for task in claimed:
+            self.leases[task.task_id] = (task.token, sent)
+        self.ahead.hold(sorted(claimed, key=lambda task: task.ahead))
 
     def next_to_start(self) -> ClaimedTask | None:
         """The next waiting task, taken out, if a slot is free for it; else None."""
@@ -196,26 +198,37 @@ class Slots:
             return self.ahead.next()
         return None
 
-    def started(self, claimed: ClaimedTask, running: asyncio.Task[None], now: float) -> None:
-        self.running[claimed.task_id] = running
-        self.ahead.started(claimed.task_id)
-        if claimed.ahead:  # the database has it as not started
-            self.unrecorded_starts[claimed.task_id] = (claimed.token, now)
-
-    def ends_unrun(self, task_id: str, running: asyncio.Task[None]) -> None:
-        """A task leaves without running (cancelled or sent back before it started): its
-        outcome is stored at once, so it holds a row but no slot."""
-        self.running[task_id] = running
-        self.ending.add(task_id)
+    def took(
+        self, task: ClaimedTask, work: asyncio.Task[None], now: float, unrun: bool = False
+    ) -> None:
+        """The worker took a task up, as `work`: it starts now (`now`, on the worker's
+        clock), or it leaves without running (`unrun`: cancelled or sent back before it
+        started; its outcome is stored at once, so it holds a row but no slot)."""
+        task_id = task.task_id
+        self.running[task_id] = work
+        self.just_taken = True
+        # Held already if its claim landed in hand: that lease began earlier, and counts.
+        self.leases.setdefault(task_id, (task.token, task.claimed_at))
+        if unrun:
+            self.ending.add(task_id)
+            return
+        self._started[task_id] = self.timer()
+        if task.ahead:  # the database has it as not started
+            self.unrecorded_starts[task_id] = (task.token, now)
 
     def ran(self, task_id: str) -> bool:
-        """The task has run: its slot is free while its outcome is stored. False if the
-        task is not running here (nothing changes then)."""
+        """The task has run: its slot is free while its outcome is stored, and its time
+        goes into the average that decides `ahead_capacity`. False if the task is not
+        running here (nothing changes then)."""
         if task_id not in self.running:
             return False
         self.settling.add(task_id)
-        self.ahead.ran(task_id)
         self.unrecorded_starts.pop(task_id, None)  # its outcome records its start
+        began = self._started.pop(task_id, None)
+        if began is not None:
+            seconds = self.timer() - began
+            old = seconds if self._average is None else self._average
+            self._average = old + SMOOTHING * (seconds - old)
         return True
 
     def take_starts(self) -> list[tuple[str, int, float]]:
@@ -225,11 +238,13 @@ class Slots:
         return starts
 
     def forget(self, task_id: str) -> None:
-        """The task is done with, outcome stored: it holds no slot any more."""
+        """The worker is done with the task (its outcome stored, or it left the hand for
+        good): it holds no slot and no lease any more."""
+        self.leases.pop(task_id, None)
         self.running.pop(task_id, None)
         self.settling.discard(task_id)
         self.ending.discard(task_id)
-        self.ahead.forget(task_id)
+        self._started.pop(task_id, None)
         self.unrecorded_starts.pop(task_id, None)
 
 
@@ -240,7 +255,6 @@ class Pipeline:
     def __init__(
         self,
         backend: Backend,
-        keeper: LeaseKeeper,
         clock: Clock,
         wake: Signal,
         *,
@@ -250,12 +264,14 @@ class Pipeline:
         default_budget: tuple[int, str],
     ) -> None:
         self.backend: Backend = backend
-        self.keeper: LeaseKeeper = keeper
         self.clock: Clock = clock
         self.worker_id: str = worker_id
         self.lease_seconds: float = lease_seconds
         self.default_budget: tuple[int, str] = default_budget
         self.slots: Slots = Slots(concurrency)
+        #: Renews every lease in `slots.leases` when the worker's heartbeat asks it to.
+        self.keeper: LeaseKeeper = LeaseKeeper(backend, clock, worker_id, lease_seconds,
+                                               self.slots.leases)  # fmt: skip
         #: Set by the worker while its loop runs: a flush then takes its next claim along.
         self.claims_along: bool = False
         #: The worker's bell, rung when a claim that went along with outcomes came back: its
@@ -273,7 +289,7 @@ class Pipeline:
         """A claim of `limit` tasks, the last `ahead` to wait in hand; it records starts."""
         self._claim_sent = self.clock.now()
         return ClaimRequest(worker_id=self.worker_id, limit=limit, now=self.clock.now,
-                            lease_seconds=self.lease_seconds, held=list(self.keeper.tokens),
+                            lease_seconds=self.lease_seconds, held=list(self.slots.leases),
                             default_budget=self.default_budget, ahead=ahead,
                             started=self.slots.take_starts())  # fmt: skip
 
@@ -281,14 +297,19 @@ class Pipeline:
         """Claim up to `limit` tasks due now, to start at once (`run_once`): their leases
         hold from when the backend claimed them (`ClaimedTask.claimed_at`)."""
         return await self.backend.claim(self.worker_id, limit, self.clock.now,
-                                        self.lease_seconds, held=list(self.keeper.tokens),
+                                        self.lease_seconds, held=list(self.slots.leases),
                                         default_budget=self.default_budget,
                                         started=self.slots.take_starts())  # fmt: skip
 
     async def claim_next(self) -> bool:
         """The started worker's own claim: as many as the slots allow, landing in hand.
         False when no claim left: one is on its way, a flush will take it along, there is
-        no room, or the worker is stopping."""
+        no room, or the worker is stopping. Tasks taken up since the last ask get one turn
+        of the event loop first: a short one settles in it, and the flush takes the claim
+        along (else this claim goes alone, finds little due so soon, and the worker idles)."""
+        if self.slots.just_taken:
+            self.slots.just_taken = False
+            await asyncio.sleep(0)  # one turn: the tasks just taken up run
         if self.flushing:
             return False
         request = self._next_claim()
@@ -316,25 +337,7 @@ class Pipeline:
         to_run = [task for task in claimed if task.decided is None]
         if len(to_run) < len(claimed):
             self.decided += [task for task in claimed if task.decided is not None]
-        self.slots.landed(to_run)
-        valid_until = self._claim_sent + self.lease_seconds
-        for task in to_run:
-            self.keeper.hold(task.task_id, task.token, valid_until)
-        self.slots.ahead.hold(sorted(to_run, key=lambda task: task.ahead))
-
-    def took(self, task: ClaimedTask, work: asyncio.Task[None], now: float, unrun: bool) -> None:
-        """The worker took a task up (`unrun`: it leaves without running, cancelled or sent
-        back): its lease is held, its slot counted."""
-        if unrun:
-            self.slots.ends_unrun(task.task_id, work)
-        else:
-            self.slots.started(task, work, now)
-        self.keeper.hold(task.task_id, task.token, task.claimed_at + self.lease_seconds)
-
-    def done(self, task_id: str) -> None:
-        """The worker is done with a task, its outcome stored: its slot and lease go."""
-        self.slots.forget(task_id)
-        self.keeper.release(task_id)
+        self.slots.landed(to_run, self._claim_sent)  # their leases hold from then
 
     def take_decided(self) -> list[ClaimedTask]:
         """The lost leases claims ended since the last call, for the worker to report."""

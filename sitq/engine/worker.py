@@ -10,7 +10,8 @@ The worker asks `self.pipeline` (`sitq.engine.pipeline`) for work (`run_once`, o
 How many tasks to claim, which wait in hand, how outcomes are grouped into transactions and
 when the next claim travels with them is the pipeline's business, not this module's. The
 worker keeps the leases alive (`_beat`, through `sitq.engine.leases`) and stops a task
-whose lease ended. No engine module calls back into the worker: the pipeline and the
+whose lease ended: the leases renewed are those of the tasks the pipeline's slots hold
+(`Slots.leases`). No engine module calls back into the worker: the pipeline and the
 runner only answer. Two ways to drive it:
 
 - `await worker.start()` / `await worker.stop()`: a background loop on the current event
@@ -286,9 +287,10 @@ class Worker(WorkerRun):
 
     def _spawn(self, task: ClaimedTask, now: float) -> asyncio.Task[None]:
         """The task's turn (`_work`) begins, as an asyncio task; its lease and slot are held
-        until it is done (`_forget`). One stopped before it started leaves unrun."""
+        until it is done (`_forget`): the heartbeat renews the lease of every task the
+        slots hold. One stopped before it started leaves unrun."""
         work = asyncio.create_task(self._work(task))
-        self.pipeline.took(task, work, now, unrun=task.task_id in self._stops)
+        self._slots.took(task, work, now, unrun=task.task_id in self._stops)
         self._ensure_heartbeat(now)
         work.add_done_callback(lambda _: self._forget(task.task_id))
         return work
@@ -322,9 +324,7 @@ class Worker(WorkerRun):
             self._release(task.task_id)
 
     def _forget(self, task_id: str) -> None:
-        self.pipeline.done(task_id)
-        if not self.keeper.tokens:
-            self._heartbeat_stop.set()
+        self._release(task_id)
         if self._stops.pop(task_id, None) != UNSTARTED:
             self.processed += 1
         if self._slots.ahead.waiting or self.pipeline.decided:  # (in run_once, never)
@@ -340,15 +340,17 @@ class Worker(WorkerRun):
             self._heartbeat = asyncio.create_task(self._beat(stop, now), name="sitq-heartbeat")
 
     def _release(self, task_id: str) -> None:
-        self.keeper.release(task_id)
-        if not self.keeper.tokens:
+        """Done with the task: its slot and its lease go (the heartbeat stops with the last)."""
+        self._slots.forget(task_id)
+        if not self._slots.leases:
             self._heartbeat_stop.set()
 
     async def _beat(self, stop: asyncio.Event, began: float) -> None:
-        """Renew every lease_seconds/3 (from the start of the last renewal, or `began`) while
-        we hold any. A failed renewal is logged and tried again: the heartbeat must not stop
-        silently."""
-        while self.keeper.tokens and not stop.is_set():
+        """Who renews a lease: this heartbeat, every lease_seconds/3 (from the start of the
+        last renewal, or `began`) while the slots hold any task (`Slots.leases`, all of
+        them, in one trip through `LeaseKeeper.renew`). A failed renewal is logged and
+        tried again: the heartbeat must not stop silently."""
+        while self._slots.leases and not stop.is_set():
             if await self.clock.wait(began + self.lease_seconds / 3, stop):
                 return
             began = self.clock.now()
@@ -387,9 +389,6 @@ class Worker(WorkerRun):
 
     def _make_parts(self) -> None:
         """The worker's parts, made fresh (also after a stop: a worker can start again)."""
-        self.keeper: LeaseKeeper = LeaseKeeper(
-            self.backend, self.clock, self.worker_id, self.lease_seconds
-        )
         self.runner: TaskRunner = TaskRunner(
             worker_id=self.worker_id,
             backend=self.backend,
@@ -403,8 +402,9 @@ class Worker(WorkerRun):
             processes=Processes(self._process_count),
             rate_gate=RateGate(backend=self.backend, clock=self.clock, limits=self.rate_limits),
         )
-        self.pipeline: Pipeline = Pipeline(self.backend, self.keeper, self.clock, self._wake,
+        self.pipeline: Pipeline = Pipeline(self.backend, self.clock, self._wake,
                                            worker_id=self.worker_id, concurrency=self.concurrency,
                                            lease_seconds=self.lease_seconds,
                                            default_budget=state.budget_of(self.retry))  # fmt: skip
         self._slots: Slots = self.pipeline.slots
+        self.keeper: LeaseKeeper = self.pipeline.keeper  # renews what the slots hold
