@@ -1,8 +1,8 @@
 """Keeping leases: the heartbeat that tells other workers "I am alive, leave my tasks".
 
-A claim leases a task for `lease_seconds`. While the worker holds any task, its heartbeat
-(`Worker._beat`, in `sitq.engine.worker`) asks the keeper here to renew every lease a third
-of a lease after the previous renewal *began* (not ended): even when a renewal waits for the
+A claim leases a task for `lease_seconds`. From a worker's first turn to its stop, its
+heartbeat (`Worker._beat`, in `sitq.engine.worker`) asks the keeper here to renew every lease
+a third of a lease after the previous beat *began* (not ended): even when a renewal waits for the
 database's write lock, the next one starts in time. The backend reads the clock only once it
 holds the lock, so the wait never eats into the lease.
 

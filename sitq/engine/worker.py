@@ -62,7 +62,7 @@ class Worker(WorkerRun):
 
     concurrency (alias max_concurrency): tasks run at once. retry: the default RetryPolicy
     for tasks that set none (default: no retry). lease_seconds: how long a claim is valid
-    without a heartbeat; heartbeats renew it every lease_seconds/3 while a task runs.
+    without a heartbeat; the heartbeat renews every lease held each lease_seconds/3.
     breakers: {task name: CircuitBreaker}. rate_limits: {task name: "10/s"}, at most so many
     starts per period across all workers, for tasks that set none with `@task(rate_limit=)`.
     hooks: a WorkerHooks. clock, rng: injectable time and jitter randomness.
@@ -291,7 +291,6 @@ class Worker(WorkerRun):
         slots hold. One stopped before it started leaves unrun."""
         work = asyncio.create_task(self._work(task))
         self._slots.took(task, work, now, unrun=task.task_id in self._stops)
-        self._ensure_heartbeat(now)
         work.add_done_callback(lambda _: self._forget(task.task_id))
         return work
 
@@ -303,7 +302,6 @@ class Worker(WorkerRun):
         if not self._slots.ahead.waiting:
             return
         now = self.clock.now()
-        self._ensure_heartbeat(now)  # the hand's leases need renewing too
         while not self._stopping and (next_task := self._slots.next_to_start()) is not None:
             if self.keeper.safe_to_start(next_task.task_id):
                 self._spawn(next_task, now)
@@ -334,26 +332,23 @@ class Worker(WorkerRun):
 
     # -- leases: the heartbeat --------------------------------------------------------------
 
-    def _ensure_heartbeat(self, now: float) -> None:
-        if self._heartbeat is None or self._heartbeat.done():
-            self._heartbeat_stop = stop = asyncio.Event()  # this heartbeat's own
-            self._heartbeat = asyncio.create_task(self._beat(stop, now), name="sitq-heartbeat")
-
     def _release(self, task_id: str) -> None:
-        """Done with the task: its slot and its lease go (the heartbeat stops with the last)."""
+        """Done with the task: its slot and its lease go."""
         self._slots.forget(task_id)
-        if not self._slots.leases:
-            self._heartbeat_stop.set()
 
     async def _beat(self, stop: asyncio.Event, began: float) -> None:
         """Who renews a lease: this heartbeat, every lease_seconds/3 (from the start of the
-        last renewal, or `began`) while the slots hold any task (`Slots.leases`, all of
-        them, in one trip through `LeaseKeeper.renew`). A failed renewal is logged and
-        tried again: the heartbeat must not stop silently."""
-        while self._slots.leases and not stop.is_set():
+        last beat, or `began`), from the worker's first turn to its stop. Each beat renews
+        the leases the slots hold (`Slots.leases`, all of them, in one trip through
+        `LeaseKeeper.renew`); a beat with none costs nothing. A lease taken between two
+        beats is renewed at the next, at most lease_seconds/3 later. A failed renewal is
+        logged and tried again: the heartbeat must not stop silently."""
+        while not stop.is_set():
             if await self.clock.wait(began + self.lease_seconds / 3, stop):
                 return
             began = self.clock.now()
+            if not self._slots.leases:
+                continue
             try:
                 await self._renew_leases()
             except Exception:
@@ -382,10 +377,17 @@ class Worker(WorkerRun):
     # -- lifecycle ------------------------------------------------------------------------
 
     async def _ensure_connected(self) -> None:
-        self._home = asyncio.get_running_loop()  # a stop() on another loop: worker_run
+        """Connect on the first turn, and start the heartbeat: it beats until the worker
+        stops (on this event loop: a worker driven again on another loop gets a new one)."""
+        self._home = loop = asyncio.get_running_loop()  # a stop() on another loop: worker_run
         if not self._connected:
             await self.backend.connect()
             self._connected = True
+        beat = self._heartbeat
+        if beat is None or beat.done() or beat.get_loop() is not loop:
+            self._heartbeat_stop = stop = asyncio.Event()  # this heartbeat's own
+            began = self.clock.now()
+            self._heartbeat = asyncio.create_task(self._beat(stop, began), name="sitq-heartbeat")
 
     def _make_parts(self) -> None:
         """The worker's parts, made fresh (also after a stop: a worker can start again)."""
