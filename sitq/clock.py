@@ -204,21 +204,26 @@ class Signal:
     timeout)`: a ring between the look and the wait is not missed, because a ring sets the
     event that earlier tickets hold, and a ticket taken after it gets a fresh one. (The
     fresh event is made when the next ticket is taken, not at every ring: every enqueue
-    rings, and most rings find nobody holding a ticket.) An event belongs to the loop that
-    waits on it, so a ticket taken on another loop (the next `asyncio.run()`) gets a fresh one.
+    rings, and most rings find nobody holding a ticket: a hot path may skip the call when
+    `listened` is False.) An event belongs to the loop that waits on it, so a ticket taken
+    on another loop (the next `asyncio.run()`) gets a fresh one.
     """
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: A ticket was taken since the last ring: a ring now has someone to wake.
+        self.listened: bool = False
 
     def ticket(self) -> asyncio.Event:
         loop = asyncio.get_running_loop()
         if self._event.is_set() or self._loop is not loop:
             self._event, self._loop = asyncio.Event(), loop
+        self.listened = True
         return self._event
 
     def ring(self) -> None:
+        self.listened = False
         if self._loop is None or not self._loop.is_closed():  # waiters on a closed loop
             self._event.set()  # cannot be woken: setting their futures would raise
 

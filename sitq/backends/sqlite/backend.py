@@ -193,7 +193,8 @@ class SQLiteBackend(Connectable):
         if not tasks:
             return
         await self._write(ops.add_tasks, list(tasks))  # NewTask is a tuple in INSERT_TASK order
-        self.work_signal.ring()
+        if self.work_signal.listened:  # a worker waits for work (most enqueues find none)
+            self.work_signal.ring()
 
     async def add_dependent_tasks(
         self, tasks: Sequence[NewTask], parents: Sequence[tuple[str, ...]]
@@ -257,7 +258,8 @@ class SQLiteBackend(Connectable):
             if ok and settlement.status in WAITING:
                 self.work_signal.ring()
                 break
-        self.settle_signal.ring()
+        if self.settle_signal.listened:  # someone waits for a result (a busy worker's
+            self.settle_signal.ring()  # settles mostly find nobody)
         return accepted, claimed
 
     async def renew_leases(
