@@ -352,9 +352,7 @@ class SQLiteBackend(Connectable):
         return await self._run(ops.list_tasks, query, params)
 
     async def counts(self) -> dict[TaskStatus, int]:
-        rows = await self._fetch("SELECT status, COUNT(*) FROM sitq_tasks GROUP BY status")
-        found = {TaskStatus(status): n for status, n in rows}
-        return {status: found.get(status, 0) for status in TaskStatus}
+        return await self._run(ops.counts)
 
     async def attempts(self, task_id: str | None = None) -> list[Attempt]:
         query = f"SELECT {sql.ATTEMPT_COLUMNS} FROM sitq_attempts"
