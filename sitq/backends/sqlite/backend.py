@@ -51,6 +51,11 @@ from sitq.task import WAITING, Attempt, ScheduleInfo, TaskInfo, TaskStatus
 logger: logging.Logger = logging.getLogger("sitq.backends.sqlite")
 T = TypeVar("T")
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+#: The durability levels at which a short write may run on the event loop's own thread
+#: (`sitq.backends.sqlite.thread`): a commit there waits for no disk.
+SHORT_WRITES_HERE = ("OFF", "NORMAL")
+#: Rows an enqueue may have and still be a short write.
+SHORT_INSERT = 10
 #: Idle waiters look for other connections' commits this often at first, then less, up to the cap.
 CHANGE_POLL_FIRST, CHANGE_POLL_CAP = 0.001, 0.02
 
@@ -124,9 +129,9 @@ class SQLiteBackend(Connectable):
         target = schema.prepare_file(self.path, self.is_memory, self.read_only)
 
         def connect() -> sqlite3.Connection:  # runs in the connection's thread
-            return sqlite3.connect(
-                target, isolation_level=None, timeout=self.busy_timeout, uri=_is_uri(target)
-            )
+            # used by one thread at a time, not always this one (`thread`: short writes)
+            return sqlite3.connect(target, isolation_level=None, timeout=self.busy_timeout,
+                                   uri=_is_uri(target), check_same_thread=False)  # fmt: skip
 
         thread = ConnectionThread(repr(self))
         try:
@@ -140,6 +145,8 @@ class SQLiteBackend(Connectable):
         except BaseException:
             await thread.close()
             raise
+        # a commit that waits for the disk (FULL, EXTRA) never runs on the event loop
+        thread.short_here = self.synchronous in SHORT_WRITES_HERE and not self.read_only
         return thread
 
     async def close(self) -> None:
@@ -166,13 +173,17 @@ class SQLiteBackend(Connectable):
             raise named(exc, self.path, self.busy_timeout)  # noqa: B904 (it sets the cause)
         return result
 
-    async def _write(self, operation: Callable[..., T], *args: Any) -> T:
+    async def _write(self, operation: Callable[..., T], *args: Any, short: bool = False) -> T:
         """Run a write operation like `_run`, in one transaction with the writes queued
-        beside it (group commit, `sitq.backends.sqlite.thread`)."""
+        beside it (group commit, `sitq.backends.sqlite.thread`); a `short` one perhaps
+        here, on the event loop's thread, if the connection is idle."""
         if self._thread is None:
             raise self._not_connected()
         try:
-            result: T = await self._thread.write(operation, *args)
+            future = self._thread.write(operation, *args, short=short)
+            if future.done():  # done here: the loop still turns once, as after a trip, so
+                await asyncio.sleep(0)  # a caller writing in a loop lets the others run
+            result: T = await future
         except sqlite3.DatabaseError as exc:
             raise named(exc, self.path, self.busy_timeout)  # noqa: B904 (it sets the cause)
         return result
@@ -191,7 +202,8 @@ class SQLiteBackend(Connectable):
     async def add_tasks(self, tasks: Sequence[NewTask]) -> None:
         if not tasks:
             return
-        await self._write(ops.add_tasks, list(tasks))  # NewTask is a tuple in INSERT_TASK order
+        rows = list(tasks)  # NewTask is a tuple in INSERT_TASK order
+        await self._write(ops.add_tasks, rows, short=len(rows) <= SHORT_INSERT)
         self.work_signal.ring()
 
     async def add_dependent_tasks(
