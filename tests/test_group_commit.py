@@ -235,23 +235,28 @@ async def test_at_full_durability_every_write_goes_to_the_thread(db_path: Path) 
     assert row_count(db_path) == 3
 
 
-async def test_writes_on_the_event_loop_leave_checkpointing_to_the_thread(
+async def test_writes_on_the_event_loop_leave_checkpoints_to_a_thread_of_their_own(
     db_path: Path,
 ) -> None:
     """SQLite's own checkpoint (it syncs the disk) is off while writes run on the event
-    loop; the thread runs one every CHECKPOINT_EVERY of them, so the WAL stays bounded:
-    three times the writes, no bigger a WAL file (SQLite reuses it once checkpointed)."""
-    wal = db_path.with_name(db_path.name + "-wal")
+    loop; a checkpointer runs one every CHECKPOINT_EVERY of them, on its own connection.
+    Once it has, the next write starts the WAL over: the WAL holds that write alone."""
     backend = SQLiteBackend(db_path)
     async with TaskQueue(backend) as queue:
-        for i in range(2 * CHECKPOINT_EVERY):
+        thread = connection_thread(backend)
+        for i in range(CHECKPOINT_EVERY + 1):  # the first may follow the set-up's writes
             await queue.enqueue(quick, i)
-        size = wal.stat().st_size
-        for i in range(4 * CHECKPOINT_EVERY):
-            await queue.enqueue(quick, i)
-        assert wal.stat().st_size <= 1.2 * size
-        assert connection_thread(backend).writes_here > 5 * CHECKPOINT_EVERY
-    assert row_count(db_path) == 6 * CHECKPOINT_EVERY
+        assert thread.writes_here >= CHECKPOINT_EVERY and thread.checkpointer is not None
+        assert await asyncio.to_thread(thread.checkpointer.finished.wait, 30)
+        await queue.enqueue(quick, -1)
+        conn = sqlite3.connect(db_path)
+        try:
+            _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        finally:
+            conn.close()
+        assert 0 < frames < CHECKPOINT_EVERY, frames  # a few pages: one task's row, indexes
+    assert row_count(db_path) == CHECKPOINT_EVERY + 2
+    assert not db_path.with_name(db_path.name + "-wal").exists()  # folded away at close
 
 
 def test_a_failed_write_nobody_reads_any_more_is_not_logged(

@@ -146,7 +146,8 @@ class SQLiteBackend(Connectable):
             await thread.close()
             raise
         # a commit that waits for the disk (FULL, EXTRA) never runs on the event loop
-        thread.short_here = self.synchronous in SHORT_WRITES_HERE and not self.read_only
+        if self.synchronous in SHORT_WRITES_HERE and not self.read_only:
+            thread.allow_short_writes(wal=not self.is_memory)
         return thread
 
     async def close(self) -> None:

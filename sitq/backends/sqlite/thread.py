@@ -19,16 +19,19 @@ Short writes on the event loop's own thread: a lone enqueue on an idle connectio
 SQLite tens of microseconds at synchronous=NORMAL (a WAL commit, no fsync), less than the
 two thread wake-ups a trip costs. So a write its caller marks short (`write(..., short=True)`)
 runs right here, on the event loop, when nothing else could be affected: no trip out or
-queued (so nothing issued earlier runs later), the thread not in a pass (one lock: only one
-thread uses the connection at a time), no other short write in this turn of the loop (the
-rest of a burst of concurrent writes waits for the next turn and leaves as one group), and
-SQLite told not
+queued (so nothing issued earlier runs later), no other write (not short) in the last QUIET
+seconds (a worker at work beside the caller: its settles and the enqueues leave together, one
+transaction for both, which pays more than a hand-off saves), the thread not in a pass (one
+lock: only one thread uses the connection at a time), no other short write in this turn of
+the loop (the rest of a burst waits for the next turn and leaves as one group), and SQLite
+told not
 to wait for the write lock. If another connection holds that lock, SQLite says so at once
 and the write goes to the thread after all, where it waits as every write does
 (`sitq.backends.sqlite.lock`). Never at synchronous=FULL or EXTRA: there a commit waits for
 the disk, which the event loop must not, and the group commit is what pays. For the same
-reason SQLite's own checkpoints (which sync the disk) are off while writes run here: the
-thread runs one every CHECKPOINT_EVERY of them instead.
+reason SQLite's own checkpoints (which sync the disk, milliseconds) are off while writes run
+here: a `Checkpointer`, on a connection and in a thread of its own, runs one every
+CHECKPOINT_EVERY of them, and nobody waits for it.
 
 Reads never wait for writes: each is queued at once. A pass of the thread takes everything
 queued so far, runs the reads (and a lone write) one by one in the order they came, then a
@@ -67,9 +70,11 @@ from sitq.errors import EventLoopError, QueueClosedError
 
 #: Writes per group at most: bounds how long one transaction holds the write lock.
 MAX_GROUP = 500
-#: Short writes done on the event loop between two checkpoints the thread runs; SQLite's
-#: own (`wal_autocheckpoint`, every AUTOCHECKPOINT pages of WAL) is back on in the thread.
-CHECKPOINT_EVERY, AUTOCHECKPOINT = 100, 1000
+#: Short writes done on the event loop between two checkpoints (`Checkpointer`), about the
+#: AUTOCHECKPOINT pages of WAL after which SQLite's own runs (back on in the thread).
+CHECKPOINT_EVERY, AUTOCHECKPOINT = 200, 1000
+#: Seconds since the last write that is not short before a short one may run on the loop.
+QUIET = 0.005
 #: A request: the operation, its arguments, the future its caller awaits, and whether it
 #: writes.
 Request = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]", bool]
@@ -89,7 +94,7 @@ class ConnectionThread:
         self._out = False  # a trip with writes is out
         self._waiting: list[Request] = []  # writes made meanwhile: they leave together next
         self._closing = False
-        self.short_here = False  # short writes may run on the event loop (the backend says)
+        self.short_here = False  # short writes may run on the event loop (`allow_short_writes`)
         self.writes_here = 0  # ... how many did: tests count them
         self._conn: sqlite3.Connection | None = None
         self._use = threading.Lock()  # held by whichever thread uses the connection
@@ -97,18 +102,29 @@ class ConnectionThread:
         self._served = 0  # ... and served by it (written by the thread only)
         self._outage = False  # the thread waited out an outage not yet made up for
         self._here_mode = False  # SQLite waits for no lock and checkpoints not (short writes)
-        self._since_checkpoint = 0  # short writes since the thread last checkpointed
+        self.wal = False  # the file is in WAL mode (not in memory): it needs checkpoints
+        self.checkpointer: Checkpointer | None = None  # started at the first one needed
+        self._connect: Callable[[], sqlite3.Connection] | None = None
+        self._since_checkpoint = 0  # short writes since the last checkpoint was asked for
         self._turn_taken = False  # a short write ran here in this turn of the loop
+        self._long_write_at = float("-inf")  # when (loop time) the last write not short came
 
     async def open(self, connect: Callable[[], sqlite3.Connection]) -> None:
         """Start the thread; it opens the connection with `connect()`, then serves."""
         self.loop = asyncio.get_running_loop()
+        self._connect = connect
         opened: asyncio.Future[None] = self.loop.create_future()
         thread = threading.Thread(
             target=self._serve, args=(connect, opened), name=self.name, daemon=True
         )
         thread.start()
         await opened
+
+    def allow_short_writes(self, wal: bool) -> None:
+        """From now on short writes may run on the event loop (the set-up's writes are
+        done: they do not count as a worker at work); `wal`: the file needs checkpoints."""
+        self.short_here, self.wal = True, wal
+        self._long_write_at = float("-inf")
 
     def read(self, operation: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         """Queue `operation(connection, *args)`; await the future for its result."""
@@ -129,7 +145,9 @@ class ConnectionThread:
         if loop is not self.loop or self._closing:
             self._follow(loop)
         future = loop.create_future()
-        if short and self._write_here(loop, operation, args, future):
+        if not short:
+            self._long_write_at = loop.time()
+        elif self._write_here(loop, operation, args, future):
             return future
         request = (operation, args, future, True)
         if self._out:
@@ -153,12 +171,14 @@ class ConnectionThread:
         """Run a short write on the event loop's thread if nothing stands in the way (see
         the module's docstring); False if it must go to the thread. Its outcome is set on
         `future`."""
-        conn = self._conn
-        if (not self.short_here or conn is None or self._out or self._turn_taken
-                or self._outage or self._sent != self._served
-                or not self._use.acquire(blocking=False)):  # fmt: skip
+        idle = not (self._out or self._turn_taken or self._outage or self._sent != self._served)
+        quiet = loop.time() - self._long_write_at >= QUIET
+        if not (self.short_here and idle and quiet and self._use.acquire(blocking=False)):
             return False
         try:
+            conn = self._conn
+            if conn is None:  # not open yet, or closed
+                return False
             if not self._here_mode:  # the thread sets them back before its next pass
                 conn.execute("PRAGMA busy_timeout = 0")
                 conn.execute("PRAGMA wal_autocheckpoint = 0")
@@ -176,12 +196,14 @@ class ConnectionThread:
         finally:
             self._use.release()
         self.writes_here += 1
-        self._turn_taken = True  # the next short write in this turn goes to the thread
+        self._turn_taken = True  # the next short write in this turn waits for the next one
         loop.call_soon(self._new_turn)
         self._since_checkpoint += 1
-        if self._since_checkpoint >= CHECKPOINT_EVERY:  # nobody waits for its answer
+        if self._since_checkpoint >= CHECKPOINT_EVERY and self.wal and self._connect:
             self._since_checkpoint = 0
-            self._put([(_checkpoint, (), loop.create_future(), False)])
+            if self.checkpointer is None:
+                self.checkpointer = Checkpointer(self._connect, self.name)
+            self.checkpointer.ask()
         return True
 
     def _new_turn(self) -> None:
@@ -192,7 +214,11 @@ class ConnectionThread:
         self._requests.put(requests)
 
     async def close(self) -> None:
-        """Run every request already made, then close the connection and end the thread."""
+        """Run every request already made, then close the connection and end the thread.
+        (The checkpointer first: the last connection to close folds the WAL away.)"""
+        self.wal, checkpointer, self.checkpointer = False, self.checkpointer, None
+        if checkpointer is not None:
+            await asyncio.to_thread(checkpointer.stop)
         stopped = self.write(_stop)
         self._closing = True
         await stopped
@@ -212,6 +238,7 @@ class ConnectionThread:
                 "thread): give each event loop its own backend object (and TaskQueue)"
             )
         self.loop = loop
+        self._turn_taken = False  # the old loop may have closed before its turn ended
         self._out = bool(self._waiting)
         if self._waiting:
             left = [(op, args, loop.create_future(), True) for op, args, _, _ in self._waiting]
@@ -343,11 +370,45 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
     return code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or "locked" in str(exc)
 
 
-def _checkpoint(conn: sqlite3.Connection) -> None:
-    """Move the WAL's pages into the database file, as far as no reader needs them
-    (PASSIVE: never waits). A failure is no one's: the next one, or SQLite's own, goes on."""
-    with suppress(sqlite3.Error):
-        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+class Checkpointer:
+    """Checkpoints for the short writes, on a connection and in a thread of their own: a
+    checkpoint moves the WAL's pages into the database file and syncs the disk, which
+    takes milliseconds; neither the event loop nor the connection's thread (in whose queue
+    the next writes would wait) should wait for it. PASSIVE: it copies what no reader still
+    needs and never waits for a lock. A failure is no one's: the next one goes on."""
+
+    def __init__(self, connect: Callable[[], sqlite3.Connection], name: str) -> None:
+        self.finished = threading.Event()  # set after each checkpoint: tests wait for it
+        self._connect = connect
+        self._wanted = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name=f"{name}, checkpoints", daemon=True)
+        self._thread.start()
+
+    def ask(self) -> None:
+        self._wanted.set()
+
+    def stop(self) -> None:
+        """End the thread (after the checkpoint under way, if any) and its connection."""
+        self._stopping = True
+        self._wanted.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        conn = None
+        try:
+            while True:
+                self._wanted.wait()
+                self._wanted.clear()
+                if self._stopping:
+                    return
+                with suppress(sqlite3.Error):
+                    conn = conn or self._connect()
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                self.finished.set()
+        finally:
+            if conn is not None:
+                conn.close()
 
 
 def _stop(conn: sqlite3.Connection) -> None:
