@@ -15,7 +15,11 @@ commits or rolls back before returning. So:
 - a cancelled caller (a timeout, `worker.stop()`, Ctrl-C) can never leave a transaction
   open or the write lock held: the function still finishes in the thread;
 - `now` is read inside the transaction, after the write lock is held, so a wait for the
-  lock never eats into a lease."""
+  lock never eats into a lease.
+
+One exception to the trip: a lone enqueue on an idle connection, at synchronous=NORMAL or
+OFF, is written on the event loop's own thread (a commit there costs less than the two
+wake-ups of a trip); the thread's module says when, and how it steps aside."""
 
 from __future__ import annotations
 
