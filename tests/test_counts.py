@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from model_tasks import fail_then_succeed
 
 from sitq import FakeClock, RetryPolicy, SQLiteBackend, TaskQueue, TaskStatus, Worker
-from sitq.backends.sqlite import sql
+from sitq.backends.sqlite import counting
 from sitq.backends.sqlite.sql import SCHEMA_VERSION
 
 ALWAYS = 10**9  # fail this many times first: a task that never succeeds
@@ -142,7 +142,7 @@ async def test_a_file_older_than_the_counters_gets_them_filled_from_its_rows(
         await queue.cancel(await queue.enqueue(fail_then_succeed, 0))
         await queue.enqueue(fail_then_succeed, 0)  # still queued
     with sqlite3.connect(db_path) as conn:  # as sitq 4 left it: no counters, version 4
-        for name in sql.COUNTS_TRIGGERS:
+        for name in counting.COUNTS_TRIGGERS:
             conn.execute(f"DROP TRIGGER {name}")
         conn.execute("DROP TABLE sitq_counts")
         conn.execute("UPDATE sitq_meta SET value = '4' WHERE key = 'schema_version'")
@@ -166,7 +166,7 @@ async def test_counts_read_no_finished_row(db_path: Path) -> None:
     async with TaskQueue(SQLiteBackend(db_path)):
         pass
     with sqlite3.connect(db_path) as conn:
-        plan = [row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + sql.COUNTS)]
+        plan = [row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + counting.COUNTS)]
     assert "SCAN sitq_counts" in plan
     tasks = [step for step in plan if "sitq_tasks" in step]
     assert tasks and all(step.startswith("SEARCH") for step in tasks), plan

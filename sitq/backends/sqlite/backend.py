@@ -40,7 +40,7 @@ from sitq.backends.base import (
     Signal,
 )
 from sitq.backends.schedule_rows import NewSchedule, ScheduleFire
-from sitq.backends.sqlite import deps, limits, ops, schema, sql
+from sitq.backends.sqlite import counting, deps, limits, ops, schema, sql
 from sitq.backends.sqlite import lock as sqlite_lock
 from sitq.backends.sqlite import schedules as schedule_ops
 from sitq.backends.sqlite.errors import named
@@ -369,7 +369,7 @@ class SQLiteBackend(Connectable):
         return await self._run(ops.list_tasks, query, params)
 
     async def counts(self) -> dict[TaskStatus, int]:
-        return await self._run(ops.counts)
+        return await self._run(counting.read)
 
     async def attempts(self, task_id: str | None = None) -> list[Attempt]:
         query = f"SELECT {sql.ATTEMPT_COLUMNS} FROM sitq_attempts"

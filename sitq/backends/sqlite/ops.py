@@ -304,20 +304,6 @@ def read_clock(now: Now, within: float) -> tuple[float, float]:
     return moment, moment if clock is None else moment - clock.stepped_forward(within)
 
 
-def counts(conn: sqlite3.Connection) -> dict[TaskStatus, int]:
-    """How many tasks are in each state: the finished ones from their counters (as cheap at
-    a million kept as at ten), the others counted (`sql.COUNTS`). A file too old to have the
-    counters, opened read-only (so never upgraded), is counted row by row."""
-    try:
-        rows = conn.execute(sql.COUNTS).fetchall()
-    except sqlite3.OperationalError as exc:
-        if "sitq_counts" not in str(exc):
-            raise
-        rows = conn.execute(sql.COUNT_EVERY_ROW).fetchall()
-    found = {TaskStatus(status): n for status, n in rows}
-    return {status: found.get(status, 0) for status in TaskStatus}
-
-
 def get_tasks(conn: sqlite3.Connection, task_ids: list[str]) -> dict[str, TaskInfo]:
     rows = select_in(conn, f"SELECT {sql.TASK_COLUMNS} FROM sitq_tasks", task_ids)
     return {row[0]: task_info(row) for row in rows}

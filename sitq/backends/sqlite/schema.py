@@ -16,7 +16,7 @@ from contextlib import suppress
 from pathlib import Path
 from urllib.parse import quote, unquote
 
-from sitq.backends.sqlite import sql
+from sitq.backends.sqlite import counting, sql
 from sitq.backends.sqlite.errors import storage_error
 from sitq.errors import BackendError, SchemaVersionError
 
@@ -188,26 +188,7 @@ def _create_or_upgrade(conn: sqlite3.Connection) -> None:
     for statement in indexes:
         _drop_if_changed(conn, statement)
         conn.execute(statement)
-    keep_counts(conn)
-
-
-def keep_counts(conn: sqlite3.Connection) -> None:
-    """The counter table of the finished states and its triggers (`sql.COUNTS_TRIGGERS`).
-    A file without them (older than schema version 5), or with triggers an older sitq
-    defined differently, gets the triggers anew and the counters filled from its rows, in
-    the set-up's transaction: no write can slip in between the count and the first trigger.
-    """
-    conn.execute(sql.COUNTS_TABLE)
-    stored = dict(conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'"))
-    wanted = {name: " ".join(text.split()) for name, text in sql.COUNTS_TRIGGERS.items()}
-    if any(" ".join(str(stored.get(name)).split()) != text for name, text in wanted.items()):
-        for name in wanted:
-            conn.execute(f"DROP TRIGGER IF EXISTS {name}")
-        conn.execute("DELETE FROM sitq_counts")
-        conn.execute(sql.RECOUNT)
-        for text in sql.COUNTS_TRIGGERS.values():
-            conn.execute(text)
-    conn.execute(sql.COUNTS_ROWS)
+    counting.keep(conn)
 
 
 def _drop_if_changed(conn: sqlite3.Connection, create_index: str) -> None:

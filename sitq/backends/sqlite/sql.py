@@ -17,10 +17,10 @@ from sitq.policy.state import (
     LOST_WHEN_SPENT_CANCELLED,
     PRUNABLE,
 )
-from sitq.task import TERMINAL, TaskStatus
+from sitq.task import TaskStatus
 
 
-def _status_is_one_of(statuses: frozenset[TaskStatus], row: str = "") -> str:
+def status_is_one_of(statuses: frozenset[TaskStatus], row: str = "") -> str:
     """`(status = 'a' OR status = 'b')`, sorted so the text (and index matching) never varies.
 
     Why not `status IN ('a', 'b', 'c')`: for a list of three or more constants SQLite builds
@@ -32,16 +32,16 @@ def _status_is_one_of(statuses: frozenset[TaskStatus], row: str = "") -> str:
     return "(" + " OR ".join(f"{row}status = '{s.value}'" for s in sorted(statuses)) + ")"
 
 
-IS_WAITING = _status_is_one_of(CLAIMABLE)
-IS_PRUNABLE = _status_is_one_of(PRUNABLE)
-HOLDS_KEY = _status_is_one_of(HOLDS_UNIQUE_KEY)
-KEEPS_SLOT = _status_is_one_of(KEEPS_BOOKED_SLOT)
+IS_WAITING = status_is_one_of(CLAIMABLE)
+IS_PRUNABLE = status_is_one_of(PRUNABLE)
+HOLDS_KEY = status_is_one_of(HOLDS_UNIQUE_KEY)
+KEEPS_SLOT = status_is_one_of(KEEPS_BOOKED_SLOT)
 
 SCHEMA_VERSION = 5  # 3: partial indexes say (status = ... OR ...), see _status_is_one_of
 # 4: unique keys (the unique_key column, its partial UNIQUE index), rate limits (the
 # sitq_rate_starts table), periodic tasks (sitq_schedules, sitq_schedule_ticks) and
 # dependencies (sitq_dependencies, a task's parents: `after=`, issue 24 point 2)
-# 5: sitq_counts, the finished tasks counted by triggers (COUNTS_SCHEMA, issue 23)
+# 5: sitq_counts, the finished tasks counted by triggers (`sqlite.counting`, issue 23)
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS sitq_meta (
@@ -381,63 +381,6 @@ PRUNE_IDS = f"""
 SELECT id FROM sitq_tasks INDEXED BY sitq_tasks_finished
  WHERE {IS_PRUNABLE} AND finished_at < ? LIMIT ?
 """
-
-# -- counting: what counts() reads ------------------------------------------------------------
-#
-# The history grows without end (a week of retention can keep a million finished tasks),
-# and counting a million rows takes SQLite tens of milliseconds. So the finished states are
-# counted as they change, by triggers on sitq_tasks: whoever writes the row (this sitq, an
-# older one in another process, a `DELETE` typed by hand), the count moves in the same
-# transaction. The unfinished states are counted row by row, through the status index: there
-# are only as many as the backlog, and a trigger on every enqueue and claim would cost each
-# of them one more page written per commit (measured: about 6 us a task on a drain, raw).
-
-#: The states counted by the triggers: a task reaches them once and rarely leaves.
-COUNTED = TERMINAL
-IS_COUNTED_NEW = _status_is_one_of(COUNTED, "NEW.")
-IS_COUNTED_OLD = _status_is_one_of(COUNTED, "OLD.")
-
-#: The counter table and the triggers that keep it (each statement runs on its own: a
-#: trigger's body has semicolons of its own). `schema.keep_counts` fills it when it is new.
-COUNTS_TABLE = """
-CREATE TABLE IF NOT EXISTS sitq_counts (
-    status TEXT PRIMARY KEY,
-    n      INTEGER NOT NULL
-) WITHOUT ROWID"""
-COUNTS_TRIGGERS = {
-    "sitq_counts_insert": f"""
-CREATE TRIGGER sitq_counts_insert AFTER INSERT ON sitq_tasks WHEN {IS_COUNTED_NEW}
-BEGIN UPDATE sitq_counts SET n = n + 1 WHERE status = NEW.status; END""",
-    "sitq_counts_delete": f"""
-CREATE TRIGGER sitq_counts_delete AFTER DELETE ON sitq_tasks WHEN {IS_COUNTED_OLD}
-BEGIN UPDATE sitq_counts SET n = n - 1 WHERE status = OLD.status; END""",
-    "sitq_counts_leave": f"""
-CREATE TRIGGER sitq_counts_leave AFTER UPDATE OF status ON sitq_tasks
-WHEN OLD.status IS NOT NEW.status AND {IS_COUNTED_OLD}
-BEGIN UPDATE sitq_counts SET n = n - 1 WHERE status = OLD.status; END""",
-    "sitq_counts_enter": f"""
-CREATE TRIGGER sitq_counts_enter AFTER UPDATE OF status ON sitq_tasks
-WHEN OLD.status IS NOT NEW.status AND {IS_COUNTED_NEW}
-BEGIN UPDATE sitq_counts SET n = n + 1 WHERE status = NEW.status; END""",
-}
-#: A fresh count of the finished states, from the rows (a new counter table starts here).
-RECOUNT = f"""
-INSERT INTO sitq_counts (status, n)
-SELECT status, COUNT(*) FROM sitq_tasks WHERE {_status_is_one_of(COUNTED)} GROUP BY status
-"""
-#: Every counted state has its row (the triggers only UPDATE): 0 where none was found.
-COUNTS_ROWS = "INSERT OR IGNORE INTO sitq_counts (status, n) VALUES " + ", ".join(
-    f"('{status.value}', 0)" for status in sorted(COUNTED)
-)
-#: counts(): the counters, and the unfinished rows counted through the status index.
-COUNTS = f"""
-SELECT status, n FROM sitq_counts
-UNION ALL
-SELECT status, COUNT(*) FROM sitq_tasks
- WHERE {_status_is_one_of(frozenset(TaskStatus) - COUNTED)} GROUP BY status
-"""
-#: The same for a file too old to have the counter table, opened read-only (never upgraded).
-COUNT_EVERY_ROW = "SELECT status, COUNT(*) FROM sitq_tasks GROUP BY status"
 
 NEXT_DUE = f"SELECT MIN(due_at) FROM sitq_tasks WHERE {IS_WAITING}"
 
