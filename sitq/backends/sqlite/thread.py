@@ -19,14 +19,13 @@ Short writes on the event loop's own thread: a lone enqueue on an idle connectio
 SQLite tens of microseconds at synchronous=NORMAL (a WAL commit, no fsync), less than the
 two thread wake-ups a trip costs. So a write its caller marks short (`write(..., short=True)`)
 runs right here, on the event loop, when nothing else could be affected: no trip out or
-queued (so nothing issued earlier runs later), no other write (not short) in the last QUIET
-seconds (a worker at work beside the caller: its settles and the enqueues leave together, one
-transaction for both, which pays more than a hand-off saves), the thread not in a pass (one
-lock: only one thread uses the connection at a time), no other short write in this turn of
-the loop (the rest of a burst waits for the next turn and leaves as one group), and SQLite
-told not
-to wait for the write lock. If another connection holds that lock, SQLite says so at once
-and the write goes to the thread after all, where it waits as every write does
+queued (so nothing issued earlier runs later); no other write (not short) in the last QUIET
+seconds (a worker at work beside the caller: its settles and the enqueues leave together,
+one transaction for both, which pays more than a hand-off saves); the thread not in a pass
+(one lock: only one thread uses the connection at a time); no other short write in this
+turn of the loop (the rest of a burst waits for the next turn and leaves as one group). And
+SQLite is told not to wait for the write lock: if another connection holds it, SQLite says
+so at once and the write goes to the thread after all, where it waits as every write does
 (`sitq.backends.sqlite.lock`). Never at synchronous=FULL or EXTRA: there a commit waits for
 the disk, which the event loop must not, and the group commit is what pays. For the same
 reason SQLite's own checkpoints (which sync the disk, milliseconds) are off while writes run
