@@ -18,7 +18,7 @@ from trip_counting import Trips, counting_trips
 
 from sitq import FakeClock, SQLiteBackend, TaskQueue, TaskStatus, Worker
 from sitq.backends.base import NewTask
-from sitq.backends.sqlite.thread import ConnectionThread
+from sitq.backends.sqlite.thread import CHECKPOINT_EVERY, ConnectionThread
 from sitq.errors import StorageBusyError
 
 pytestmark = pytest.mark.sqlite_only
@@ -183,6 +183,80 @@ async def test_a_lone_write_goes_at_once_and_what_comes_meanwhile_goes_together(
     assert len(set(await asyncio.gather(*others))) == 5
     assert (trips.count, trips.writes) == (2, 2), trips  # the five went together
     assert row_count(db_path) == 5
+
+
+async def test_a_lone_enqueue_on_an_idle_connection_is_written_on_the_event_loop(
+    backend: SQLiteBackend, queue: TaskQueue, trips: Trips, db_path: Path
+) -> None:
+    """Given an idle connection (synchronous=NORMAL), when one enqueue comes, then it is
+    written here, with no trip to the thread; a burst of them at once still leaves as a
+    group: the first here, the others together behind the trip the second starts."""
+    await queue.enqueue(quick, 0)
+    assert (trips.here, trips.count) == (1, 1), trips
+    trips.clear()
+    ids = await asyncio.gather(*(queue.enqueue(quick, i) for i in range(30)))
+    assert len(set(ids)) == 30
+    assert trips.here == 1 and trips.count <= 3, trips
+    assert row_count(db_path) == 31
+
+
+async def test_an_enqueue_finding_the_write_lock_taken_waits_in_the_thread(
+    db_path: Path,
+) -> None:
+    """Given another connection holding the write lock, when an enqueue comes, then the
+    event loop is not held: the write goes to the thread, which waits for the lock as any
+    write does, and lands once the lock is free."""
+    backend = SQLiteBackend(db_path)
+    async with TaskQueue(backend) as queue:
+        thread = connection_thread(backend)
+        holder = sqlite3.connect(db_path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            write = asyncio.ensure_future(queue.enqueue(quick, 1))
+            await asyncio.sleep(0)  # one turn: the enqueue tried here, and was refused
+            assert not write.done() and thread.writes_here == 0
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert (await queue.get_task(await write)).status == TaskStatus.QUEUED
+        assert thread.writes_here == 0
+        await queue.enqueue(quick, 2)  # the lock free again: written here
+        assert thread.writes_here == 1
+    assert row_count(db_path) == 2
+
+
+async def test_at_full_durability_every_write_goes_to_the_thread(db_path: Path) -> None:
+    """synchronous=FULL: a commit waits for the disk, which the event loop must not."""
+    backend = SQLiteBackend(db_path, synchronous="FULL")
+    async with TaskQueue(backend) as queue:
+        for i in range(3):
+            await queue.enqueue(quick, i)
+        assert connection_thread(backend).writes_here == 0
+    assert row_count(db_path) == 3
+
+
+async def test_writes_on_the_event_loop_leave_checkpoints_to_a_thread_of_their_own(
+    db_path: Path,
+) -> None:
+    """SQLite's own checkpoint (it syncs the disk) is off while writes run on the event
+    loop; a checkpointer runs one every CHECKPOINT_EVERY of them, on its own connection.
+    Once it has, the next write starts the WAL over: the WAL holds that write alone."""
+    backend = SQLiteBackend(db_path)
+    async with TaskQueue(backend) as queue:
+        thread = connection_thread(backend)
+        for i in range(CHECKPOINT_EVERY + 1):  # the first may follow the set-up's writes
+            await queue.enqueue(quick, i)
+        assert thread.writes_here >= CHECKPOINT_EVERY and thread.checkpointer is not None
+        assert await asyncio.to_thread(thread.checkpointer.finished.wait, 30)
+        await queue.enqueue(quick, -1)
+        conn = sqlite3.connect(db_path)
+        try:
+            _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        finally:
+            conn.close()
+        assert 0 < frames < CHECKPOINT_EVERY, frames  # a few pages: one task's row, indexes
+    assert row_count(db_path) == CHECKPOINT_EVERY + 2
+    assert not db_path.with_name(db_path.name + "-wal").exists()  # folded away at close
 
 
 def test_a_failed_write_nobody_reads_any_more_is_not_logged(

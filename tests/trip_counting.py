@@ -2,6 +2,8 @@
 
 A trip is one pass of that thread: it wakes, runs what was queued, and wakes the event loop
 with the answers. The thread counts its passes (and those that wrote); this reads the counts.
+A short write done on the event loop's own thread (the connection idle) is a visit too, and
+one transaction: `count` and `writes` include those, `here` says how many there were.
 """
 
 from __future__ import annotations
@@ -21,19 +23,25 @@ class Trips:
         self.clear()
 
     def clear(self) -> None:
-        self._trips, self._writes = self._thread.trips, self._thread.write_trips
+        thread = self._thread
+        self._trips, self._writes, self._here = thread.trips, thread.write_trips, thread.writes_here
+
+    @property
+    def here(self) -> int:
+        """Short writes done on the event loop's thread, no trip needed."""
+        return self._thread.writes_here - self._here
 
     @property
     def count(self) -> int:
-        return self._thread.trips - self._trips
+        return self._thread.trips - self._trips + self.here
 
     @property
     def writes(self) -> int:
-        """Trips that wrote: each one transaction (one group of writes)."""
-        return self._thread.write_trips - self._writes
+        """Trips that wrote, and writes done here: each one transaction."""
+        return self._thread.write_trips - self._writes + self.here
 
     def __repr__(self) -> str:
-        return f"Trips(count={self.count}, writes={self.writes})"
+        return f"Trips(count={self.count}, writes={self.writes}, here={self.here})"
 
 
 @contextmanager

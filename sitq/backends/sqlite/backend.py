@@ -15,7 +15,11 @@ commits or rolls back before returning. So:
 - a cancelled caller (a timeout, `worker.stop()`, Ctrl-C) can never leave a transaction
   open or the write lock held: the function still finishes in the thread;
 - `now` is read inside the transaction, after the write lock is held, so a wait for the
-  lock never eats into a lease."""
+  lock never eats into a lease.
+
+One exception to the trip: a lone enqueue on an idle connection, at synchronous=NORMAL or
+OFF, is written on the event loop's own thread (a commit there costs less than the two
+wake-ups of a trip); the thread's module says when, and how it steps aside."""
 
 from __future__ import annotations
 
@@ -36,7 +40,7 @@ from sitq.backends.base import (
     Signal,
 )
 from sitq.backends.schedule_rows import NewSchedule, ScheduleFire
-from sitq.backends.sqlite import deps, limits, ops, schema, sql
+from sitq.backends.sqlite import counting, deps, limits, ops, schema, sql
 from sitq.backends.sqlite import lock as sqlite_lock
 from sitq.backends.sqlite import schedules as schedule_ops
 from sitq.backends.sqlite.errors import named
@@ -52,6 +56,11 @@ from sitq.task import WAITING, Attempt, TaskInfo, TaskStatus
 logger: logging.Logger = logging.getLogger("sitq.backends.sqlite")
 T = TypeVar("T")
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+#: The durability levels at which a short write may run on the event loop's own thread
+#: (`sitq.backends.sqlite.thread`): a commit there waits for no disk.
+SHORT_WRITES_HERE = ("OFF", "NORMAL")
+#: Rows an enqueue may have and still be a short write.
+SHORT_INSERT = 10
 #: Idle waiters look for other connections' commits this often at first, then less, up to the cap.
 CHANGE_POLL_FIRST, CHANGE_POLL_CAP = 0.001, 0.02
 
@@ -125,9 +134,9 @@ class SQLiteBackend(Connectable):
         target = schema.prepare_file(self.path, self.is_memory, self.read_only)
 
         def connect() -> sqlite3.Connection:  # runs in the connection's thread
-            return sqlite3.connect(
-                target, isolation_level=None, timeout=self.busy_timeout, uri=_is_uri(target)
-            )
+            # used by one thread at a time, not always this one (`thread`: short writes)
+            return sqlite3.connect(target, isolation_level=None, timeout=self.busy_timeout,
+                                   uri=_is_uri(target), check_same_thread=False)  # fmt: skip
 
         thread = ConnectionThread(repr(self))
         try:
@@ -141,6 +150,9 @@ class SQLiteBackend(Connectable):
         except BaseException:
             await thread.close()
             raise
+        # a commit that waits for the disk (FULL, EXTRA) never runs on the event loop
+        if self.synchronous in SHORT_WRITES_HERE and not self.read_only:
+            thread.allow_short_writes(wal=not self.is_memory)
         return thread
 
     async def close(self) -> None:
@@ -167,13 +179,17 @@ class SQLiteBackend(Connectable):
             raise named(exc, self.path, self.busy_timeout)  # noqa: B904 (it sets the cause)
         return result
 
-    async def _write(self, operation: Callable[..., T], *args: Any) -> T:
+    async def _write(self, operation: Callable[..., T], *args: Any, short: bool = False) -> T:
         """Run a write operation like `_run`, in one transaction with the writes queued
-        beside it (group commit, `sitq.backends.sqlite.thread`)."""
+        beside it (group commit, `sitq.backends.sqlite.thread`); a `short` one perhaps
+        here, on the event loop's thread, if the connection is idle."""
         if self._thread is None:
             raise self._not_connected()
         try:
-            result: T = await self._thread.write(operation, *args)
+            future = self._thread.write(operation, *args, short=short)
+            if future.done():  # done here: the loop still turns once, as after a trip, so
+                await asyncio.sleep(0)  # a caller writing in a loop lets the others run
+            result: T = await future
         except sqlite3.DatabaseError as exc:
             raise named(exc, self.path, self.busy_timeout)  # noqa: B904 (it sets the cause)
         return result
@@ -192,7 +208,8 @@ class SQLiteBackend(Connectable):
     async def add_tasks(self, tasks: Sequence[NewTask]) -> None:
         if not tasks:
             return
-        await self._write(ops.add_tasks, list(tasks))  # NewTask is a tuple in INSERT_TASK order
+        rows = list(tasks)  # NewTask is a tuple in INSERT_TASK order
+        await self._write(ops.add_tasks, rows, short=len(rows) <= SHORT_INSERT)
         if self.work_signal.listened:  # a worker waits for work (most enqueues find none)
             self.work_signal.ring()
 
@@ -355,9 +372,7 @@ class SQLiteBackend(Connectable):
         return await self._run(ops.list_tasks, query, params)
 
     async def counts(self) -> dict[TaskStatus, int]:
-        rows = await self._fetch("SELECT status, COUNT(*) FROM sitq_tasks GROUP BY status")
-        found = {TaskStatus(status): n for status, n in rows}
-        return {status: found.get(status, 0) for status in TaskStatus}
+        return await self._run(counting.read)
 
     async def attempts(self, task_id: str | None = None) -> list[Attempt]:
         query = f"SELECT {sql.ATTEMPT_COLUMNS} FROM sitq_attempts"

@@ -21,6 +21,8 @@ class _Waiting(threading.local):
     """How this connection's thread waits for the write lock, and an outage not yet made
     up for. (Class attributes are each thread's defaults.)"""
 
+    waits: bool = False  # False: a thread never told to wait (the event loop's, trying a
+    # short write: `sitq.backends.sqlite.thread`) gives up at once and records no outage
     seconds: float = 0.0  # how long a write waits for the lock (the busy_timeout)
     since: float | None = None  # when a wait began that nobody has made up for yet
 
@@ -29,13 +31,16 @@ class _Waiting(threading.local):
 #: the lock for a moment may never be seen; we look every few milliseconds instead.
 waiting = _Waiting()
 LOCK_POLL_FIRST, LOCK_POLL_CAP = 0.0005, 0.005  # seconds between two tries for the lock
+#: What SQLite itself is told to wait (busy_timeout, in ms): a moment; we do the waiting.
+SQLITE_BUSY_MS = 1
 
 
 def wait_for_lock_up_to(conn: sqlite3.Connection, seconds: float) -> None:
     """Runs in the connection's thread: writes wait for the lock up to `seconds`, looking
     every few ms (SQLite itself is told to wait only a moment: we do the waiting)."""
+    waiting.waits = True
     waiting.seconds = seconds
-    conn.execute("PRAGMA busy_timeout = 1")
+    conn.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_MS}")
 
 
 def wait_for_lock(
@@ -45,7 +50,7 @@ def wait_for_lock(
     connection holds the write lock, try again every few ms, up to the connection's busy
     timeout. An attempt that gives up leaves the outage's start behind: the first write
     that gets through, even calls later, makes up for all of it (`ops.take_the_lock`)."""
-    if "locked" not in str(refused):
+    if "locked" not in str(refused) or not waiting.waits:
         raise refused
     started = time.monotonic()
     deadline = started + waiting.seconds

@@ -16,7 +16,7 @@ from contextlib import suppress
 from pathlib import Path
 from urllib.parse import quote, unquote
 
-from sitq.backends.sqlite import sql
+from sitq.backends.sqlite import counting, sql
 from sitq.backends.sqlite.errors import storage_error
 from sitq.errors import BackendError, SchemaVersionError
 
@@ -188,6 +188,7 @@ def _create_or_upgrade(conn: sqlite3.Connection) -> None:
     for statement in indexes:
         _drop_if_changed(conn, statement)
         conn.execute(statement)
+    counting.keep(conn)
 
 
 def _drop_if_changed(conn: sqlite3.Connection, create_index: str) -> None:

@@ -20,7 +20,7 @@ from sitq.policy.state import (
 from sitq.task import TaskStatus
 
 
-def _status_is_one_of(statuses: frozenset[TaskStatus]) -> str:
+def status_is_one_of(statuses: frozenset[TaskStatus], row: str = "") -> str:
     """`(status = 'a' OR status = 'b')`, sorted so the text (and index matching) never varies.
 
     Why not `status IN ('a', 'b', 'c')`: for a list of three or more constants SQLite builds
@@ -29,18 +29,19 @@ def _status_is_one_of(statuses: frozenset[TaskStatus]) -> str:
     about 90 KB of memory, and handing memory back to the system and faulting it in again
     cost more than the statement itself (a claim: 300 us instead of 75). The ORs are checked
     in place. The queries use the same text as the indexes, so SQLite sees they match."""
-    return "(" + " OR ".join(f"status = '{s.value}'" for s in sorted(statuses)) + ")"
+    return "(" + " OR ".join(f"{row}status = '{s.value}'" for s in sorted(statuses)) + ")"
 
 
-IS_WAITING = _status_is_one_of(CLAIMABLE)
-IS_PRUNABLE = _status_is_one_of(PRUNABLE)
-HOLDS_KEY = _status_is_one_of(HOLDS_UNIQUE_KEY)
-KEEPS_SLOT = _status_is_one_of(KEEPS_BOOKED_SLOT)
+IS_WAITING = status_is_one_of(CLAIMABLE)
+IS_PRUNABLE = status_is_one_of(PRUNABLE)
+HOLDS_KEY = status_is_one_of(HOLDS_UNIQUE_KEY)
+KEEPS_SLOT = status_is_one_of(KEEPS_BOOKED_SLOT)
 
-SCHEMA_VERSION = 4  # 3: partial indexes say (status = ... OR ...), see _status_is_one_of
+SCHEMA_VERSION = 5  # 3: partial indexes say (status = ... OR ...), see _status_is_one_of
 # 4: unique keys (the unique_key column, its partial UNIQUE index), rate limits (the
 # sitq_rate_starts table), periodic tasks (sitq_schedules, sitq_schedule_ticks) and
 # dependencies (sitq_dependencies, a task's parents: `after=`, issue 24 point 2)
+# 5: sitq_counts, the finished tasks counted by triggers (`sqlite.counting`, issue 23)
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS sitq_meta (
