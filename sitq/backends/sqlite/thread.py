@@ -270,8 +270,9 @@ class ConnectionThread:
     def _serve(
         self, connect: Callable[[], sqlite3.Connection], opened: asyncio.Future[None]
     ) -> None:
-        """The thread's whole life: open the connection, then pass after pass (`_pass`,
-        holding the connection) until asked to close."""
+        """The thread's whole life: open the connection, then pass after pass, holding the
+        connection, until asked to close. (One function on purpose: the work of a pass is
+        only `ops` calls, so a task's route through this thread reads ops after ops.)"""
         try:
             conn = connect()
         except BaseException as exc:
@@ -281,8 +282,44 @@ class ConnectionThread:
         opened.get_loop().call_soon_threadsafe(self._answered, [(opened, True, None)], False)
         while True:
             batch = self._requests.get()  # sleeps until there is work
-            with self._use:
-                answers, wrote, stop = self._pass(conn, batch)
+            with self._use:  # one pass, holding the connection: what is queued so far,
+                # reads and lone writes one by one, then the group of writes
+                while not self._requests.empty():  # this thread is the only taker
+                    batch += self._requests.get_nowait()
+                if self._here_mode:  # short writes ran on the loop: back to the thread's ways
+                    conn.execute(f"PRAGMA busy_timeout = {lock.SQLITE_BUSY_MS}")
+                    conn.execute(f"PRAGMA wal_autocheckpoint = {AUTOCHECKPOINT}")
+                    self._here_mode = False
+                self.trips += 1
+                alone: list[Request] = []  # reads, and a write with no other beside it
+                writes: list[Request] = []
+                for request in batch:
+                    (writes if request[3] else alone).append(request)
+                wrote = bool(writes)
+                self.write_trips += wrote
+                stop = writes.pop() if writes and writes[-1][0] is _stop else None
+                if len(writes) == 1:
+                    alone.append(writes.pop())  # its operation makes its own transaction
+                answers: list[Answer] = []
+                for operation, args, future, _ in alone:
+                    try:
+                        answers.append((future, True, operation(conn, *args)))
+                    except Exception as exc:
+                        answers.append((future, False, exc))
+                if writes:
+                    try:
+                        answers += run_together(conn, writes)
+                    except Exception as exc:  # not even a ROLLBACK went through
+                        answers += [(future, False, exc) for _, _, future, _ in writes]
+                if stop is not None:
+                    self._conn = None
+                    try:
+                        conn.close()
+                        answers.append((stop[2], True, None))
+                    except Exception as exc:
+                        answers.append((stop[2], False, exc))
+                self._outage = lock.waiting.since is not None
+                self._served += len(batch)
             # The answers, one call per event loop. A loop that has closed (its asyncio.run()
             # ended while a request was out) gets none: nobody is left to wait for them.
             loops: dict[asyncio.AbstractEventLoop, list[Answer]] = {}
@@ -293,50 +330,6 @@ class ConnectionThread:
                     loop.call_soon_threadsafe(self._answered, some, wrote)
             if stop is not None:
                 return
-
-    def _pass(
-        self, conn: sqlite3.Connection, batch: list[Request]
-    ) -> tuple[list[Answer], bool, Request | None]:
-        """One pass, holding the connection: everything queued so far, reads and lone
-        writes one by one, then the group of writes. Returns the answers, whether it
-        wrote, and the stop request if `close()` sent it (the connection is then closed)."""
-        while not self._requests.empty():  # this thread is the only taker
-            batch += self._requests.get_nowait()
-        if self._here_mode:  # short writes ran on the event loop: back to the thread's ways
-            conn.execute(f"PRAGMA busy_timeout = {lock.SQLITE_BUSY_MS}")
-            conn.execute(f"PRAGMA wal_autocheckpoint = {AUTOCHECKPOINT}")
-            self._here_mode = False
-        self.trips += 1
-        alone: list[Request] = []  # reads, and a write with no other beside it
-        writes: list[Request] = []
-        for request in batch:
-            (writes if request[3] else alone).append(request)
-        wrote = bool(writes)
-        self.write_trips += wrote
-        stop = writes.pop() if writes and writes[-1][0] is _stop else None
-        if len(writes) == 1:
-            alone.append(writes.pop())  # its operation makes its own transaction
-        answers: list[Answer] = []
-        for operation, args, future, _ in alone:
-            try:
-                answers.append((future, True, operation(conn, *args)))
-            except Exception as exc:
-                answers.append((future, False, exc))
-        if writes:
-            try:
-                answers += run_together(conn, writes)
-            except Exception as exc:  # not even a ROLLBACK went through
-                answers += [(future, False, exc) for _, _, future, _ in writes]
-        if stop is not None:
-            self._conn = None
-            try:
-                conn.close()
-                answers.append((stop[2], True, None))
-            except Exception as exc:
-                answers.append((stop[2], False, exc))
-        self._outage = lock.waiting.since is not None
-        self._served += len(batch)
-        return answers, wrote, stop
 
 
 def run_together(conn: sqlite3.Connection, writes: list[Request]) -> list[Answer]:
