@@ -109,14 +109,16 @@ class Route:
                 markersize=3,
                 linewidth=1,
                 color=f"C{number}",
-                label=thread,
+                label=thread.split("(")[0],  # "SQLiteBackend('/tmp/...')": the name is enough
             )
         ax.set_yticks(range(len(rows)), [m.removeprefix("sitq.") for m in rows])
         ax.invert_yaxis()
         ax.set_xlabel("call number")
         ax.set_title(title or self.summary(), fontsize=10)
         if len(threads) > 1:
-            ax.legend(title="thread", fontsize=8, loc="lower right")
+            # below the axes: inside, it would hide the route's lowest rows
+            ax.legend(title="thread", fontsize=8, loc="upper center", ncols=len(threads),
+                      bbox_to_anchor=(0.5, -0.15), frameon=False)  # fmt: skip
         ax.grid(axis="x", alpha=0.3)
         return ax
 
