@@ -21,7 +21,7 @@ from worker_processes import wait_until
 
 from sitq import FakeClock, RetryPolicy, SQLiteBackend, TaskQueue, TaskStatus, Worker
 from sitq.backends import open_backend
-from sitq.backends.base import ClaimedTask, LostAttempt, NewTask, Settlement
+from sitq.backends.base import ClaimedTask, ClaimRequest, LostAttempt, NewTask, Settlement
 from sitq.backends.postgres import PostgresBackend
 from sitq.backends.postgres.sql import SCHEMA_VERSION
 from sitq.errors import BackendError, InvalidOptionError, QueueClosedError, SchemaVersionError
@@ -363,6 +363,34 @@ async def test_one_task_settled_twice_in_a_batch_is_accepted_once(pg: PostgresBa
                        attempt=record(c, "succeeded", T0 + 1)) for c in (a, b, a)]  # fmt: skip
     assert await pg.settle(done) == [True, True, False]
     assert len(await pg.attempts()) == 2
+
+
+def done(task: ClaimedTask, at: float) -> Settlement:
+    return Settlement(task.task_id, task.token, TaskStatus.SUCCEEDED, at,
+                      attempt=record(task, "succeeded", at))  # fmt: skip
+
+
+async def test_a_settle_and_the_next_claim_go_as_one_statement_fenced_apart(
+    pg: PostgresBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A busy worker's trip: the outcomes and its next claim in one statement. The fencing
+    token still refuses a stale outcome, and the claim half never takes over a task the
+    settle half stores, even one whose lease has run out (both halves see one snapshot)."""
+    await pg.add_tasks([new("t"), new("u"), new("v", priority=-1)])
+    stale, ours = await claim_one(pg), await claim_one(pg, T0 + 1)
+    [owner] = await pg.claim("w2", 1, T0 + LEASE + 0.5, LEASE)  # t's lease ran out first
+    assert owner.task_id == stale.task_id == "t"
+    later = T0 + LEASE + 2  # u's has run out too, but w1 stores u's outcome with its token
+    outcomes = [done(c, later) for c in (stale, ours)]
+    request = ClaimRequest(worker_id="w1", limit=3, now=later, lease_seconds=LEASE)
+    accepted, claimed = await pg.settle_and_claim(outcomes, request)
+    assert accepted == [False, True]  # t is w2's now
+    assert [c.task_id for c in claimed] == ["v"]  # u was settled, not taken over
+    infos = await pg.get_tasks(["t", "u", "v"])
+    assert [infos[i].status for i in "tuv"] == [TaskStatus.RUNNING, TaskStatus.SUCCEEDED,
+                                                TaskStatus.RUNNING]  # fmt: skip
+    assert [a.outcome for a in await pg.attempts("u")] == ["succeeded"]
+    assert "settling alone" not in caplog.text  # the one statement, not the fallback
 
 
 async def test_renew_extends_held_leases_and_names_the_lost_ones(pg: PostgresBackend) -> None:

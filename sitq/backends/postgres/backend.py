@@ -34,7 +34,7 @@ shown to people (enqueued, started, finished, due) stay on the worker's own cloc
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 import asyncpg
@@ -185,10 +185,24 @@ class PostgresBackend(PostgresLink):
     async def settle_and_claim(
         self, settlements: Sequence[Settlement], claim: ClaimRequest
     ) -> tuple[list[bool], list[ClaimedTask]]:
-        """Two round trips here: the settle's rounds, then a claim (PostgreSQL's trips are
-        cheap beside its commits, and a claim never waits for another). A claim that fails
-        once the outcomes are stored ("too many connections") claims nothing: raising would
-        make the caller write the stored outcomes again, and see them refused."""
+        """One statement (sql.SETTLE_AND_CLAIM): one round trip and one commit where a settle
+        and then a claim took two of each; a busy worker's every trip is one of these.
+
+        The two halves stay apart where that matters. A task settled twice in the batch
+        needs its rounds in order, so that batch goes the two-statement way (`settle`, then
+        the claim). So does one whose statement fails (a deadlock, say): the claim must not
+        cost the outcomes their place, and a claim that fails once they are stored ("too many
+        connections") claims nothing, since raising would make the caller write the stored
+        outcomes again and see them refused."""
+        if len(convert.rounds(settlements)) == 1:
+            try:
+                accepted, claimed = await self._settle_with_claim(settlements, claim)
+            except asyncpg.PostgresError as exc:
+                logger.warning("settling with a claim failed (%s); settling alone", exc)
+            else:
+                await self._settle_refused(settlements, range(len(settlements)), accepted)
+                await self._announce(settlements, accepted)
+                return accepted, claimed
         accepted = await self.settle(settlements)
         try:
             claimed = await claim.sent_to(self)
@@ -196,6 +210,44 @@ class PostgresBackend(PostgresLink):
             logger.warning("a claim sent along with a settle failed: %s", exc)
             claimed = []
         return accepted, claimed
+
+    async def _settle_with_claim(
+        self, settlements: Sequence[Settlement], claim: ClaimRequest
+    ) -> tuple[list[bool], list[ClaimedTask]]:
+        """sql.SETTLE_AND_CLAIM, run again for what is not stored yet if the connection is
+        lost (as `_settle_round`); its tasks with children are left refused, for
+        `_settle_refused`. The settled tasks count as held, and their starts are not
+        recorded: the claim half must not touch a row the settle half writes."""
+        ids = {s.task_id for s in settlements}
+        held = [*claim.held, *(ids - set(claim.held))]
+        starts = [start for start in claim.started if start[0] not in ids]
+        marks = [list(column) for column in zip(*starts, strict=True)] or [[], [], []]
+        budget = claim.default_budget or (None, None)
+        stored_before: set[int] = set()
+
+        async def store_and_claim(conn: Connection) -> tuple[list[bool], list[ClaimedTask]]:
+            rest = [i for i in range(len(settlements)) if i not in stored_before]
+            rows = [convert.settle_row(settlements[i]) for i in rest]
+            columns = [list(column) for column in zip(*rows, strict=True)] or [[]] * 23
+            moment = read_now(claim.now)
+            clock = _lease_clock(claim.now, moment)
+            found = await conn.fetch(sql.SETTLE_AND_CLAIM, *columns, claim.worker_id, moment,
+                                     claim.lease_seconds, max(claim.limit, 0), held, *budget,
+                                     clock, claim.limit - claim.ahead, *marks)  # fmt: skip
+            done = {rest[position - 1] for position in found[0][-1] or ()}
+            claimed = [convert.claimed(row, moment) for row in found
+                       if row[0] is not None and row[0] != PARENT_SIGN]  # fmt: skip
+            signs = sum(1 for row in found if row[0] == PARENT_SIGN)
+            if signs:
+                claimed += await deps.end_spent_parents(conn, claim.worker_id, moment, signs,
+                                                        held, budget[0], clock)  # fmt: skip
+            accepted = [i in done or i in stored_before for i in range(len(settlements))]
+            return accepted, claimed
+
+        async def settled_already(conn: Connection) -> None:
+            stored_before.update(await self._stored_already(conn, settlements))
+
+        return await self._run(store_and_claim, again=settled_already)
 
     async def settle(self, settlements: Sequence[Settlement]) -> list[bool]:
         if not settlements:
@@ -205,18 +257,38 @@ class PostgresBackend(PostgresLink):
             for position, ok in zip(batch, await self._settle_round(settlements, batch),
                                     strict=True):  # fmt: skip
                 accepted[position] = ok
-            refused = [i for i in batch if not accepted[i]]  # stale, or a task with children
-            if refused:
-                for position, ok in zip(refused, await self._settle_round(
-                        settlements, refused, parents=True), strict=True):  # fmt: skip
-                    accepted[position] = ok
+            await self._settle_refused(settlements, batch, accepted)
+        await self._announce(settlements, accepted)
+        return accepted
+
+    async def _settle_refused(
+        self, settlements: Sequence[Settlement], batch: Iterable[int], accepted: list[bool]
+    ) -> None:
+        """The settlements of `batch` refused so far (stale, or a task with children) are
+        tried again following each task to its children (`postgres.deps`)."""
+        refused = [i for i in batch if not accepted[i]]
+        if refused:
+            for position, ok in zip(refused, await self._settle_round(
+                    settlements, refused, parents=True), strict=True):  # fmt: skip
+                accepted[position] = ok
+
+    async def _announce(self, settlements: Sequence[Settlement], accepted: list[bool]) -> None:
+        """Outcomes stored: tasks that wait again (a retry) are work for every worker."""
         waits_again = any(ok and s.status in WAITING for s, ok in zip(settlements, accepted,
                                                                        strict=True))  # fmt: skip
         if waits_again:
             await self._run(self._notify_work)
             self.work_signal.ring()
         self.settle_signal.ring()
-        return accepted
+
+    async def _stored_already(
+        self, conn: Connection, settlements: Sequence[Settlement]
+    ) -> set[int]:
+        """After a connection lost during COMMIT: the settlements that were stored. A row
+        whose token is still ours and that no longer runs can only have been settled by us."""
+        rows = await conn.fetch(sql.SETTLED_WITH, [s.task_id for s in settlements])
+        ours = {(row[0], row[1]) for row in rows}
+        return {i for i, s in enumerate(settlements) if (s.task_id, s.token) in ours}
 
     async def _settle_round(
         self, settlements: Sequence[Settlement], batch: list[int], *, parents: bool = False
@@ -248,11 +320,8 @@ class PostgresBackend(PostgresLink):
                 return accepted
 
         async def settled_already(conn: Connection) -> None:
-            # A row whose token is still ours and that no longer runs can only have been
-            # settled by us: those are done; `settle` then runs for the others only.
-            rows = await conn.fetch(sql.SETTLED_WITH, [s.task_id for s in chosen])
-            ours = {(row[0], row[1]) for row in rows}
-            stored_before.update(i for i, s in enumerate(chosen) if (s.task_id, s.token) in ours)
+            # Those are done; `settle` then runs for the others only.
+            stored_before.update(await self._stored_already(conn, chosen))
 
         return await self._run(settle, again=settled_already)
 

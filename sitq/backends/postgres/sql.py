@@ -16,6 +16,8 @@ make these statements safe with many workers on many machines:
 
 from __future__ import annotations
 
+import re
+
 from sitq.backends.postgres.schedules import SCHEDULE_TABLES
 from sitq.policy.state import (
     CLAIMABLE,
@@ -416,3 +418,28 @@ ATTEMPT_COLUMNS = (
 GET_TASKS = f"SELECT {TASK_COLUMNS} FROM sitq_tasks WHERE id = ANY($1::text[])"
 LIST_TASKS = f"SELECT {TASK_COLUMNS} FROM sitq_tasks"
 LIST_ATTEMPTS = f"SELECT {ATTEMPT_COLUMNS} FROM sitq_attempts"
+
+
+def _shifted(statement: str, by: int) -> str:
+    """`statement` with each parameter `$n` renumbered `$(n + by)`."""
+    return re.sub(r"\$(\d+)", lambda m: f"${int(m.group(1)) + by}", statement)
+
+
+#: SETTLE's sub-statements (tasks without children), and CLAIM's with its rows, unordered.
+_SETTLE_PART = SETTLE.replace("$24::bool", "FALSE").rsplit("SELECT ord FROM settled", 1)[0]
+_CLAIM_PART, _CLAIM_SELECT = _shifted(CLAIM, 23).rsplit("\nSELECT * FROM", 1)
+_CLAIM_ROWS = _CLAIM_SELECT.replace("ORDER BY taken_first, priority DESC, due_at, seq", "")
+
+# A busy worker's one trip: store a batch of outcomes (SETTLE, $1..$23, tasks without
+# children only: those with children are settled again by `postgres.deps`) and make its
+# next claim (CLAIM, its parameters moved to $24..$35), as one statement: one round trip
+# and one commit, not two of each. Both halves read one snapshot, so the claim never
+# touches a row the settle writes: the backend passes the settled ids among the held ones
+# ($28: no takeover of them) and leaves them out of the starts to record ($33). Each row is
+# a claimed one, as CLAIM's, then the positions the settle accepted (on every row; one row
+# of NULLs but those when nothing was claimed).
+SETTLE_AND_CLAIM = f"""{_SETTLE_PART.rstrip()},{_CLAIM_PART.strip().removeprefix("WITH")}
+SELECT batch.*, (SELECT array_agg(ord) FROM settled) AS settled
+  FROM (SELECT 1) AS one LEFT JOIN {_CLAIM_ROWS.strip()} ON TRUE
+ ORDER BY batch.taken_first, batch.priority DESC, batch.due_at, batch.seq
+"""
