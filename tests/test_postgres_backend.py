@@ -503,6 +503,36 @@ async def test_reads_list_count_and_find_the_next_due_time(pg: PostgresBackend) 
     assert await pg.attempts() == [] and await pg.attempts("a") == []
 
 
+async def test_the_next_due_time_a_short_claim_saw_is_forgotten_at_any_change(
+    pg_url: str, pg: PostgresBackend
+) -> None:
+    """A short claim's statement also reads the next due time, which the worker asks next:
+    it is the answer until something may have made a task due (here, elsewhere, or in a
+    settle that went with the claim), and then the database is asked again."""
+    await pg.add_tasks([new("now"), new("late", due=T0 + 50)])
+    [running] = await pg.claim("w1", 5, T0, LEASE)
+    assert await pg.next_due_at() == T0 + 50
+    await pg.claim("w1", 5, T0, LEASE, held=["now"])
+    await pg.add_tasks([new("soon", due=T0 + 20)])  # in this process
+    assert await pg.next_due_at() == T0 + 20
+    await pg.claim("w1", 5, T0, LEASE, held=["now"])
+    other = open_backend(pg_url)
+    await other.connect()
+    try:
+        changed = asyncio.create_task(pg.wait_for_change(10))
+        await asyncio.sleep(0)
+        await other.add_tasks([new("sooner", due=T0 + 10)])  # in another: a NOTIFY
+        await changed
+    finally:
+        await other.close()
+    assert await pg.next_due_at() == T0 + 10
+    retry = Settlement("now", running.token, TaskStatus.RETRYING, T0 + 1, due_at=T0 + 5,
+                       attempt=record(running, "retrying", T0 + 1, next_delay=4.0))  # fmt: skip
+    request = ClaimRequest(worker_id="w1", limit=5, now=T0 + 1, lease_seconds=LEASE)
+    assert await pg.settle_and_claim([retry], request) == ([True], [])
+    assert await pg.next_due_at() == T0 + 5  # not in the claim's snapshot, but due first
+
+
 # -- waking other processes ----------------------------------------------------------------
 
 

@@ -167,20 +167,34 @@ class PostgresBackend(PostgresLink):
         marks = [list(column) for column in zip(*started, strict=True)] or [[], [], []]
 
         async def claim(conn: Connection) -> list[ClaimedTask]:
-            moment = read_now(now)
+            changed, moment = self._changed, read_now(now)
             rows = await conn.fetch(sql.CLAIM, worker_id, moment, lease_seconds,
                                     max(limit, 0), held_ids, *budget,
                                     _lease_clock(now, moment), limit - ahead,
                                     *marks)  # fmt: skip
-            claimed = [convert.claimed(row, moment) for row in rows if row[0] != PARENT_SIGN]
-            signs = len(rows) - len(claimed)  # spent lost leases of tasks with children
-            if signs:
-                claimed += await deps.end_spent_parents(conn, worker_id, moment, signs,
-                                                        held_ids, budget[0],
-                                                        _lease_clock(now, moment))  # fmt: skip
-            return claimed
+            return await self._claimed(conn, rows, worker_id, moment, limit, held_ids, budget,
+                                       _lease_clock(now, moment), changed)  # fmt: skip
 
-        return await self._run(claim)
+        return await self._run(claim, makes_due=False)
+
+    async def _claimed(
+        self, conn: Connection, rows: list[Any], worker_id: str, moment: float, limit: int,
+        held: list[str], budget: tuple[int | None, str | None], clock: float | None,
+        changed: int,
+    ) -> list[ClaimedTask]:  # fmt: skip
+        """The tasks in a claim's rows (sql.CLAIM's, or SETTLE_AND_CLAIM's), with the spent
+        lost leases of tasks with children it signalled ended (`postgres.deps`). A claim
+        that came back short keeps what it saw next due, for `next_due_at` (`changed`:
+        see `_keep_next_due`)."""
+        batch = [row for row in rows if row[0] is not None]  # one row of NULLs: none
+        claimed = [convert.claimed(row, moment) for row in batch if row[0] != PARENT_SIGN]
+        signs = len(batch) - len(claimed)  # spent lost leases of tasks with children
+        if signs:
+            claimed += await deps.end_spent_parents(conn, worker_id, moment, signs, held,
+                                                    budget[0], clock)  # fmt: skip
+        elif len(batch) < limit:
+            self._keep_next_due(rows[0][convert.NEXT_DUE], changed)
+        return claimed
 
     async def settle_and_claim(
         self, settlements: Sequence[Settlement], claim: ClaimRequest
@@ -229,25 +243,24 @@ class PostgresBackend(PostgresLink):
             rest = [i for i in range(len(settlements)) if i not in stored_before]
             rows = [convert.settle_row(settlements[i]) for i in rest]
             columns = [list(column) for column in zip(*rows, strict=True)] or [[]] * 23
-            moment = read_now(claim.now)
+            changed, moment = self._changed, read_now(claim.now)
             clock = _lease_clock(claim.now, moment)
             found = await conn.fetch(sql.SETTLE_AND_CLAIM, *columns, claim.worker_id, moment,
                                      claim.lease_seconds, max(claim.limit, 0), held, *budget,
                                      clock, claim.limit - claim.ahead, *marks)  # fmt: skip
             done = {rest[position - 1] for position in found[0][-1] or ()}
-            claimed = [convert.claimed(row, moment) for row in found
-                       if row[0] is not None and row[0] != PARENT_SIGN]  # fmt: skip
-            signs = sum(1 for row in found if row[0] == PARENT_SIGN)
-            if signs:
-                claimed += await deps.end_spent_parents(conn, claim.worker_id, moment, signs,
-                                                        held, budget[0], clock)  # fmt: skip
+            claimed = await self._claimed(conn, found, claim.worker_id, moment, claim.limit,
+                                          held, budget, clock, changed)  # fmt: skip
             accepted = [i in done or i in stored_before for i in range(len(settlements))]
             return accepted, claimed
 
         async def settled_already(conn: Connection) -> None:
             stored_before.update(await self._stored_already(conn, settlements))
 
-        return await self._run(store_and_claim, again=settled_already)
+        # Its own settle's tasks that wait again are not in the claim's snapshot: a claim
+        # with those keeps no next due time (`_keep_next_due`). Else none becomes due.
+        waits = any(s.status in WAITING for s in settlements)
+        return await self._run(store_and_claim, again=settled_already, makes_due=waits)
 
     async def settle(self, settlements: Sequence[Settlement]) -> list[bool]:
         if not settlements:
@@ -323,7 +336,9 @@ class PostgresBackend(PostgresLink):
             # Those are done; `settle` then runs for the others only.
             stored_before.update(await self._stored_already(conn, chosen))
 
-        return await self._run(settle, again=settled_already)
+        # Only tasks that wait again, and children a settled parent releases, become due.
+        waits = parents or any(s.status in WAITING for s in chosen)
+        return await self._run(settle, again=settled_already, makes_due=waits)
 
     async def renew_leases(
         self, leases: Sequence[tuple[str, int]], now: Now, lease_seconds: float
@@ -341,7 +356,7 @@ class PostgresBackend(PostgresLink):
                                                               tokens, at)}  # fmt: skip
             return set(ids) - renewed
 
-        return await self._run(renew)
+        return await self._run(renew, makes_due=False)
 
     async def set_progress(self, task_id: str, token: int, progress: float, message: str) -> None:
         await self._execute(sql.SET_PROGRESS, progress, message, task_id, token)
@@ -391,6 +406,11 @@ class PostgresBackend(PostgresLink):
     # -- reading -------------------------------------------------------------------------
 
     async def next_due_at(self) -> float | None:
+        """What the last claim saw, if it came back short and nothing has run since (see
+        `_keep_next_due`): a worker that found too little asks this next. Else a query."""
+        if self._next_due is not None:
+            (next_due,), self._next_due = self._next_due, None
+            return next_due
         rows = await self._fetch(sql.NEXT_DUE)
         return rows[0][0] if rows else None
 

@@ -108,6 +108,11 @@ class PostgresLink(Connectable):
         self._listener: Connection | None = None
         self._relisten: asyncio.Task[None] | None = None
         self._users = 0
+        # The earliest due time a short claim saw, kept for the `next_due_at` that follows
+        # it (`_keep_next_due`); (None,): nothing waits.
+        self._next_due: tuple[float | None] | None = None
+        self._changing = 0  # operations under way that may make a task due
+        self._changed = 0  # such operations finished so far
         self._opening = asyncio.Lock()
         self._owner = LoopOwner(repr(self), self._move)
 
@@ -278,6 +283,7 @@ class PostgresLink(Connectable):
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         if payload != self._me:
+            self._next_due = None
             self.work_signal.ring()
             self._remote_change.ring()
 
@@ -297,6 +303,7 @@ class PostgresLink(Connectable):
                 pause = min(pause * 2, 1.0)
                 continue
             # Notifications sent while we were away are lost: everyone looks again.
+            self._next_due = None
             self.work_signal.ring()
             self._remote_change.ring()
             return
@@ -312,6 +319,7 @@ class PostgresLink(Connectable):
         operation: Callable[[Connection], Awaitable[T]],
         *,
         again: Callable[[Connection], Awaitable[T | None]] | None = None,
+        makes_due: bool = True,
     ) -> T:
         """Run `operation(connection)` on a pooled connection; if the connection is lost,
         run it again on a new one until `reconnect_timeout`. `again`, if given, runs first
@@ -319,7 +327,25 @@ class PostgresLink(Connectable):
 
         A cancelled caller is safe: asyncpg asks the server to cancel the statement, and
         the pool rolls the connection back before anyone else gets it.
+
+        `makes_due=False` says the operation never makes a task due (a claim, a read):
+        what a claim saw next due then still holds (`_keep_next_due`).
         """
+        if not makes_due:
+            return await self._run_again(operation, again)
+        self._next_due = None
+        self._changing += 1
+        try:
+            return await self._run_again(operation, again)
+        finally:
+            self._changing -= 1
+            self._changed += 1
+
+    async def _run_again(
+        self,
+        operation: Callable[[Connection], Awaitable[T]],
+        again: Callable[[Connection], Awaitable[T | None]] | None,
+    ) -> T:
         deadline = time.monotonic() + self.reconnect_timeout
         pause = RETRY_FIRST_PAUSE
         retrying = False
@@ -353,6 +379,17 @@ class PostgresLink(Connectable):
             await asyncio.sleep(pause)
             pause = min(pause * 2, 1.0)
 
+    def _keep_next_due(self, next_due: float | None, changed: int) -> None:
+        """Keep what a short claim found next due, for the `next_due_at` a worker asks
+        next (so that costs no trip), unless an operation of ours that may make a task due
+        ran meanwhile: one still under way, or one finished since the claim began
+        (`changed`, read before it was sent), may have made one due that the claim's
+        snapshot did not see. Any such operation begun later, and any NOTIFY, forgets it.
+        (Another process's change that has not NOTIFYed yet is missed the same way by a
+        query: the waiting worker hears it when it does.)"""
+        if self._changing == 0 and self._changed == changed:
+            self._next_due = (next_due,)
+
     def _require_pool(self) -> asyncpg.Pool:
         if self._pool is None:
             raise QueueClosedError(
@@ -362,11 +399,12 @@ class PostgresLink(Connectable):
         return self._pool
 
     async def _fetch(self, statement: str, *args: Any) -> list[Any]:
-        return await self._run(lambda conn: conn.fetch(statement, *args))
+        """Run one statement that makes no task due (a read, a delete); return its rows."""
+        return await self._run(lambda conn: conn.fetch(statement, *args), makes_due=False)
 
     async def _execute(self, statement: str, *args: Any) -> int:
         """Run one statement (atomic by itself); return how many rows it changed."""
-        status = await self._run(lambda conn: conn.execute(statement, *args))
+        status = await self._run(lambda conn: conn.execute(statement, *args), makes_due=False)
         return convert.row_count(status)
 
     async def _notify_work(self, conn: Connection) -> None:

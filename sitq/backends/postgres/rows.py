@@ -17,6 +17,10 @@ def task_row(t: NewTask) -> tuple[Any, ...]:
             t.max_attempts, t.retry_policy)  # fmt: skip
 
 
+#: Where a claim's row has `next_due` (see `sql._claim_rows`).
+NEXT_DUE = 19
+
+
 def claimed(row: Any, now: float) -> ClaimedTask:
     """A row of sql.CLAIM: a "taken first" flag, CLAIM_RETURNING's columns, two for order,
     whether it is claimed ahead, and the status the claim decided (a spent lost lease; else

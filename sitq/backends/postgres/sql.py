@@ -198,7 +198,7 @@ LOST_END = f"""
 # $9 how many start at once, $10-$12 the starts to record.
 # Each row ends with `ahead` (claimed ahead, not started) and `decided` (the status `ended`
 # gave it, else NULL).
-CLAIM = f"""
+CLAIM_STEPS = f"""
 WITH marked AS (
     UPDATE sitq_tasks AS t SET started_at = m.started_at
       FROM unnest($10::text[], $11::bigint[], $12::float8[]) AS m(id, token, started_at)
@@ -266,16 +266,33 @@ WITH marked AS (
 ), parent AS (  -- spent, with children: left to `postgres.deps` (a sign, 2), its slot kept
     {CLAIM_RETURNING.strip().replace("RETURNING", "SELECT", 1)}
       FROM sitq_tasks AS t JOIN expired AS e ON e.seq = t.seq WHERE e.spent AND e.has_children
-)
-SELECT * FROM (SELECT 0 AS taken_first, *, NULL::text AS decided FROM taken
-               UNION ALL
-               SELECT 0, * FROM ended
-               UNION ALL
-               SELECT 1, *, NULL FROM claimed
-               UNION ALL
-               SELECT 2, *, NULL FROM parent) AS batch
- ORDER BY taken_first, priority DESC, due_at, seq
+), batch AS (
+    SELECT 0 AS taken_first, *, NULL::text AS decided FROM taken
+    UNION ALL
+    SELECT 0, * FROM ended
+    UNION ALL
+    SELECT 1, *, NULL FROM claimed
+    UNION ALL
+    SELECT 2, *, NULL FROM parent
+)"""
+
+
+def _claim_rows(limit: str, more: str = "") -> str:
+    """A claim's rows, in order, each with `next_due`: when the claim came back short of
+    its `limit`, the earliest due time of the waiting tasks it left (`next_due_at`, which
+    a worker asks next: here it costs no trip of its own); then `more` columns. When it
+    claimed nothing, one row of NULLs but those."""
+    return f"""
+SELECT batch.*, CASE WHEN (SELECT count(*) FROM batch) < {limit} THEN (
+           SELECT min(due_at) FROM sitq_tasks
+            WHERE status IN ({WAITING_SQL}) AND seq NOT IN (SELECT seq FROM due)
+       ) END AS next_due{more}
+  FROM (SELECT 1) AS one LEFT JOIN batch ON TRUE
+ ORDER BY batch.taken_first, batch.priority DESC, batch.due_at, batch.seq
 """
+
+
+CLAIM = CLAIM_STEPS + _claim_rows("$4")
 
 # Store a batch of decided outcomes in one statement. `s` is the batch, one row per
 # settlement ($1..$13), with its history record ($14..$23; NULL outcome: none). The
@@ -425,21 +442,17 @@ def _shifted(statement: str, by: int) -> str:
     return re.sub(r"\$(\d+)", lambda m: f"${int(m.group(1)) + by}", statement)
 
 
-#: SETTLE's sub-statements (tasks without children), and CLAIM's with its rows, unordered.
+#: SETTLE's sub-statements (for tasks without children), then CLAIM's.
 _SETTLE_PART = SETTLE.replace("$24::bool", "FALSE").rsplit("SELECT ord FROM settled", 1)[0]
-_CLAIM_PART, _CLAIM_SELECT = _shifted(CLAIM, 23).rsplit("\nSELECT * FROM", 1)
-_CLAIM_ROWS = _CLAIM_SELECT.replace("ORDER BY taken_first, priority DESC, due_at, seq", "")
+_CLAIM_PART = _shifted(CLAIM_STEPS, 23).strip().removeprefix("WITH")
 
 # A busy worker's one trip: store a batch of outcomes (SETTLE, $1..$23, tasks without
 # children only: those with children are settled again by `postgres.deps`) and make its
 # next claim (CLAIM, its parameters moved to $24..$35), as one statement: one round trip
 # and one commit, not two of each. Both halves read one snapshot, so the claim never
 # touches a row the settle writes: the backend passes the settled ids among the held ones
-# ($28: no takeover of them) and leaves them out of the starts to record ($33). Each row is
-# a claimed one, as CLAIM's, then the positions the settle accepted (on every row; one row
-# of NULLs but those when nothing was claimed).
-SETTLE_AND_CLAIM = f"""{_SETTLE_PART.rstrip()},{_CLAIM_PART.strip().removeprefix("WITH")}
-SELECT batch.*, (SELECT array_agg(ord) FROM settled) AS settled
-  FROM (SELECT 1) AS one LEFT JOIN {_CLAIM_ROWS.strip()} ON TRUE
- ORDER BY batch.taken_first, batch.priority DESC, batch.due_at, batch.seq
-"""
+# ($28: no takeover of them) and leaves them out of the starts to record ($33). The rows
+# are CLAIM's, each then with the positions the settle accepted.
+SETTLE_AND_CLAIM = f"{_SETTLE_PART.rstrip()},{_CLAIM_PART}" + _claim_rows(
+    "$27", ",\n       (SELECT array_agg(ord) FROM settled) AS settled"
+)
