@@ -172,29 +172,28 @@ class PostgresBackend(PostgresLink):
                                     max(limit, 0), held_ids, *budget,
                                     _lease_clock(now, moment), limit - ahead,
                                     *marks)  # fmt: skip
-            return await self._claimed(conn, rows, worker_id, moment, limit, held_ids, budget,
-                                       _lease_clock(now, moment), changed)  # fmt: skip
+            claimed, signs = self._claimed(rows, moment, limit, changed)
+            if signs:  # spent lost leases of tasks with children
+                claimed += await deps.end_spent_parents(conn, worker_id, moment, signs,
+                                                        held_ids, budget[0],
+                                                        _lease_clock(now, moment))  # fmt: skip
+            return claimed
 
         return await self._run(claim, makes_due=False)
 
-    async def _claimed(
-        self, conn: Connection, rows: list[Any], worker_id: str, moment: float, limit: int,
-        held: list[str], budget: tuple[int | None, str | None], clock: float | None,
-        changed: int,
-    ) -> list[ClaimedTask]:  # fmt: skip
-        """The tasks in a claim's rows (sql.CLAIM's, or SETTLE_AND_CLAIM's), with the spent
-        lost leases of tasks with children it signalled ended (`postgres.deps`). A claim
-        that came back short keeps what it saw next due, for `next_due_at` (`changed`:
-        see `_keep_next_due`)."""
+    def _claimed(
+        self, rows: list[Any], moment: float, limit: int, changed: int
+    ) -> tuple[list[ClaimedTask], int]:
+        """The tasks in a claim's rows (sql.CLAIM's, or SETTLE_AND_CLAIM's), and how many
+        spent lost leases of tasks with children it only signalled (`postgres.deps` ends
+        them). A claim that came back short keeps what it saw next due, for `next_due_at`
+        (`changed`: see `_keep_next_due`)."""
         batch = [row for row in rows if row[0] is not None]  # one row of NULLs: none
         claimed = [convert.claimed(row, moment) for row in batch if row[0] != PARENT_SIGN]
-        signs = len(batch) - len(claimed)  # spent lost leases of tasks with children
-        if signs:
-            claimed += await deps.end_spent_parents(conn, worker_id, moment, signs, held,
-                                                    budget[0], clock)  # fmt: skip
-        elif len(batch) < limit:
+        signs = len(batch) - len(claimed)
+        if not signs and len(batch) < limit:
             self._keep_next_due(rows[0][convert.NEXT_DUE], changed)
-        return claimed
+        return claimed, signs
 
     async def settle_and_claim(
         self, settlements: Sequence[Settlement], claim: ClaimRequest
@@ -210,12 +209,14 @@ class PostgresBackend(PostgresLink):
         outcomes again and see them refused."""
         if len(convert.rounds(settlements)) == 1:
             try:
-                accepted, claimed = await self._settle_with_claim(settlements, claim)
+                accepted, claimed, signs = await self._settle_with_claim(settlements, claim)
             except asyncpg.PostgresError as exc:
                 logger.warning("settling with a claim failed (%s); settling alone", exc)
             else:
                 await self._settle_refused(settlements, range(len(settlements)), accepted)
                 await self._announce(settlements, accepted)
+                if signs:  # its own transaction: a failure costs the claim those only
+                    claimed += await self._end_spent_parents(claim, signs)
                 return accepted, claimed
         accepted = await self.settle(settlements)
         try:
@@ -227,11 +228,12 @@ class PostgresBackend(PostgresLink):
 
     async def _settle_with_claim(
         self, settlements: Sequence[Settlement], claim: ClaimRequest
-    ) -> tuple[list[bool], list[ClaimedTask]]:
+    ) -> tuple[list[bool], list[ClaimedTask], int]:
         """sql.SETTLE_AND_CLAIM, run again for what is not stored yet if the connection is
         lost (as `_settle_round`); its tasks with children are left refused, for
-        `_settle_refused`. The settled tasks count as held, and their starts are not
-        recorded: the claim half must not touch a row the settle half writes."""
+        `_settle_refused`, and the spent lost leases of tasks with children it signalled
+        are counted, for `_end_spent_parents`. The settled tasks count as held, and their
+        starts are not recorded: the claim half must not touch a row the settle half writes."""
         ids = {s.task_id for s in settlements}
         held = [*claim.held, *(ids - set(claim.held))]
         starts = [start for start in claim.started if start[0] not in ids]
@@ -239,20 +241,19 @@ class PostgresBackend(PostgresLink):
         budget = claim.default_budget or (None, None)
         stored_before: set[int] = set()
 
-        async def store_and_claim(conn: Connection) -> tuple[list[bool], list[ClaimedTask]]:
+        async def store_and_claim(conn: Connection) -> tuple[list[bool], list[ClaimedTask], int]:
             rest = [i for i in range(len(settlements)) if i not in stored_before]
             rows = [convert.settle_row(settlements[i]) for i in rest]
             columns = [list(column) for column in zip(*rows, strict=True)] or [[]] * 23
             changed, moment = self._changed, read_now(claim.now)
-            clock = _lease_clock(claim.now, moment)
             found = await conn.fetch(sql.SETTLE_AND_CLAIM, *columns, claim.worker_id, moment,
                                      claim.lease_seconds, max(claim.limit, 0), held, *budget,
-                                     clock, claim.limit - claim.ahead, *marks)  # fmt: skip
+                                     _lease_clock(claim.now, moment),
+                                     claim.limit - claim.ahead, *marks)  # fmt: skip
             done = {rest[position - 1] for position in found[0][-1] or ()}
-            claimed = await self._claimed(conn, found, claim.worker_id, moment, claim.limit,
-                                          held, budget, clock, changed)  # fmt: skip
+            claimed, signs = self._claimed(found, moment, claim.limit, changed)
             accepted = [i in done or i in stored_before for i in range(len(settlements))]
-            return accepted, claimed
+            return accepted, claimed, signs
 
         async def settled_already(conn: Connection) -> None:
             stored_before.update(await self._stored_already(conn, settlements))
@@ -261,6 +262,24 @@ class PostgresBackend(PostgresLink):
         # with those keeps no next due time (`_keep_next_due`). Else none becomes due.
         waits = any(s.status in WAITING for s in settlements)
         return await self._run(store_and_claim, again=settled_already, makes_due=waits)
+
+    async def _end_spent_parents(self, claim: ClaimRequest, signs: int) -> list[ClaimedTask]:
+        """`deps.end_spent_parents` for a claim that went with a settle, on its own: its
+        outcomes are stored, so a failure here only leaves those leases to a later claim."""
+        budget = claim.default_budget or (None, None)
+        held = list(claim.held)
+
+        async def end(conn: Connection) -> list[ClaimedTask]:
+            moment = read_now(claim.now)
+            clock = _lease_clock(claim.now, moment)
+            return await deps.end_spent_parents(conn, claim.worker_id, moment, signs, held,
+                                                budget[0], clock)  # fmt: skip
+
+        try:
+            return await self._run(end)
+        except Exception as exc:
+            logger.warning("ending spent lost leases with a settle failed: %s", exc)
+            return []
 
     async def settle(self, settlements: Sequence[Settlement]) -> list[bool]:
         if not settlements:
