@@ -11,7 +11,8 @@ How it talks to the server:
 - a small pool of connections for the operations, and one more connection that LISTENs,
   so a worker waiting for work wakes the moment another process enqueues (NOTIFY);
 - each operation is one statement (an atomic transaction by itself) or one explicit
-  transaction; batches travel as arrays, so a batch costs one round trip;
+  transaction; batches travel as arrays, so a batch costs one round trip; a busy worker's
+  outcomes and its next claim are one statement (`settle_and_claim`): one trip, one commit;
 - a cancelled caller (a timeout, `worker.stop()`, Ctrl-C) leaves no transaction open and
   no lock held: asyncpg asks the server to cancel the statement and the pool rolls the
   connection back before anyone else uses it;
