@@ -108,9 +108,7 @@ class PostgresLink(Connectable):
         self._listener: Connection | None = None
         self._relisten: asyncio.Task[None] | None = None
         self._users = 0
-        # The earliest due time a short claim saw, kept for the `next_due_at` that follows
-        # it (`_keep_next_due`); (None,): nothing waits.
-        self._next_due: tuple[float | None] | None = None
+        self._next_due: tuple[float | None] | None = None  # see `claims._keep_next_due`
         self._changing = 0  # operations under way that may make a task due
         self._changed = 0  # such operations finished so far
         self._opening = asyncio.Lock()
@@ -328,9 +326,8 @@ class PostgresLink(Connectable):
         A cancelled caller is safe: asyncpg asks the server to cancel the statement, and
         the pool rolls the connection back before anyone else gets it.
 
-        `makes_due=False` says the operation never makes a task due (a claim, a read):
-        what a claim saw next due then still holds (`_keep_next_due`).
-        """
+        `makes_due=False`: it never makes a task due (a claim, a read), so what a claim
+        saw next due still holds after it (`claims._keep_next_due`)."""
         if not makes_due:
             return await self._run_again(operation, again)
         self._next_due = None
@@ -379,17 +376,6 @@ class PostgresLink(Connectable):
             await asyncio.sleep(pause)
             pause = min(pause * 2, 1.0)
 
-    def _keep_next_due(self, next_due: float | None, changed: int) -> None:
-        """Keep what a short claim found next due, for the `next_due_at` a worker asks
-        next (so that costs no trip), unless an operation of ours that may make a task due
-        ran meanwhile: one still under way, or one finished since the claim began
-        (`changed`, read before it was sent), may have made one due that the claim's
-        snapshot did not see. Any such operation begun later, and any NOTIFY, forgets it.
-        (Another process's change that has not NOTIFYed yet is missed the same way by a
-        query: the waiting worker hears it when it does.)"""
-        if self._changing == 0 and self._changed == changed:
-            self._next_due = (next_due,)
-
     def _require_pool(self) -> asyncpg.Pool:
         if self._pool is None:
             raise QueueClosedError(
@@ -415,15 +401,12 @@ class PostgresLink(Connectable):
 
 
 async def _keep_session(_conn: Connection) -> None:
-    """What the pool does to a connection given back, besides what asyncpg always does
-    (roll back a transaction left open, e.g. by a cancelled caller): nothing more.
-
-    asyncpg's default reset is one more round trip after every operation (advisory unlocks,
-    CLOSE ALL, UNLISTEN *, RESET ALL), on the worker's path: half of a busy worker's trips.
-    sitq leaves no session state on a pooled connection to reset: its settings are fixed at
-    connect (`_connect_options`), its advisory locks last for a transaction only, except
-    the schema set-up's, which is unlocked before the pool is used (a failed set-up ends the
-    pool), and only the separate listening connection LISTENs."""
+    """A connection given back to the pool: asyncpg rolls back a transaction left open (a
+    cancelled caller's), and that is all it needs. Its default reset is one more round trip
+    after every operation (advisory unlocks, CLOSE ALL, UNLISTEN *, RESET ALL) for session
+    state sitq never leaves: settings are fixed at connect, advisory locks are taken for a
+    transaction (the schema set-up's is unlocked before the pool is used, or the pool
+    ends), and only the separate listening connection LISTENs."""
 
 
 async def _release(pool: asyncpg.Pool, conn: Connection) -> None:

@@ -16,8 +16,6 @@ make these statements safe with many workers on many machines:
 
 from __future__ import annotations
 
-import re
-
 from sitq.backends.postgres.schedules import SCHEDULE_TABLES
 from sitq.policy.state import (
     CLAIMABLE,
@@ -277,11 +275,10 @@ WITH marked AS (
 )"""
 
 
-def _claim_rows(limit: str, more: str = "") -> str:
-    """A claim's rows, in order, each with `next_due`: when the claim came back short of
-    its `limit`, the earliest due time of the waiting tasks it left (`next_due_at`, which
-    a worker asks next: here it costs no trip of its own); then `more` columns. When it
-    claimed nothing, one row of NULLs but those."""
+def claim_rows(limit: str, more: str = "") -> str:
+    """A claim's rows in order, each with `next_due` (if it came back short of `limit`: the
+    earliest due time of the waiting tasks it left, which a worker asks next), then `more`
+    columns. When it claimed nothing, one row of NULLs but those."""
     return f"""
 SELECT batch.*, CASE WHEN (SELECT count(*) FROM batch) < {limit} THEN (
            SELECT min(due_at) FROM sitq_tasks
@@ -292,7 +289,7 @@ SELECT batch.*, CASE WHEN (SELECT count(*) FROM batch) < {limit} THEN (
 """
 
 
-CLAIM = CLAIM_STEPS + _claim_rows("$4")
+CLAIM = CLAIM_STEPS + claim_rows("$4")
 
 # Store a batch of decided outcomes in one statement. `s` is the batch, one row per
 # settlement ($1..$13), with its history record ($14..$23; NULL outcome: none). The
@@ -421,38 +418,3 @@ SELECT count(*) FROM gone
 NEXT_DUE = f"SELECT MIN(due_at) FROM sitq_tasks WHERE status IN ({WAITING_SQL})"
 
 COUNTS = "SELECT status, COUNT(*) FROM sitq_tasks GROUP BY status"
-
-TASK_COLUMNS = (
-    "id, name, status, attempts, enqueued_at, due_at, priority, started_at, finished_at, "
-    "worker_id, error, error_type, traceback, progress, progress_message, max_attempts, "
-    "retry_policy, attempts - retry_base, result"
-)
-ATTEMPT_COLUMNS = (
-    "task_id, task_name, attempt, worker_id, scheduled_for, started_at, finished_at, "
-    "outcome, error_type, error_message, next_delay"
-)
-
-GET_TASKS = f"SELECT {TASK_COLUMNS} FROM sitq_tasks WHERE id = ANY($1::text[])"
-LIST_TASKS = f"SELECT {TASK_COLUMNS} FROM sitq_tasks"
-LIST_ATTEMPTS = f"SELECT {ATTEMPT_COLUMNS} FROM sitq_attempts"
-
-
-def _shifted(statement: str, by: int) -> str:
-    """`statement` with each parameter `$n` renumbered `$(n + by)`."""
-    return re.sub(r"\$(\d+)", lambda m: f"${int(m.group(1)) + by}", statement)
-
-
-#: SETTLE's sub-statements (for tasks without children), then CLAIM's.
-_SETTLE_PART = SETTLE.replace("$24::bool", "FALSE").rsplit("SELECT ord FROM settled", 1)[0]
-_CLAIM_PART = _shifted(CLAIM_STEPS, 23).strip().removeprefix("WITH")
-
-# A busy worker's one trip: store a batch of outcomes (SETTLE, $1..$23, tasks without
-# children only: those with children are settled again by `postgres.deps`) and make its
-# next claim (CLAIM, its parameters moved to $24..$35), as one statement: one round trip
-# and one commit, not two of each. Both halves read one snapshot, so the claim never
-# touches a row the settle writes: the backend passes the settled ids among the held ones
-# ($28: no takeover of them) and leaves them out of the starts to record ($33). The rows
-# are CLAIM's, each then with the positions the settle accepted.
-SETTLE_AND_CLAIM = f"{_SETTLE_PART.rstrip()},{_CLAIM_PART}" + _claim_rows(
-    "$27", ",\n       (SELECT array_agg(ord) FROM settled) AS settled"
-)
