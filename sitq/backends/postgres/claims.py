@@ -118,6 +118,7 @@ class ClaimsAndSettles(PostgresLink):
         batch = [row for row in rows if row[0] is not None]  # one row of NULLs: none
         claimed = [convert.claimed(row, moment) for row in batch if row[0] != PARENT_SIGN]
         signs = len(batch) - len(claimed)
+        self._next_due = None  # an older claim's, if it was never asked for
         if not signs and len(batch) < limit:
             self._keep_next_due(rows[0][convert.NEXT_DUE], changed)
         return claimed, signs
