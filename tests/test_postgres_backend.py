@@ -21,7 +21,7 @@ from worker_processes import wait_until
 
 from sitq import FakeClock, RetryPolicy, SQLiteBackend, TaskQueue, TaskStatus, Worker
 from sitq.backends import open_backend
-from sitq.backends.base import ClaimedTask, NewTask, Settlement
+from sitq.backends.base import ClaimedTask, ClaimRequest, NewTask, Settlement
 from sitq.backends.postgres import PostgresBackend
 from sitq.backends.postgres.sql import SCHEMA_VERSION
 from sitq.errors import BackendError, InvalidOptionError, QueueClosedError, SchemaVersionError
@@ -365,6 +365,34 @@ async def test_one_task_settled_twice_in_a_batch_is_accepted_once(pg: PostgresBa
     assert len(await pg.attempts()) == 2
 
 
+def done(task: ClaimedTask, at: float) -> Settlement:
+    return Settlement(task.task_id, task.token, TaskStatus.SUCCEEDED, at,
+                      attempt=record(task, "succeeded", at))  # fmt: skip
+
+
+async def test_a_settle_and_the_next_claim_go_as_one_statement_fenced_apart(
+    pg: PostgresBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A busy worker's trip: the outcomes and its next claim in one statement. The fencing
+    token still refuses a stale outcome, and the claim half never takes over a task the
+    settle half stores, even one whose lease has run out (both halves see one snapshot)."""
+    await pg.add_tasks([new("t"), new("u"), new("v", priority=-1)])
+    stale, ours = await claim_one(pg), await claim_one(pg, T0 + 1)
+    [owner] = await pg.claim("w2", 1, T0 + LEASE + 0.5, LEASE)  # t's lease ran out first
+    assert owner.task_id == stale.task_id == "t"
+    later = T0 + LEASE + 2  # u's has run out too, but w1 stores u's outcome with its token
+    outcomes = [done(c, later) for c in (stale, ours)]
+    request = ClaimRequest(worker_id="w1", limit=3, now=later, lease_seconds=LEASE)
+    accepted, claimed = await pg.settle_and_claim(outcomes, request)
+    assert accepted == [False, True]  # t is w2's now
+    assert [c.task_id for c in claimed] == ["v"]  # u was settled, not taken over
+    infos = await pg.get_tasks(["t", "u", "v"])
+    assert [infos[i].status for i in "tuv"] == [TaskStatus.RUNNING, TaskStatus.SUCCEEDED,
+                                                TaskStatus.RUNNING]  # fmt: skip
+    assert [a.outcome for a in await pg.attempts("u")] == ["succeeded"]
+    assert "settling alone" not in caplog.text  # the one statement, not the fallback
+
+
 async def test_renew_extends_held_leases_and_names_the_lost_ones(pg: PostgresBackend) -> None:
     await pg.add_tasks([new("kept"), new("taken"), new("cancelled"), new("done")])
     claimed = {c.task_id: c for c in await pg.claim("w1", 4, T0, LEASE)}
@@ -473,6 +501,36 @@ async def test_reads_list_count_and_find_the_next_due_time(pg: PostgresBackend) 
     )  # fmt: skip
     assert set(await pg.get_tasks(["a", "zzz"])) == {"a"} and await pg.get_tasks([]) == {}
     assert await pg.attempts() == [] and await pg.attempts("a") == []
+
+
+async def test_the_next_due_time_a_short_claim_saw_is_forgotten_at_any_change(
+    pg_url: str, pg: PostgresBackend
+) -> None:
+    """A short claim's statement also reads the next due time, which the worker asks next:
+    it is the answer until something may have made a task due (here, elsewhere, or in a
+    settle that went with the claim), and then the database is asked again."""
+    await pg.add_tasks([new("now"), new("late", due=T0 + 50)])
+    [running] = await pg.claim("w1", 5, T0, LEASE)
+    assert await pg.next_due_at() == T0 + 50
+    await pg.claim("w1", 5, T0, LEASE, held=["now"])
+    await pg.add_tasks([new("soon", due=T0 + 20)])  # in this process
+    assert await pg.next_due_at() == T0 + 20
+    await pg.claim("w1", 5, T0, LEASE, held=["now"])
+    other = open_backend(pg_url)
+    await other.connect()
+    try:
+        changed = asyncio.create_task(pg.wait_for_change(10))
+        await asyncio.sleep(0)
+        await other.add_tasks([new("sooner", due=T0 + 10)])  # in another: a NOTIFY
+        await changed
+    finally:
+        await other.close()
+    assert await pg.next_due_at() == T0 + 10
+    retry = Settlement("now", running.token, TaskStatus.RETRYING, T0 + 1, due_at=T0 + 5,
+                       attempt=record(running, "retrying", T0 + 1, next_delay=4.0))  # fmt: skip
+    request = ClaimRequest(worker_id="w1", limit=5, now=T0 + 1, lease_seconds=LEASE)
+    assert await pg.settle_and_claim([retry], request) == ([True], [])
+    assert await pg.next_due_at() == T0 + 5  # not in the claim's snapshot, but due first
 
 
 # -- waking other processes ----------------------------------------------------------------

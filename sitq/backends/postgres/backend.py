@@ -11,7 +11,8 @@ How it talks to the server:
 - a small pool of connections for the operations, and one more connection that LISTENs,
   so a worker waiting for work wakes the moment another process enqueues (NOTIFY);
 - each operation is one statement (an atomic transaction by itself) or one explicit
-  transaction; batches travel as arrays, so a batch costs one round trip;
+  transaction; batches travel as arrays, so a batch costs one round trip; a busy worker's
+  outcomes and its next claim are one statement (`settle_and_claim`): one trip, one commit;
 - a cancelled caller (a timeout, `worker.stop()`, Ctrl-C) leaves no transaction open and
   no lock held: asyncpg asks the server to cancel the statement and the pool rolls the
   connection back before anyone else uses it;
@@ -40,30 +41,25 @@ from typing import Any
 import asyncpg
 
 from sitq.backends.base import (
-    ClaimedTask,
-    ClaimRequest,
     NewTask,
     Now,
-    Settlement,
     read_now,
 )
 from sitq.backends.postgres import deps, limits, sql
 from sitq.backends.postgres import rows as convert
 from sitq.backends.postgres import schedules as schedule_sql
-from sitq.backends.postgres.link import Connection, PostgresLink
+from sitq.backends.postgres.claims import ClaimsAndSettles, lease_clock
+from sitq.backends.postgres.link import Connection
 from sitq.backends.schedule_rows import NewSchedule, ScheduleFire
-from sitq.clock import wall_clock_of
 from sitq.overview import ScheduleInfo
 from sitq.policy.rate_limits import RateLimit
 from sitq.policy.state import CancelAction, on_cancel, on_requeue
-from sitq.task import TERMINAL, WAITING, Attempt, TaskInfo, TaskStatus
+from sitq.task import Attempt, TaskInfo, TaskStatus
 
 logger: logging.Logger = logging.getLogger("sitq.backends.postgres")
-#: A row of `sql.CLAIM` that only signals a spent lost lease of a task with children.
-PARENT_SIGN = 2
 
 
-class PostgresBackend(PostgresLink):
+class PostgresBackend(ClaimsAndSettles):
     """A queue stored in PostgreSQL, in its own schema (default "sitq") of any database.
 
     dsn: a libpq URL, e.g. "postgresql://user@host:5432/db". schema: where sitq keeps its
@@ -137,143 +133,11 @@ class PostgresBackend(PostgresLink):
         self, name: str, limit: int, period: float, now: Now, task_id: str
     ) -> float | None:
         key = limits.turn_key(self.schema, name)
-        at = _lease_clock(now, read_now(now))
+        at = lease_clock(now, read_now(now))
         rule = RateLimit(limit, period)
         return await self._run(
             lambda conn: limits.take_rate_slot(conn, key, name, rule, at, task_id)
         )
-
-    async def claim(
-        self,
-        worker_id: str,
-        limit: int,
-        now: Now,
-        lease_seconds: float,
-        *,
-        held: Collection[str] = (),
-        default_budget: tuple[int, str] | None = None,
-        ahead: int = 0,
-        started: Sequence[tuple[str, int, float]] = (),
-    ) -> list[ClaimedTask]:
-        """One statement records starts, takes over expired leases and claims due tasks
-        (see sql.CLAIM).
-
-        `now` is read just before it is sent: with SKIP LOCKED a claim never queues behind
-        another worker's rows, so no wait for a lock can eat into the lease.
-        """
-        if limit <= 0 and not started:
-            return []
-        budget = default_budget or (None, None)
-        held_ids = list(held)
-        marks = [list(column) for column in zip(*started, strict=True)] or [[], [], []]
-
-        async def claim(conn: Connection) -> list[ClaimedTask]:
-            moment = read_now(now)
-            rows = await conn.fetch(sql.CLAIM, worker_id, moment, lease_seconds,
-                                    max(limit, 0), held_ids, *budget,
-                                    _lease_clock(now, moment), limit - ahead,
-                                    *marks)  # fmt: skip
-            claimed = [convert.claimed(row, moment) for row in rows if row[0] != PARENT_SIGN]
-            signs = len(rows) - len(claimed)  # spent lost leases of tasks with children
-            if signs:
-                claimed += await deps.end_spent_parents(conn, worker_id, moment, signs,
-                                                        held_ids, budget[0],
-                                                        _lease_clock(now, moment))  # fmt: skip
-            return claimed
-
-        return await self._run(claim)
-
-    async def settle_and_claim(
-        self, settlements: Sequence[Settlement], claim: ClaimRequest
-    ) -> tuple[list[bool], list[ClaimedTask]]:
-        """Two round trips here: the settle's rounds, then a claim (PostgreSQL's trips are
-        cheap beside its commits, and a claim never waits for another). A claim that fails
-        once the outcomes are stored ("too many connections") claims nothing: raising would
-        make the caller write the stored outcomes again, and see them refused."""
-        accepted = await self.settle(settlements)
-        try:
-            claimed = await claim.sent_to(self)
-        except Exception as exc:
-            logger.warning("a claim sent along with a settle failed: %s", exc)
-            claimed = []
-        return accepted, claimed
-
-    async def settle(self, settlements: Sequence[Settlement]) -> list[bool]:
-        if not settlements:
-            return []
-        accepted = [False] * len(settlements)
-        for batch in convert.rounds(settlements):  # one round unless a task is settled twice
-            for position, ok in zip(batch, await self._settle_round(settlements, batch),
-                                    strict=True):  # fmt: skip
-                accepted[position] = ok
-            refused = [i for i in batch if not accepted[i]]  # stale, or a task with children
-            if refused:
-                for position, ok in zip(refused, await self._settle_round(
-                        settlements, refused, parents=True), strict=True):  # fmt: skip
-                    accepted[position] = ok
-        waits_again = any(ok and s.status in WAITING for s, ok in zip(settlements, accepted,
-                                                                       strict=True))  # fmt: skip
-        if waits_again:
-            await self._run(self._notify_work)
-            self.work_signal.ring()
-        self.settle_signal.ring()
-        return accepted
-
-    async def _settle_round(
-        self, settlements: Sequence[Settlement], batch: list[int], *, parents: bool = False
-    ) -> list[bool]:
-        """One statement, or with `parents` (for the rows the first refused: tasks with
-        children, and stale tokens) a transaction that follows each settled task to its
-        children (`postgres.deps`)."""
-        chosen = [settlements[i] for i in batch]
-        stored_before: set[int] = set()  # found stored by an attempt whose COMMIT was lost
-
-        async def store(conn: Connection) -> list[bool]:
-            rest = [i for i in range(len(chosen)) if i not in stored_before]
-            rows = [convert.settle_row(chosen[i]) for i in rest]
-            columns = [list(column) for column in zip(*rows, strict=True)]
-            found = await conn.fetch(sql.SETTLE, *columns, parents) if rest else []
-            done = {rest[row[0] - 1] for row in found}  # WITH ORDINALITY counts from 1
-            if parents:
-                for i in sorted(done):
-                    if chosen[i].status in TERMINAL:
-                        await deps.follow(conn, [chosen[i].task_id], chosen[i].now)
-            return [i in done or i in stored_before for i in range(len(chosen))]
-
-        async def settle(conn: Connection) -> list[bool]:
-            if not parents:
-                return await store(conn)
-            async with conn.transaction():
-                accepted = await store(conn)
-                await self._notify_work(conn)  # children it released, if any
-                return accepted
-
-        async def settled_already(conn: Connection) -> None:
-            # A row whose token is still ours and that no longer runs can only have been
-            # settled by us: those are done; `settle` then runs for the others only.
-            rows = await conn.fetch(sql.SETTLED_WITH, [s.task_id for s in chosen])
-            ours = {(row[0], row[1]) for row in rows}
-            stored_before.update(i for i, s in enumerate(chosen) if (s.task_id, s.token) in ours)
-
-        return await self._run(settle, again=settled_already)
-
-    async def renew_leases(
-        self, leases: Sequence[tuple[str, int]], now: Now, lease_seconds: float
-    ) -> set[str]:
-        if not leases:
-            return set()
-        ids = [task_id for task_id, _ in leases]
-        tokens = [token for _, token in leases]
-
-        async def renew(conn: Connection) -> set[str]:
-            async with conn.transaction():
-                await conn.execute(sql.LOCK_LEASES, ids)
-                at = _lease_clock(now, read_now(now))  # after the rows are ours
-                renewed = {row[0] for row in await conn.fetch(sql.RENEW, lease_seconds, ids,
-                                                              tokens, at)}  # fmt: skip
-            return set(ids) - renewed
-
-        return await self._run(renew)
 
     async def set_progress(self, task_id: str, token: int, progress: float, message: str) -> None:
         await self._execute(sql.SET_PROGRESS, progress, message, task_id, token)
@@ -317,12 +181,17 @@ class PostgresBackend(PostgresLink):
         return await self._execute(sql.PURGE, names) if names else 0
 
     async def prune(self, older_than: float, now: Now, limit: int) -> int:
-        rows = await self._fetch(sql.PRUNE, older_than, limit, _lease_clock(now, read_now(now)))
+        rows = await self._fetch(sql.PRUNE, older_than, limit, lease_clock(now, read_now(now)))
         return int(rows[0][0])
 
     # -- reading -------------------------------------------------------------------------
 
     async def next_due_at(self) -> float | None:
+        """What the last claim saw, if it came back short and nothing has run since (see
+        `_keep_next_due`): a worker that found too little asks this next. Else a query."""
+        if self._next_due is not None:
+            (next_due,), self._next_due = self._next_due, None
+            return next_due
         rows = await self._fetch(sql.NEXT_DUE)
         return rows[0][0] if rows else None
 
@@ -330,13 +199,13 @@ class PostgresBackend(PostgresLink):
         ids = list(task_ids)
         if not ids:
             return {}
-        return {row[0]: convert.task_info(row) for row in await self._fetch(sql.GET_TASKS, ids)}
+        return {row[0]: convert.task_info(row) for row in await self._fetch(convert.GET_TASKS, ids)}
 
     async def list_tasks(
         self, statuses: Collection[TaskStatus] | None = None, limit: int | None = None
     ) -> list[TaskInfo]:
         params: list[Any]  # the statuses (a text[]), then the limit
-        query, params = sql.LIST_TASKS, []
+        query, params = convert.LIST_TASKS, []
         if statuses is not None:
             params.append([str(s) for s in statuses])
             query += " WHERE status = ANY($1::text[])"
@@ -352,14 +221,14 @@ class PostgresBackend(PostgresLink):
 
     async def attempts(self, task_id: str | None = None) -> list[Attempt]:
         if task_id is None:
-            rows = await self._fetch(sql.LIST_ATTEMPTS + " ORDER BY seq")
+            rows = await self._fetch(convert.LIST_ATTEMPTS + " ORDER BY seq")
         else:
-            rows = await self._fetch(sql.LIST_ATTEMPTS + " WHERE task_id = $1 ORDER BY seq",
+            rows = await self._fetch(convert.LIST_ATTEMPTS + " WHERE task_id = $1 ORDER BY seq",
                                      task_id)  # fmt: skip
         return [Attempt(*row) for row in rows]
 
     async def newest_attempts(self, limit: int) -> list[Attempt]:
-        rows = await self._fetch(sql.LIST_ATTEMPTS + " ORDER BY seq DESC LIMIT $1", int(limit))
+        rows = await self._fetch(convert.LIST_ATTEMPTS + " ORDER BY seq DESC LIMIT $1", int(limit))
         return [Attempt(*row) for row in rows]
 
     # -- periodic tasks (sitq.backends.postgres.schedules) ----------------------------------
@@ -411,9 +280,3 @@ class PostgresBackend(PostgresLink):
         if added:
             self.work_signal.ring()
         return added
-
-
-def _lease_clock(now: Now, moment: float) -> float | None:
-    """The lease clock's time to send: None (the server's clock) when `now` is real time,
-    else `moment`, the virtual time read from it (see the module docstring)."""
-    return None if wall_clock_of(now) is not None else moment

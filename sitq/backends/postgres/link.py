@@ -108,6 +108,9 @@ class PostgresLink(Connectable):
         self._listener: Connection | None = None
         self._relisten: asyncio.Task[None] | None = None
         self._users = 0
+        self._next_due: tuple[float | None] | None = None  # see `claims._keep_next_due`
+        self._changing = 0  # operations under way that may make a task due
+        self._changed = 0  # such operations finished so far
         self._opening = asyncio.Lock()
         self._owner = LoopOwner(repr(self), self._move)
 
@@ -145,8 +148,9 @@ class PostgresLink(Connectable):
     async def _open_pool(self) -> asyncpg.Pool:
         try:
             pool = await asyncpg.create_pool(
-                self.dsn, min_size=1, max_size=self.pool_size, **self._connect_options()
-            )
+                self.dsn, min_size=1, max_size=self.pool_size, reset=_keep_session,
+                **self._connect_options(),
+            )  # fmt: skip
         except (*CONNECTION_LOST, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError,
                 ValueError) as exc:  # fmt: skip
             if isinstance(exc, asyncpg.InvalidCatalogNameError):
@@ -277,6 +281,7 @@ class PostgresLink(Connectable):
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         if payload != self._me:
+            self._next_due = None
             self.work_signal.ring()
             self._remote_change.ring()
 
@@ -296,6 +301,7 @@ class PostgresLink(Connectable):
                 pause = min(pause * 2, 1.0)
                 continue
             # Notifications sent while we were away are lost: everyone looks again.
+            self._next_due = None
             self.work_signal.ring()
             self._remote_change.ring()
             return
@@ -311,6 +317,7 @@ class PostgresLink(Connectable):
         operation: Callable[[Connection], Awaitable[T]],
         *,
         again: Callable[[Connection], Awaitable[T | None]] | None = None,
+        makes_due: bool = True,
     ) -> T:
         """Run `operation(connection)` on a pooled connection; if the connection is lost,
         run it again on a new one until `reconnect_timeout`. `again`, if given, runs first
@@ -318,7 +325,24 @@ class PostgresLink(Connectable):
 
         A cancelled caller is safe: asyncpg asks the server to cancel the statement, and
         the pool rolls the connection back before anyone else gets it.
-        """
+
+        `makes_due=False`: it never makes a task due (a claim, a read), so what a claim
+        saw next due still holds after it (`claims._keep_next_due`)."""
+        if not makes_due:
+            return await self._run_again(operation, again)
+        self._next_due = None
+        self._changing += 1
+        try:
+            return await self._run_again(operation, again)
+        finally:
+            self._changing -= 1
+            self._changed += 1
+
+    async def _run_again(
+        self,
+        operation: Callable[[Connection], Awaitable[T]],
+        again: Callable[[Connection], Awaitable[T | None]] | None,
+    ) -> T:
         deadline = time.monotonic() + self.reconnect_timeout
         pause = RETRY_FIRST_PAUSE
         retrying = False
@@ -361,11 +385,12 @@ class PostgresLink(Connectable):
         return self._pool
 
     async def _fetch(self, statement: str, *args: Any) -> list[Any]:
-        return await self._run(lambda conn: conn.fetch(statement, *args))
+        """Run one statement that makes no task due (a read, a delete); return its rows."""
+        return await self._run(lambda conn: conn.fetch(statement, *args), makes_due=False)
 
     async def _execute(self, statement: str, *args: Any) -> int:
         """Run one statement (atomic by itself); return how many rows it changed."""
-        status = await self._run(lambda conn: conn.execute(statement, *args))
+        status = await self._run(lambda conn: conn.execute(statement, *args), makes_due=False)
         return convert.row_count(status)
 
     async def _notify_work(self, conn: Connection) -> None:
@@ -373,6 +398,15 @@ class PostgresLink(Connectable):
 
 
 # -- helpers ------------------------------------------------------------------------------
+
+
+async def _keep_session(_conn: Connection) -> None:
+    """A connection given back to the pool: asyncpg rolls back a transaction left open (a
+    cancelled caller's), and that is all it needs. Its default reset is one more round trip
+    after every operation (advisory unlocks, CLOSE ALL, UNLISTEN *, RESET ALL) for session
+    state sitq never leaves: settings are fixed at connect, advisory locks are taken for a
+    transaction (the schema set-up's is unlocked before the pool is used, or the pool
+    ends), and only the separate listening connection LISTENs."""
 
 
 async def _release(pool: asyncpg.Pool, conn: Connection) -> None:

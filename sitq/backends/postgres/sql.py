@@ -196,7 +196,7 @@ LOST_END = f"""
 # $9 how many start at once, $10-$12 the starts to record.
 # Each row ends with `ahead` (claimed ahead, not started) and `decided` (the status `ended`
 # gave it, else NULL).
-CLAIM = f"""
+CLAIM_STEPS = f"""
 WITH marked AS (
     UPDATE sitq_tasks AS t SET started_at = m.started_at
       FROM unnest($10::text[], $11::bigint[], $12::float8[]) AS m(id, token, started_at)
@@ -264,16 +264,32 @@ WITH marked AS (
 ), parent AS (  -- spent, with children: left to `postgres.deps` (a sign, 2), its slot kept
     {CLAIM_RETURNING.strip().replace("RETURNING", "SELECT", 1)}
       FROM sitq_tasks AS t JOIN expired AS e ON e.seq = t.seq WHERE e.spent AND e.has_children
-)
-SELECT * FROM (SELECT 0 AS taken_first, *, NULL::text AS decided FROM taken
-               UNION ALL
-               SELECT 0, * FROM ended
-               UNION ALL
-               SELECT 1, *, NULL FROM claimed
-               UNION ALL
-               SELECT 2, *, NULL FROM parent) AS batch
- ORDER BY taken_first, priority DESC, due_at, seq
+), batch AS (
+    SELECT 0 AS taken_first, *, NULL::text AS decided FROM taken
+    UNION ALL
+    SELECT 0, * FROM ended
+    UNION ALL
+    SELECT 1, *, NULL FROM claimed
+    UNION ALL
+    SELECT 2, *, NULL FROM parent
+)"""
+
+
+def claim_rows(limit: str, more: str = "") -> str:
+    """A claim's rows in order, each with `next_due` (if it came back short of `limit`: the
+    earliest due time of the waiting tasks it left, which a worker asks next), then `more`
+    columns. When it claimed nothing, one row of NULLs but those."""
+    return f"""
+SELECT batch.*, CASE WHEN (SELECT count(*) FROM batch) < {limit} THEN (
+           SELECT min(due_at) FROM sitq_tasks
+            WHERE status IN ({WAITING_SQL}) AND seq NOT IN (SELECT seq FROM due)
+       ) END AS next_due{more}
+  FROM (SELECT 1) AS one LEFT JOIN batch ON TRUE
+ ORDER BY batch.taken_first, batch.priority DESC, batch.due_at, batch.seq
 """
+
+
+CLAIM = CLAIM_STEPS + claim_rows("$4")
 
 # Store a batch of decided outcomes in one statement. `s` is the batch, one row per
 # settlement ($1..$13), with its history record ($14..$23; NULL outcome: none). The
@@ -402,17 +418,3 @@ SELECT count(*) FROM gone
 NEXT_DUE = f"SELECT MIN(due_at) FROM sitq_tasks WHERE status IN ({WAITING_SQL})"
 
 COUNTS = "SELECT status, COUNT(*) FROM sitq_tasks GROUP BY status"
-
-TASK_COLUMNS = (
-    "id, name, status, attempts, enqueued_at, due_at, priority, started_at, finished_at, "
-    "worker_id, error, error_type, traceback, progress, progress_message, max_attempts, "
-    "retry_policy, attempts - retry_base, result"
-)
-ATTEMPT_COLUMNS = (
-    "task_id, task_name, attempt, worker_id, scheduled_for, started_at, finished_at, "
-    "outcome, error_type, error_message, next_delay"
-)
-
-GET_TASKS = f"SELECT {TASK_COLUMNS} FROM sitq_tasks WHERE id = ANY($1::text[])"
-LIST_TASKS = f"SELECT {TASK_COLUMNS} FROM sitq_tasks"
-LIST_ATTEMPTS = f"SELECT {ATTEMPT_COLUMNS} FROM sitq_attempts"
