@@ -91,7 +91,7 @@ class ClaimsAndSettles(PostgresLink):
             return []
         budget = default_budget or (None, None)
         held_ids = list(held)
-        marks = [list(column) for column in zip(*started, strict=True)] or [[], [], []]
+        marks = start_columns(started)
 
         async def claim(conn: Connection) -> list[ClaimedTask]:
             changed, moment = self._changed, read_now(now)
@@ -168,7 +168,7 @@ class ClaimsAndSettles(PostgresLink):
         ids = {s.task_id for s in settlements}
         held = [*claim.held, *(ids - set(claim.held))]
         starts = [start for start in claim.started if start[0] not in ids]
-        marks = [list(column) for column in zip(*starts, strict=True)] or [[], [], []]
+        marks = start_columns(starts)
         budget = claim.default_budget or (None, None)
         stored_before: set[int] = set()
 
@@ -307,6 +307,11 @@ class ClaimsAndSettles(PostgresLink):
             return set(ids) - renewed
 
         return await self._run(renew, makes_due=False)
+
+
+def start_columns(started: Sequence[tuple[str, int, float]]) -> list[list[Any]]:
+    """The starts to record (id, token, when), as the three arrays a claim statement takes."""
+    return [list(column) for column in zip(*started, strict=True)] or [[], [], []]
 
 
 def lease_clock(now: Now, moment: float) -> float | None:

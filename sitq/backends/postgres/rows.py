@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sitq.backends.base import ClaimedTask, NewTask, Settlement
+from sitq.backends.columns import ATTEMPT_COLUMNS, TASK_COLUMNS
 from sitq.errors import SchemaVersionError
 from sitq.task import Attempt, TaskInfo, TaskStatus
 
@@ -17,16 +18,6 @@ def task_row(t: NewTask) -> tuple[Any, ...]:
             t.max_attempts, t.retry_policy)  # fmt: skip
 
 
-# What the reads return, in the order `task_info` and `Attempt` take them.
-TASK_COLUMNS = (
-    "id, name, status, attempts, enqueued_at, due_at, priority, started_at, finished_at, "
-    "worker_id, error, error_type, traceback, progress, progress_message, max_attempts, "
-    "retry_policy, attempts - retry_base, result"
-)
-ATTEMPT_COLUMNS = (
-    "task_id, task_name, attempt, worker_id, scheduled_for, started_at, finished_at, "
-    "outcome, error_type, error_message, next_delay"
-)
 GET_TASKS = f"SELECT {TASK_COLUMNS} FROM sitq_tasks WHERE id = ANY($1::text[])"
 LIST_TASKS = f"SELECT {TASK_COLUMNS} FROM sitq_tasks"
 LIST_ATTEMPTS = f"SELECT {ATTEMPT_COLUMNS} FROM sitq_attempts"

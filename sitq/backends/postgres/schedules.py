@@ -10,6 +10,8 @@ then finds the row changed and updates nothing), records the tick under the prim
 
 from __future__ import annotations
 
+from sitq.backends.columns import SCHEDULE_COLUMNS
+
 #: The tables, created with the rest of the schema (`sql.SCHEMA`).
 SCHEDULE_TABLES = """
 -- Periodic tasks: when each ticks, and the call each tick enqueues (sitq.engine.schedules).
@@ -40,8 +42,6 @@ CREATE TABLE IF NOT EXISTS sitq_schedule_ticks (
 );
 """
 
-SCHEDULE_COLUMNS = """name, task_name, every, cron, tz, missed, next_at, created_at,
-    last_tick_at, last_task_id, last_error, priority, max_attempts, retry_policy, payload"""
 
 #: Insert, or replace everything but the next tick, which is kept while the timing stays.
 SAVE_SCHEDULE = f"""

@@ -39,6 +39,7 @@ from sitq.backends.base import (
     Settlement,
     Signal,
 )
+from sitq.backends.columns import ATTEMPT_COLUMNS, TASK_COLUMNS
 from sitq.backends.schedule_rows import NewSchedule, ScheduleFire
 from sitq.backends.sqlite import counting, deps, limits, ops, schema, sql
 from sitq.backends.sqlite import lock as sqlite_lock
@@ -360,7 +361,7 @@ class SQLiteBackend(Connectable):
     async def list_tasks(
         self, statuses: Collection[TaskStatus] | None = None, limit: int | None = None
     ) -> list[TaskInfo]:
-        query = f"SELECT {sql.TASK_COLUMNS} FROM sitq_tasks"
+        query = f"SELECT {TASK_COLUMNS} FROM sitq_tasks"
         params: list[Any] = []
         if statuses is not None:
             params = [str(s) for s in statuses]
@@ -375,7 +376,7 @@ class SQLiteBackend(Connectable):
         return await self._run(counting.read)
 
     async def attempts(self, task_id: str | None = None) -> list[Attempt]:
-        query = f"SELECT {sql.ATTEMPT_COLUMNS} FROM sitq_attempts"
+        query = f"SELECT {ATTEMPT_COLUMNS} FROM sitq_attempts"
         params: tuple[Any, ...] = ()
         if task_id is not None:
             query += " WHERE task_id = ?"

@@ -29,6 +29,12 @@ def named(exc: sqlite3.DatabaseError, path: str, busy_timeout: float) -> Excepti
     return typed
 
 
+def is_busy(exc: sqlite3.DatabaseError) -> bool:
+    """SQLite's "database is locked": another connection holds the write lock."""
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # the extended code's primary part
+    return code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or "locked" in str(exc)
+
+
 def storage_error(
     exc: sqlite3.DatabaseError, path: str, busy_timeout: float
 ) -> StorageError | None:
@@ -53,7 +59,7 @@ def storage_error(
             f"space on the file system of {folder} (or move the queue to a bigger disk), "
             "then try again."
         )
-    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or "locked" in str(exc):
+    if is_busy(exc):
         return StorageBusyError(
             f"the database file {path} is locked by another connection (most often another "
             f"process) for longer than busy_timeout={busy_timeout:g}s (SQLite: {exc}). "

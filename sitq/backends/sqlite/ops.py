@@ -19,6 +19,7 @@ from itertools import chain
 from typing import Any, TypeVar
 
 from sitq.backends.base import ClaimedTask, NewTask, Now, Settlement, read_now
+from sitq.backends.columns import TASK_COLUMNS
 from sitq.backends.sqlite import deps, lock, sql
 from sitq.clock import wall_clock_of
 from sitq.errors import UniqueKeyTakenError
@@ -306,7 +307,7 @@ def read_clock(now: Now, within: float) -> tuple[float, float]:
 
 
 def get_tasks(conn: sqlite3.Connection, task_ids: list[str]) -> dict[str, TaskInfo]:
-    rows = select_in(conn, f"SELECT {sql.TASK_COLUMNS} FROM sitq_tasks", task_ids)
+    rows = select_in(conn, f"SELECT {TASK_COLUMNS} FROM sitq_tasks", task_ids)
     return {row[0]: task_info(row) for row in rows}
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
+from sitq.backends.columns import SCHEDULE_COLUMNS
 from sitq.backends.schedule_rows import NewSchedule, ScheduleFire
 from sitq.backends.sqlite import sql
 from sitq.backends.sqlite.ops import FULL_COLUMNS, in_transaction
@@ -22,8 +23,6 @@ from sitq.overview import ScheduleInfo
 #: compare-and-set on next_at already refuses a tick whose time has passed.
 TICKS_KEPT = 1000
 
-SCHEDULE_COLUMNS = """name, task_name, every, cron, tz, missed, next_at, created_at,
-    last_tick_at, last_task_id, last_error, priority, max_attempts, retry_policy, payload"""
 
 #: Insert, or replace everything but the next tick, which is kept while the timing stays.
 SAVE_SCHEDULE = """

@@ -7,6 +7,7 @@ indexes that keep every claim as cheap at 100,000 waiting tasks as at 10.
 
 from __future__ import annotations
 
+from sitq.backends.columns import ATTEMPT_COLUMNS
 from sitq.policy.state import (
     CLAIMABLE,
     HOLDS_UNIQUE_KEY,
@@ -387,15 +388,6 @@ SELECT id FROM sitq_tasks INDEXED BY sitq_tasks_finished
 
 NEXT_DUE = f"SELECT MIN(due_at) FROM sitq_tasks WHERE {IS_WAITING}"
 
-TASK_COLUMNS = (
-    "id, name, status, attempts, enqueued_at, due_at, priority, started_at, finished_at, "
-    "worker_id, error, error_type, traceback, progress, progress_message, max_attempts, "
-    "retry_policy, attempts - retry_base, result"
-)
-ATTEMPT_COLUMNS = (
-    "task_id, task_name, attempt, worker_id, scheduled_for, started_at, finished_at, "
-    "outcome, error_type, error_message, next_delay"
-)
 
 #: The live view's read (`Backend.newest_attempts`): the rowid backwards, no sort.
 NEWEST_ATTEMPTS = f"SELECT {ATTEMPT_COLUMNS} FROM sitq_attempts ORDER BY seq DESC LIMIT ?"

@@ -65,6 +65,7 @@ from typing import Any
 
 from sitq.backends.base import set_failed
 from sitq.backends.sqlite import lock, ops
+from sitq.backends.sqlite.errors import is_busy
 from sitq.errors import EventLoopError, QueueClosedError
 
 #: Writes per group at most: bounds how long one transaction holds the write lock.
@@ -185,7 +186,7 @@ class ConnectionThread:
             try:
                 value = operation(conn, *args)
             except sqlite3.OperationalError as exc:
-                if _is_busy(exc) and not conn.in_transaction:
+                if is_busy(exc) and not conn.in_transaction:
                     return False  # another connection writes: the thread waits for it
                 set_failed(future, exc)
             except Exception as exc:
@@ -354,12 +355,6 @@ def run_together(conn: sqlite3.Connection, writes: list[Request]) -> list[Answer
         except Exception as exc:
             answers.append((future, False, exc))
     return answers
-
-
-def _is_busy(exc: sqlite3.OperationalError) -> bool:
-    """SQLite's "database is locked": another connection holds the write lock."""
-    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
-    return code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or "locked" in str(exc)
 
 
 class Checkpointer:
